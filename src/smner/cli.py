@@ -1,0 +1,48 @@
+"""The ``smner`` command: one entry point, one module per verb under :mod:`smner.commands`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from smner import __version__
+from smner.commands import data as data_command
+from smner.commands import score as score_command
+from smner.errors import SmnerError
+
+DESCRIPTION = (
+    "smner: span-based multimodal named entity recognition for social-media posts "
+    "(text + image). Run 'smner VERB --help' for the options of each verb."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smner", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"smner {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    data_command.register(verbs)
+    score_command.register(verbs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; user errors print one line and exit non-zero, without a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except SmnerError as exc:
+        print(f"smner: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"smner: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("smner: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""One module per ``smner`` verb; each exposes ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+
+from smner.errors import SmnerError
+
+
+def parse_aliases(pairs: list[str] | None) -> dict[str, str]:
+    """``["OTHER=MISC"]`` -> ``{"OTHER": "MISC"}``."""
+    aliases: dict[str, str] = {}
+    for pair in pairs or []:
+        source, sep, target = pair.partition("=")
+        if not sep or not source or not target:
+            raise SmnerError(f"--label-alias {pair!r}: expected FILE_LABEL=LABEL, e.g. OTHER=MISC")
+        aliases[source] = target
+    return aliases
+
+
+def add_alias_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--label-alias",
+        action="append",
+        metavar="FROM=TO",
+        help="rename an entity type while reading, e.g. OTHER=MISC to align Twitter-2015 "
+        "with Twitter-2017 (repeatable)",
+    )

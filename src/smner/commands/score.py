@@ -1,0 +1,62 @@
+"""``smner score``: entity-level scores of a prediction file against a gold file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from smner.commands import add_alias_option, parse_aliases
+from smner.data.conll import Corpus, read_conll
+from smner.errors import SmnerError
+from smner.metrics import Scores, format_scores, score_entities
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    score = verbs.add_parser(
+        "score",
+        help="score a prediction file against a gold file",
+        description="Entity-level micro precision, recall and F1 (exact boundary and type) "
+        "and per-type scores, identical to seqeval's default mode. Both files must hold the "
+        "same posts with the same tokens.",
+    )
+    score.add_argument("--gold", required=True, metavar="FILE", help="gold data file")
+    score.add_argument("--pred", required=True, metavar="FILE", help="predicted tags, same format")
+    score.add_argument(
+        "--json", action="store_true", help="print fractions in [0, 1] as one JSON object"
+    )
+    add_alias_option(score)
+    score.set_defaults(handler=run_score)
+
+
+def check_aligned(gold: Corpus, pred: Corpus) -> None:
+    """Both files must list the same posts with the same tokens; name both lines if not."""
+    for g, p in zip(gold, pred, strict=False):
+        if g.tokens != p.tokens:
+            i = next(
+                (k for k, (a, b) in enumerate(zip(g.tokens, p.tokens, strict=False)) if a != b),
+                min(len(g), len(p)),
+            )
+            offset = 1 if g.image_id is not None else 0
+            raise SmnerError(
+                f"{gold.path}:{g.line + offset + i} and {pred.path}:{p.line + offset + i} "
+                f"differ: posts must have the same tokens "
+                f"(gold {len(g)} tokens, prediction {len(p)})"
+            )
+    if len(gold) != len(pred):
+        raise SmnerError(
+            f"{gold.path} has {len(gold)} posts but {pred.path} has {len(pred)}; "
+            "expected the same posts in the same order"
+        )
+
+
+def score_files(gold_path: str, pred_path: str, aliases: dict[str, str] | None = None) -> Scores:
+    gold = read_conll(gold_path, aliases)
+    pred = read_conll(pred_path, aliases)
+    check_aligned(gold, pred)
+    return score_entities((ex.entities for ex in gold), (ex.entities for ex in pred))
+
+
+def run_score(args: argparse.Namespace) -> int:
+    scores = score_files(args.gold, args.pred, parse_aliases(args.label_alias))
+    print(json.dumps(scores.to_dict(), indent=2) if args.json else format_scores(scores))
+    return 0

@@ -1,0 +1,184 @@
+"""Reader and writer for the Twitter MNER format (and plain two-column CoNLL).
+
+The format: a line ``IMGID:<id>`` opens a post, then one ``token<TAB>tag`` line per token with
+BIO tags, and a blank line between posts. The ``IMGID`` line is optional (plain CoNLL). The
+reader refuses broken input with a :class:`~smner.errors.DataFormatError` that names the file,
+the line and what was expected; it never guesses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smner.data.types import Entity, Example
+from smner.errors import DataFormatError
+from smner.fileio import atomic_write_text
+from smner.spans import bio_to_entities, entities_to_bio
+
+IMGID_PREFIX = "IMGID:"
+_TAG_RE = re.compile(r"^(?:O|[BI]-\S+)$")
+
+#: Aliases that make the two benchmarks share a label set, for ``--label-alias``-style options.
+BENCHMARK_ALIASES: dict[str, str] = {"OTHER": "MISC"}
+
+
+@dataclass(slots=True)
+class Corpus:
+    """The posts of one file, plus what is needed to write the file back unchanged."""
+
+    path: str
+    examples: list[Example]
+    final_blank_line: bool = True
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __iter__(self) -> Iterator[Example]:
+        return iter(self.examples)
+
+    @property
+    def labels(self) -> list[str]:
+        """Sorted entity types found in the file (after aliasing)."""
+        return sorted({e.label for ex in self.examples for e in ex.entities})
+
+
+def _decode(data: bytes, path: str) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataFormatError(
+            path, line, f"invalid UTF-8 at byte {exc.start}; expected UTF-8 text"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _apply_alias(tag: str, aliases: Mapping[str, str]) -> str:
+    if tag == "O" or not aliases:
+        return tag
+    return f"{tag[:2]}{aliases.get(tag[2:], tag[2:])}"
+
+
+def parse_conll(
+    text: str, path: str = "<string>", aliases: Mapping[str, str] | None = None
+) -> Corpus:
+    """Parse the text of a data file; see the module docstring for the format."""
+    aliases = dict(aliases or {})
+    examples: list[Example] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    image_id: str | None = None
+    start_line = 0
+    open_post = False
+
+    def close_post(at_line: int) -> None:
+        nonlocal tokens, tags, image_id, open_post
+        if not tokens:
+            raise DataFormatError(
+                path, start_line, "post has no tokens; expected token<TAB>tag lines"
+            )
+        aliased = [_apply_alias(t, aliases) for t in tags]
+        examples.append(
+            Example(
+                tokens=tokens,
+                tags=tags,
+                image_id=image_id,
+                post_id=image_id if image_id is not None else str(len(examples) + 1),
+                line=start_line,
+                entities=bio_to_entities(aliased),
+            )
+        )
+        tokens, tags, image_id, open_post = [], [], None, False
+
+    lines = text.split("\n")
+    final_blank = len(lines) >= 2 and lines[-1] == "" and lines[-2].rstrip() == ""
+    for number, raw in enumerate(lines, start=1):
+        line = raw.rstrip()
+        if not line:
+            if open_post:
+                close_post(number)
+            continue
+        if line.startswith(IMGID_PREFIX):
+            if open_post:
+                close_post(number)
+            image_id = line[len(IMGID_PREFIX) :].strip()
+            if not image_id:
+                raise DataFormatError(path, number, "empty image id; expected IMGID:<id>")
+            start_line, open_post = number, True
+            continue
+        if line.startswith("-DOCSTART-"):
+            continue
+        parts = line.split("\t") if "\t" in line else line.split()
+        if len(parts) != 2 or not parts[0]:
+            found = "a token without a tag" if len(parts) == 1 else f"{len(parts)} columns"
+            raise DataFormatError(
+                path, number, f"expected 'token<TAB>tag' or 'IMGID:<id>', found {found}"
+            )
+        # Tokens are kept verbatim: the benchmarks contain tokens such as a lone U+00A0.
+        token, tag = parts[0], parts[1].strip()
+        if not _TAG_RE.match(tag):
+            raise DataFormatError(
+                path, number, f"invalid tag {tag!r}; expected O, B-<TYPE> or I-<TYPE>"
+            )
+        if not open_post:
+            start_line, open_post = number, True
+        tokens.append(token)
+        tags.append(tag)
+    if open_post:
+        close_post(len(lines))
+    return Corpus(path=path, examples=examples, final_blank_line=final_blank, aliases=aliases)
+
+
+def read_conll(path: str | Path, aliases: Mapping[str, str] | None = None) -> Corpus:
+    """Read a data file. Raises :class:`DataFormatError` (file, line, expectation) if broken."""
+    path_str = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataFormatError(path_str, None, "file not found") from None
+    except IsADirectoryError:
+        raise DataFormatError(path_str, None, "is a folder; expected a data file") from None
+    return parse_conll(_decode(data, path_str), path_str, aliases)
+
+
+def format_conll(
+    examples: Iterable[Example],
+    tags_of: Iterable[Sequence[str]] | None = None,
+    final_blank_line: bool = True,
+) -> str:
+    """Text of a data file; ``tags_of`` overrides each post's tags (for prediction files)."""
+    posts: list[str] = []
+    tag_lists = iter(tags_of) if tags_of is not None else None
+    for example in examples:
+        tags = next(tag_lists) if tag_lists is not None else example.tags
+        if tags is None:
+            tags = ["O"] * len(example.tokens)
+        if len(tags) != len(example.tokens):
+            raise ValueError(f"post {example.post_id}: {len(tags)} tags for {len(example)} tokens")
+        head = f"{IMGID_PREFIX}{example.image_id}\n" if example.image_id is not None else ""
+        body = "".join(f"{tok}\t{tag}\n" for tok, tag in zip(example.tokens, tags, strict=True))
+        posts.append(head + body)
+    text = "\n".join(posts)
+    return text + "\n" if final_blank_line and posts else text
+
+
+def write_conll(path: str | Path, corpus: Corpus) -> None:
+    """Write a corpus back in its own format (a well-formed file round-trips byte for byte)."""
+    atomic_write_text(path, format_conll(corpus.examples, final_blank_line=corpus.final_blank_line))
+
+
+def write_predictions(
+    path: str | Path,
+    examples: Sequence[Example],
+    predictions: Sequence[Iterable[Entity]],
+) -> None:
+    """Write predicted entities as BIO tags in the data format, one post per gold post."""
+    tag_lists = [
+        entities_to_bio(entities, len(example))
+        for example, entities in zip(examples, predictions, strict=True)
+    ]
+    atomic_write_text(path, format_conll(examples, tag_lists))

@@ -1,0 +1,40 @@
+"""Plain value types shared by the reader, the model and the scorer.
+
+Token offsets are 0-based and ``end`` is exclusive, as in Python slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Entity:
+    """A typed entity span ``tokens[start:end]``."""
+
+    start: int
+    end: int
+    label: str
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(slots=True)
+class Example:
+    """One post: its tokens, optional gold BIO tags and optional image id.
+
+    ``line`` is the 1-based line of the file where the post starts, so that later errors
+    about this post can point at it.
+    """
+
+    tokens: list[str]
+    tags: list[str] | None = None
+    image_id: str | None = None
+    post_id: str = ""
+    line: int = 0
+    entities: list[Entity] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.tokens)

@@ -1,0 +1,20 @@
+"""Errors that the command line shows as one readable line instead of a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SmnerError(Exception):
+    """Base class for every error caused by user input or environment, not by a bug."""
+
+
+class DataFormatError(SmnerError):
+    """A data file does not follow the expected format; names the file and the line."""
+
+    def __init__(self, path: str | Path, line: int | None, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.message = message
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real benchmark files beside the checkout; skip where they are absent."""
+    if not (SHARED_DATA / "twitter2015" / "train.txt").is_file():
+        pytest.skip(f"benchmark data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def real_files() -> list[Path]:
+    return sorted(SHARED_DATA.glob("twitter20*/*.txt"))
