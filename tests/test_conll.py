@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def test_crlf_and_trailing_whitespace_are_accepted() -> None:
 
 
 def test_tokens_are_kept_verbatim() -> None:
-    corpus = parse_conll("IMGID:1\n\u00a0\tO\nx\"\tO\n")
+    corpus = parse_conll('IMGID:1\n\u00a0\tO\nx"\tO\n')
     assert corpus.examples[0].tokens == ["\u00a0", 'x"']
 
 
@@ -161,15 +162,15 @@ def test_fuzz_structured_lines(lines: list[str]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_fuzz_random_bytes(data: bytes) -> None:
-    try:
+    with contextlib.suppress(DataFormatError, UnicodeDecodeError):
         parse_conll(data.decode("utf-8", errors="strict"), "fuzz.txt")
-    except (DataFormatError, UnicodeDecodeError):
-        pass
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 2**32 - 1))
-def test_fuzz_mutations_of_a_valid_file(tmp_path_factory: pytest.TempPathFactory, seed: int) -> None:
+def test_fuzz_mutations_of_a_valid_file(
+    tmp_path_factory: pytest.TempPathFactory, seed: int
+) -> None:
     rng = random.Random(seed)
     data = bytearray(SAMPLE.encode("utf-8"))
     for _ in range(rng.randint(1, 6)):

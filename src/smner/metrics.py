@@ -97,7 +97,9 @@ class EntityScorer:
         return Scores(p, r, _f1(p, r), gold, predicted, per_type)
 
 
-def score_entities(gold: Iterable[Iterable[Entity]], predicted: Iterable[Iterable[Entity]]) -> Scores:
+def score_entities(
+    gold: Iterable[Iterable[Entity]], predicted: Iterable[Iterable[Entity]]
+) -> Scores:
     """Score paired per-post entity lists."""
     scorer = EntityScorer()
     for g, p in zip(gold, predicted, strict=True):

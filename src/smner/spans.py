@@ -16,7 +16,7 @@ OUTSIDE = "O"
 
 
 def split_tag(tag: str) -> tuple[str, str | None]:
-    """Split a BIO tag into its prefix and type: ``"B-PER" -> ("B", "PER")``, ``"O" -> ("O", None)``."""
+    """Split a BIO tag: ``"B-PER" -> ("B", "PER")``, ``"O" -> ("O", None)``."""
     if tag == OUTSIDE:
         return OUTSIDE, None
     return tag[0], tag[2:]

@@ -86,6 +86,4 @@ def download_benchmark(
         target = dest_path / name
         atomic_write_bytes(target, data)
         written.append(target)
-    return DownloadResult(
-        dataset, written, IMAGE_INSTRUCTIONS.format(name=dataset, dest=dest_path)
-    )
+    return DownloadResult(dataset, written, IMAGE_INSTRUCTIONS.format(name=dataset, dest=dest_path))
