@@ -8,7 +8,10 @@ from collections.abc import Sequence
 
 from smner import __version__
 from smner.commands import data as data_command
+from smner.commands import evaluate as evaluate_command
+from smner.commands import predict as predict_command
 from smner.commands import score as score_command
+from smner.commands import train as train_command
 from smner.errors import SmnerError
 
 DESCRIPTION = (
@@ -21,8 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smner", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"smner {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    data_command.register(verbs)
+    train_command.register(verbs)
+    evaluate_command.register(verbs)
+    predict_command.register(verbs)
     score_command.register(verbs)
+    data_command.register(verbs)
     return parser
 
 

@@ -1,0 +1,124 @@
+"""``smner predict``: entities of new posts, from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from smner.errors import DataFormatError, SmnerError
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    parser = verbs.add_parser(
+        "predict",
+        help="find entities in new posts",
+        description="Find entities in one post (--text, optionally --image) or in a JSONL file "
+        'of records {"id", "text" or "tokens", "image" (optional path)}. Raw text is split '
+        'by a tweet-aware tokenizer. Output records add "entities": [{text, type, start, end, '
+        "char_start, char_end, score}] (token ends and character ends are exclusive).",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="the text of one post")
+    source.add_argument("--input", metavar="FILE.jsonl", help="one JSON record per line")
+    parser.add_argument("--model", required=True, metavar="DIR", help="saved model folder")
+    parser.add_argument("--image", metavar="PATH", help="image of the --text post")
+    parser.add_argument(
+        "--output", metavar="FILE.jsonl", help="write records here (default: stdout)"
+    )
+    parser.add_argument(
+        "--explain", action="store_true", help="add each entity's attention over the image grid"
+    )
+    parser.add_argument(
+        "--heatmaps", metavar="DIR", help="save one PNG per entity: its attention over its image"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.set_defaults(handler=run)
+
+
+def read_records(path: str) -> list[dict[str, Any]]:
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(path, number, f"not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict) or not (
+                isinstance(record.get("text"), str) or isinstance(record.get("tokens"), list)
+            ):
+                raise DataFormatError(
+                    path, number, 'expected an object with "text" (string) or "tokens" (list)'
+                )
+            if record.get("image") is not None and not isinstance(record["image"], str):
+                raise DataFormatError(path, number, '"image" must be a path (string)')
+            record.setdefault("id", str(number))
+            record["_line"] = number
+            records.append(record)
+    return records
+
+
+def run(args: argparse.Namespace) -> int:
+    from smner.heatmap import render_heatmap
+    from smner.predict import PostInput, Predictor
+
+    predictor = Predictor.from_pretrained(args.model, device=args.device)
+    if args.text is not None:
+        records = [{"id": "1", "text": args.text, "image": args.image}]
+    else:
+        if args.image:
+            raise SmnerError('--image goes with --text; in --input records use "image"')
+        records = read_records(args.input)
+    base = Path(args.input).parent if args.input else Path(".")
+    posts = []
+    for r in records:
+        image = r.get("image")
+        image_path = (base / image) if image and args.input else image
+        posts.append(PostInput(text=r.get("text"), tokens=r.get("tokens"), image=image_path))
+        r["_image_path"] = image_path
+    predictions = predictor.predict_many(posts, args.batch_size)
+    lines = []
+    for record, prediction in zip(records, predictions, strict=True):
+        out = {k: v for k, v in record.items() if not k.startswith("_")}
+        out.update(prediction.to_dict(explain=args.explain))
+        lines.append(json.dumps(out, ensure_ascii=False))
+        if args.heatmaps and record["_image_path"] and prediction.image_status == "ok":
+            save_heatmaps(
+                Path(args.heatmaps),
+                str(record["id"]),
+                record["_image_path"],
+                prediction,
+                render_heatmap,
+            )
+    text = "\n".join(lines) + "\n"
+    if args.output:
+        from smner.fileio import atomic_write_text
+
+        atomic_write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def save_heatmaps(
+    folder: Path, post_id: str, image_path: Any, prediction: Any, render: Any
+) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", post_id)[:64]
+    with Image.open(image_path) as image:
+        picture = image.convert("RGB")
+    for n, mention in enumerate(prediction.entities):
+        if mention.attention is None:
+            continue
+        safe_text = re.sub(r"[^A-Za-z0-9_-]", "_", mention.text)[:40]
+        name = f"{safe_id}-{n}-{mention.type}-{safe_text}.png"
+        render(picture, mention.attention).save(folder / name)
+        print(f"heatmap: {folder / name}", file=sys.stderr)

@@ -1,0 +1,189 @@
+"""From examples to tensors: word shapes, sub-word alignment, span enumeration, gold labels.
+
+The collator is the single place where posts become a :class:`Batch`, shared by training,
+evaluation and prediction, and by every model type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from smner.data.types import Entity
+from smner.encoders.text import WordTokenizer
+from smner.spans import batch_spans, span_label_ids
+
+# Word-shape classes. The offline encoders lowercase their input, so case lives here.
+SHAPES = (
+    "pad",
+    "lower",
+    "title",
+    "upper",
+    "mixed",
+    "digit",
+    "mention",
+    "hashtag",
+    "url",
+    "punct",
+    "other",
+)
+_SHAPE_ID = {name: i for i, name in enumerate(SHAPES)}
+_URL_RE = re.compile(r"^(?:https?://|www\.)", re.IGNORECASE)
+
+
+def word_shape(token: str) -> int:
+    """Shape class id of a token (see :data:`SHAPES`)."""
+    if _URL_RE.match(token):
+        return _SHAPE_ID["url"]
+    if len(token) > 1 and token[0] == "@":
+        return _SHAPE_ID["mention"]
+    if len(token) > 1 and token[0] == "#":
+        return _SHAPE_ID["hashtag"]
+    letters = [c for c in token if c.isalpha()]
+    if not letters:
+        if any(c.isdigit() for c in token):
+            return _SHAPE_ID["digit"]
+        return _SHAPE_ID["punct"] if token.strip() else _SHAPE_ID["other"]
+    if all(c.islower() for c in letters):
+        return _SHAPE_ID["lower"]
+    if all(c.isupper() for c in letters):
+        return _SHAPE_ID["upper"] if len(letters) > 1 else _SHAPE_ID["title"]
+    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        return _SHAPE_ID["title"]
+    return _SHAPE_ID["mixed"]
+
+
+@dataclass
+class Batch:
+    """Tensors for one batch. ``T`` words, ``L`` sub-words, ``S`` spans, ``K`` image regions."""
+
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    word_index: torch.Tensor  # [B, T] first sub-word position of each word
+    subword_word: torch.Tensor  # [B, L] word of each sub-word, -1 for specials and padding
+    word_mask: torch.Tensor  # [B, T] bool
+    shape_ids: torch.Tensor  # [B, T]
+    spans: torch.Tensor  # [S, 2] (start, exclusive end), shared by the batch
+    span_mask: torch.Tensor  # [B, S] bool: span lies inside the post
+    has_image: torch.Tensor  # [B] bool
+    image_pooled: torch.Tensor | None = None  # [B, Dv] precomputed (frozen backbone)
+    image_regions: torch.Tensor | None = None  # [B, K, Dv]
+    pixel_values: torch.Tensor | None = None  # [B, 3, H, W] raw (trainable backbone)
+    span_labels: torch.Tensor | None = None  # [B, S] label id per span, 0 = O
+    token_labels: torch.Tensor | None = None  # [B, T] BIO label id per word, -100 = padding
+
+    @property
+    def size(self) -> int:
+        return int(self.input_ids.size(0))
+
+    def to(self, device: torch.device | str) -> Batch:
+        moved = {
+            f.name: (v.to(device) if isinstance(v, torch.Tensor) else v)
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        }
+        return Batch(**moved)
+
+
+@dataclass
+class ImageInput:
+    """What a post brings of its image: precomputed features, raw pixels, or nothing."""
+
+    pooled: torch.Tensor | None = None  # [Dv]
+    regions: torch.Tensor | None = None  # [K, Dv]
+    pixels: torch.Tensor | None = None  # [3, H, W]
+
+
+class Collator:
+    """Builds :class:`Batch` objects from tokens, optional entities and optional images."""
+
+    def __init__(
+        self,
+        tokenizer: WordTokenizer,
+        label_to_id: dict[str, int],
+        max_span_width: int,
+        bio_label_to_id: dict[str, int] | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.label_to_id = label_to_id
+        self.max_span_width = max_span_width
+        self.bio_label_to_id = bio_label_to_id
+
+    def __call__(
+        self,
+        tokens: Sequence[Sequence[str]],
+        entities: Sequence[Sequence[Entity]] | None = None,
+        images: Sequence[ImageInput | None] | None = None,
+    ) -> Batch:
+        lengths = [len(t) for t in tokens]
+        encoded = self.tokenizer(tokens)
+        num_words = encoded["word_index"].size(1)
+        word_mask = torch.arange(num_words)[None, :] < torch.tensor(lengths)[:, None]
+        shape_ids = torch.zeros((len(tokens), num_words), dtype=torch.long)
+        for b, words in enumerate(tokens):
+            shape_ids[b, : len(words)] = torch.tensor([word_shape(w) for w in words])
+        spans, span_mask = batch_spans(lengths, self.max_span_width)
+        batch = Batch(
+            **encoded,
+            word_mask=word_mask,
+            shape_ids=shape_ids,
+            spans=torch.from_numpy(np.ascontiguousarray(spans)),
+            span_mask=torch.from_numpy(span_mask),
+            has_image=torch.zeros(len(tokens), dtype=torch.bool),
+        )
+        if entities is not None:
+            labels = (
+                np.stack(
+                    [
+                        span_label_ids(spans, ents, self.label_to_id, self.max_span_width)
+                        for ents in entities
+                    ]
+                )
+                if len(spans)
+                else np.zeros((len(tokens), 0), dtype=np.int64)
+            )
+            batch.span_labels = torch.from_numpy(labels) * batch.span_mask
+            if self.bio_label_to_id is not None:
+                batch.token_labels = self._token_labels(tokens, entities, num_words)
+        if images is not None:
+            self._add_images(batch, images)
+        return batch
+
+    def _token_labels(
+        self, tokens: Sequence[Sequence[str]], entities: Sequence[Sequence[Entity]], width: int
+    ) -> torch.Tensor:
+        assert self.bio_label_to_id is not None
+        labels = torch.full((len(tokens), width), -100, dtype=torch.long)
+        for b, (words, ents) in enumerate(zip(tokens, entities, strict=True)):
+            labels[b, : len(words)] = 0
+            for e in ents:
+                labels[b, e.start] = self.bio_label_to_id[f"B-{e.label}"]
+                labels[b, e.start + 1 : e.end] = self.bio_label_to_id[f"I-{e.label}"]
+        return labels
+
+    @staticmethod
+    def _add_images(batch: Batch, images: Sequence[ImageInput | None]) -> None:
+        present = [i for i, im in enumerate(images) if im is not None]
+        batch.has_image = torch.tensor([im is not None for im in images], dtype=torch.bool)
+        if not present:
+            return
+        first = images[present[0]]
+        assert first is not None
+        if first.pixels is not None:
+            pixels = torch.zeros((len(images), *first.pixels.shape))
+            for i in present:
+                pixels[i] = images[i].pixels  # type: ignore[union-attr]
+            batch.pixel_values = pixels
+            return
+        assert first.pooled is not None and first.regions is not None
+        pooled = torch.zeros((len(images), *first.pooled.shape))
+        regions = torch.zeros((len(images), *first.regions.shape))
+        for i in present:
+            pooled[i] = images[i].pooled  # type: ignore[union-attr]
+            regions[i] = images[i].regions  # type: ignore[union-attr]
+        batch.image_pooled, batch.image_regions = pooled, regions

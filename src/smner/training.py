@@ -1,0 +1,393 @@
+"""One trainer for every smner model: batching, optimisation, dev evaluation, checkpoints.
+
+``DIR/best/`` holds the model with the best dev F1 (a folder ``from_pretrained`` loads);
+``DIR/last/`` the full state (model, optimizer, scheduler, RNG states, epoch and step), written
+atomically, from which ``resume=True`` continues a killed run exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from smner.config import ExperimentConfig, from_dict, to_dict
+from smner.data.batching import Batch, Collator
+from smner.data.conll import read_conll
+from smner.data.images import ImageStore
+from smner.data.types import Example
+from smner.encoders.text import load_tokenizer, resolve_text_encoder
+from smner.errors import SmnerError
+from smner.fileio import atomic_write_text, replace_directory
+from smner.images_input import ImageProvider
+from smner.metrics import EntityScorer, Scores
+from smner.model import NERModel, build_collator, build_model
+from smner.model.base import TOKENIZER_DIR, PredictedEntity
+
+STATE_FILE = "trainer_state.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def batches(order: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(order), size):
+        yield list(order[start : start + size])
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled order of one epoch; a function of (seed, epoch) only, so resume replays it."""
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return torch.randperm(num_examples, generator=generator).tolist()
+
+
+def collate(
+    collator: Collator,
+    examples: Sequence[Example],
+    indices: Sequence[int],
+    images: ImageProvider,
+    with_labels: bool,
+) -> Batch:
+    chosen = [examples[i] for i in indices]
+    return collator(
+        [ex.tokens for ex in chosen],
+        [ex.entities for ex in chosen] if with_labels else None,
+        images(indices),
+    )
+
+
+@torch.no_grad()
+def predict_examples(
+    model: NERModel,
+    collator: Collator,
+    examples: Sequence[Example],
+    images: ImageProvider,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    description: str = "predict",
+) -> list[list[PredictedEntity]]:
+    """Predictions for every example, in order (sorted by length inside for speed)."""
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+    results: list[list[PredictedEntity]] = [[] for _ in examples]
+    bar = tqdm(total=len(examples), desc=description, disable=not progress, unit="post")
+    for chunk in batches(order, batch_size):
+        batch = collate(collator, examples, chunk, images, with_labels=False).to(device)
+        for i, post in zip(chunk, model.predict(batch), strict=True):
+            results[i] = post
+        bar.update(len(chunk))
+    bar.close()
+    return results
+
+
+def score_predictions(
+    examples: Sequence[Example], predictions: Sequence[Sequence[PredictedEntity]]
+) -> Scores:
+    scorer = EntityScorer()
+    for ex, post in zip(examples, predictions, strict=True):
+        scorer.update(ex.entities, [p.entity for p in post])
+    return scorer.result()
+
+
+@dataclass
+class TrainResult:
+    best_f1: float
+    best_epoch: int
+    epochs_run: int
+    output_dir: Path
+
+
+class Trainer:
+    """Trains ``config`` into ``output_dir``; see the module docstring for the folder layout."""
+
+    def __init__(self, config: ExperimentConfig, output_dir: str | Path, resume: bool = False):
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.resume = resume
+        self.device = resolve_device(config.train.device)
+        self.log = lambda message: print(message, file=sys.stderr, flush=True)
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _read_data(self) -> tuple[list[Example], list[Example]]:
+        data = self.config.data
+        if not data.train_file or not data.dev_file:
+            raise SmnerError("data.train_file and data.dev_file must both be set")
+        train = read_conll(data.train_file, data.label_aliases).examples
+        dev = read_conll(data.dev_file, data.label_aliases).examples
+        return train, dev
+
+    def _build(self, train: list[Example]) -> tuple[NERModel, Any]:
+        model_cfg = self.config.model
+        if not model_cfg.labels:
+            labels = sorted({e.label for ex in train for e in ex.entities})
+            model_cfg = replace(model_cfg, labels=labels)
+        model = build_model(model_cfg)
+        tokenizer = load_tokenizer(resolve_text_encoder(model_cfg.text_encoder))
+        return model, tokenizer
+
+    def _optimizer(self, model: NERModel) -> torch.optim.Optimizer:
+        pretrained = {id(p) for p in model.pretrained_parameters()}
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            no_decay = p.ndim < 2 or "norm" in name.lower()
+            groups.setdefault((id(p) in pretrained, no_decay), []).append(p)
+        train = self.config.train
+        return torch.optim.AdamW(
+            [
+                {
+                    "params": params,
+                    "lr": train.encoder_lr if is_pretrained else train.head_lr,
+                    "weight_decay": 0.0 if no_decay else train.weight_decay,
+                }
+                for (is_pretrained, no_decay), params in sorted(groups.items())
+            ]
+        )
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def _save_last(self, model: NERModel, tokenizer: Any, state: dict[str, Any]) -> None:
+        """Model folder plus trainer state, swapped in as one folder."""
+        staging = Path(tempfile.mkdtemp(prefix=".last.", dir=self.output_dir))
+        try:
+            model.save_pretrained(staging / "model", tokenizer)
+            torch.save(state, staging / STATE_FILE)
+            replace_directory(staging, self.output_dir / "last")
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+
+    def _load_last(self) -> tuple[NERModel, Any, dict[str, Any]] | None:
+        last = self.output_dir / "last"
+        old = self.output_dir / "last.old"
+        if not (last / STATE_FILE).is_file() and (old / STATE_FILE).is_file():
+            last = old  # killed between the two renames of replace_directory
+        if not (last / STATE_FILE).is_file():
+            return None
+        model = NERModel.from_pretrained(last / "model")
+        tokenizer = load_tokenizer(last / "model" / TOKENIZER_DIR)
+        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
+        return model, tokenizer, state
+
+    def _append_log(self, record: dict[str, Any]) -> None:
+        with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        cfg = self.config.train
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        train, dev = self._read_data()
+        seed_everything(cfg.seed)
+        resumed = self._load_last() if self.resume else None
+        if resumed is not None:
+            model, tokenizer, state = resumed
+            self.log(
+                f"resuming from {self.output_dir / 'last'} (epoch {state['epoch']}, "
+                f"step {state['step_in_epoch']} of that epoch)"
+            )
+        else:
+            if self.resume:
+                self.log(f"no checkpoint in {self.output_dir / 'last'}; starting afresh")
+            model, tokenizer = self._build(train)
+            state = {
+                "epoch": 0,
+                "step_in_epoch": 0,
+                "global_step": 0,
+                "best_f1": -1.0,
+                "best_epoch": 0,
+                "bad_epochs": 0,
+            }
+            self._reset_log()
+        model.to(self.device)
+        atomic_write_text(
+            self.output_dir / "config.json",
+            json.dumps(to_dict(replace(self.config, model=model.config)), indent=2) + "\n",
+        )
+        collator = build_collator(model.config, tokenizer)
+        store = ImageStore(self.config.data.image_dir)
+        train_images = ImageProvider(
+            model, train, store, self.config.data.feature_cache_dir, progress=cfg.progress
+        )
+        if train_images.enabled:
+            self.log(f"train {store.summary()}")
+        store.reset_counts()
+        dev_images = ImageProvider(
+            model, dev, store, self.config.data.feature_cache_dir, progress=cfg.progress
+        )
+        if dev_images.enabled:
+            self.log(f"dev {store.summary()}")
+
+        optimizer = self._optimizer(model)
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size / cfg.accumulate)
+        total_steps = steps_per_epoch * cfg.epochs
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(cfg.warmup_ratio * total_steps), total_steps
+        )
+        if resumed is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"])
+
+        def snapshot(epoch: int, step_in_epoch: int) -> dict[str, Any]:
+            return {
+                **{k: state[k] for k in ("global_step", "best_f1", "best_epoch", "bad_epochs")},
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "config": to_dict(self.config),
+            }
+
+        for epoch in range(state["epoch"], cfg.epochs):
+            model.train()
+            order = epoch_order(len(train), cfg.seed, epoch)
+            chunks = list(batches(order, cfg.batch_size * cfg.accumulate))
+            start_step = state["step_in_epoch"] if epoch == state["epoch"] else 0
+            bar = tqdm(
+                total=len(chunks),
+                initial=start_step,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                disable=not cfg.progress,
+                unit="step",
+            )
+            started, seen = time.perf_counter(), 0
+            for step in range(start_step, len(chunks)):
+                loss_value = self._step(
+                    model, collator, train, chunks[step], train_images, optimizer, scheduler
+                )
+                state["global_step"] += 1
+                seen += len(chunks[step])
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{loss_value:.4f}", posts_per_s=f"{rate:.1f}")
+                bar.update(1)
+                if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0:
+                    self._save_last(model, tokenizer, snapshot(epoch, step + 1))
+            bar.close()
+            predictions = predict_examples(
+                model,
+                collator,
+                dev,
+                dev_images,
+                cfg.eval_batch_size,
+                self.device,
+                cfg.progress,
+                "dev",
+            )
+            scores = score_predictions(dev, predictions)
+            improved = scores.f1 > state["best_f1"]
+            if improved:
+                state.update(best_f1=scores.f1, best_epoch=epoch + 1, bad_epochs=0)
+                model.save_pretrained(self.output_dir / "best", tokenizer)
+            else:
+                state["bad_epochs"] += 1
+            record = {
+                "epoch": epoch + 1,
+                "step": state["global_step"],
+                "dev_precision": scores.precision,
+                "dev_recall": scores.recall,
+                "dev_f1": scores.f1,
+                "best": improved,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+            self._append_log(record)
+            self.log(
+                f"epoch {epoch + 1}: dev P {100 * scores.precision:.2f} "
+                f"R {100 * scores.recall:.2f} F1 {100 * scores.f1:.2f}"
+                + (" (best)" if improved else "")
+            )
+            stop = bool(cfg.patience) and state["bad_epochs"] >= cfg.patience
+            state["step_in_epoch"] = 0
+            self._save_last(model, tokenizer, snapshot(epoch + 1, 0) | {"stopped": stop})
+            if stop:
+                self.log(f"no dev improvement for {cfg.patience} epochs: stopping early")
+                break
+            state["epoch"] = epoch + 1
+        return TrainResult(state["best_f1"], state["best_epoch"], state["epoch"], self.output_dir)
+
+    def _reset_log(self) -> None:
+        (self.output_dir / "log.jsonl").unlink(missing_ok=True)
+
+    def _step(
+        self,
+        model: NERModel,
+        collator: Collator,
+        examples: Sequence[Example],
+        indices: Sequence[int],
+        images: ImageProvider,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+    ) -> float:
+        cfg = self.config.train
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for part in batches(indices, cfg.batch_size):
+            batch = collate(collator, examples, part, images, with_labels=True).to(self.device)
+            output = model(batch, labels=model.labels_of(batch))
+            assert output.loss is not None
+            loss = output.loss * (len(part) / len(indices))
+            loss.backward()
+            total += float(loss.detach())
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], cfg.grad_clip
+            )
+        optimizer.step()
+        scheduler.step()
+        return total
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(
+    config: ExperimentConfig | dict[str, Any], output_dir: str | Path, resume: bool = False
+) -> TrainResult:
+    """Train from a config object or a plain dict (for notebooks); returns the best dev F1.
+
+    >>> smner.train({"data": {"train_file": "train.txt", "dev_file": "dev.txt"}}, "runs/x")
+    """
+    if isinstance(config, dict):
+        config = from_dict(ExperimentConfig, config)
+    return Trainer(config, output_dir, resume).fit()

@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from smner.data.batching import Batch, ImageInput
+from smner.encoders.text import load_tokenizer
+from smner.errors import SmnerError
+from smner.metrics import score_entities
+from smner.model import SMNER, NERModel, build_collator, build_model
+from smner.model.alignment import gaussian_kl, jensen_shannon_mi
+from smner.model.base import load_config
+from tests.tiny import fixture_posts, make_image_encoder, make_text_encoder, tiny_config
+
+ABLATIONS = {
+    "full": {},
+    "no_ib": {"use_ib": False},
+    "no_cross_attention": {"use_cross_attention": False},
+    "text_only": {"use_image": False},
+}
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("encoders")
+    return make_text_encoder(root / "text"), make_image_encoder(root / "image")
+
+
+def make(encoders: tuple[Path, Path], **overrides: object) -> tuple[NERModel, object]:
+    torch.manual_seed(0)
+    model = build_model(tiny_config(*encoders, **overrides))
+    return model, build_collator(model.config, load_tokenizer(encoders[0]))
+
+
+def collate(model: NERModel, collator: object, labels: bool = True) -> Batch:
+    posts = fixture_posts()
+    images = [
+        ImageInput(pixels=model.image.preprocessing([img])[0])
+        if img is not None and model.config.use_image
+        else None
+        for _, img in posts
+    ]
+    return collator(  # type: ignore[operator]
+        [ex.tokens for ex, _ in posts],
+        [ex.entities for ex, _ in posts] if labels else None,
+        images,
+    )
+
+
+def test_output_shapes_and_loss_parts(encoders: tuple[Path, Path]) -> None:
+    model, collator = make(encoders)
+    batch = collate(model, collator)
+    out = model(batch, labels=batch.span_labels)
+    num_spans = batch.spans.size(0)
+    assert out.logits.shape == (4, num_spans, 4)
+    assert out.attention is not None and out.attention.shape == (4, num_spans, 2 + 49)
+    assert out.grid == (7, 7)
+    assert set(out.losses) == {"span_ce", "mi", "kl"}
+    assert out.loss is not None and torch.isfinite(out.loss)
+    cfg = model.config
+    expected = (
+        out.losses["span_ce"] - cfg.ib_alpha * out.losses["mi"] + cfg.ib_beta * out.losses["kl"]
+    )
+    assert torch.allclose(out.loss, expected)
+    assert model(batch).loss is None  # no labels, no loss
+
+
+@pytest.mark.parametrize("ablation", sorted(ABLATIONS))
+def test_every_trainable_parameter_gets_a_gradient(
+    encoders: tuple[Path, Path], ablation: str
+) -> None:
+    model, collator = make(encoders, **ABLATIONS[ablation])
+    model.train()
+    batch = collate(model, collator)
+    model(batch, labels=batch.span_labels).loss.backward()  # type: ignore[union-attr]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable
+    for name, p in trainable:
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    if ablation == "text_only":
+        assert not hasattr(model, "image")
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    if model.config.use_image:
+        assert any(n.startswith("image.") for n in frozen)  # backbone frozen by default
+
+
+def test_trainable_image_backbone_gets_gradients(encoders: tuple[Path, Path]) -> None:
+    model, collator = make(encoders, train_image_encoder=True)
+    batch = collate(model, collator)
+    model(batch, labels=batch.span_labels).loss.backward()  # type: ignore[union-attr]
+    grads = [p.grad for n, p in model.named_parameters() if n.startswith("image.")]
+    assert grads and all(g is not None for g in grads)
+
+
+def test_save_then_load_gives_identical_logits(encoders: tuple[Path, Path], tmp_path: Path) -> None:
+    model, collator = make(encoders)
+    model.eval()
+    batch = collate(model, collator, labels=False)
+    before = model(batch).logits
+    model.save_pretrained(tmp_path / "saved", tokenizer=collator.tokenizer.tokenizer)  # type: ignore[attr-defined]
+    assert {p.name for p in (tmp_path / "saved").iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "tokenizer",
+    }
+    loaded = NERModel.from_pretrained(tmp_path / "saved")
+    assert isinstance(loaded, SMNER) and loaded.config == model.config
+    assert torch.equal(loaded(batch).logits, before)
+    assert load_tokenizer(tmp_path / "saved" / "tokenizer") is not None
+
+
+def test_loading_a_newer_format_fails_clearly(encoders: tuple[Path, Path], tmp_path: Path) -> None:
+    model, _collator = make(encoders, use_image=False)
+    model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    path.write_text(path.read_text().replace('"format_version": 1', '"format_version": 99'))
+    with pytest.raises(SmnerError, match="upgrade smner"):
+        NERModel.from_pretrained(tmp_path / "m")
+    path.write_text('{"format_version": 1, "model": {"bogus": 1}}')
+    with pytest.raises(SmnerError, match="unknown key"):
+        load_config(tmp_path / "m")
+    with pytest.raises(SmnerError, match="not a saved smner model"):
+        NERModel.from_pretrained(tmp_path)
+
+
+def test_eval_mode_is_deterministic_and_training_samples(encoders: tuple[Path, Path]) -> None:
+    model, collator = make(encoders)
+    batch = collate(model, collator, labels=False)
+    model.eval()
+    assert torch.equal(model(batch).logits, model(batch).logits)
+    model.train()
+    assert not torch.equal(model(batch).logits, model(batch).logits)  # IB samples
+
+
+def test_post_without_image_ignores_its_masked_slots(encoders: tuple[Path, Path]) -> None:
+    model, collator = make(encoders)
+    model.eval()
+    batch = collate(model, collator, labels=False)
+    features = model.image(batch.pixel_values)
+    batch.pixel_values = None
+    batch.image_pooled, batch.image_regions = features.pooled.clone(), features.regions.clone()
+    no_image = 2
+    assert not batch.has_image[no_image]
+    reference = model(batch).logits
+    batch.image_pooled[no_image] = torch.randn_like(batch.image_pooled[no_image]) * 100
+    batch.image_regions[no_image] = float("nan")
+    changed = model(batch).logits
+    assert torch.isfinite(changed).all()
+    assert torch.equal(changed, reference)
+    # ... while a post WITH an image does depend on its image
+    batch.image_regions[0] = torch.randn_like(batch.image_regions[0])
+    assert not torch.equal(model(batch).logits[0], reference[0])
+
+
+def test_closed_form_kl() -> None:
+    torch.manual_seed(0)
+    mu, sigma = torch.randn(3, 5), torch.rand(3, 5) + 0.5
+    assert torch.allclose(gaussian_kl(mu, sigma, mu, sigma), torch.zeros(3), atol=1e-6)
+    mu_q, sigma_q = torch.randn(5), torch.rand(5) + 0.5
+    mu_p, sigma_p = torch.randn(5), torch.rand(5) + 0.5
+    p = torch.distributions.Normal(mu_p, sigma_p)
+    q = torch.distributions.Normal(mu_q, sigma_q)
+    samples = p.sample((200_000,))
+    monte_carlo = (p.log_prob(samples) - q.log_prob(samples)).sum(-1).mean()
+    exact = gaussian_kl(mu_p, sigma_p, mu_q, sigma_q)
+    assert exact.item() == pytest.approx(monte_carlo.item(), rel=0.03, abs=0.01)
+
+
+def test_jensen_shannon_estimate_is_zero_at_chance_and_grows_with_separation() -> None:
+    assert jensen_shannon_mi(torch.zeros(4, 4)).item() == pytest.approx(0.0, abs=1e-6)
+    separated = torch.full((4, 4), -20.0).fill_diagonal_(20.0)
+    assert jensen_shannon_mi(separated).item() == pytest.approx(math.log(4), abs=1e-6)
+
+
+def test_overfits_four_posts(encoders: tuple[Path, Path]) -> None:
+    model, collator = make(encoders, train_text_encoder=True)
+    batch = collate(model, collator)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    for _ in range(150):
+        optimizer.zero_grad()
+        model(batch, labels=batch.span_labels).loss.backward()  # type: ignore[union-attr]
+        optimizer.step()
+    predicted = model.predict(batch)
+    gold = [ex.entities for ex, _ in fixture_posts()]
+    scores = score_entities(gold, [[p.entity for p in post] for post in predicted])
+    assert scores.f1 == 1.0
+    with_image = [
+        p
+        for post, (_, img) in zip(predicted, fixture_posts(), strict=True)
+        for p in post
+        if img is not None
+    ]
+    assert all(p.attention is not None and p.attention.shape == (7, 7) for p in with_image)
+    total = [float(p.attention.sum()) + p.global_attention for p in with_image]  # type: ignore[union-attr,operator]
+    assert total == pytest.approx([1.0] * len(with_image), abs=1e-5)
+    no_image = [p for p in predicted[2]]
+    assert no_image and all(p.attention is None for p in no_image)
+
+
+def test_config_refuses_bad_values() -> None:
+    from smner.config import ConfigError, ModelConfig
+
+    with pytest.raises(ConfigError, match="divisible"):
+        ModelConfig(hidden_size=30, attention_heads=4)
+    with pytest.raises(ConfigError, match="'O' is implicit"):
+        ModelConfig(labels=["O", "PER"])
+    assert replace(ModelConfig(), labels=["PER"]).id_to_label == ["O", "PER"]

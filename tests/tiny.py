@@ -1,0 +1,126 @@
+"""Tiny random encoders and a 4-post fixture: fast tests of every code path, no downloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from transformers import BertConfig, BertModel, BertTokenizer, ResNetConfig, ResNetModel
+
+from smner.config import ModelConfig
+from smner.data.types import Entity, Example
+
+WORDS = [
+    "george",
+    "paris",
+    "apple",
+    "store",
+    "in",
+    "the",
+    "at",
+    "loves",
+    "visited",
+    "new",
+    "york",
+    "rt",
+    "is",
+    "great",
+    "today",
+    "with",
+    "and",
+    "a",
+    "of",
+    "@",
+    "#",
+    "http",
+    "://",
+    "t",
+    "co",
+]
+
+
+def make_text_encoder(folder: Path) -> Path:
+    """A 1-layer, 32-wide BERT with a small lowercasing WordPiece vocabulary."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789@#.,!?:/'\"-_&")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]
+    vocab += [f"##{c}" for c in chars if c.isalnum()] + WORDS
+    ids = {token: i for i, token in enumerate(dict.fromkeys(vocab))}
+    BertTokenizer(vocab=ids, do_lower_case=True).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(ids),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def make_image_encoder(folder: Path) -> Path:
+    """A 3-stage, 16-wide ResNet (a 7x7 grid at 224 px, like the real backbones)."""
+    config = ResNetConfig(
+        num_channels=3,
+        embedding_size=8,
+        hidden_sizes=[8, 16, 16],
+        depths=[1, 1, 1],
+        downsample_in_first_stage=True,
+    )
+    ResNetModel(config).save_pretrained(folder)
+    return folder
+
+
+def tiny_config(text: Path, image: Path, **overrides: object) -> ModelConfig:
+    values: dict[str, object] = {
+        "labels": ["LOC", "ORG", "PER"],
+        "text_encoder": str(text),
+        "image_encoder": f"hf:{image}",
+        "hidden_size": 32,
+        "attention_heads": 2,
+        "width_embedding_dim": 8,
+        "shape_embedding_dim": 8,
+        "max_span_width": 3,
+        "dropout": 0.0,
+    }
+    values.update(overrides)
+    return ModelConfig(**values)  # type: ignore[arg-type]
+
+
+def solid_image(rgb: tuple[int, int, int], size: int = 64) -> Image.Image:
+    rng = np.random.default_rng(sum(rgb))
+    noise = rng.integers(-20, 20, size=(size, size, 3))
+    pixels = np.clip(np.array(rgb)[None, None, :] + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def fixture_posts() -> list[tuple[Example, Image.Image | None]]:
+    """Four posts: the same words take different types; one post has no image."""
+    posts = [
+        (
+            ["George", "visited", "Paris", "today"],
+            [Entity(0, 1, "PER"), Entity(2, 3, "LOC")],
+            solid_image((200, 40, 40)),
+        ),
+        (
+            ["RT", "@george", ":", "Apple", "store", "in", "New", "York"],
+            [Entity(3, 4, "ORG"), Entity(6, 8, "LOC")],
+            solid_image((40, 200, 40)),
+        ),
+        (
+            ["the", "Paris", "of", "Apple", "is", "great"],
+            [Entity(1, 2, "PER"), Entity(3, 4, "ORG")],
+            None,
+        ),
+        (
+            ["loves", "New", "York", "with", "George"],
+            [Entity(1, 3, "LOC"), Entity(4, 5, "PER")],
+            solid_image((40, 40, 200)),
+        ),
+    ]
+    return [
+        (Example(tokens=t, entities=e, image_id=str(i), post_id=str(i)), img)
+        for i, (t, e, img) in enumerate(posts)
+    ]
