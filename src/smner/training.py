@@ -209,9 +209,10 @@ class Trainer:
         if resumed is not None:
             model, tokenizer, state = resumed
             self.log(
-                f"resuming from {self.output_dir / 'last'} (epoch {state['epoch']}, "
+                f"resuming from {self.output_dir / 'last'} (epoch {state['epoch'] + 1}, "
                 f"step {state['step_in_epoch']} of that epoch)"
             )
+            self._trim_log(state["epoch"])
         else:
             if self.resume:
                 self.log(f"no checkpoint in {self.output_dir / 'last'}; starting afresh")
@@ -266,6 +267,11 @@ class Trainer:
                 "config": to_dict(self.config),
             }
 
+        if state.get("stopped"):
+            self.log("this run already stopped early; nothing to resume")
+            return TrainResult(
+                state["best_f1"], state["best_epoch"], state["epoch"], self.output_dir
+            )
         for epoch in range(state["epoch"], cfg.epochs):
             model.train()
             order = epoch_order(len(train), cfg.seed, epoch)
@@ -325,15 +331,30 @@ class Trainer:
             )
             stop = bool(cfg.patience) and state["bad_epochs"] >= cfg.patience
             state["step_in_epoch"] = 0
+            state["epoch"] = epoch + 1
             self._save_last(model, tokenizer, snapshot(epoch + 1, 0) | {"stopped": stop})
             if stop:
                 self.log(f"no dev improvement for {cfg.patience} epochs: stopping early")
                 break
-            state["epoch"] = epoch + 1
         return TrainResult(state["best_f1"], state["best_epoch"], state["epoch"], self.output_dir)
 
     def _reset_log(self) -> None:
         (self.output_dir / "log.jsonl").unlink(missing_ok=True)
+
+    def _trim_log(self, epochs_done: int) -> None:
+        """Drop records of epochs the checkpoint does not include (they will be redone)."""
+        path = self.output_dir / "log.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by the kill
+            if record.get("epoch", 0) <= epochs_done:
+                kept.append(line)
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
     def _step(
         self,

@@ -1,9 +1,9 @@
 """A tokenizer for raw tweet text that follows the conventions of the Twitter benchmarks.
 
-URLs and @mentions stay whole; ``#`` is split from its hashtag word (``#Paris`` -> ``#``,
-``Paris``) and apostrophes from contractions (``don't`` -> ``don``, ``'``, ``t``), as in the
-benchmark files, so that a model sees raw text the way it saw its training data. Emoji (with
-their modifiers and joiners) are single tokens. Every token keeps its character offsets.
+URLs, @mentions, #hashtags, emoticons and emoji (with their modifiers and joiners) stay whole;
+apostrophes are split from contractions (``don't`` -> ``don``, ``'``, ``t``) as in both
+benchmark files, so that a model sees raw text the way it saw its training data. Every token
+keeps its character offsets into the raw text.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ _TOKEN_RE = re.compile(
     "|".join(
         [
             r"(?:https?://|www\.)[^\s]+",  # URLs
-            r"@\w+",  # mentions
+            r"[@#]\w+",  # mentions and hashtags
+            r"&[a-zA-Z]+;?",  # HTML entities such as &amp;
+            r"[:;=][-o*']?[()\[\]dDpP/\\](?!\w)",  # emoticons
             _EMOJI,
-            r"\d+(?:[.,:/]\d+)*",  # numbers, times, dates
-            r"[^\W\d_](?:[^\W_]|-(?=[^\W_]))*",  # words, hyphenated words
-            r"[^\W_]+",  # other alphanumerics
+            r"\.{2,}|…",  # ellipses
+            r"\d+(?:[.,:/]\d+)*(?:st|nd|rd|th|s)?(?![^\W\d_])",  # numbers, times, 1st, 90s
+            r"\w+(?:-\w+)*",  # words, hyphenated words, user_names
             r"\S",  # any other single character
         ]
     )

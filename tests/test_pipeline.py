@@ -1,0 +1,248 @@
+"""Train -> evaluate -> predict end to end on a small corpus with tiny encoders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import smner
+import smner.model.base as model_base
+from smner.cli import main
+from smner.commands.score import score_files
+from smner.config import load_experiment
+from smner.model import NERModel
+from tests.pipeline_fixture import write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def trained(corpus: dict[str, Path]) -> Path:
+    run = corpus["root"] / "run"
+    assert main(["train", "--config", str(corpus["config"]), "--output", str(run)]) == 0
+    return run
+
+
+def smner_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "smner.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_train_writes_log_best_and_last(trained: Path) -> None:
+    records = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 9))
+    assert {"dev_precision", "dev_recall", "dev_f1"} <= set(records[0])
+    assert max(r["dev_f1"] for r in records) == 1.0
+    assert (trained / "last" / "trainer_state.pt").is_file()
+    model = NERModel.from_pretrained(trained / "best")
+    assert model.config.labels == ["LOC", "ORG", "PER"]
+
+
+def test_evaluate_matches_score_on_its_predictions(
+    trained: Path, corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    predictions = corpus["root"] / "pred.txt"
+    argv = [
+        "evaluate",
+        "--model",
+        str(trained / "best"),
+        "--data",
+        str(corpus["dev"]),
+        "--images",
+        str(corpus["images"]),
+        "--json",
+        "--predictions",
+        str(predictions),
+    ]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    reported = json.loads(captured.out)
+    assert "images: 3 loaded, 1 missing" in captured.err
+    assert reported == score_files(str(corpus["dev"]), str(predictions)).to_dict()
+    assert reported["f1"] == 1.0
+
+
+def test_predict_text_and_jsonl_with_explanations(
+    trained: Path, corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = corpus["images"] / "0.jpg"
+    argv = [
+        "predict",
+        "--model",
+        str(trained / "best"),
+        "--text",
+        "George visited Paris today",
+        "--image",
+        str(image),
+        "--explain",
+    ]
+    assert main(argv) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["image_status"] == "ok"
+    assert [(e["text"], e["type"]) for e in record["entities"]] == [
+        ("George", "PER"),
+        ("Paris", "LOC"),
+    ]
+    paris = record["entities"][1]
+    assert (paris["start"], paris["end"], paris["char_start"], paris["char_end"]) == (2, 3, 15, 20)
+    assert len(paris["attention"]) == 7 and len(paris["attention"][0]) == 7
+
+    source = corpus["root"] / "posts.jsonl"
+    source.write_text(
+        json.dumps({"id": "x/1", "text": "loves New York with George", "image": "images/3.jpg"})
+        + "\n"
+        + json.dumps({"tokens": ["the", "Paris", "of", "Apple"]})
+        + "\n",
+        encoding="utf-8",
+    )
+    out, heatmaps = corpus["root"] / "out.jsonl", corpus["root"] / "heat"
+    argv = [
+        "predict",
+        "--model",
+        str(trained / "best"),
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--heatmaps",
+        str(heatmaps),
+    ]
+    assert main(argv) == 0
+    first, second = [json.loads(line) for line in out.read_text().splitlines()]
+    assert first["id"] == "x/1" and "attention" not in first["entities"][0]
+    assert second["image_status"] == "no image" and second["id"] == "2"
+    pngs = sorted(p.name for p in heatmaps.iterdir())
+    assert len(pngs) == len(first["entities"]) and all(n.startswith("x_1-") for n in pngs)
+
+
+def test_predict_rejects_bad_jsonl_with_file_and_line(trained: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"txt": 1}\n', encoding="utf-8")
+    proc = smner_cli("predict", "--model", str(trained / "best"), "--input", str(bad))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"smner: error: {bad}:2: expected")
+
+
+def test_python_api(trained: Path, corpus: dict[str, Path]) -> None:
+    predictor = smner.Predictor.from_pretrained(trained / "best")
+    result = predictor.predict("George visited Paris today", image=corpus["images"] / "0.jpg")
+    assert [(m.text, m.type) for m in result.entities] == [("George", "PER"), ("Paris", "LOC")]
+    many = predictor.predict_many(
+        [
+            smner.predict.PostInput(tokens=["loves", "New", "York"]),
+            smner.predict.PostInput(text="George visited Paris today", image=b"not an image"),
+        ]
+    )
+    assert many[0].image_status == "no image" and many[1].image_status == "unreadable"
+
+
+def test_train_from_python_with_a_dict(corpus: dict[str, Path], tmp_path: Path) -> None:
+    config = load_experiment(str(corpus["config"]), ["train.epochs=1", "model.use_image=false"])
+    result = smner.train(
+        {"data": vars(config.data), "model": vars(config.model), "train": vars(config.train)},
+        tmp_path / "py",
+    )
+    assert result.epochs_run == 1 and (tmp_path / "py" / "best" / "config.json").is_file()
+
+
+def test_config_errors_are_one_line(corpus: dict[str, Path], tmp_path: Path) -> None:
+    proc = smner_cli(
+        "train",
+        "--config",
+        str(corpus["config"]),
+        "--output",
+        str(tmp_path),
+        "--set",
+        "train.epochz=3",
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("smner: error: " + str(corpus["config"]) + ".train: unknown key(s) epochz")
+    )
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(
+    corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    common = ["--config", str(corpus["config"]), "--set", "train.checkpoint_every=1"]
+    reference = tmp_path / "reference"
+    assert smner_cli("train", *common, "--output", str(reference)).returncode == 0
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smner.cli", "train", *common, "--output", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    log = killed / "log.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(log.read_text().splitlines()) < 8
+
+    resumed = smner_cli("train", *common, "--output", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr
+
+    def records(run: Path) -> list[dict]:
+        return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+    ref_log, res_log = records(reference), records(killed)
+    assert [r["epoch"] for r in res_log] == list(range(1, 9))
+    for a, b in zip(ref_log, res_log, strict=True):
+        assert a["dev_f1"] == pytest.approx(b["dev_f1"], abs=1e-9)
+    ref_weights = _weights(reference / "last" / "model")
+    res_weights = _weights(killed / "last" / "model")
+    for name, tensor in ref_weights.items():
+        assert torch.allclose(tensor, res_weights[name], atol=1e-5), name
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = NERModel.from_pretrained(trained / "best")
+    target = tmp_path / "best"
+    model.save_pretrained(target)
+    before = _weights(target)
+
+    def crash(module: torch.nn.Module, path: str, metadata: dict | None = None) -> None:
+        Path(path).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(model_base, "save_model", crash)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        model.save_pretrained(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]  # no staging left behind
+    after = _weights(target)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    NERModel.from_pretrained(target)
