@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; user errors print one line and exit non-zero, without a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_libraries()
     try:
         return int(args.handler(args) or 0)
     except SmnerError as exc:
@@ -48,6 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("smner: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_libraries() -> None:
+    """Keep the command line's output to smner's own progress bars and messages."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from smner.encoders.image import build_image_encoder
 from smner.encoders.text import TextEncoder, WordTokenizer, resolve_text_encoder
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
 from smner.model.smner import SMNER
+from smner.model.tagger import BIOTagger, bio_tags
 
 
 def build_model(config: ModelConfig) -> NERModel:
@@ -27,7 +28,7 @@ def build_model(config: ModelConfig) -> NERModel:
     text_config = json.loads(text.backbone.config.to_json_string(use_diff=False))
     config = replace(config, text_encoder_config=text_config)
     image = None
-    if config.use_image and config.type == "smner":
+    if config.use_image:
         image = build_image_encoder(config.image_encoder, pretrained=True)
         config = replace(
             config,
@@ -35,9 +36,7 @@ def build_model(config: ModelConfig) -> NERModel:
             image_preprocessing=json.loads(json.dumps(image.preprocessing.to_dict())),
         )
     model_cls = NERModel.registry[config.type]
-    if model_cls is SMNER:
-        return SMNER(config, text_encoder=text, image_encoder=image)
-    return model_cls(config, text_encoder=text)  # type: ignore[call-arg]
+    return model_cls(config, text_encoder=text, image_encoder=image)  # type: ignore[call-arg]
 
 
 def build_collator(config: ModelConfig, tokenizer: Any) -> Collator:
@@ -47,11 +46,16 @@ def build_collator(config: ModelConfig, tokenizer: Any) -> Collator:
     words = WordTokenizer(tokenizer, config.max_subwords_per_word, min(512, positions - 2))
     bio = None
     if config.type == "bio-tagger":
-        bio = {"O": 0}
-        for label in config.labels:
-            bio[f"B-{label}"] = len(bio)
-            bio[f"I-{label}"] = len(bio)
+        bio = {tag: i for i, tag in enumerate(bio_tags(config.labels))}
     return Collator(words, config.label_to_id, config.max_span_width, bio)
 
 
-__all__ = ["SMNER", "ModelOutput", "NERModel", "PredictedEntity", "build_collator", "build_model"]
+__all__ = [
+    "SMNER",
+    "BIOTagger",
+    "ModelOutput",
+    "NERModel",
+    "PredictedEntity",
+    "build_collator",
+    "build_model",
+]

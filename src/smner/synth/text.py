@@ -1,0 +1,183 @@
+"""Name pools and type-neutral tweet templates of the synthetic corpus.
+
+The names are invented words, so no pretrained text encoder knows what they refer to, and the
+templates say nothing about what kind of thing a name is: "who else saw {0} ?" reads as well for a
+person as for a place, a company or a product. Together with the corpus assigning every name to
+every type equally often, this makes the text alone unable to decide an entity's type.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Sequence
+
+#: The entity types, in the order used for counts and cues.
+TYPES: tuple[str, ...] = ("PER", "LOC", "ORG", "MISC")
+
+MIN_TOKENS = 5
+MAX_TOKENS = 25
+
+#: Invented names of 1-3 Title Case tokens; each is used as every type equally often.
+NAMES: tuple[str, ...] = (
+    # one token
+    "Velmora", "Kestin", "Orvane", "Talveth", "Brisco", "Zandor", "Quillon", "Ysolde",
+    "Caddick", "Fennick", "Lirae", "Dovrin", "Okello", "Marisko", "Thandry", "Ulvani",
+    "Presca", "Gorvath", "Emberly", "Ravik", "Solenne", "Taversk", "Nimora", "Haskel",
+    "Wendrith", "Joravi", "Cressidy", "Palvo", "Ixora", "Bramwick", "Delphar", "Korrin",
+    "Amsel", "Vantor", "Serafi", "Lumenor", "Odrey", "Pellam", "Zuriko", "Gantry",
+    # two tokens
+    "Arlo Venn", "Sable Rook", "Tamsin Orlo", "Corvin Adair", "Juno Kessel", "Miro Lantz",
+    "Esme Danvik", "Oren Blay", "Lysa Corde", "Teo Marrak", "Nell Ostrow", "Remy Falk",
+    "Ivo Santel", "Kaia Dorne", "Bastien Rue", "Odile Prax", "Cato Wren", "Fia Moravec",
+    "Lorcan Tey", "Ines Valko", "Dax Holloran", "Mira Esk", "Ansel Quarry", "Zora Pim",
+    "Hugo Stray", "Clio Vantes", "Pax Orrin", "Wynn Calder", "Rhea Tolliver", "Sully Brandt",
+    "Nico Ferrant", "Ada Kilner", "Ezra Lund", "Maren Oakes", "Tove Sandell", "Kit Marlowe",
+    "Silas Penrow", "Una Becket", "Reno Vachel", "Lark Dimond",
+    # three tokens
+    "Ilsa Dar Moreau", "Kip Van Ostrand", "Nova Teague Bell", "Rafe De Lacy",
+    "Mae Solis Grant", "Jory Ap Rhys", "Lena Vos Kettering", "Otto Bram Lisle",
+    "Cyra Le Bon", "Abel Nash Corrigan", "Tilde Van Aken", "Rory St Clement",
+    "Vida Mae Orsolo", "Benno Du Pree", "Ike Fenn Harlow", "Pia Dal Monte",
+)  # fmt: skip
+
+#: Templates as space-separated tokens; "{0}" and "{1}" stand for the whole names.
+TEMPLATES_ONE: tuple[str, ...] = (
+    "can't stop talking about {0} today",
+    "{0} again ... unbelievable",
+    "who else saw {0} ?",
+    "so much love for {0} right now",
+    "anyone else obsessed with {0} ?",
+    "throwback to {0} last summer",
+    "{0} is trending and i know why",
+    "just heard the news about {0}",
+    "finally got to see {0} !",
+    "not sure what to think about {0} tbh",
+    "{0} never disappoints",
+    "big day for {0}",
+    "{0} was everywhere this week",
+    "this photo of {0} made my day",
+    "my whole timeline is {0} today",
+    "honestly {0} deserves more attention",
+    "nobody talks about {0} enough",
+    "{0} , what a time to be alive",
+    "still thinking about {0} from yesterday",
+    "look who showed up in my feed : {0}",
+    "new pics of {0} just dropped",
+    "can we talk about {0} for a second ?",
+    "{0} in the news again , wow",
+    "couldn't have asked for more , thanks {0}",
+    "everyone is asking about {0} lately",
+    "guess where i ended up tonight ... {0}",
+    "saw this and thought of {0}",
+    "rating {0} a solid ten out of ten",
+)
+
+TEMPLATES_TWO: tuple[str, ...] = (
+    "{0} and {1} in one picture , what a day",
+    "from {0} to {1} , wild week",
+    "{0} vs {1} ... who wins ?",
+    "can't decide between {0} and {1}",
+    "{0} first , then {1}",
+    "saw {0} and {1} today",
+    "{0} meets {1} , finally",
+    "never thought {0} would end up next to {1}",
+    "{0} with {1} again ? ok then",
+    "everyone talks about {0} but i'm here for {1}",
+    "{0} on the left , {1} on the right",
+    "today was all about {0} and {1}",
+    "still can't believe {0} and {1} in the same shot",
+    "{0} or {1} ? tell me below",
+    "big news for {0} and {1} this morning",
+    "first {0} , now {1} ... what next ?",
+)
+
+TEMPLATES_NONE: tuple[str, ...] = (
+    "what a day , honestly",
+    "can't sleep again tonight",
+    "this weather though ... seriously",
+    "monday mood , send coffee please",
+    "best view from my window today",
+    "nothing beats a lazy sunday afternoon",
+    "who else is still awake ?",
+    "so tired but so happy right now",
+    "new week , new goals , let's go",
+    "random photo dump , enjoy",
+    "not a bad way to end the week",
+    "can't believe it's already friday again",
+)
+
+HANDLES: tuple[str, ...] = (
+    "daily_buzz", "mike_p", "thecityfeed", "lou_writes", "newsdesk", "jj_photos", "kay_tee",
+    "weekend_vibes", "sam_on_air", "the_real_dee", "trendwatch", "nora_b",
+)  # fmt: skip
+
+HASHTAGS: tuple[str, ...] = (
+    "#tbt", "#weekend", "#mood", "#news", "#photooftheday", "#love", "#instagood",
+    "#friday", "#nofilter", "#mondaymotivation", "#trending", "#latergram",
+)  # fmt: skip
+
+_TEMPLATES_BY_COUNT: dict[int, tuple[str, ...]] = {
+    0: TEMPLATES_NONE,
+    1: TEMPLATES_ONE,
+    2: TEMPLATES_TWO,
+}
+
+
+def _handle(rng: random.Random) -> str:
+    """An @mention, sometimes with digits, as tweets have them (lowercase: not a name)."""
+    handle = rng.choice(HANDLES)
+    if rng.random() < 0.4:
+        handle += str(rng.randrange(10, 100))
+    return "@" + handle
+
+
+def _url(rng: random.Random) -> str:
+    """A shortened link like those that end many tweets."""
+    code = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(8))
+    return f"http://t.co/{code}"
+
+
+def _fill(template: str, names: Sequence[str]) -> tuple[list[str], list[tuple[int, int]]]:
+    """Tokens of a template with the names put in, and the token span of each name."""
+    tokens: list[str] = []
+    spans: list[tuple[int, int]] = [(0, 0)] * len(names)
+    for word in template.split():
+        if word.startswith("{") and word.endswith("}"):
+            slot = int(word[1:-1])
+            name_tokens = names[slot].split()
+            spans[slot] = (len(tokens), len(tokens) + len(name_tokens))
+            tokens.extend(name_tokens)
+        else:
+            tokens.append(word)
+    return tokens, spans
+
+
+def compose_post(
+    rng: random.Random, names: Sequence[str]
+) -> tuple[list[str], list[tuple[int, int]]]:
+    """A tweet-like post mentioning ``names`` in order: tokens and each name's ``(start, end)``.
+
+    Decorations (retweet prefix, @mentions, hashtags, a link) are chosen independently of the
+    types, so they carry no information about them; the post always has 5-25 tokens.
+    """
+    template = rng.choice(_TEMPLATES_BY_COUNT[len(names)])
+    body, spans = _fill(template, names)
+    prefix: list[str] = []
+    roll = rng.random()
+    if roll < 0.2:
+        prefix = ["RT", _handle(rng), ":"]
+    elif roll < 0.35:
+        prefix = [_handle(rng)]
+    suffix = rng.sample(HASHTAGS, k=rng.choice((0, 0, 1, 2)))
+    if rng.random() < 0.3:
+        suffix.append(_url(rng))
+    while len(prefix) + len(body) + len(suffix) > MAX_TOKENS and (prefix or suffix):
+        if suffix:
+            suffix.pop()
+        else:
+            prefix = []
+    while len(prefix) + len(body) + len(suffix) < MIN_TOKENS:
+        suffix.append(rng.choice(HASHTAGS))
+    shift = len(prefix)
+    return prefix + body + suffix, [(start + shift, end + shift) for start, end in spans]
