@@ -73,7 +73,9 @@ def test_tagger_trains_saves_and_loads(
             assert not missing
         optimizer.step()
     predicted = model.predict(batch)
-    scores = score_entities([e.entities for e, _ in posts], [[p.entity for p in x] for x in predicted])
+    scores = score_entities(
+        [e.entities for e, _ in posts], [[p.entity for p in x] for x in predicted]
+    )
     assert scores.f1 == 1.0
     model.save_pretrained(tmp_path / "m")
     loaded = NERModel.from_pretrained(tmp_path / "m")

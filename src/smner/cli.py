@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ from smner.commands import data as data_command
 from smner.commands import evaluate as evaluate_command
 from smner.commands import predict as predict_command
 from smner.commands import score as score_command
+from smner.commands import synth as synth_command
 from smner.commands import train as train_command
 from smner.errors import SmnerError
 
@@ -28,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_command.register(verbs)
     predict_command.register(verbs)
     score_command.register(verbs)
+    synth_command.register(verbs)
     data_command.register(verbs)
     return parser
 
@@ -52,13 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_libraries() -> None:
-    """Keep the command line's output to smner's own progress bars and messages."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    """Keep the command line's output to smner's own progress bars and messages.
+
+    Environment variables rather than library calls: they cost nothing when a verb never
+    imports transformers, and are read when it does (verbs import it lazily).
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 if __name__ == "__main__":

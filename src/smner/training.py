@@ -7,6 +7,7 @@ atomically, from which ``resume=True`` continues a killed run exactly where it s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -21,14 +22,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from smner.config import ExperimentConfig, from_dict, to_dict
-from smner.data.batching import Batch, Collator
+from smner.data.batching import Batch, Collator, ImageInput
 from smner.data.conll import read_conll
 from smner.data.images import ImageStore
 from smner.data.types import Example
+from smner.distributed import DistributedContext
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
 from smner.errors import SmnerError
 from smner.fileio import atomic_write_text, replace_directory
@@ -120,15 +123,42 @@ class TrainResult:
     output_dir: Path
 
 
+@dataclass
+class _Run:
+    """Everything one training run holds between steps."""
+
+    model: NERModel
+    module: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    tokenizer: Any
+    collator: Collator
+    train: list[Example]
+    dev: list[Example]
+    train_images: ImageProvider
+    dev_images: ImageProvider
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+    state: dict[str, Any]
+
+
 class Trainer:
-    """Trains ``config`` into ``output_dir``; see the module docstring for the folder layout."""
+    """Trains ``config`` into ``output_dir``; see the module docstring for the folder layout.
+
+    Under ``torchrun``/``accelerate launch`` every process runs this same code: each takes its
+    shard of every global batch (``train.batch_size`` is the global size), gradients are
+    averaged by DDP, dev metrics are gathered from all ranks, and only rank 0 writes files.
+    """
 
     def __init__(self, config: ExperimentConfig, output_dir: str | Path, resume: bool = False):
         self.config = config
         self.output_dir = Path(output_dir)
         self.resume = resume
-        self.device = resolve_device(config.train.device)
-        self.log = lambda message: print(message, file=sys.stderr, flush=True)
+        self.context = DistributedContext.from_environment(resolve_device(config.train.device))
+        self.device = self.context.device_for(resolve_device(config.train.device))
+
+    def log(self, message: str) -> None:
+        if self.context.is_main:
+            print(message, file=sys.stderr, flush=True)
 
     # --- set-up -----------------------------------------------------------------------------
 
@@ -169,40 +199,28 @@ class Trainer:
             ]
         )
 
-    # --- checkpoints ------------------------------------------------------------------------
+    def _images(self, model: NERModel, examples: list[Example], name: str) -> ImageProvider:
+        """Image inputs; rank 0 fills the feature cache first, the others then read it."""
+        cfg = self.config
+        store = ImageStore(cfg.data.image_dir)
+        provider = None
+        for turn in (True, False):
+            if self.context.is_main == turn:
+                provider = ImageProvider(
+                    model,
+                    examples,
+                    store,
+                    cfg.data.feature_cache_dir,
+                    progress=cfg.train.progress and self.context.is_main,
+                )
+            self.context.barrier()
+        assert provider is not None
+        if provider.enabled:
+            self.log(f"{name} {store.summary()}")
+        return provider
 
-    def _save_last(self, model: NERModel, tokenizer: Any, state: dict[str, Any]) -> None:
-        """Model folder plus trainer state, swapped in as one folder."""
-        staging = Path(tempfile.mkdtemp(prefix=".last.", dir=self.output_dir))
-        try:
-            model.save_pretrained(staging / "model", tokenizer)
-            torch.save(state, staging / STATE_FILE)
-            replace_directory(staging, self.output_dir / "last")
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
-
-    def _load_last(self) -> tuple[NERModel, Any, dict[str, Any]] | None:
-        last = self.output_dir / "last"
-        old = self.output_dir / "last.old"
-        if not (last / STATE_FILE).is_file() and (old / STATE_FILE).is_file():
-            last = old  # killed between the two renames of replace_directory
-        if not (last / STATE_FILE).is_file():
-            return None
-        model = NERModel.from_pretrained(last / "model")
-        tokenizer = load_tokenizer(last / "model" / TOKENIZER_DIR)
-        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
-        return model, tokenizer, state
-
-    def _append_log(self, record: dict[str, Any]) -> None:
-        with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    # --- the loop ---------------------------------------------------------------------------
-
-    def fit(self) -> TrainResult:
+    def _prepare(self) -> _Run:
         cfg = self.config.train
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         train, dev = self._read_data()
         seed_everything(cfg.seed)
         resumed = self._load_last() if self.resume else None
@@ -212,7 +230,8 @@ class Trainer:
                 f"resuming from {self.output_dir / 'last'} (epoch {state['epoch'] + 1}, "
                 f"step {state['step_in_epoch']} of that epoch)"
             )
-            self._trim_log(state["epoch"])
+            if self.context.is_main:
+                self._trim_log(state["epoch"])
         else:
             if self.resume:
                 self.log(f"no checkpoint in {self.output_dir / 'last'}; starting afresh")
@@ -225,121 +244,98 @@ class Trainer:
                 "best_epoch": 0,
                 "bad_epochs": 0,
             }
-            self._reset_log()
+            if self.context.is_main:
+                (self.output_dir / "log.jsonl").unlink(missing_ok=True)
         model.to(self.device)
-        atomic_write_text(
-            self.output_dir / "config.json",
-            json.dumps(to_dict(replace(self.config, model=model.config)), indent=2) + "\n",
-        )
-        collator = build_collator(model.config, tokenizer)
-        store = ImageStore(self.config.data.image_dir)
-        train_images = ImageProvider(
-            model, train, store, self.config.data.feature_cache_dir, progress=cfg.progress
-        )
-        if train_images.enabled:
-            self.log(f"train {store.summary()}")
-        store.reset_counts()
-        dev_images = ImageProvider(
-            model, dev, store, self.config.data.feature_cache_dir, progress=cfg.progress
-        )
-        if dev_images.enabled:
-            self.log(f"dev {store.summary()}")
-
+        if self.context.is_main:
+            config = replace(self.config, model=model.config)
+            atomic_write_text(
+                self.output_dir / "config.json", json.dumps(to_dict(config), indent=2) + "\n"
+            )
+        module: torch.nn.Module = model
+        if self.context.enabled:
+            # Some parameters sit out some batches (the IB critic without two images, the
+            # no-image token when every post has one), hence find_unused_parameters.
+            module = DistributedDataParallel(
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
         optimizer = self._optimizer(model)
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size / cfg.accumulate)
+        steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.accumulate))
         total_steps = steps_per_epoch * cfg.epochs
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(cfg.warmup_ratio * total_steps), total_steps
         )
+        scaler = None
+        if cfg.mixed_precision == "fp16" and self.device.type == "cuda":
+            scaler = torch.amp.GradScaler("cuda")
         if resumed is not None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            rng = state["rng"]
+            _set_rng_state(
+                rng[self.context.rank] if len(rng) == self.context.world_size else rng[0]
+            )
+        return _Run(
+            model=model,
+            module=module,
+            tokenizer=tokenizer,
+            collator=build_collator(model.config, tokenizer),
+            train=train,
+            dev=dev,
+            train_images=self._images(model, train, "train"),
+            dev_images=self._images(model, dev, "dev"),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            state=state,
+        )
 
-        def snapshot(epoch: int, step_in_epoch: int) -> dict[str, Any]:
-            return {
-                **{k: state[k] for k in ("global_step", "best_f1", "best_epoch", "bad_epochs")},
-                "epoch": epoch,
-                "step_in_epoch": step_in_epoch,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
-                "config": to_dict(self.config),
-            }
+    # --- checkpoints ------------------------------------------------------------------------
 
-        if state.get("stopped"):
-            self.log("this run already stopped early; nothing to resume")
-            return TrainResult(
-                state["best_f1"], state["best_epoch"], state["epoch"], self.output_dir
-            )
-        for epoch in range(state["epoch"], cfg.epochs):
-            model.train()
-            order = epoch_order(len(train), cfg.seed, epoch)
-            chunks = list(batches(order, cfg.batch_size * cfg.accumulate))
-            start_step = state["step_in_epoch"] if epoch == state["epoch"] else 0
-            bar = tqdm(
-                total=len(chunks),
-                initial=start_step,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not cfg.progress,
-                unit="step",
-            )
-            started, seen = time.perf_counter(), 0
-            for step in range(start_step, len(chunks)):
-                loss_value = self._step(
-                    model, collator, train, chunks[step], train_images, optimizer, scheduler
-                )
-                state["global_step"] += 1
-                seen += len(chunks[step])
-                rate = seen / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(loss=f"{loss_value:.4f}", posts_per_s=f"{rate:.1f}")
-                bar.update(1)
-                if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0:
-                    self._save_last(model, tokenizer, snapshot(epoch, step + 1))
-            bar.close()
-            predictions = predict_examples(
-                model,
-                collator,
-                dev,
-                dev_images,
-                cfg.eval_batch_size,
-                self.device,
-                cfg.progress,
-                "dev",
-            )
-            scores = score_predictions(dev, predictions)
-            improved = scores.f1 > state["best_f1"]
-            if improved:
-                state.update(best_f1=scores.f1, best_epoch=epoch + 1, bad_epochs=0)
-                model.save_pretrained(self.output_dir / "best", tokenizer)
-            else:
-                state["bad_epochs"] += 1
-            record = {
-                "epoch": epoch + 1,
-                "step": state["global_step"],
-                "dev_precision": scores.precision,
-                "dev_recall": scores.recall,
-                "dev_f1": scores.f1,
-                "best": improved,
-                "seconds": round(time.perf_counter() - started, 2),
-            }
-            self._append_log(record)
-            self.log(
-                f"epoch {epoch + 1}: dev P {100 * scores.precision:.2f} "
-                f"R {100 * scores.recall:.2f} F1 {100 * scores.f1:.2f}"
-                + (" (best)" if improved else "")
-            )
-            stop = bool(cfg.patience) and state["bad_epochs"] >= cfg.patience
-            state["step_in_epoch"] = 0
-            state["epoch"] = epoch + 1
-            self._save_last(model, tokenizer, snapshot(epoch + 1, 0) | {"stopped": stop})
-            if stop:
-                self.log(f"no dev improvement for {cfg.patience} epochs: stopping early")
-                break
-        return TrainResult(state["best_f1"], state["best_epoch"], state["epoch"], self.output_dir)
+    def _snapshot(self, run: _Run, epoch: int, step_in_epoch: int) -> dict[str, Any]:
+        """The full training state; RNG states of every rank (a collective call)."""
+        keys = ("global_step", "best_f1", "best_epoch", "bad_epochs")
+        return {
+            **{k: run.state[k] for k in keys},
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+            "rng": self.context.gather(_rng_state()),
+            "world_size": self.context.world_size,
+            "config": to_dict(self.config),
+        }
 
-    def _reset_log(self) -> None:
-        (self.output_dir / "log.jsonl").unlink(missing_ok=True)
+    def _save_last(self, run: _Run, epoch: int, step_in_epoch: int, **extra: Any) -> None:
+        """Model folder plus trainer state, swapped in as one folder (rank 0 writes)."""
+        state = self._snapshot(run, epoch, step_in_epoch) | extra
+        if self.context.is_main:
+            staging = Path(tempfile.mkdtemp(prefix=".last.", dir=self.output_dir))
+            try:
+                run.model.save_pretrained(staging / "model", run.tokenizer)
+                torch.save(state, staging / STATE_FILE)
+                replace_directory(staging, self.output_dir / "last")
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging)
+        self.context.barrier()
+
+    def _load_last(self) -> tuple[NERModel, Any, dict[str, Any]] | None:
+        last = self.output_dir / "last"
+        old = self.output_dir / "last.old"
+        if not (last / STATE_FILE).is_file() and (old / STATE_FILE).is_file():
+            last = old  # killed between the two renames of replace_directory
+        if not (last / STATE_FILE).is_file():
+            return None
+        model = NERModel.from_pretrained(last / "model")
+        tokenizer = load_tokenizer(last / "model" / TOKENIZER_DIR)
+        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
+        return model, tokenizer, state
 
     def _trim_log(self, epochs_done: int) -> None:
         """Drop records of epochs the checkpoint does not include (they will be redone)."""
@@ -356,33 +352,164 @@ class Trainer:
                 kept.append(line)
         atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
-    def _step(
-        self,
-        model: NERModel,
-        collator: Collator,
-        examples: Sequence[Example],
-        indices: Sequence[int],
-        images: ImageProvider,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any,
-    ) -> float:
+    # --- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
         cfg = self.config.train
-        optimizer.zero_grad(set_to_none=True)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run = self._prepare()
+            state = run.state
+            if state.get("stopped"):
+                self.log("this run already stopped early; nothing to resume")
+            for epoch in range(state["epoch"], cfg.epochs):
+                if state.get("stopped"):
+                    break
+                start_step = state["step_in_epoch"]
+                started = time.perf_counter()
+                self._train_epoch(run, epoch, start_step)
+                scores = self._evaluate_dev(run)
+                self._end_epoch(run, epoch, scores, time.perf_counter() - started)
+            return TrainResult(
+                state["best_f1"], state["best_epoch"], state["epoch"], self.output_dir
+            )
+        finally:
+            self.context.close()
+
+    def _train_epoch(self, run: _Run, epoch: int, start_step: int) -> None:
+        cfg = self.config.train
+        run.module.train()
+        order = epoch_order(len(run.train), cfg.seed, epoch)
+        chunks = [
+            c
+            for c in batches(order, cfg.batch_size * cfg.accumulate)
+            if len(c) >= self.context.world_size  # every rank needs a share
+        ]
+        bar = tqdm(
+            total=len(chunks),
+            initial=start_step,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (cfg.progress and self.context.is_main),
+            unit="step",
+        )
+        started, seen = time.perf_counter(), 0
+        for step in range(start_step, len(chunks)):
+            loss = self._step(run, self.context.shard(chunks[step]))
+            run.state["global_step"] += 1
+            seen += len(chunks[step])
+            rate = seen / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(loss=f"{loss:.4f}", posts_per_s=f"{rate:.1f}")
+            bar.update(1)
+            if cfg.checkpoint_every and run.state["global_step"] % cfg.checkpoint_every == 0:
+                self._save_last(run, epoch, step + 1)
+        bar.close()
+
+    def _step(self, run: _Run, indices: Sequence[int]) -> float:
+        """One optimizer step over this rank's share, in micro-batches of accumulation."""
+        cfg = self.config.train
+        run.optimizer.zero_grad(set_to_none=True)
+        parts = list(batches(indices, max(1, math.ceil(len(indices) / cfg.accumulate))))
         total = 0.0
-        for part in batches(indices, cfg.batch_size):
-            batch = collate(collator, examples, part, images, with_labels=True).to(self.device)
-            output = model(batch, labels=model.labels_of(batch))
-            assert output.loss is not None
-            loss = output.loss * (len(part) / len(indices))
-            loss.backward()
+        for n, part in enumerate(parts):
+            batch = collate(run.collator, run.train, part, run.train_images, with_labels=True)
+            batch = batch.to(self.device)
+            last = n == len(parts) - 1
+            sync = contextlib.nullcontext()
+            if self.context.enabled and not last:
+                sync = run.module.no_sync()  # type: ignore[operator]
+            with sync, self._autocast():
+                output = run.module(batch, labels=run.model.labels_of(batch))
+                assert output.loss is not None
+                loss = output.loss * (len(part) / len(indices))
+            (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
             total += float(loss.detach())
+        if run.scaler is not None:
+            run.scaler.unscale_(run.optimizer)
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad], cfg.grad_clip
+                [p for p in run.model.parameters() if p.requires_grad], cfg.grad_clip
             )
-        optimizer.step()
-        scheduler.step()
+        if run.scaler is not None:
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+        else:
+            run.optimizer.step()
+        run.scheduler.step()
         return total
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        precision = self.config.train.mixed_precision
+        if precision == "no":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _evaluate_dev(self, run: _Run) -> Scores:
+        """Dev scores over the whole dev set: each rank predicts its share, counts are merged."""
+        cfg = self.config.train
+        mine = self.context.shard(list(range(len(run.dev))))
+        examples = [run.dev[i] for i in mine]
+        images = _SubsetImages(run.dev_images, mine)
+        with self._autocast():
+            predictions = predict_examples(
+                run.model,
+                run.collator,
+                examples,
+                images,
+                cfg.eval_batch_size,
+                self.device,
+                cfg.progress and self.context.is_main,
+                "dev",
+            )
+        scorer = EntityScorer()
+        for ex, post in zip(examples, predictions, strict=True):
+            scorer.update(ex.entities, [p.entity for p in post])
+        merged = EntityScorer()
+        for counts in self.context.gather(scorer.counts()):
+            merged.merge(EntityScorer.from_counts(counts))
+        return merged.result()
+
+    def _end_epoch(self, run: _Run, epoch: int, scores: Scores, seconds: float) -> None:
+        cfg, state = self.config.train, run.state
+        improved = scores.f1 > state["best_f1"]
+        if improved:
+            state.update(best_f1=scores.f1, best_epoch=epoch + 1, bad_epochs=0)
+            if self.context.is_main:
+                run.model.save_pretrained(self.output_dir / "best", run.tokenizer)
+        else:
+            state["bad_epochs"] += 1
+        if self.context.is_main:
+            record = {
+                "epoch": epoch + 1,
+                "step": state["global_step"],
+                "dev_precision": scores.precision,
+                "dev_recall": scores.recall,
+                "dev_f1": scores.f1,
+                "best": improved,
+                "seconds": round(seconds, 2),
+            }
+            with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        self.log(
+            f"epoch {epoch + 1}: dev P {100 * scores.precision:.2f} "
+            f"R {100 * scores.recall:.2f} F1 {100 * scores.f1:.2f}"
+            + (" (best)" if improved else "")
+        )
+        stop = bool(cfg.patience) and state["bad_epochs"] >= cfg.patience
+        state.update(step_in_epoch=0, epoch=epoch + 1, stopped=stop)
+        self._save_last(run, epoch + 1, 0, stopped=stop)
+        if stop:
+            self.log(f"no dev improvement for {cfg.patience} epochs: stopping early")
+
+
+class _SubsetImages:
+    """An :class:`ImageProvider` restricted to some of its examples (a rank's dev share)."""
+
+    def __init__(self, provider: ImageProvider, indices: list[int]) -> None:
+        self.provider, self.indices = provider, indices
+
+    def __call__(self, local: Sequence[int]) -> list[ImageInput | None] | None:
+        return self.provider([self.indices[i] for i in local])
 
 
 def _rng_state() -> dict[str, Any]:

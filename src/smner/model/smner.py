@@ -158,12 +158,17 @@ class SMNER(NERModel):
     def _span_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """Cross-entropy over all enumerated spans; entity spans weigh more than the rest."""
-        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+        """Weighted cross-entropy over each post's spans, then the mean over posts.
+
+        Entity spans weigh more than the rest. Normalising per post makes the loss of a batch
+        the mean of its posts' losses, so data-parallel shards average to the same gradient.
+        """
+        ce = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")  # [B, S]
         weights = torch.where(
-            labels.flatten() > 0, self.config.entity_weight, self.config.non_entity_weight
-        ) * mask.flatten().to(ce.dtype)
-        return (ce * weights).sum() / weights.sum().clamp_min(1e-8)
+            labels > 0, self.config.entity_weight, self.config.non_entity_weight
+        ) * mask.to(ce.dtype)
+        per_post = (ce * weights).sum(1) / weights.sum(1).clamp_min(1e-8)
+        return per_post.mean()
 
     # --- decoding --------------------------------------------------------------------------
 
