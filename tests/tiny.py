@@ -55,6 +55,8 @@ def make_text_encoder(folder: Path) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
+        hidden_dropout_prob=0.0,  # deterministic training steps, whatever the batch split
+        attention_probs_dropout_prob=0.0,
     )
     BertModel(config).save_pretrained(folder)
     return folder

@@ -12,6 +12,7 @@ from smner.commands import data as data_command
 from smner.commands import evaluate as evaluate_command
 from smner.commands import predict as predict_command
 from smner.commands import score as score_command
+from smner.commands import serve as serve_command
 from smner.commands import synth as synth_command
 from smner.commands import train as train_command
 from smner.errors import SmnerError
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict_command.register(verbs)
     score_command.register(verbs)
     synth_command.register(verbs)
+    serve_command.register(verbs)
     data_command.register(verbs)
     return parser
 

@@ -127,6 +127,12 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         return from_dict(annotation, value, where)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; accept what Python reads as a number.
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if annotation is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if isinstance(annotation, type) and not isinstance(value, annotation):
@@ -177,6 +183,8 @@ class TrainConfig:
     head_lr: float = 1e-3
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    #: AdamW's epsilon; larger values damp updates of parameters with near-zero gradients
+    adam_epsilon: float = 1e-8
     grad_clip: float = 1.0
     #: stop after this many epochs without a better dev F1 (0 = never stop early)
     patience: int = 5

@@ -196,7 +196,8 @@ class Trainer:
                     "weight_decay": 0.0 if no_decay else train.weight_decay,
                 }
                 for (is_pretrained, no_decay), params in sorted(groups.items())
-            ]
+            ],
+            eps=train.adam_epsilon,
         )
 
     def _images(self, model: NERModel, examples: list[Example], name: str) -> ImageProvider:

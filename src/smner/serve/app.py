@@ -1,0 +1,564 @@
+"""HTTP API and web page over a :class:`~smner.predict.Predictor`.
+
+Everything a server needs lives in the app that :func:`create_app` returns (no module state),
+so tests and benchmarks can build as many apps as they like. Requests are untrusted: bodies are
+size-limited while they stream in, images are checked before they are decoded and never fetched
+from a URL, and every error is a JSON ``{"error", "detail"}`` that leaves the server serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import re
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from smner import __version__
+from smner.data.images import IMAGE_FORMATS, ImageLimits, ImageStatus, load_image_bytes
+from smner.data.tweet_tokenizer import tokenize_tweet
+from smner.errors import SmnerError
+from smner.predict import PostInput, Predictor
+from smner.serve.batcher import BatcherClosed, BatcherOverloaded, MicroBatcher
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits of one server; each guards memory or CPU against a single hostile request."""
+
+    max_request_bytes: int = 10 * 2**20
+    max_image_pixels: int = 40_000_000
+    max_text_chars: int = 2000
+    max_batch: int = 16
+    batch_wait_ms: float = 5.0
+    #: posts waiting for the model; beyond it requests get 503
+    max_pending: int = 256
+    #: pixels of decoded images held by waiting posts (~3 bytes each); beyond it requests get 503
+    max_pending_pixels: int = 200_000_000
+
+    def __post_init__(self) -> None:
+        for name in ("max_request_bytes", "max_image_pixels", "max_text_chars", "max_batch"):
+            if getattr(self, name) < 1:
+                raise SmnerError(f"serve setting {name} must be at least 1")
+        if self.max_pending < 1 or self.batch_wait_ms < 0:
+            raise SmnerError("serve settings need max_pending >= 1 and batch_wait_ms >= 0")
+        if self.max_pending_pixels < self.max_image_pixels:
+            raise SmnerError("serve setting max_pending_pixels must be >= max_image_pixels")
+
+
+class ApiError(Exception):
+    """An error answered as JSON ``{"error": error, "detail": detail}`` with ``status``."""
+
+    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.detail = status, error, detail
+
+
+# --- request and response schemas ----------------------------------------------------------
+
+
+class PredictRequest(BaseModel):
+    """A post as JSON: exactly one of ``text`` and ``tokens``, and optionally an image."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"text": "George visited Paris today"}]},
+    )
+
+    text: str | None = Field(None, description="raw post text, split by a tweet-aware tokenizer")
+    tokens: list[str] | None = Field(None, description="pre-split tokens, instead of text")
+    image: str | None = Field(
+        None,
+        description="base64 of the image file (JPEG, PNG, GIF, WebP, BMP or TIFF); a "
+        "'data:<type>;base64,' prefix is allowed. URLs are not fetched.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PredictRequest:
+        if (self.text is None) == (self.tokens is None):
+            raise ValueError("give exactly one of 'text' and 'tokens'")
+        return self
+
+
+_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {
+        "text": {"type": "string", "description": "raw post text"},
+        "image": {"type": "string", "format": "binary", "description": "the image file"},
+    },
+}
+
+
+_TEXT_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {"text": _FORM_SCHEMA["properties"]["text"]},
+}
+
+
+class EntityOut(BaseModel):
+    text: str = Field(description="the entity as written in the post")
+    type: str
+    start: int = Field(description="first token, 0-based")
+    end: int = Field(description="token after the last one (exclusive)")
+    char_start: int = Field(description="first character (Unicode code point), 0-based")
+    char_end: int = Field(description="character after the last one (exclusive)")
+    score: float
+    attention: list[list[float]] | None = Field(
+        description="[h][w] attention over the image regions; null when no image was used"
+    )
+    global_attention: float | None = Field(description="attention on the whole-image token")
+
+
+class PredictResponse(BaseModel):
+    tokens: list[str]
+    image_status: str = Field(description="'ok', 'no image' or 'ignored (text-only model)'")
+    entities: list[EntityOut]
+    grid: tuple[int, int] | None = Field(
+        description="[h, w] of the attention grids; null when the image was not attended to"
+    )
+
+
+class Limits(BaseModel):
+    max_request_bytes: int
+    max_image_pixels: int
+    max_text_chars: int
+    max_tokens: int
+
+
+class ModelInfo(BaseModel):
+    labels: list[str]
+    type: str
+    text_encoder: str
+    image_encoder: str
+    max_span_width: int
+    use_image: bool
+    use_ib: bool
+    use_cross_attention: bool
+    grid: tuple[int, int] | None
+    version: str = Field(description="smner version")
+    limits: Limits
+
+
+class Health(BaseModel):
+    status: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: Any = None
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in [
+        (413, "body or image too large"),
+        (415, "not JSON or multipart/form-data"),
+        (422, "invalid post, fields, base64 or image"),
+        (503, "too many waiting requests, or shutting down"),
+    ]
+}
+
+
+# --- ASGI middleware -----------------------------------------------------------------------
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+class BodyLimit:
+    """413 for bodies over ``max_bytes``: from Content-Length before any byte is read, and by
+    counting while streaming (chunked bodies, or a Content-Length that lies)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and not declared.isdigit():
+            await _error(400, "invalid Content-Length")(scope, receive, send)
+            return
+        if declared is not None and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = {"max_request_bytes": self.max_bytes}
+        await _error(413, "request body too large", detail)(scope, receive, send)
+
+
+class SecurityHeaders:
+    """Headers that keep the page's scripts, styles and images to this server."""
+
+    HEADERS: tuple[tuple[bytes, bytes], ...] = (
+        (
+            b"content-security-policy",
+            b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: "
+            b"data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+            b"frame-ancestors 'none'",
+        ),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+class PixelBudget:
+    """Pixels of decoded images that requests hold while they wait for the model.
+
+    Counting posts alone would let 256 waiting 40-megapixel images take 30 GB; this bounds
+    their memory whatever their size, answering 503 (retry later) when it is spent.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        with self._lock:
+            if self.used + pixels > self.limit:
+                raise ApiError(503, "server busy", "too many large images are waiting; retry")
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.used -= pixels
+
+
+# --- reading a post ------------------------------------------------------------------------
+
+
+@dataclass
+class _Post:
+    text: str | None
+    tokens: list[str] | None
+    image: bytes | None
+
+
+_DATA_URL_PREFIX = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,", re.ASCII)
+
+
+def _decode_base64(value: str) -> bytes:
+    prefix = _DATA_URL_PREFIX.match(value)
+    compact = "".join(value[prefix.end() if prefix else 0 :].split())
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(
+            422, "image is not valid base64", "send the image file's bytes base64-encoded"
+        ) from None
+
+
+def _validation_detail(error: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
+    # No "input" (it may be megabytes of base64) and no "ctx" (it may hold exception objects).
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+
+
+async def _read_json(request: Request) -> _Post:
+    try:
+        parsed = PredictRequest.model_validate_json(await request.body())
+    except ValidationError as error:
+        raise ApiError(422, "invalid request", _validation_detail(error)) from None
+    if parsed.image is None:
+        return _Post(parsed.text, parsed.tokens, None)
+    # Off the event loop: up to max_request_bytes of base64 to clean and decode.
+    image = await anyio.to_thread.run_sync(_decode_base64, parsed.image)
+    return _Post(parsed.text, parsed.tokens, image)
+
+
+async def _read_form(request: Request, settings: ServeSettings) -> _Post:
+    try:
+        form = await request.form(
+            max_files=1, max_fields=2, max_part_size=4 * settings.max_text_chars + 64
+        )
+    except StarletteHTTPException as error:
+        raise ApiError(422, "invalid multipart body", error.detail) from None
+    try:
+        unknown = sorted(set(form.keys()) - {"text", "image"})
+        if unknown:
+            raise ApiError(422, "unknown form field(s)", unknown)
+        texts, images = form.getlist("text"), form.getlist("image")
+        if len(texts) != 1 or not isinstance(texts[0], str):
+            raise ApiError(422, "invalid request", "expected one 'text' form field (not a file)")
+        image = None
+        if images and images[0] != "":  # "": an empty file input, as some clients send it
+            upload = images[0]
+            if not isinstance(upload, UploadFile):
+                raise ApiError(422, "invalid request", "'image' must be a file part")
+            image = await upload.read()
+            if not image and not upload.filename:  # a browser's empty file input
+                image = None
+        return _Post(texts[0], None, image)
+    finally:
+        await form.close()
+
+
+def _check_text(post: _Post, settings: ServeSettings, max_tokens: int) -> None:
+    """Refuse empty, too long or too many-token posts before they reach the model's queue."""
+    limit = settings.max_text_chars
+    if post.text is not None:
+        if len(post.text) > limit:
+            raise ApiError(422, "text too long", {"chars": len(post.text), "max_chars": limit})
+        count = len(tokenize_tweet(post.text))
+    else:
+        tokens = post.tokens or []
+        if not all(t.strip() for t in tokens):
+            raise ApiError(422, "invalid request", "tokens must be non-blank strings")
+        chars = sum(map(len, tokens)) + max(len(tokens) - 1, 0)
+        if chars > limit:
+            raise ApiError(422, "text too long", {"chars": chars, "max_chars": limit})
+        count = len(tokens)
+    if count == 0:
+        raise ApiError(422, "empty text", "the post has no tokens")
+    if count > max_tokens:
+        raise ApiError(422, "too many tokens", {"tokens": count, "max_tokens": max_tokens})
+
+
+# --- the app -------------------------------------------------------------------------------
+
+
+def _public_name(name: str) -> str:
+    """An encoder name, without the server's directories when it is a local path."""
+    scheme, sep, rest = name.partition(":") if name.startswith("hf:") else ("", "", name)
+    if Path(rest).is_absolute() or rest.startswith((".", "~")):
+        rest = Path(rest).name
+    return f"{scheme}{sep}{rest}"
+
+
+def _model_grid(predictor: Predictor) -> tuple[int, int] | None:
+    config = predictor.model.config
+    encoder = getattr(predictor.model, "image", None)
+    if not (config.use_image and config.use_cross_attention) or encoder is None:
+        return None
+    height, width = encoder.output_grid()
+    return int(height), int(width)
+
+
+def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
+    """The API (``/health``, ``/v1/model``, ``/v1/predict``) and the page (``/``)."""
+    settings = settings or ServeSettings()
+    config = predictor.model.config
+    grid = _model_grid(predictor)
+    image_limits = ImageLimits(settings.max_request_bytes, settings.max_image_pixels)
+    # Decoding is CPU- and memory-heavy (up to max_image_pixels): a few at a time.
+    decode_slots = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+    pixel_budget = PixelBudget(settings.max_pending_pixels)
+    batcher: MicroBatcher[PostInput, Any] = MicroBatcher(
+        lambda posts: predictor.predict_many(posts, batch_size=settings.max_batch),
+        max_batch=settings.max_batch,
+        max_wait_s=settings.batch_wait_ms / 1000,
+        max_pending=settings.max_pending,
+    )
+    info = ModelInfo(
+        labels=list(config.labels),
+        type=config.type,
+        text_encoder=_public_name(config.text_encoder),
+        image_encoder=_public_name(config.image_encoder),
+        max_span_width=config.max_span_width,
+        use_image=config.use_image,
+        use_ib=config.use_ib,
+        use_cross_attention=config.use_cross_attention,
+        grid=grid,
+        version=__version__,
+        limits=Limits(
+            max_request_bytes=settings.max_request_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            max_text_chars=settings.max_text_chars,
+            max_tokens=predictor.max_tokens,
+        ),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await anyio.to_thread.run_sync(batcher.close)
+
+    app = FastAPI(
+        title="smner",
+        version=__version__,
+        description="Typed entities in social-media posts (text + image), with each entity's "
+        "attention over the image regions.",
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN; /openapi.json stays
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    app.state.pixel_budget = pixel_budget
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SecurityHeaders)
+    _add_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    def decode(data: bytes) -> tuple[Image.Image | None, ImageStatus]:
+        with decode_slots:
+            return load_image_bytes(data, image_limits)
+
+    async def load_image(data: bytes) -> Image.Image:
+        picture, status = await anyio.to_thread.run_sync(decode, data)
+        if picture is not None and status is ImageStatus.OK:
+            return picture
+        if status is ImageStatus.TOO_LARGE:
+            limits = {"max_pixels": image_limits.max_pixels, "max_bytes": image_limits.max_bytes}
+            raise ApiError(413, "image too large", limits)
+        if status is ImageStatus.TRUNCATED:
+            raise ApiError(422, "image is truncated")
+        raise ApiError(422, "not a readable image", {"formats": list(IMAGE_FORMATS)})
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/health")
+    async def health() -> Health:
+        return Health(status="ok")
+
+    @app.get("/v1/model")
+    async def model_info() -> ModelInfo:
+        return info
+
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        responses=_ERRORS,
+        summary="Entities of one post, with their attention over the image",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+                    "multipart/form-data": {"schema": _FORM_SCHEMA},
+                    "application/x-www-form-urlencoded": {"schema": _TEXT_FORM_SCHEMA},
+                },
+            }
+        },
+    )
+    async def predict(request: Request) -> dict[str, Any]:
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media == "application/json" or media.endswith("+json"):
+            post = await _read_json(request)
+        elif media in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            post = await _read_form(request, settings)
+        else:
+            raise ApiError(415, "unsupported content type", "use JSON or multipart/form-data")
+        _check_text(post, settings, predictor.max_tokens)
+        picture = await load_image(post.image) if post.image is not None else None
+        try:
+            with pixel_budget.hold(picture.width * picture.height if picture else 0):
+                prediction = await batcher.run(PostInput(post.text, post.tokens, picture))
+        except (BatcherOverloaded, BatcherClosed) as error:
+            raise ApiError(503, "server busy", str(error)) from None
+        except SmnerError as error:
+            raise ApiError(422, "invalid post", str(error)) from None
+        record = prediction.to_dict(explain=True)
+        record["grid"] = grid if prediction.image_status == ImageStatus.OK.value else None
+        return record
+
+    def openapi() -> dict[str, Any]:
+        # /v1/predict reads its body itself (JSON or multipart), so FastAPI does not see the
+        # JSON model; add it, so that the schema describes the request exactly.
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas["PredictRequest"] = PredictRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error, expected or not, as JSON ``{"error", "detail"}``."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, error: ApiError) -> JSONResponse:
+        return _error(error.status, error.error, error.detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        response = _error(error.status_code, str(error.detail))
+        response.headers.update(error.headers or {})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        return _error(422, "invalid request", _validation_detail(error))
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, error: Exception) -> JSONResponse:
+        logger.exception("unexpected error while answering a request", exc_info=error)
+        return _error(500, "internal server error")

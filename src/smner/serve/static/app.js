@@ -1,0 +1,310 @@
+// smner page: post -> /v1/predict -> highlighted entities -> attention heatmap over the image.
+// Plain JS, no dependencies, nothing loaded from other hosts.
+"use strict";
+
+(() => {
+  // Light tints, dark text on top stays readable (WCAG AA); the type is also written out.
+  const PALETTE = ["#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa", "#a5f3fc",
+    "#d9f99d", "#e5e7eb"];
+  const HEAT_OPACITY = 0.6;
+  const MAX_CANVAS_SIDE = 640;
+  const MIN_CANVAS_SIDE = 320; // small images are scaled up, so that the grid stays visible
+
+  const $ = (id) => document.getElementById(id);
+  const els = {
+    form: $("post-form"), text: $("post-text"), file: $("post-image"), preview: $("preview"),
+    button: $("predict"), status: $("status"), error: $("error"), modelInfo: $("model-info"),
+    results: $("results"), legend: $("legend"), highlighted: $("highlighted"),
+    imageStatus: $("image-status"), noEntities: $("no-entities"), list: $("entity-list"),
+    explain: $("explain"), caption: $("explain-caption"), canvas: $("heatmap"),
+  };
+  const state = {
+    colours: new Map(), labels: [], previewUrl: null, maxRequestBytes: Infinity,
+    result: null, text: "", image: null, imageSent: false,
+  };
+
+  function colourOf(type) {
+    if (!state.colours.has(type)) {
+      state.colours.set(type, PALETTE[state.colours.size % PALETTE.length]);
+    }
+    return state.colours.get(type);
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function swatch(type) {
+    const node = element("span", "swatch");
+    node.setAttribute("aria-hidden", "true");
+    node.style.setProperty("--entity-colour", colourOf(type));
+    return node;
+  }
+
+  function renderLegend() {
+    const types = [...state.labels];
+    for (const e of state.result ? state.result.entities : []) {
+      if (!types.includes(e.type)) types.push(e.type);
+    }
+    els.legend.replaceChildren(...types.map((type) => {
+      const item = element("li");
+      item.append(swatch(type), type);
+      return item;
+    }));
+  }
+
+  async function loadModelInfo() {
+    try {
+      const response = await fetch("/v1/model", { headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const info = await response.json();
+      state.labels = info.labels;
+      info.labels.forEach(colourOf);
+      const image = info.use_image ? `image encoder ${info.image_encoder}` : "text only";
+      els.modelInfo.textContent = `Model: ${info.type} · types ${info.labels.join(", ")} · ` +
+        `text encoder ${info.text_encoder} · ${image} · smner ${info.version}`;
+      els.text.maxLength = info.limits.max_text_chars;
+      state.maxRequestBytes = info.limits.max_request_bytes;
+    } catch (error) {
+      els.modelInfo.textContent = `Could not load the model information (${error.message}).`;
+    }
+  }
+
+  function setStatus(message) { els.status.textContent = message; }
+
+  function showError(message) {
+    els.error.textContent = message;
+    els.error.hidden = false;
+  }
+
+  function describeError(status, body) {
+    if (!body || typeof body.error !== "string") return `The server answered HTTP ${status}.`;
+    let detail = "";
+    if (typeof body.detail === "string") detail = body.detail;
+    else if (Array.isArray(body.detail)) detail = body.detail.map((d) => d.msg || d).join("; ");
+    else if (body.detail) detail = JSON.stringify(body.detail);
+    return `Error: ${body.error}${detail ? ` (${detail})` : ""}.`;
+  }
+
+  function readBase64(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result).replace(/^data:[^,]*,/, ""));
+      reader.onerror = () => reject(reader.error || new Error("could not read the file"));
+      reader.readAsDataURL(file);
+    });
+  }
+
+  // The image as the browser shows it (EXIF orientation applied, as the server does); null when
+  // the browser cannot decode it (e.g. TIFF): the prediction still works, the heatmap does not.
+  async function loadImage(file) {
+    const url = URL.createObjectURL(file);
+    const image = new Image();
+    image.src = url;
+    try {
+      await image.decode();
+      return image;
+    } catch {
+      return null;
+    } finally {
+      URL.revokeObjectURL(url);
+    }
+  }
+
+  function onFileChange() {
+    if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+    state.previewUrl = null;
+    const file = els.file.files[0];
+    if (!file) {
+      els.preview.hidden = true;
+      els.preview.removeAttribute("src");
+      return;
+    }
+    state.previewUrl = URL.createObjectURL(file);
+    els.preview.src = state.previewUrl;
+    els.preview.hidden = false;
+  }
+
+  async function onSubmit(event) {
+    event.preventDefault();
+    els.error.hidden = true;
+    const text = els.text.value;
+    if (!text.trim()) {
+      setStatus("");
+      showError("Write the text of a post first.");
+      els.text.focus();
+      return;
+    }
+    const file = els.file.files[0] || null;
+    if (file && Math.ceil(file.size / 3) * 4 + 4 * text.length + 64 > state.maxRequestBytes) {
+      setStatus("");
+      const limit = (state.maxRequestBytes / 2 ** 20).toFixed(1);
+      showError(`The image is too large to send: requests are limited to ${limit} MiB.`);
+      return;
+    }
+    els.button.disabled = true;
+    els.form.setAttribute("aria-busy", "true");
+    setStatus("Predicting…");
+    try {
+      const body = { text };
+      if (file) body.image = await readBase64(file);
+      const [response, image] = await Promise.all([
+        fetch("/v1/predict", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", Accept: "application/json" },
+          body: JSON.stringify(body),
+        }),
+        file ? loadImage(file) : Promise.resolve(null),
+      ]);
+      let data = null;
+      try { data = await response.json(); } catch { /* not JSON: reported below */ }
+      if (!response.ok || !data) {
+        setStatus("");
+        showError(describeError(response.status, data));
+        return;
+      }
+      Object.assign(state, { result: data, text, image, imageSent: Boolean(file) });
+      renderResult();
+      const n = data.entities.length;
+      setStatus(`Found ${n} ${n === 1 ? "entity" : "entities"}.`);
+    } catch (error) {
+      setStatus("");
+      showError(`The request failed: ${error.message}`);
+    } finally {
+      els.button.disabled = false;
+      els.form.removeAttribute("aria-busy");
+    }
+  }
+
+  function entityButton(entity, index, surface) {
+    const button = element("button", "entity");
+    button.type = "button";
+    button.dataset.index = String(index);
+    button.dataset.type = entity.type;
+    button.setAttribute("aria-pressed", "false");
+    button.title = `${entity.type}, score ${entity.score.toFixed(2)}: show its attention`;
+    button.style.setProperty("--entity-colour", colourOf(entity.type));
+    button.append(surface, element("span", "entity-tag", entity.type));
+    return button;
+  }
+
+  function listItem(entity, index) {
+    const button = element("button", "entity-item");
+    button.type = "button";
+    button.dataset.index = String(index);
+    button.setAttribute("aria-pressed", "false");
+    button.append(
+      swatch(entity.type),
+      element("span", "entity-text", entity.text),
+      element("span", "entity-type", entity.type),
+      element("span", "entity-score", `score ${entity.score.toFixed(2)}`),
+    );
+    const item = element("li");
+    item.append(button);
+    return item;
+  }
+
+  function renderResult() {
+    const { result, text } = state;
+    // Offsets count Unicode code points (Python), not UTF-16 units: index an array of them.
+    const chars = Array.from(text);
+    const order = result.entities.map((_, i) => i)
+      .sort((a, b) => result.entities[a].char_start - result.entities[b].char_start);
+    const parts = [];
+    let cursor = 0;
+    for (const i of order) {
+      const entity = result.entities[i];
+      if (entity.char_start < cursor) continue; // overlapping span: shown in the list only
+      parts.push(chars.slice(cursor, entity.char_start).join(""));
+      parts.push(entityButton(entity, i, chars.slice(entity.char_start, entity.char_end).join("")));
+      cursor = entity.char_end;
+    }
+    parts.push(chars.slice(cursor).join(""));
+    els.highlighted.replaceChildren(...parts);
+    els.list.replaceChildren(...result.entities.map(listItem));
+    els.noEntities.hidden = result.entities.length > 0;
+    els.imageStatus.textContent = `Image: ${result.image_status}.`;
+    renderLegend();
+    els.results.hidden = false;
+    els.explain.hidden = true;
+  }
+
+  function onEntityClick(event) {
+    const target = event.target.closest("[data-index]");
+    if (target) select(Number(target.dataset.index));
+  }
+
+  function select(index) {
+    for (const node of document.querySelectorAll("#results [data-index]")) {
+      node.setAttribute("aria-pressed", String(Number(node.dataset.index) === index));
+    }
+    const entity = state.result.entities[index];
+    const name = `“${entity.text}” (${entity.type})`;
+    els.explain.hidden = false;
+    if (!entity.attention || !state.image) {
+      els.canvas.hidden = true;
+      els.canvas.removeAttribute("data-entity");
+      let why = `the model did not use the image (${state.result.image_status})`;
+      if (!state.imageSent) why = "no image was sent with this post";
+      else if (!state.image) why = "this browser cannot display the image";
+      els.caption.textContent = `No heatmap for ${name}: ${why}.`;
+      return;
+    }
+    const peak = drawHeatmap(els.canvas, state.image, entity.attention);
+    const rows = entity.attention.length;
+    const cols = entity.attention[0].length;
+    const where = `strongest in row ${peak.row + 1}, column ${peak.col + 1}`;
+    const global = entity.global_attention === null || entity.global_attention === undefined
+      ? "" : ` Attention on the whole image: ${entity.global_attention.toFixed(2)}.`;
+    els.caption.textContent =
+      `Attention of ${name} over the ${rows}×${cols} image regions, ${where}.${global}`;
+    els.canvas.setAttribute("aria-label", `Image with the attention heatmap of ${name}, ${where}`);
+    els.canvas.dataset.entity = String(index);
+    els.canvas.hidden = false;
+  }
+
+  // Draws the image, then the [h][w] grid on top: one pixel per region in a small canvas,
+  // scaled up by the browser with smoothing (bilinear), red-to-yellow and more opaque where
+  // attention is stronger, normalised to the strongest region (as `smner predict --heatmaps`).
+  function drawHeatmap(canvas, image, attention) {
+    const side = Math.max(image.naturalWidth, image.naturalHeight);
+    const scale = Math.min(MAX_CANVAS_SIDE / side, Math.max(1, MIN_CANVAS_SIDE / side));
+    const width = Math.max(1, Math.round(image.naturalWidth * scale));
+    const height = Math.max(1, Math.round(image.naturalHeight * scale));
+    canvas.width = width;
+    canvas.height = height;
+    const context = canvas.getContext("2d");
+    context.drawImage(image, 0, 0, width, height);
+
+    const rows = attention.length;
+    const cols = attention[0].length;
+    const peak = { value: 0, row: 0, col: 0 };
+    attention.forEach((row, r) => row.forEach((value, c) => {
+      if (value > peak.value) Object.assign(peak, { value, row: r, col: c });
+    }));
+    const grid = document.createElement("canvas");
+    grid.width = cols;
+    grid.height = rows;
+    const gridContext = grid.getContext("2d");
+    const cells = gridContext.createImageData(cols, rows);
+    attention.forEach((row, r) => row.forEach((value, c) => {
+      const t = peak.value > 0 ? Math.max(0, value) / peak.value : 0;
+      cells.data.set([255, Math.round(255 * t), 0, Math.round(255 * HEAT_OPACITY * t)],
+        4 * (r * cols + c));
+    }));
+    gridContext.putImageData(cells, 0, 0);
+    context.imageSmoothingEnabled = true;
+    context.imageSmoothingQuality = "high";
+    context.drawImage(grid, 0, 0, width, height);
+    return peak;
+  }
+
+  els.form.addEventListener("submit", onSubmit);
+  els.file.addEventListener("change", onFileChange);
+  els.highlighted.addEventListener("click", onEntityClick);
+  els.list.addEventListener("click", onEntityClick);
+  loadModelInfo();
+})();

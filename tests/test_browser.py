@@ -1,0 +1,157 @@
+"""The web page end to end in headless Chromium: post + image in, entities and heatmap out."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from smner.predict import Predictor
+from smner.serve import ServeSettings, create_app
+from tests.test_serve import POST, UNICODE_POST, trained_model
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.is_file():
+    pytest.skip(
+        "the browser test needs Debian's chromium at /usr/bin/chromium "
+        "(apt-get install chromium; `playwright install` cannot download browsers here)",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# Pixels of the heatmap canvas: how many are drawn, and how many differ from the bare image.
+CANVAS_PIXELS = """() => {
+  const canvas = document.getElementById("heatmap");
+  const drawn = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  const plain = document.createElement("canvas");
+  plain.width = canvas.width;
+  plain.height = canvas.height;
+  const context = plain.getContext("2d");
+  context.drawImage(document.getElementById("preview"), 0, 0, canvas.width, canvas.height);
+  const bare = context.getImageData(0, 0, canvas.width, canvas.height).data;
+  let opaque = 0, changed = 0;
+  for (let i = 0; i < drawn.length; i += 4) {
+    if (drawn[i + 3] > 0 && drawn[i] + drawn[i + 1] + drawn[i + 2] > 0) opaque += 1;
+    if (Math.abs(drawn[i] - bare[i]) + Math.abs(drawn[i + 1] - bare[i + 1]) > 8) changed += 1;
+  }
+  return {width: canvas.width, height: canvas.height, opaque, changed};
+}"""
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server_url(model_root: Path) -> Iterator[str]:
+    """uvicorn in a thread, on a socket bound to a free port (no race for the port)."""
+    app = create_app(Predictor.from_pretrained(model_root / "run" / "best"), ServeSettings())
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser_page(server_url: str) -> Iterator[tuple[Any, list[str]]]:
+    """A page that may reach only the test server; other requests are recorded and refused."""
+    problems: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(10_000)
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+
+        def only_local(route: Any) -> None:
+            if route.request.url.startswith(server_url):
+                route.continue_()
+            else:
+                problems.append(f"external request: {route.request.url}")
+                route.abort()
+
+        page.route("**/*", only_local)
+        yield page, problems
+        browser.close()
+
+
+def mark_texts(page: Any) -> list[tuple[str, str]]:
+    """(surface, type) of each highlighted entity, in text order."""
+    return page.eval_on_selector_all(
+        "#highlighted .entity",
+        "nodes => nodes.map(n => [n.firstChild.textContent, n.dataset.type])",
+    )
+
+
+def test_predict_highlight_and_heatmap(
+    browser_page: tuple[Any, list[str]], server_url: str, model_root: Path
+) -> None:
+    page, problems = browser_page
+    expect = sync_api.expect
+    page.goto(server_url + "/")
+    expect(page.locator("#model-info")).to_contain_text("LOC, ORG, PER")
+
+    page.locator("#post-text").fill(POST)
+    page.locator("#post-image").set_input_files(model_root / "images" / "0.jpg")
+    expect(page.locator("#preview")).to_be_visible()
+    page.get_by_role("button", name="Predict").click()
+
+    expect(page.locator("#status")).to_have_text("Found 2 entities.")
+    assert [tuple(pair) for pair in mark_texts(page)] == [("George", "PER"), ("Paris", "LOC")]
+    expect(page.locator("#entity-list li")).to_have_count(2)
+    expect(page.locator("#legend li")).to_have_text(["LOC", "ORG", "PER"])
+    colours = page.eval_on_selector_all(
+        "#highlighted .entity", "nodes => nodes.map(n => getComputedStyle(n).backgroundColor)"
+    )
+    assert len(set(colours)) == 2, colours  # one colour per type
+
+    page.locator("#highlighted .entity[data-type='LOC']").click()
+    expect(page.locator("#heatmap")).to_be_visible()
+    expect(page.locator("#explain-caption")).to_contain_text("“Paris” (LOC)")
+    expect(page.locator("#explain-caption")).to_contain_text("7×7")
+    pixels = page.evaluate(CANVAS_PIXELS)
+    assert pixels["width"] > 0 and pixels["height"] > 0
+    assert pixels["opaque"] > 0 and pixels["changed"] > 0, pixels
+    pressed = page.locator("#entity-list button[aria-pressed='true']")
+    expect(pressed).to_have_count(1)
+    expect(pressed).to_contain_text("Paris")
+
+    # Offsets are code points: an emoji before an entity must not shift its highlight.
+    page.locator("#post-text").fill(UNICODE_POST)
+    with page.expect_response("**/v1/predict"):
+        page.get_by_role("button", name="Predict").click()
+    expect(page.locator("#highlighted")).to_contain_text("Ünïcödé 😀 George")
+    assert ["George", "PER"] in mark_texts(page)
+
+    # A server error is shown, and the page keeps working.
+    bad = {"name": "bad.jpg", "mimeType": "image/jpeg", "buffer": b"not an image"}
+    page.locator("#post-image").set_input_files(bad)
+    page.get_by_role("button", name="Predict").click()
+    expect(page.get_by_role("alert")).to_contain_text("not a readable image")
+    assert problems == []

@@ -1,0 +1,86 @@
+"""Two CPU processes (gloo) under torchrun give the same model as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.pipeline_fixture import write_corpus
+
+OVERRIDES = [
+    "--set",
+    "model.use_ib=false",  # in-batch negatives differ when a batch is split
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.batch_size=4",
+    # Some gradients are exactly zero in theory (an attention key bias) and float noise in
+    # practice; Adam would scale that noise up to +-lr per step. A larger epsilon damps it.
+    "--set",
+    "train.adam_epsilon=1e-4",
+]
+
+
+def run(args: list[str], distributed: bool) -> subprocess.CompletedProcess[str]:
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        if distributed
+        else [sys.executable]
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*launcher, "-m", "smner.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_two_process_training_matches_one_process(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path)
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    common = ["train", "--config", str(corpus["config"]), *OVERRIDES]
+    run([*common, "--output", str(single)], distributed=False)
+    proc = run([*common, "--output", str(multi)], distributed=True)
+
+    # rank 0 alone writes: one log line per epoch, one best/, one last/, nothing left over
+    assert sorted(p.name for p in multi.iterdir()) == ["best", "config.json", "last", "log.jsonl"]
+    log = [json.loads(line) for line in (multi / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert proc.stderr.count("epoch 2: dev") == 1
+
+    a = load_file(str(single / "last" / "model" / "model.safetensors"))
+    b = load_file(str(multi / "last" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
+
+    # dev metrics gathered across ranks equal one process scoring the same weights
+    best = max(log, key=lambda r: (r["dev_f1"], -r["epoch"]))
+    evaluated = run(
+        [
+            "evaluate",
+            "--model",
+            str(multi / "best"),
+            "--data",
+            str(corpus["dev"]),
+            "--images",
+            str(corpus["images"]),
+            "--json",
+        ],
+        distributed=False,
+    )
+    scores = json.loads(evaluated.stdout)
+    assert scores["f1"] == pytest.approx(best["dev_f1"], abs=1e-9)
+    assert scores["precision"] == pytest.approx(best["dev_precision"], abs=1e-9)
