@@ -36,5 +36,10 @@ format: install
 test: lint
 	$(VENV)/bin/pytest
 
+# The built-in default: generate a multimodal corpus, train SMNER and its text-only ablation,
+# compare them, predict two posts with attention heatmaps (all under demo-output/).
+demo: install
+	$(VENV)/bin/smner demo --output demo-output
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from smner import __version__
 from smner.commands import data as data_command
+from smner.commands import demo as demo_command
 from smner.commands import evaluate as evaluate_command
 from smner.commands import predict as predict_command
 from smner.commands import score as score_command
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     score_command.register(verbs)
     synth_command.register(verbs)
     serve_command.register(verbs)
+    demo_command.register(verbs)
     data_command.register(verbs)
     return parser
 

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smner.demo import DemoSettings, comparison_table, run_demo
+from tests.tiny import make_image_encoder, make_text_encoder
+
+
+def test_demo_runs_end_to_end_with_tiny_encoders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = make_text_encoder(tmp_path / "text")
+    image = make_image_encoder(tmp_path / "image")
+    settings = DemoSettings(
+        output=tmp_path / "demo",
+        posts=40,
+        epochs=1,
+        image_size=64,
+        model={
+            "text_encoder": str(text),
+            "image_encoder": f"hf:{image}",
+            "hidden_size": 32,
+            "attention_heads": 2,
+        },
+        train={"progress": False},
+    )
+    results = run_demo(settings)
+    assert set(results) == {"SMNER", "text-only"}
+    out = capsys.readouterr().out
+    assert "SMNER - text-only:" in out and "overall" in out
+    assert out.count("  gold:") == 2
+    for folder in ("smner", "text-only"):
+        assert (tmp_path / "demo" / folder / "best" / "model.safetensors").is_file()
+    heatmaps = list((tmp_path / "demo" / "heatmaps").glob("*.png"))
+    assert len(heatmaps) == out.count("heatmap:")
+
+
+def test_comparison_table_lines_up_models_and_types() -> None:
+    from smner.metrics import Scores, TypeScores
+
+    a = Scores(0.5, 0.5, 0.5, 2, 2, {"PER": TypeScores(0.5, 0.5, 0.5, 2)})
+    b = Scores(1.0, 1.0, 1.0, 2, 2, {"PER": TypeScores(1.0, 1.0, 1.0, 2)})
+    table = comparison_table({"SMNER": b, "text-only": a}).splitlines()
+    assert "SMNER" in table[0] and "text-only" in table[0]
+    assert table[2].split() == ["PER", "100.0", "100.0", "100.0", "50.0", "50.0", "50.0"]
+    assert table[3].startswith("overall")
