@@ -1,0 +1,110 @@
+"""Shared pieces of the benchmark suites: run metadata, training runs, result files."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def save(suite: str, results: dict[str, Any], command: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "suite": suite,
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": commit(),
+        "machine": machine(),
+        "command": command,
+        "results": results,
+    }
+    path = RESULTS / f"{suite}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def train_and_test(config: dict[str, Any], output: Path, test_file: str) -> dict[str, Any]:
+    """Train a config in-process, score its best model on ``test_file``; keep per-post counts."""
+    from smner.config import ExperimentConfig, from_dict
+    from smner.data.conll import read_conll
+    from smner.data.images import ImageStore
+    from smner.encoders.text import load_tokenizer
+    from smner.images_input import ImageProvider
+    from smner.model import NERModel, build_collator
+    from smner.model.base import TOKENIZER_DIR
+    from smner.training import Trainer, predict_examples, score_predictions
+
+    started = time.perf_counter()
+    result = Trainer(from_dict(ExperimentConfig, config), output).fit()
+    seconds = time.perf_counter() - started
+    examples = read_conll(test_file, config["data"].get("label_aliases")).examples
+    model = NERModel.from_pretrained(output / "best")
+    collator = build_collator(model.config, load_tokenizer(output / "best" / TOKENIZER_DIR))
+    images = ImageProvider(model, examples, ImageStore(config["data"].get("image_dir")))
+    predictions = predict_examples(model, collator, examples, images)
+    scores = score_predictions(examples, predictions)
+    per_post = [
+        [
+            len({e for e in ex.entities} & {p.entity for p in post}),
+            len({p.entity for p in post}),
+            len(set(ex.entities)),
+        ]
+        for ex, post in zip(examples, predictions, strict=True)
+    ]
+    return {
+        "f1": scores.f1,
+        "precision": scores.precision,
+        "recall": scores.recall,
+        "per_type_f1": {k: v.f1 for k, v in scores.per_type.items()},
+        "best_dev_f1": result.best_f1,
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(seconds, 1),
+        "per_post": per_post,
+    }

@@ -1,0 +1,86 @@
+"""Benchmark entry point: ``python bench/run.py --suite {speed,synth}``.
+
+Results go to ``bench/results/<suite>.json`` and the tables of ``docs/BENCHMARKS.md`` are
+regenerated from every results file, with machine, date, commit and the exact command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import speed_suite
+import synth_suite
+from common import RESULTS, ROOT, save
+
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+TABLES = {"speed": speed_suite.table, "synth": synth_suite.table}
+
+
+def render(suite: str) -> str:
+    payload = json.loads((RESULTS / f"{suite}.json").read_text())
+    m = payload["machine"]
+    return (
+        f"Measured {payload['date']} at commit `{payload['commit']}` on {m['cpu']} "
+        f"({m['cores']} cores, {m['torch_threads']} torch threads), Python {m['python']}, "
+        f"torch {m['torch']}.\n\nReproduce: `{payload['command']}`\n\n"
+        + TABLES[suite](payload["results"])
+    )
+
+
+def update_doc() -> None:
+    """Replace each suite's block between its markers in docs/BENCHMARKS.md."""
+    text = DOC.read_text(encoding="utf-8")
+    for suite in TABLES:
+        start, end = f"<!-- suite:{suite} -->", f"<!-- /suite:{suite} -->"
+        if not (RESULTS / f"{suite}.json").is_file() or start not in text:
+            continue
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
+        text = f"{before}{start}\n{render(suite)}\n{end}{after}"
+    DOC.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", choices=sorted(TABLES), required=True)
+    parser.add_argument(
+        "--data", default="../shared/data/twitter2017/valid.txt", help="posts for the speed suite"
+    )
+    parser.add_argument(
+        "--images",
+        default="../shared/data/images",
+        help="real photos whose features the speed suite cycles through",
+    )
+    parser.add_argument(
+        "--posts", type=int, default=1000, help="synth: corpus size; speed: how many posts to time"
+    )
+    parser.add_argument("--seeds", default="0", help="synth: comma-separated training seeds")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default="{}", help="JSON of model overrides (smoke tests)")
+    parser.add_argument("--work", help="working folder (default: a temporary one)")
+    parser.add_argument("--no-doc", action="store_true", help="do not update BENCHMARKS.md")
+    args = parser.parse_args()
+    overrides = json.loads(args.model)
+    work = Path(args.work or tempfile.mkdtemp(prefix="smner-bench-"))
+    if args.suite == "speed":
+        results = speed_suite.run(args.data, args.images, args.posts, args.repeats, overrides)
+    else:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        results = synth_suite.run(work, seeds, args.epochs, args.posts, overrides)
+    command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if not args.no_doc:
+        save(args.suite, results, command)
+        update_doc()
+    print(TABLES[args.suite](results))
+
+
+if __name__ == "__main__":
+    main()

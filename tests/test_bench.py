@@ -1,0 +1,91 @@
+"""Smoke runs of the benchmark suites with tiny encoders (the real runs are not in CI)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import make_image_encoder, make_text_encoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("bench")
+    text, image = make_text_encoder(root / "t"), make_image_encoder(root / "i")
+    return json.dumps(
+        {
+            "text_encoder": str(text),
+            "image_encoder": f"hf:{image}",
+            "hidden_size": 32,
+            "attention_heads": 2,
+        }
+    )
+
+
+def bench(*args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--no-doc", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_speed_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
+    data = tmp_path / "posts.txt"
+    data.write_text("IMGID:1\nGeorge\tB-PER\nin\tO\nParis\tB-LOC\n\n" * 8, encoding="utf-8")
+    images = tmp_path / "images"
+    images.mkdir()
+    from tests.tiny import solid_image
+
+    solid_image((10, 200, 30)).save(images / "1.jpg")
+    out = bench(
+        "--suite",
+        "speed",
+        "--posts",
+        "8",
+        "--repeats",
+        "1",
+        "--data",
+        str(data),
+        "--images",
+        str(images),
+        "--model",
+        tiny_model,
+    )
+    for subject in ("encoder floor", "SMNER", "SMNER text-only", "BIO-softmax"):
+        assert f"| {subject} |" in out
+    assert "cached image features vs text-only" in out
+
+
+def test_synth_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
+    out = bench(
+        "--suite",
+        "synth",
+        "--posts",
+        "24",
+        "--epochs",
+        "1",
+        "--model",
+        tiny_model,
+        "--work",
+        str(tmp_path),
+    )
+    for name in (
+        "SMNER",
+        "text-only",
+        "without IB",
+        "without cross-attention",
+        "30% mismatched images",
+    ):
+        assert name in out
