@@ -1,4 +1,4 @@
-"""Benchmark entry point: ``python bench/run.py --suite {speed,synth}``.
+"""Benchmark entry point: ``python bench/run.py --suite {quality,speed,synth}``.
 
 Results go to ``bench/results/<suite>.json`` and the tables of ``docs/BENCHMARKS.md`` are
 regenerated from every results file, with machine, date, commit and the exact command.
@@ -15,12 +15,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import quality_suite
 import speed_suite
 import synth_suite
 from common import RESULTS, ROOT, save
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
-TABLES = {"speed": speed_suite.table, "synth": synth_suite.table}
+TABLES = {
+    "quality": quality_suite.table,
+    "speed": speed_suite.table,
+    "synth": synth_suite.table,
+}
 
 
 def render(suite: str) -> str:
@@ -59,6 +64,11 @@ def main() -> None:
         help="real photos whose features the speed suite cycles through",
     )
     parser.add_argument(
+        "--data-root",
+        default="../shared/data",
+        help="quality: folder holding twitter2015/, twitter2017/ and images/",
+    )
+    parser.add_argument(
         "--posts", type=int, default=1000, help="synth: corpus size; speed: how many posts to time"
     )
     parser.add_argument("--seeds", default="0", help="synth: comma-separated training seeds")
@@ -70,10 +80,12 @@ def main() -> None:
     args = parser.parse_args()
     overrides = json.loads(args.model)
     work = Path(args.work or tempfile.mkdtemp(prefix="smner-bench-"))
+    seeds = [int(s) for s in args.seeds.split(",")]
     if args.suite == "speed":
         results = speed_suite.run(args.data, args.images, args.posts, args.repeats, overrides)
+    elif args.suite == "quality":
+        results = quality_suite.run(work, seeds, args.epochs, Path(args.data_root), overrides)
     else:
-        seeds = [int(s) for s in args.seeds.split(",")]
         results = synth_suite.run(work, seeds, args.epochs, args.posts, overrides)
     command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if not args.no_doc:

@@ -89,3 +89,47 @@ def test_synth_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         "30% mismatched images",
     ):
         assert name in out
+
+
+def test_paired_bootstrap() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from quality_suite import paired_bootstrap
+
+    perfect = [[1, 1, 1]] * 50
+    useless = [[0, 1, 1]] * 50
+    assert paired_bootstrap(perfect, useless) == 0.0
+    assert paired_bootstrap(useless, perfect) == 1.0
+    mixed = [[1, 1, 1]] * 25 + [[0, 1, 1]] * 25
+    assert 0.0 <= paired_bootstrap(mixed, mixed) == 1.0  # ties count as "not better"
+
+
+def test_quality_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.pipeline_fixture import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus", copies=5)
+    root = tmp_path / "data"
+    for name, files in {
+        "twitter2015": ("train", "valid", "test"),
+        "twitter2017": ("train", "valid"),
+    }.items():
+        (root / name).mkdir(parents=True)
+        for split in files:
+            source = corpus["train"] if split == "train" else corpus["dev"]
+            shutil.copy(source, root / name / f"{split}.txt")
+        shutil.copytree(corpus["images"], root / "images" / name)
+    out = bench(
+        "--suite",
+        "quality",
+        "--epochs",
+        "1",
+        "--data-root",
+        str(root),
+        "--model",
+        tiny_model,
+        "--work",
+        str(tmp_path / "work"),
+    )
+    for text in ("Twitter-2015 (test)", "Twitter-2017 (dev)", "| BIO-CRF |", "Paired bootstrap"):
+        assert text in out
