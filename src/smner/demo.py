@@ -146,6 +146,7 @@ def show_examples(model_dir: Path, corpus: Path, heatmaps: Path) -> None:
                 picture, _ = store.load(example.image_id, count=False)
                 if picture is not None:
                     target = heatmaps / f"{example.image_id}-{n}-{mention.type}.png"
-                    render_heatmap(picture, mention.attention).save(target)
+                    box = predictor.model.image.preprocessing.crop_box(*picture.size)
+                    render_heatmap(picture, mention.attention, box).save(target)
                     line += f"  heatmap: {target}"
             print(line)

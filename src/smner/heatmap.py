@@ -9,20 +9,32 @@ from PIL import Image
 
 
 def render_heatmap(
-    image: Image.Image, attention: Sequence[Sequence[float]], opacity: float = 0.55
+    image: Image.Image,
+    attention: Sequence[Sequence[float]],
+    crop_box: tuple[float, float, float, float] | None = None,
+    opacity: float = 0.55,
 ) -> Image.Image:
     """Blend a red-yellow map of ``attention`` (``[h][w]``, any scale) over ``image``.
 
     The grid is normalised to its own maximum so the most attended cell is always visible,
-    then smoothly upsampled to the image size.
+    then smoothly upsampled over ``crop_box`` (the part of the image the model saw, see
+    ``ImagePreprocessing.crop_box``; the whole image when None). Outside it the image is dimmed.
     """
+    rgb = image.convert("RGB")
+    x0, y0, x1, y1 = (round(v) for v in (crop_box or (0, 0, *rgb.size)))
     grid = np.asarray(attention, dtype=np.float32)
     peak = float(grid.max()) if grid.size else 0.0
     normalised = grid / peak if peak > 0 else grid
     small = Image.fromarray((normalised * 255).astype(np.uint8), mode="L")
-    heat = np.asarray(small.resize(image.size, Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    heat = np.zeros((rgb.height, rgb.width), dtype=np.float32)
+    heat[y0:y1, x0:x1] = (
+        np.asarray(small.resize((x1 - x0, y1 - y0), Image.Resampling.BICUBIC), np.float32) / 255
+    )
+    base = np.asarray(rgb, dtype=np.float32)
+    seen = np.zeros_like(heat, dtype=bool)
+    seen[y0:y1, x0:x1] = True
+    base = np.where(seen[..., None], base, base * 0.45)
     colour = np.stack([np.ones_like(heat), heat, np.zeros_like(heat)], axis=-1) * 255
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
     alpha = (opacity * heat)[..., None]
     blended = base * (1 - alpha) + colour * alpha
     return Image.fromarray(blended.clip(0, 255).astype(np.uint8))

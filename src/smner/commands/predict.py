@@ -65,7 +65,6 @@ def read_records(path: str) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smner.heatmap import render_heatmap
     from smner.predict import PostInput, Predictor
 
     predictor = Predictor.from_pretrained(args.model, device=args.device)
@@ -94,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 str(record["id"]),
                 record["_image_path"],
                 prediction,
-                render_heatmap,
+                getattr(getattr(predictor.model, "image", None), "preprocessing", None),
             )
     text = "\n".join(lines) + "\n"
     if args.output:
@@ -107,18 +106,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def save_heatmaps(
-    folder: Path, post_id: str, image_path: Any, prediction: Any, render: Any
+    folder: Path, post_id: str, image_path: Any, prediction: Any, preprocessing: Any
 ) -> None:
+    """One PNG per entity: its attention over the part of the image the model saw."""
     from PIL import Image
+
+    from smner.heatmap import render_heatmap
 
     folder.mkdir(parents=True, exist_ok=True)
     safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", post_id)[:64]
     with Image.open(image_path) as image:
         picture = image.convert("RGB")
+    box = preprocessing.crop_box(*picture.size) if preprocessing is not None else None
     for n, mention in enumerate(prediction.entities):
         if mention.attention is None:
             continue
         safe_text = re.sub(r"[^A-Za-z0-9_-]", "_", mention.text)[:40]
         name = f"{safe_id}-{n}-{mention.type}-{safe_text}.png"
-        render(picture, mention.attention).save(folder / name)
+        render_heatmap(picture, mention.attention, box).save(folder / name)
         print(f"heatmap: {folder / name}", file=sys.stderr)

@@ -91,6 +91,20 @@ class ImagePreprocessing:
         std = np.asarray(self.std, dtype=np.float32)
         return np.ascontiguousarray(((array - mean) / std).transpose(2, 0, 1))
 
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The part of a ``width`` x ``height`` image the model sees, in its own pixels.
+
+        Mirrors :meth:`_one` (short side to ``resize``, centre crop of ``size``), so heatmaps
+        can be drawn over the region the attention grid actually covers.
+        """
+        if width <= height:
+            new_w, new_h = self.resize, max(self.resize, int(self.resize * height / width))
+        else:
+            new_w, new_h = max(self.resize, int(self.resize * width / height)), self.resize
+        left, top = round((new_w - self.size) / 2), round((new_h - self.size) / 2)
+        sx, sy = width / new_w, height / new_h
+        return (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["mean"] = list(self.mean)
