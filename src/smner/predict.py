@@ -198,7 +198,7 @@ class Predictor:
             char_start=char_start,
             char_end=char_end,
             score=predicted.score,
-            attention=predicted.attention.round(6).tolist()
+            attention=predicted.attention.astype("float64").round(6).tolist()
             if predicted.attention is not None
             else None,
             global_attention=predicted.global_attention,
