@@ -201,5 +201,7 @@ class Predictor:
             attention=predicted.attention.astype("float64").round(6).tolist()
             if predicted.attention is not None
             else None,
-            global_attention=predicted.global_attention,
+            global_attention=None
+            if predicted.global_attention is None
+            else round(predicted.global_attention, 6),
         )
