@@ -225,3 +225,29 @@ def test_default_span_width_covers_the_benchmarks(shared_data: Path) -> None:
             e.length for ex in read_conll(shared_data / name / "train.txt") for e in ex.entities
         ]
         assert sum(n <= width for n in lengths) / len(lengths) >= 0.998, name
+
+
+def test_span_representation_equals_projecting_each_concatenated_span() -> None:
+    """The per-token factorisation computes exactly Linear([h_i ; h_j ; width ; shape])."""
+    import torch.nn.functional as F
+
+    from smner.model.span_representation import SpanRepresentation
+    from smner.spans import enumerate_spans
+
+    torch.manual_seed(0)
+    module = SpanRepresentation(16, 8, 3, 4, 5, 11, 0.0)
+    words, shape_ids = torch.randn(2, 6, 16), torch.randint(0, 11, (2, 6))
+    spans = torch.from_numpy(enumerate_spans(6, 3))
+    s, e = spans[:, 0], spans[:, 1]
+    prefix = F.pad(module.shape(shape_ids).cumsum(1), (0, 0, 1, 0))
+    concatenated = torch.cat(
+        [
+            words[:, s],
+            words[:, e - 1],
+            module.width(e - s).expand(2, -1, -1),
+            prefix[:, e] - prefix[:, s],
+        ],
+        dim=-1,
+    )
+    expected = module.project(concatenated)
+    assert torch.allclose(module(words, shape_ids, spans), expected, atol=1e-6)

@@ -108,10 +108,11 @@ class SMNER(NERModel):
                 torch.zeros(size, 0, dim, device=device),
                 None,
             )
-        keep = batch.has_image.view(-1, 1)
-        # where(), not multiplication: whatever sits in a masked slot (even NaN) cannot leak.
-        pooled = torch.where(keep, pooled, torch.zeros_like(pooled))
-        regions = torch.where(keep.unsqueeze(-1), regions, torch.zeros_like(regions))
+        if not bool(batch.has_image.all()):
+            keep = batch.has_image.view(-1, 1)
+            # where(), not multiplication: whatever sits in a masked slot (even NaN) cannot leak.
+            pooled = torch.where(keep, pooled, torch.zeros_like(pooled))
+            regions = torch.where(keep.unsqueeze(-1), regions, torch.zeros_like(regions))
         return pooled, regions, grid
 
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> ModelOutput:
