@@ -111,9 +111,10 @@ def table(results: dict[str, Any]) -> str:
     for dataset, d in results["datasets"].items():
         runs = d["runs"]
         types = sorted({t for rs in runs.values() for r in rs for t in r["per_type_f1"]})
+        seeds = len(results["seeds"])
+        spread = f"{seeds} seeds, mean ± std" if seeds > 1 else "one seed"
         lines += [
-            f"**{dataset}**, {len(results['seeds'])} seeds, {results['epochs']} epochs "
-            "(F1 %, mean ± std)",
+            f"**{dataset}**, {spread}, {results['epochs']} epochs (F1 %)",
             "",
             "| model | F1 | " + " | ".join(types) + " |",
             "|" + "---|" * (len(types) + 2),
