@@ -8,7 +8,7 @@ import yaml
 
 from smner.data.conll import format_conll
 from smner.spans import entities_to_bio
-from tests.tiny import fixture_posts, make_image_encoder, make_text_encoder
+from tests.tiny import fixture_posts, make_image_encoder, make_text_encoder, tiny_model_keys
 
 
 def write_corpus(root: Path, copies: int = 3) -> dict[str, Path]:
@@ -34,16 +34,7 @@ def write_corpus(root: Path, copies: int = 3) -> dict[str, Path]:
             "image_dir": str(images),
             "feature_cache_dir": str(root / "cache"),
         },
-        "model": {
-            "text_encoder": str(text),
-            "image_encoder": f"hf:{image}",
-            "hidden_size": 32,
-            "attention_heads": 2,
-            "width_embedding_dim": 8,
-            "shape_embedding_dim": 8,
-            "max_span_width": 3,
-            "dropout": 0.0,
-        },
+        "model": tiny_model_keys(text, image),
         "train": {
             "epochs": 8,
             "batch_size": 2,

@@ -75,9 +75,9 @@ def make_image_encoder(folder: Path) -> Path:
     return folder
 
 
-def tiny_config(text: Path, image: Path, **overrides: object) -> ModelConfig:
-    values: dict[str, object] = {
-        "labels": ["LOC", "ORG", "PER"],
+def tiny_model_keys(text: Path, image: Path) -> dict[str, object]:
+    """The ``model`` section of a config that uses the tiny encoders and small layers."""
+    return {
         "text_encoder": str(text),
         "image_encoder": f"hf:{image}",
         "hidden_size": 32,
@@ -87,6 +87,10 @@ def tiny_config(text: Path, image: Path, **overrides: object) -> ModelConfig:
         "max_span_width": 3,
         "dropout": 0.0,
     }
+
+
+def tiny_config(text: Path, image: Path, **overrides: object) -> ModelConfig:
+    values: dict[str, object] = {"labels": ["LOC", "ORG", "PER"], **tiny_model_keys(text, image)}
     values.update(overrides)
     return ModelConfig(**values)  # type: ignore[arg-type]
 

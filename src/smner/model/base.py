@@ -23,6 +23,8 @@ from smner import __version__
 from smner.config import ConfigError, ModelConfig, from_dict, to_dict
 from smner.data.batching import Batch
 from smner.data.types import Entity
+from smner.encoders.image import ImageEncoder, build_image_encoder
+from smner.encoders.text import TextEncoder, text_config_from_dict
 from smner.errors import SmnerError
 from smner.fileio import atomic_write_text, replace_directory
 
@@ -87,9 +89,37 @@ class NERModel(nn.Module):
         finally:
             self.train(was_training)
 
+    def _attach_encoders(
+        self, text_encoder: TextEncoder | None, image_encoder: ImageEncoder | None
+    ) -> None:
+        """Set ``self.text`` (and ``self.image`` when the config uses images).
+
+        Given encoders are the pretrained ones of :func:`build_model`; without them the
+        architectures saved in the config are rebuilt, for :meth:`from_pretrained` to fill.
+        """
+        config = self.config
+        if config.text_encoder_config is None:
+            raise SmnerError("model config has no text_encoder_config: build it with build_model")
+        self.text = text_encoder or TextEncoder(
+            text_config_from_dict(config.text_encoder_config),
+            config.word_pooling,
+            config.sentence_pooling,
+        )
+        for p in self.text.backbone.parameters():
+            p.requires_grad_(p.requires_grad and config.train_text_encoder)
+        if config.use_image:
+            self.image = image_encoder or build_image_encoder(
+                config.image_encoder,
+                pretrained=False,
+                encoder_config=config.image_encoder_config,
+                preprocessing=config.image_preprocessing,
+            )
+            self.image.set_trainable(config.train_image_encoder)
+
     def pretrained_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters that came pretrained (they get their own learning rate)."""
-        return []
+        encoders = [self.text, getattr(self, "image", None)]
+        return [p for e in encoders if e is not None for p in e.parameters() if p.requires_grad]
 
     # --- saving and loading ---------------------------------------------------------------
 

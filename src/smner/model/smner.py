@@ -15,9 +15,8 @@ from torch import nn
 
 from smner.config import ModelConfig
 from smner.data.batching import SHAPES, Batch
-from smner.encoders.image import ImageEncoder, build_image_encoder
-from smner.encoders.text import TextEncoder, text_config_from_dict
-from smner.errors import SmnerError
+from smner.encoders.image import ImageEncoder
+from smner.encoders.text import TextEncoder
 from smner.model.alignment import CrossModalAttention, InformationBottleneck
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
 from smner.model.span_representation import SpanRepresentation
@@ -37,15 +36,7 @@ class SMNER(NERModel):
         image_encoder: ImageEncoder | None = None,
     ) -> None:
         super().__init__(config)
-        if config.text_encoder_config is None:
-            raise SmnerError("model config has no text_encoder_config: build it with build_model")
-        self.text = text_encoder or TextEncoder(
-            text_config_from_dict(config.text_encoder_config),
-            config.word_pooling,
-            config.sentence_pooling,
-        )
-        for p in self.text.backbone.parameters():
-            p.requires_grad_(p.requires_grad and config.train_text_encoder)
+        self._attach_encoders(text_encoder, image_encoder)
         d = config.hidden_size
         self.span_representation = SpanRepresentation(
             self.text.hidden_size,
@@ -58,13 +49,6 @@ class SMNER(NERModel):
         )
         classifier_in = d
         if config.use_image:
-            self.image = image_encoder or build_image_encoder(
-                config.image_encoder,
-                pretrained=False,
-                encoder_config=config.image_encoder_config,
-                preprocessing=config.image_preprocessing,
-            )
-            self.image.set_trainable(config.train_image_encoder)
             self.image_global = nn.Linear(self.image.output_dim, d)
             self.no_image = nn.Parameter(torch.randn(d) * 0.02)
             if config.use_ib:
@@ -82,12 +66,6 @@ class SMNER(NERModel):
             nn.Dropout(config.dropout),
             nn.Linear(d, len(config.id_to_label)),
         )
-
-    def pretrained_parameters(self) -> list[nn.Parameter]:
-        params = [p for p in self.text.parameters() if p.requires_grad]
-        if self.config.use_image:
-            params += [p for p in self.image.parameters() if p.requires_grad]
-        return params
 
     # --- forward ---------------------------------------------------------------------------
 
