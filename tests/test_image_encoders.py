@@ -164,6 +164,27 @@ def test_preprocessing_resizes_short_side_and_crops_centre() -> None:
     assert tall.shape == (1, 3, 16, 16)
 
 
+def test_preprocessing_never_builds_an_image_larger_than_its_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 2 x 2000 strip must not be scaled to 256 x 256000 before cropping: a hostile strip
+    that passes the pixel limit would need gigabytes."""
+    sizes: list[tuple[int, int]] = []
+    resize = Image.Image.resize
+
+    def recording(self: Image.Image, size: tuple[int, int], *args: object, **kw: object):
+        sizes.append(tuple(size))
+        return resize(self, size, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "resize", recording)
+    prep = ImagePreprocessing()
+    strip = Image.new("RGB", (2, 2000), (200, 10, 10))
+    out = prep([strip, strip.transpose(Image.Transpose.ROTATE_90)])
+    assert out.shape == (2, 3, 224, 224)
+    assert sizes and max(w * h for w, h in sizes) <= 224 * 224
+    assert torch.allclose(out[0], out[1])
+
+
 def test_preprocessing_accepts_other_modes_and_empty_batches() -> None:
     prep = ImagePreprocessing(size=8, resize=8)
     gray = Image.new("L", (10, 10), 255)

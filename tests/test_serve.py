@@ -113,6 +113,22 @@ def test_health_and_model_info(client: TestClient) -> None:
     assert info["limits"]["max_text_chars"] == 2000
 
 
+def test_model_info_of_a_bio_tagger_claims_no_alignment(tmp_path: Path) -> None:
+    """The tagger has neither alignment module nor attention maps, whatever its config says."""
+    from smner.encoders.text import load_tokenizer
+    from smner.model import build_model
+    from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
+
+    text, image = make_text_encoder(tmp_path / "text"), make_image_encoder(tmp_path / "image")
+    tagger = build_model(tiny_config(text, image, type="bio-tagger", use_image=True))
+    tagger.save_pretrained(tmp_path / "tagger", tokenizer=load_tokenizer(text))
+    app = create_app(Predictor.from_pretrained(tmp_path / "tagger"), ServeSettings())
+    with TestClient(app) as tagger_client:
+        info = tagger_client.get("/v1/model").json()
+    assert info["type"] == "bio-tagger" and info["use_image"] is True
+    assert (info["use_ib"], info["use_cross_attention"], info["grid"]) == (False, False, None)
+
+
 def test_json_prediction_with_base64_image(client: TestClient, image_bytes: bytes) -> None:
     response = client.post("/v1/predict", json={"text": POST, "image": b64(image_bytes)})
     assert response.status_code == 200, response.text
@@ -247,29 +263,32 @@ def test_corrupt_multipart_image_is_422(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "error"),
     [
-        {},  # missing fields
-        {"image": "aGVsbG8="},
-        {"text": ""},  # empty
-        {"text": "   \n "},
-        {"tokens": []},
-        {"tokens": ["George", " "]},
-        {"text": "x" * 2001},  # too long
-        {"text": " ".join(["a"] * 250)},  # too many tokens
-        {"text": POST, "tokens": POST.split()},  # both
-        {"text": 5},  # wrong types
-        {"text": ["George"]},
-        {"tokens": "George visited"},
-        {"tokens": ["George", 3]},
-        {"text": POST, "image": 12},
-        {"text": POST, "colour": "red"},  # unknown field
-        ["George"],
-        "George",
+        ({}, "invalid request"),  # missing fields
+        ({"image": "aGVsbG8="}, "invalid request"),
+        ({"text": ""}, "empty text"),
+        ({"text": "   \n "}, "empty text"),
+        ({"tokens": []}, "empty text"),
+        ({"tokens": ["George", " "]}, "invalid request"),
+        ({"text": "x" * 2001}, "text too long"),
+        ({"tokens": ["x" * 1000, "y" * 1001]}, "text too long"),
+        ({"text": " ".join(["a"] * 250)}, "too many tokens"),
+        ({"tokens": ["a"] * 250}, "too many tokens"),
+        ({"text": POST, "tokens": POST.split()}, "invalid request"),  # both
+        ({"text": 5}, "invalid request"),  # wrong types
+        ({"text": ["George"]}, "invalid request"),
+        ({"tokens": "George visited"}, "invalid request"),
+        ({"tokens": ["George", 3]}, "invalid request"),
+        ({"text": POST, "image": 12}, "invalid request"),
+        ({"text": POST, "colour": "red"}, "invalid request"),  # unknown field
+        (["George"], "invalid request"),
+        ("George", "invalid request"),
     ],
 )
-def test_invalid_json_posts_are_422(client: TestClient, body: Any) -> None:
-    assert_error(client.post("/v1/predict", json=body), 422)
+def test_invalid_json_posts_are_422(client: TestClient, body: Any, error: str) -> None:
+    """Each is refused by its own check, before the post reaches the model's queue."""
+    assert assert_error(client.post("/v1/predict", json=body), 422)["error"] == error
 
 
 def test_invalid_bodies_and_forms(client: TestClient, image_bytes: bytes) -> None:

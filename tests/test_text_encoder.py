@@ -41,6 +41,16 @@ def test_truncation_keeps_every_word_addressable(tiny_text: Path) -> None:
     assert int(out["word_index"].max()) <= 8
 
 
+def test_word_memo_stays_bounded_and_correct(tiny_text: Path) -> None:
+    words = WordTokenizer(load_tokenizer(tiny_text))
+    words.max_memo = 5
+    expected = {w: words.word_ids(w) for w in ["george", "paris", "in"]}
+    for i in range(50):
+        words.word_ids(f"word{i}")
+        assert len(words._memo) <= 5
+    assert {w: words.word_ids(w) for w in expected} == expected
+
+
 @pytest.mark.parametrize("pooling", ["first", "mean"])
 def test_word_and_sentence_vectors(tiny_text: Path, pooling: str) -> None:
     tokenizer = load_tokenizer(tiny_text)

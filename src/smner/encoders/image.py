@@ -75,17 +75,13 @@ class ImagePreprocessing:
     def _one(self, image: Image.Image) -> np.ndarray:
         if image.mode != "RGB":
             image = image.convert("RGB")
-        width, height = image.size
-        # Like torchvision's Resize(int): the short side becomes `resize`, the long side is cut.
-        if width <= height:
-            new_w, new_h = self.resize, max(self.resize, int(self.resize * height / width))
-        else:
-            new_w, new_h = max(self.resize, int(self.resize * width / height)), self.resize
+        # Like torchvision's Resize(int) + CenterCrop, but only the cropped part is resampled:
+        # a 1 x 40000 strip would otherwise become a multi-gigapixel intermediate image.
+        box = self.crop_box(*image.size)
         # reducing_gap makes large photos fast to shrink at no visible cost.
-        image = image.resize((new_w, new_h), _RESAMPLE[self.resample], reducing_gap=3.0)
-        left = round((new_w - self.size) / 2)
-        top = round((new_h - self.size) / 2)
-        image = image.crop((left, top, left + self.size, top + self.size))
+        image = image.resize(
+            (self.size, self.size), _RESAMPLE[self.resample], box=box, reducing_gap=3.0
+        )
         array = np.asarray(image, dtype=np.float32) / 255.0
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
@@ -94,8 +90,8 @@ class ImagePreprocessing:
     def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
         """The part of a ``width`` x ``height`` image the model sees, in its own pixels.
 
-        Mirrors :meth:`_one` (short side to ``resize``, centre crop of ``size``), so heatmaps
-        can be drawn over the region the attention grid actually covers.
+        The short side is scaled to ``resize`` and the centre ``size`` square is kept; :meth:`_one`
+        resamples exactly this box, and heatmaps are drawn over it.
         """
         if width <= height:
             new_w, new_h = self.resize, max(self.resize, int(self.resize * height / width))
@@ -212,6 +208,8 @@ class ImageEncoder(torch.nn.Module, abc.ABC):
             "class": type(self).__name__,
             "config": config,
             "preprocessing": self.preprocessing.to_dict(),
+            # bumped when the preprocessing code changes its output, so old cache entries miss
+            "preprocessing_revision": 2,
         }
         hasher = hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode())
         state = self.state_dict()

@@ -65,7 +65,9 @@ class WordTokenizer:
         self.sep_id = _first_id(tokenizer, "sep_token_id", "eos_token_id")
         self.unk_id = _first_id(tokenizer, "unk_token_id", "pad_token_id")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # Bounded: a long-running server sees endless new words chosen by its clients.
         self._memo: dict[str, list[int]] = {}
+        self.max_memo = 100_000
 
     def word_ids(self, word: str) -> list[int]:
         ids = self._memo.get(word)
@@ -74,6 +76,8 @@ class WordTokenizer:
             # WordPiece and SentencePiece tokenizers ignore it.
             ids = self.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
             ids = ids[: self.max_subwords_per_word] or [self.unk_id]
+            if len(self._memo) >= self.max_memo:
+                self._memo.clear()
             self._memo[word] = ids
         return ids
 
@@ -89,7 +93,8 @@ class WordTokenizer:
             ids, owner, first = [self.cls_id], [-1], []
             for w, word in enumerate(words):
                 pieces = self.word_ids(word)[: max(budget - (len(ids) - 1), 0)]
-                # Past the length limit a word shares the last kept position (very long posts).
+                # Past the length limit a word has no pieces of its own (very long posts): it
+                # takes the last kept position with "first" pooling, a zero vector with "mean".
                 first.append(len(ids) if pieces else len(ids) - 1)
                 ids.extend(pieces)
                 owner.extend([w] * len(pieces))

@@ -395,7 +395,8 @@ def _public_name(name: str) -> str:
 def _model_grid(predictor: Predictor) -> tuple[int, int] | None:
     config = predictor.model.config
     encoder = getattr(predictor.model, "image", None)
-    if not (config.use_image and config.use_cross_attention) or encoder is None:
+    explains = config.type == "smner" and config.use_image and config.use_cross_attention
+    if not explains or encoder is None:
         return None
     height, width = encoder.output_grid()
     return int(height), int(width)
@@ -416,6 +417,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         max_wait_s=settings.batch_wait_ms / 1000,
         max_pending=settings.max_pending,
     )
+    spans_model = config.type == "smner"
     info = ModelInfo(
         labels=list(config.labels),
         type=config.type,
@@ -423,8 +425,9 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         image_encoder=_public_name(config.image_encoder),
         max_span_width=config.max_span_width,
         use_image=config.use_image,
-        use_ib=config.use_ib,
-        use_cross_attention=config.use_cross_attention,
+        # the BIO baselines have neither alignment module, whatever their config's defaults say
+        use_ib=spans_model and config.use_image and config.use_ib,
+        use_cross_attention=spans_model and config.use_image and config.use_cross_attention,
         grid=grid,
         version=__version__,
         limits=Limits(

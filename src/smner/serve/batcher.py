@@ -79,7 +79,11 @@ class MicroBatcher(Generic[In, Out]):
         return future
 
     async def run(self, item: In) -> Out:
-        """Submit ``item`` and await its result; cancelling the await un-queues the item."""
+        """Submit ``item`` and await its result.
+
+        Cancelling the await cancels the item: it stays queued (and counts toward
+        ``max_pending``) until the worker reaches it and drops it unprocessed.
+        """
         return await asyncio.wrap_future(self.submit(item))
 
     def close(self, timeout: float | None = 10.0) -> None:
