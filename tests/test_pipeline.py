@@ -153,6 +153,33 @@ def test_python_api(trained: Path, corpus: dict[str, Path]) -> None:
     assert many[0].image_status == "no image" and many[1].image_status == "unreadable"
 
 
+def test_predict_many_batches_by_length_and_keeps_order(
+    trained: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    predictor = smner.Predictor.from_pretrained(trained / "best")
+    texts = [
+        "George visited Paris today with friends from far away again",
+        "Paris",
+        "George and Mary visited Paris and Rome and Berlin last summer",
+        "George",
+    ]
+    solo = [predictor.predict(t) for t in texts]
+    batched: list[list[int]] = []
+    original = predictor._predict_batch
+
+    def spy(posts: list[smner.predict.PostInput]) -> list[smner.predict.PostPrediction]:
+        batched.append([len(p.text or "") for p in posts])
+        return original(posts)
+
+    monkeypatch.setattr(predictor, "_predict_batch", spy)
+    many = predictor.predict_many([smner.predict.PostInput(text=t) for t in texts], batch_size=2)
+    assert [r.tokens for r in many] == [r.tokens for r in solo]
+    assert [[(m.text, m.type) for m in r.entities] for r in many] == [
+        [(m.text, m.type) for m in r.entities] for r in solo
+    ]
+    assert batched == [[5, 6], [59, 61]]
+
+
 def test_train_from_python_with_a_dict(corpus: dict[str, Path], tmp_path: Path) -> None:
     config = load_experiment(str(corpus["config"]), ["train.epochs=1", "model.use_image=false"])
     result = smner.train(

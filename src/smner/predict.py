@@ -111,10 +111,15 @@ class Predictor:
     def predict_many(
         self, posts: Sequence[PostInput], batch_size: int = 32
     ) -> list[PostPrediction]:
-        results: list[PostPrediction] = []
-        for chunk in batches(range(len(posts)), batch_size):
-            results.extend(self._predict_batch([posts[i] for i in chunk]))
-        return results
+        """Predictions in the order of ``posts``; batches group posts of similar length, so
+        short posts do not pay for the padding of long ones."""
+        order = sorted(range(len(posts)), key=lambda i: _approximate_length(posts[i]))
+        results: list[PostPrediction | None] = [None] * len(posts)
+        for chunk in batches(order, batch_size):
+            predictions = self._predict_batch([posts[i] for i in chunk])
+            for i, prediction in zip(chunk, predictions, strict=True):
+                results[i] = prediction
+        return results  # type: ignore[return-value]
 
     # --- internals -------------------------------------------------------------------------
 
@@ -205,3 +210,10 @@ class Predictor:
             if predicted.global_attention is None
             else round(predicted.global_attention, 6),
         )
+
+
+def _approximate_length(post: PostInput) -> int:
+    """Characters of the post, without tokenizing it: enough to sort posts by length."""
+    if post.tokens is not None:
+        return sum(len(str(t)) + 1 for t in post.tokens)
+    return len(post.text or "")
