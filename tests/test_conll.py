@@ -73,6 +73,11 @@ def test_aliases_rename_entity_types_but_keep_file_tags() -> None:
         ("IMGID:1\nfoo\tO\n\nIMGID:2\n\nIMGID:3\nx\tO\n", 4, "post has no tokens"),
         ("IMGID:1\nfoo\tO\n\nIMGID:2\n", 4, "post has no tokens"),
         ("IMGID:\nfoo\tO\n", 1, "empty image id"),
+        ("IMGID:1\nfoo\tO\n\nIMGID:../x\nbar\tO\n", 4, "unsafe image id '../x'"),
+        ("IMGID:a\\b\nfoo\tO\n", 1, "path separator"),
+        ("IMGID:a\x00b\nfoo\tO\n", 1, "NUL byte"),
+        ("IMGID:..\nfoo\tO\n", 1, "names a folder"),
+        ("IMGID:.\nfoo\tO\n", 1, "names a folder"),
     ],
 )
 def test_broken_input_names_file_line_and_expectation(text: str, line: int, expected: str) -> None:

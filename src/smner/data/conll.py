@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smner.data.images import UnsafeImageIdError, check_image_id
 from smner.data.types import Entity, Example
 from smner.errors import DataFormatError
 from smner.fileio import atomic_write_text
@@ -108,6 +109,12 @@ def parse_conll(
             image_id = line[len(IMGID_PREFIX) :].strip()
             if not image_id:
                 raise DataFormatError(path, number, "empty image id; expected IMGID:<id>")
+            try:
+                check_image_id(image_id)
+            except UnsafeImageIdError as exc:
+                raise DataFormatError(
+                    path, number, f"{exc}; expected IMGID:<id> with a plain file name as <id>"
+                ) from None
             start_line, open_post = number, True
             continue
         if line.startswith("-DOCSTART-"):
