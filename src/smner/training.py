@@ -13,7 +13,6 @@ import math
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -34,7 +33,7 @@ from smner.data.types import Example
 from smner.distributed import DistributedContext
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
 from smner.errors import SmnerError
-from smner.fileio import atomic_write_text, replace_directory
+from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
 from smner.images_input import ImageProvider
 from smner.metrics import EntityScorer, Scores
 from smner.model import NERModel, build_collator, build_model
@@ -316,7 +315,7 @@ class Trainer:
         """Model folder plus trainer state, swapped in as one folder (rank 0 writes)."""
         state = self._snapshot(run, epoch, step_in_epoch) | extra
         if self.context.is_main:
-            staging = Path(tempfile.mkdtemp(prefix=".last.", dir=self.output_dir))
+            staging = make_staging_dir(self.output_dir, ".last.")
             try:
                 run.model.save_pretrained(staging / "model", run.tokenizer)
                 torch.save(state, staging / STATE_FILE)
