@@ -79,6 +79,21 @@ def test_evaluate_matches_score_on_its_predictions(
     assert reported["f1"] == 1.0
 
 
+def test_evaluate_with_an_alias_writes_the_file_own_labels(
+    trained: Path, corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gold = corpus["root"] / "dev-gpe.txt"
+    gold.write_text(corpus["dev"].read_text().replace("-LOC", "-GPE"), encoding="utf-8")
+    predictions = corpus["root"] / "pred-gpe.txt"
+    argv = ["evaluate", "--model", str(trained / "best"), "--data", str(gold)]
+    argv += ["--images", str(corpus["images"]), "--json", "--predictions", str(predictions)]
+    assert main([*argv, "--label-alias", "GPE=LOC"]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    assert reported["f1"] == 1.0
+    assert predictions.read_text() == gold.read_text()
+    assert score_files(str(gold), str(predictions), {"GPE": "LOC"}).to_dict() == reported
+
+
 def test_predict_text_and_jsonl_with_explanations(
     trained: Path, corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
