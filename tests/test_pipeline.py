@@ -19,6 +19,7 @@ import smner.model.base as model_base
 from smner.cli import main
 from smner.commands.score import score_files
 from smner.config import load_experiment
+from smner.errors import DataFormatError
 from smner.model import NERModel
 from tests.pipeline_fixture import write_corpus
 
@@ -175,6 +176,29 @@ def test_train_from_python_with_a_dict(corpus: dict[str, Path], tmp_path: Path) 
         tmp_path / "py",
     )
     assert result.epochs_run == 1 and (tmp_path / "py" / "best" / "config.json").is_file()
+
+
+def test_entity_types_outside_model_labels_are_refused_with_file_and_line(
+    corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    def refusal(overrides: list[str]) -> str:
+        config = load_experiment(str(corpus["config"]), ["train.epochs=1", *overrides])
+        with pytest.raises(DataFormatError) as info:
+            smner.train(config, tmp_path / "run")
+        assert not (tmp_path / "run" / "config.json").exists()
+        return str(info.value)
+
+    assert refusal(["model.labels=[ORG,PER]"]).startswith(
+        f"{corpus['train']}:4: entity type 'LOC' is not in model.labels ['ORG', 'PER']"
+    )
+    aliased = refusal(["model.labels=[LOC,ORG,PER]", "data.label_aliases={PER: PERSON}"])
+    assert aliased.startswith(
+        f"{corpus['train']}:2: entity type 'PER' (read as 'PERSON' through data.label_aliases)"
+    )
+    dev = tmp_path / "dev.txt"
+    dev.write_text(corpus["dev"].read_text().replace("B-ORG", "B-GPE", 1), encoding="utf-8")
+    in_dev = refusal(["model.labels=[LOC,ORG,PER]", f"data.dev_file={dev}"])
+    assert in_dev.startswith(f"{dev}:11: entity type 'GPE' is not in model.labels")
 
 
 def test_config_errors_are_one_line(corpus: dict[str, Path], tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from smner.data.images import ImageStore
 from smner.data.types import Example
 from smner.distributed import DistributedContext
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
-from smner.errors import SmnerError
+from smner.errors import DataFormatError, SmnerError
 from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
 from smner.images_input import ImageProvider
 from smner.metrics import EntityScorer, Scores
@@ -178,6 +178,35 @@ class Trainer:
         tokenizer = load_tokenizer(resolve_text_encoder(model_cfg.text_encoder))
         return model, tokenizer
 
+    def _check_labels(
+        self, labels: Sequence[str], train: list[Example], dev: list[Example]
+    ) -> None:
+        """Refuse a training entity type the model has no label for, before any step fails on it.
+
+        Dev types are checked only against labels set in the config: with labels taken from
+        the training file, a dev type it lacks is scored as a miss.
+        """
+        data = self.config.data
+        files = [(data.train_file, train)]
+        if self.config.model.labels:
+            files.append((data.dev_file, dev))
+        known = set(labels)
+        for path, examples in files:
+            for ex in examples:
+                for e in ex.entities:
+                    if e.label in known:
+                        continue
+                    name = repr(e.label)
+                    raw = ex.tags[e.start][2:] if ex.tags else e.label
+                    if raw != e.label:
+                        name = f"{raw!r} (read as {e.label!r} through data.label_aliases)"
+                    raise DataFormatError(
+                        path,
+                        ex.token_line(e.start),
+                        f"entity type {name} is not in model.labels {list(labels)}; add it "
+                        "there or map it to one of them with data.label_aliases",
+                    )
+
     def _optimizer(self, model: NERModel) -> torch.optim.Optimizer:
         pretrained = {id(p) for p in model.pretrained_parameters()}
         groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
@@ -226,15 +255,7 @@ class Trainer:
         resumed = self._load_last() if self.resume else None
         if resumed is not None:
             model, tokenizer, state = resumed
-            self.log(
-                f"resuming from {self.output_dir / 'last'} (epoch {state['epoch'] + 1}, "
-                f"step {state['step_in_epoch']} of that epoch)"
-            )
-            if self.context.is_main:
-                self._trim_log(state["epoch"])
         else:
-            if self.resume:
-                self.log(f"no checkpoint in {self.output_dir / 'last'}; starting afresh")
             model, tokenizer = self._build(train)
             state = {
                 "epoch": 0,
@@ -244,6 +265,17 @@ class Trainer:
                 "best_epoch": 0,
                 "bad_epochs": 0,
             }
+        self._check_labels(model.config.labels, train, dev)
+        if resumed is not None:
+            self.log(
+                f"resuming from {self.output_dir / 'last'} (epoch {state['epoch'] + 1}, "
+                f"step {state['step_in_epoch']} of that epoch)"
+            )
+            if self.context.is_main:
+                self._trim_log(state["epoch"])
+        else:
+            if self.resume:
+                self.log(f"no checkpoint in {self.output_dir / 'last'}; starting afresh")
             if self.context.is_main:
                 (self.output_dir / "log.jsonl").unlink(missing_ok=True)
         model.to(self.device)

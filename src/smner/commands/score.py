@@ -7,7 +7,6 @@ import json
 
 from smner.commands import add_alias_option, parse_aliases
 from smner.data.conll import Corpus, read_conll
-from smner.data.types import Example
 from smner.errors import SmnerError
 from smner.metrics import Scores, format_scores, score_entities
 
@@ -38,7 +37,7 @@ def check_aligned(gold: Corpus, pred: Corpus) -> None:
                 min(len(g), len(p)),
             )
             raise SmnerError(
-                f"{gold.path}:{_token_line(g, i)} and {pred.path}:{_token_line(p, i)} "
+                f"{gold.path}:{g.token_line(i)} and {pred.path}:{p.token_line(i)} "
                 f"differ: posts must have the same tokens "
                 f"(gold {len(g)} tokens, prediction {len(p)})"
             )
@@ -47,11 +46,6 @@ def check_aligned(gold: Corpus, pred: Corpus) -> None:
             f"{gold.path} has {len(gold)} posts but {pred.path} has {len(pred)}; "
             "expected the same posts in the same order"
         )
-
-
-def _token_line(example: Example, index: int) -> int:
-    """Line of token ``index``; each file's own ``IMGID`` line (if any) comes before it."""
-    return example.line + (1 if example.image_id is not None else 0) + index
 
 
 def score_files(gold_path: str, pred_path: str, aliases: dict[str, str] | None = None) -> Scores:
