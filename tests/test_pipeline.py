@@ -19,7 +19,7 @@ import smner.model.base as model_base
 from smner.cli import main
 from smner.commands.score import score_files
 from smner.config import load_experiment
-from smner.errors import DataFormatError
+from smner.errors import DataFormatError, SmnerError
 from smner.model import NERModel
 from tests.pipeline_fixture import write_corpus
 
@@ -262,6 +262,38 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(
     res_weights = _weights(killed / "last" / "model")
     for name, tensor in ref_weights.items():
         assert torch.allclose(tensor, res_weights[name], atol=1e-5), name
+
+
+def test_resume_refuses_other_batches_but_allows_more_epochs(
+    corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    config = load_experiment(str(corpus["config"]), ["train.epochs=1"])
+    smner.train(config, run)
+    log = (run / "log.jsonl").read_text()
+    last = run / "last"
+    for override, message in [
+        (
+            "train.batch_size=4",
+            f"resume: train.batch_size is 4 but the checkpoint in {last} used 2",
+        ),
+        ("train.seed=8", "resume: train.seed is 8 but"),
+        ("train.accumulate=2", "resume: train.accumulate is 2 but"),
+    ]:
+        changed = load_experiment(str(corpus["config"]), ["train.epochs=2", override])
+        with pytest.raises(SmnerError) as info:
+            smner.train(changed, run, resume=True)
+        assert str(info.value).startswith(message)
+    state = torch.load(last / "trainer_state.pt", weights_only=False)
+    torch.save({**state, "world_size": 2}, last / "trainer_state.pt")
+    more = load_experiment(str(corpus["config"]), ["train.epochs=2"])
+    with pytest.raises(SmnerError, match=r"resume: the world size is 1 but .* used 2"):
+        smner.train(more, run, resume=True)
+    assert (run / "log.jsonl").read_text() == log  # a refused resume changes nothing
+    torch.save(state, last / "trainer_state.pt")
+    result = smner.train(more, run, resume=True)
+    assert result.epochs_run == 2
+    assert [json.loads(line)["epoch"] for line in (run / "log.jsonl").open()] == [1, 2]
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint(

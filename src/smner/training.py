@@ -307,10 +307,7 @@ class Trainer:
             scheduler.load_state_dict(state["scheduler"])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
-            rng = state["rng"]
-            _set_rng_state(
-                rng[self.context.rank] if len(rng) == self.context.world_size else rng[0]
-            )
+            _set_rng_state(state["rng"][self.context.rank])
         return _Run(
             model=model,
             module=module,
@@ -364,10 +361,31 @@ class Trainer:
             last = old  # killed between the two renames of replace_directory
         if not (last / STATE_FILE).is_file():
             return None
+        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
+        self._check_resumable(state, last)
         model = NERModel.from_pretrained(last / "model")
         tokenizer = load_tokenizer(last / "model" / TOKENIZER_DIR)
-        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
         return model, tokenizer, state
+
+    def _check_resumable(self, state: dict[str, Any], folder: Path) -> None:
+        """Refuse to continue under settings that change the batches or their shuffling.
+
+        Each epoch's order and batches come from the seed, the batch size, accumulation and the
+        number of processes; changing one would silently mix two different runs. Raising
+        ``train.epochs`` is allowed: the schedule is rebuilt for the new total.
+        """
+        saved = state.get("config", {}).get("train", {})
+        train = self.config.train
+        settings = [
+            (f"train.{key}", getattr(train, key), saved.get(key))
+            for key in ("seed", "batch_size", "accumulate")
+        ]
+        settings.append(("the world size", self.context.world_size, state.get("world_size")))
+        for name, now, then in settings:
+            if then is not None and now != then:
+                raise SmnerError(
+                    f"resume: {name} is {now} but the checkpoint in {folder} used {then}"
+                )
 
     def _trim_log(self, epochs_done: int) -> None:
         """Drop records of epochs the checkpoint does not include (they will be redone)."""
