@@ -156,6 +156,38 @@ def test_predict_rejects_bad_jsonl_with_file_and_line(trained: Path, tmp_path: P
     assert proc.stderr.strip().splitlines()[-1].startswith(f"smner: error: {bad}:2: expected")
 
 
+@pytest.mark.parametrize(
+    ("lines", "line", "expected"),
+    [
+        (['{"text": "ok"}', '{"text": ""}'], 2, "the post has no tokens"),
+        (['{"text": " "}'], 1, "the post has no tokens"),
+        (['{"tokens": []}'], 1, "the post has no tokens"),
+        (
+            ['{"text": "ok"}', "", json.dumps({"text": "w " * 201})],
+            3,
+            "the post has 201 tokens; expected at most 200",
+        ),
+        (['{"tokens": ["a", " "]}'], 1, '"tokens" must be a list of non-blank strings'),
+        (['{"tokens": ["a", 1]}'], 1, '"tokens" must be a list of non-blank strings'),
+        (['{"text": "ok", "tokens": 5}'], 1, '"tokens" must be a list of non-blank strings'),
+    ],
+)
+def test_predict_refuses_posts_the_model_cannot_take_before_writing(
+    trained: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    lines: list[str],
+    line: int,
+    expected: str,
+) -> None:
+    source, out = tmp_path / "posts.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(f"{text}\n" for text in lines), encoding="utf-8")
+    argv = ["predict", "--model", str(trained / "best"), "--input", str(source)]
+    assert main([*argv, "--output", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"smner: error: {source}:{line}: {expected}")
+    assert not out.exists()
+
+
 def test_python_api(trained: Path, corpus: dict[str, Path]) -> None:
     predictor = smner.Predictor.from_pretrained(trained / "best")
     result = predictor.predict("George visited Paris today", image=corpus["images"] / "0.jpg")
