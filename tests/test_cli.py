@@ -85,6 +85,12 @@ def test_score_refuses_mismatched_tokens_naming_both_lines(
         f"smner: error: {gold}:7 and {pred}:7 differ: posts must have the same tokens "
         "(gold 2 tokens, prediction 2)"
     )
+    # Each file's line comes from its own posts: here only the gold file has IMGID lines.
+    plain = "".join(f"{line}\n" for line in PRED.splitlines() if not line.startswith("IMGID:"))
+    plain_pred = write(tmp_path / "plain.txt", plain.replace("Apple", "Pear"))
+    assert main(["score", "--gold", str(gold), "--pred", str(plain_pred)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"smner: error: {gold}:7 and {plain_pred}:5 differ")
     short = write(tmp_path / "short.txt", PRED.split("\n\n")[0] + "\n")
     assert main(["score", "--gold", str(gold), "--pred", str(short)]) == 1
     assert "has 2 posts but" in capsys.readouterr().err

@@ -73,6 +73,11 @@ def test_aliases_rename_entity_types_but_keep_file_tags() -> None:
         ("IMGID:1\nfoo\tO\n\nIMGID:2\n\nIMGID:3\nx\tO\n", 4, "post has no tokens"),
         ("IMGID:1\nfoo\tO\n\nIMGID:2\n", 4, "post has no tokens"),
         ("IMGID:\nfoo\tO\n", 1, "empty image id"),
+        ("IMGID:1\nfoo\tO\n\nIMGID:../x\nbar\tO\n", 4, "unsafe image id '../x'"),
+        ("IMGID:a\\b\nfoo\tO\n", 1, "path separator"),
+        ("IMGID:a\x00b\nfoo\tO\n", 1, "NUL byte"),
+        ("IMGID:..\nfoo\tO\n", 1, "names a folder"),
+        ("IMGID:.\nfoo\tO\n", 1, "names a folder"),
     ],
 )
 def test_broken_input_names_file_line_and_expectation(text: str, line: int, expected: str) -> None:
@@ -121,6 +126,28 @@ def test_prediction_file_has_gold_tokens_and_predicted_tags(tmp_path: Path) -> N
     assert [ex.tokens for ex in back] == [ex.tokens for ex in corpus]
     assert [ex.image_id for ex in back] == ["17", "18"]
     assert [ex.entities for ex in back] == predictions
+
+
+def test_prediction_file_uses_the_file_own_labels_under_aliases(tmp_path: Path) -> None:
+    corpus = parse_conll("IMGID:1\nFoo\tB-OTHER\nBar\tB-PER\n", aliases=BENCHMARK_ALIASES)
+    predictions = [[Entity(0, 1, "MISC"), Entity(1, 2, "PER")]]
+    write_predictions(tmp_path / "pred.txt", corpus.examples, predictions, corpus.aliases)
+    assert (tmp_path / "pred.txt").read_text() == "IMGID:1\nFoo\tB-OTHER\nBar\tB-PER\n\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "aliases"),
+    [
+        ("IMGID:1\nFoo\tB-OTHER\nBar\tB-MISC\n", {"OTHER": "MISC"}),  # MISC is used as is
+        ("IMGID:1\nFoo\tB-OTHER\nBar\tB-MISCS\n", {"OTHER": "MISC", "MISCS": "MISC"}),
+    ],
+)
+def test_ambiguous_aliases_keep_the_predicted_label(
+    tmp_path: Path, text: str, aliases: dict[str, str]
+) -> None:
+    corpus = parse_conll(text, aliases=aliases)
+    write_predictions(tmp_path / "p.txt", corpus.examples, [[Entity(0, 1, "MISC")]], aliases)
+    assert read_conll(tmp_path / "p.txt").examples[0].tags == ["B-MISC", "O"]
 
 
 # --- fuzzing: any input ends in a corpus or the project's own error, nothing else -------------

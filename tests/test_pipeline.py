@@ -19,6 +19,7 @@ import smner.model.base as model_base
 from smner.cli import main
 from smner.commands.score import score_files
 from smner.config import load_experiment
+from smner.errors import DataFormatError, SmnerError
 from smner.model import NERModel
 from tests.pipeline_fixture import write_corpus
 
@@ -77,6 +78,21 @@ def test_evaluate_matches_score_on_its_predictions(
     assert "images: 3 loaded, 1 missing" in captured.err
     assert reported == score_files(str(corpus["dev"]), str(predictions)).to_dict()
     assert reported["f1"] == 1.0
+
+
+def test_evaluate_with_an_alias_writes_the_file_own_labels(
+    trained: Path, corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gold = corpus["root"] / "dev-gpe.txt"
+    gold.write_text(corpus["dev"].read_text().replace("-LOC", "-GPE"), encoding="utf-8")
+    predictions = corpus["root"] / "pred-gpe.txt"
+    argv = ["evaluate", "--model", str(trained / "best"), "--data", str(gold)]
+    argv += ["--images", str(corpus["images"]), "--json", "--predictions", str(predictions)]
+    assert main([*argv, "--label-alias", "GPE=LOC"]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    assert reported["f1"] == 1.0
+    assert predictions.read_text() == gold.read_text()
+    assert score_files(str(gold), str(predictions), {"GPE": "LOC"}).to_dict() == reported
 
 
 def test_predict_text_and_jsonl_with_explanations(
@@ -140,6 +156,38 @@ def test_predict_rejects_bad_jsonl_with_file_and_line(trained: Path, tmp_path: P
     assert proc.stderr.strip().splitlines()[-1].startswith(f"smner: error: {bad}:2: expected")
 
 
+@pytest.mark.parametrize(
+    ("lines", "line", "expected"),
+    [
+        (['{"text": "ok"}', '{"text": ""}'], 2, "the post has no tokens"),
+        (['{"text": " "}'], 1, "the post has no tokens"),
+        (['{"tokens": []}'], 1, "the post has no tokens"),
+        (
+            ['{"text": "ok"}', "", json.dumps({"text": "w " * 201})],
+            3,
+            "the post has 201 tokens; expected at most 200",
+        ),
+        (['{"tokens": ["a", " "]}'], 1, '"tokens" must be a list of non-blank strings'),
+        (['{"tokens": ["a", 1]}'], 1, '"tokens" must be a list of non-blank strings'),
+        (['{"text": "ok", "tokens": 5}'], 1, '"tokens" must be a list of non-blank strings'),
+    ],
+)
+def test_predict_refuses_posts_the_model_cannot_take_before_writing(
+    trained: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    lines: list[str],
+    line: int,
+    expected: str,
+) -> None:
+    source, out = tmp_path / "posts.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(f"{text}\n" for text in lines), encoding="utf-8")
+    argv = ["predict", "--model", str(trained / "best"), "--input", str(source)]
+    assert main([*argv, "--output", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"smner: error: {source}:{line}: {expected}")
+    assert not out.exists()
+
+
 def test_python_api(trained: Path, corpus: dict[str, Path]) -> None:
     predictor = smner.Predictor.from_pretrained(trained / "best")
     result = predictor.predict("George visited Paris today", image=corpus["images"] / "0.jpg")
@@ -187,6 +235,29 @@ def test_train_from_python_with_a_dict(corpus: dict[str, Path], tmp_path: Path) 
         tmp_path / "py",
     )
     assert result.epochs_run == 1 and (tmp_path / "py" / "best" / "config.json").is_file()
+
+
+def test_entity_types_outside_model_labels_are_refused_with_file_and_line(
+    corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    def refusal(overrides: list[str]) -> str:
+        config = load_experiment(str(corpus["config"]), ["train.epochs=1", *overrides])
+        with pytest.raises(DataFormatError) as info:
+            smner.train(config, tmp_path / "run")
+        assert not (tmp_path / "run" / "config.json").exists()
+        return str(info.value)
+
+    assert refusal(["model.labels=[ORG,PER]"]).startswith(
+        f"{corpus['train']}:4: entity type 'LOC' is not in model.labels ['ORG', 'PER']"
+    )
+    aliased = refusal(["model.labels=[LOC,ORG,PER]", "data.label_aliases={PER: PERSON}"])
+    assert aliased.startswith(
+        f"{corpus['train']}:2: entity type 'PER' (read as 'PERSON' through data.label_aliases)"
+    )
+    dev = tmp_path / "dev.txt"
+    dev.write_text(corpus["dev"].read_text().replace("B-ORG", "B-GPE", 1), encoding="utf-8")
+    in_dev = refusal(["model.labels=[LOC,ORG,PER]", f"data.dev_file={dev}"])
+    assert in_dev.startswith(f"{dev}:11: entity type 'GPE' is not in model.labels")
 
 
 def test_config_errors_are_one_line(corpus: dict[str, Path], tmp_path: Path) -> None:
@@ -250,6 +321,38 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(
     res_weights = _weights(killed / "last" / "model")
     for name, tensor in ref_weights.items():
         assert torch.allclose(tensor, res_weights[name], atol=1e-5), name
+
+
+def test_resume_refuses_other_batches_but_allows_more_epochs(
+    corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    config = load_experiment(str(corpus["config"]), ["train.epochs=1"])
+    smner.train(config, run)
+    log = (run / "log.jsonl").read_text()
+    last = run / "last"
+    for override, message in [
+        (
+            "train.batch_size=4",
+            f"resume: train.batch_size is 4 but the checkpoint in {last} used 2",
+        ),
+        ("train.seed=8", "resume: train.seed is 8 but"),
+        ("train.accumulate=2", "resume: train.accumulate is 2 but"),
+    ]:
+        changed = load_experiment(str(corpus["config"]), ["train.epochs=2", override])
+        with pytest.raises(SmnerError) as info:
+            smner.train(changed, run, resume=True)
+        assert str(info.value).startswith(message)
+    state = torch.load(last / "trainer_state.pt", weights_only=False)
+    torch.save({**state, "world_size": 2}, last / "trainer_state.pt")
+    more = load_experiment(str(corpus["config"]), ["train.epochs=2"])
+    with pytest.raises(SmnerError, match=r"resume: the world size is 1 but .* used 2"):
+        smner.train(more, run, resume=True)
+    assert (run / "log.jsonl").read_text() == log  # a refused resume changes nothing
+    torch.save(state, last / "trainer_state.pt")
+    result = smner.train(more, run, resume=True)
+    assert result.epochs_run == 2
+    assert [json.loads(line)["epoch"] for line in (run / "log.jsonl").open()] == [1, 2]
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint(

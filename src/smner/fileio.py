@@ -10,11 +10,41 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process umask, read from ``/proc`` where it can be.
+
+    Elsewhere it can only be read by setting it, which for an instant applies to every thread;
+    it is put back at once.
+    """
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/proc/self/status", encoding="ascii", errors="replace") as status,
+    ):
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_staging_dir(parent: Path, prefix: str) -> Path:
+    """A new temporary folder in ``parent``, with the mode ``mkdir`` would give it.
+
+    ``mkdtemp`` makes it 0700, and a rename keeps that: saved models would be unreadable to
+    other users whatever the umask says.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(staging, 0o777 & ~current_umask())
+    return staging
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    The file gets the mode ``open`` would give a new file (``mkstemp`` makes it 0600). On an
+    exception the temporary file is removed and ``path`` is left as it was.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -22,6 +52,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())

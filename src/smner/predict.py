@@ -123,7 +123,12 @@ class Predictor:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _tokens(self, post: PostInput) -> tuple[list[str], list[Token]]:
+    def tokenize(self, post: PostInput) -> tuple[list[str], list[Token]]:
+        """The post's words and their character spans, or SmnerError if the model cannot take it.
+
+        Callers with many posts check each first, so that one bad post stops the run before
+        any prediction is made.
+        """
         if post.tokens is not None:
             words = [str(t) for t in post.tokens]
             spans, offset = [], 0
@@ -136,9 +141,11 @@ class Predictor:
         else:
             raise SmnerError("a post needs 'text' or 'tokens'")
         if not words:
-            raise SmnerError("the post has no tokens (empty text)")
+            raise SmnerError("the post has no tokens; expected non-empty text or tokens")
         if len(words) > self.max_tokens:
-            raise SmnerError(f"the post has {len(words)} tokens; the limit is {self.max_tokens}")
+            raise SmnerError(
+                f"the post has {len(words)} tokens; expected at most {self.max_tokens}"
+            )
         return words, spans
 
     def _image(self, image: ImageLike) -> tuple[Image.Image | None, str]:
@@ -153,7 +160,7 @@ class Predictor:
         return picture, status.value
 
     def _predict_batch(self, posts: Sequence[PostInput]) -> list[PostPrediction]:
-        prepared = [self._tokens(p) for p in posts]
+        prepared = [self.tokenize(p) for p in posts]
         loaded = [self._image(p.image) for p in posts]
         image_inputs: list[ImageInput | None] | None = None
         encoder = getattr(self.model, "image", None)

@@ -13,7 +13,6 @@ import math
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -33,8 +32,8 @@ from smner.data.images import ImageStore
 from smner.data.types import Example
 from smner.distributed import DistributedContext
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
-from smner.errors import SmnerError
-from smner.fileio import atomic_write_text, replace_directory
+from smner.errors import DataFormatError, SmnerError
+from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
 from smner.images_input import ImageProvider
 from smner.metrics import EntityScorer, Scores
 from smner.model import NERModel, build_collator, build_model
@@ -179,6 +178,35 @@ class Trainer:
         tokenizer = load_tokenizer(resolve_text_encoder(model_cfg.text_encoder))
         return model, tokenizer
 
+    def _check_labels(
+        self, labels: Sequence[str], train: list[Example], dev: list[Example]
+    ) -> None:
+        """Refuse a training entity type the model has no label for, before any step fails on it.
+
+        Dev types are checked only against labels set in the config: with labels taken from
+        the training file, a dev type it lacks is scored as a miss.
+        """
+        data = self.config.data
+        files = [(data.train_file, train)]
+        if self.config.model.labels:
+            files.append((data.dev_file, dev))
+        known = set(labels)
+        for path, examples in files:
+            for ex in examples:
+                for e in ex.entities:
+                    if e.label in known:
+                        continue
+                    name = repr(e.label)
+                    raw = ex.tags[e.start][2:] if ex.tags else e.label
+                    if raw != e.label:
+                        name = f"{raw!r} (read as {e.label!r} through data.label_aliases)"
+                    raise DataFormatError(
+                        path,
+                        ex.token_line(e.start),
+                        f"entity type {name} is not in model.labels {list(labels)}; add it "
+                        "there or map it to one of them with data.label_aliases",
+                    )
+
     def _optimizer(self, model: NERModel) -> torch.optim.Optimizer:
         pretrained = {id(p) for p in model.pretrained_parameters()}
         groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
@@ -227,15 +255,7 @@ class Trainer:
         resumed = self._load_last() if self.resume else None
         if resumed is not None:
             model, tokenizer, state = resumed
-            self.log(
-                f"resuming from {self.output_dir / 'last'} (epoch {state['epoch'] + 1}, "
-                f"step {state['step_in_epoch']} of that epoch)"
-            )
-            if self.context.is_main:
-                self._trim_log(state["epoch"])
         else:
-            if self.resume:
-                self.log(f"no checkpoint in {self.output_dir / 'last'}; starting afresh")
             model, tokenizer = self._build(train)
             state = {
                 "epoch": 0,
@@ -245,6 +265,17 @@ class Trainer:
                 "best_epoch": 0,
                 "bad_epochs": 0,
             }
+        self._check_labels(model.config.labels, train, dev)
+        if resumed is not None:
+            self.log(
+                f"resuming from {self.output_dir / 'last'} (epoch {state['epoch'] + 1}, "
+                f"step {state['step_in_epoch']} of that epoch)"
+            )
+            if self.context.is_main:
+                self._trim_log(state["epoch"])
+        else:
+            if self.resume:
+                self.log(f"no checkpoint in {self.output_dir / 'last'}; starting afresh")
             if self.context.is_main:
                 (self.output_dir / "log.jsonl").unlink(missing_ok=True)
         model.to(self.device)
@@ -276,10 +307,7 @@ class Trainer:
             scheduler.load_state_dict(state["scheduler"])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
-            rng = state["rng"]
-            _set_rng_state(
-                rng[self.context.rank] if len(rng) == self.context.world_size else rng[0]
-            )
+            _set_rng_state(state["rng"][self.context.rank])
         return _Run(
             model=model,
             module=module,
@@ -316,7 +344,7 @@ class Trainer:
         """Model folder plus trainer state, swapped in as one folder (rank 0 writes)."""
         state = self._snapshot(run, epoch, step_in_epoch) | extra
         if self.context.is_main:
-            staging = Path(tempfile.mkdtemp(prefix=".last.", dir=self.output_dir))
+            staging = make_staging_dir(self.output_dir, ".last.")
             try:
                 run.model.save_pretrained(staging / "model", run.tokenizer)
                 torch.save(state, staging / STATE_FILE)
@@ -333,10 +361,31 @@ class Trainer:
             last = old  # killed between the two renames of replace_directory
         if not (last / STATE_FILE).is_file():
             return None
+        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
+        self._check_resumable(state, last)
         model = NERModel.from_pretrained(last / "model")
         tokenizer = load_tokenizer(last / "model" / TOKENIZER_DIR)
-        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
         return model, tokenizer, state
+
+    def _check_resumable(self, state: dict[str, Any], folder: Path) -> None:
+        """Refuse to continue under settings that change the batches or their shuffling.
+
+        Each epoch's order and batches come from the seed, the batch size, accumulation and the
+        number of processes; changing one would silently mix two different runs. Raising
+        ``train.epochs`` is allowed: the schedule is rebuilt for the new total.
+        """
+        saved = state.get("config", {}).get("train", {})
+        train = self.config.train
+        settings = [
+            (f"train.{key}", getattr(train, key), saved.get(key))
+            for key in ("seed", "batch_size", "accumulate")
+        ]
+        settings.append(("the world size", self.context.world_size, state.get("world_size")))
+        for name, now, then in settings:
+            if then is not None and now != then:
+                raise SmnerError(
+                    f"resume: {name} is {now} but the checkpoint in {folder} used {then}"
+                )
 
     def _trim_log(self, epochs_done: int) -> None:
         """Drop records of epochs the checkpoint does not include (they will be redone)."""

@@ -52,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     scores = score_predictions(corpus.examples, predictions)
     if args.predictions:
         write_predictions(
-            args.predictions, corpus.examples, [[p.entity for p in post] for post in predictions]
+            args.predictions,
+            corpus.examples,
+            [[p.entity for p in post] for post in predictions],
+            corpus.aliases,
         )
     print(json.dumps(scores.to_dict(), indent=2) if args.json else format_scores(scores))
     return 0

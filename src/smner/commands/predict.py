@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,14 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def read_records(path: str) -> list[dict[str, Any]]:
+def read_records(
+    path: str, check: Callable[[dict[str, Any]], object] | None = None
+) -> list[dict[str, Any]]:
+    """The records of a JSONL file; a bad one, or one ``check`` refuses, names its line.
+
+    ``check`` raises :class:`SmnerError` for a record the model cannot take (no tokens, too
+    many), so that such a record stops the run before anything is predicted or written.
+    """
     records = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -56,10 +64,19 @@ def read_records(path: str) -> list[dict[str, Any]]:
                 raise DataFormatError(
                     path, number, 'expected an object with "text" (string) or "tokens" (list)'
                 )
+            tokens = record.get("tokens")
+            if tokens is not None and not (
+                isinstance(tokens, list) and all(isinstance(t, str) and t.strip() for t in tokens)
+            ):
+                raise DataFormatError(path, number, '"tokens" must be a list of non-blank strings')
             if record.get("image") is not None and not isinstance(record["image"], str):
                 raise DataFormatError(path, number, '"image" must be a path (string)')
+            if check is not None:
+                try:
+                    check(record)
+                except SmnerError as exc:
+                    raise DataFormatError(path, number, str(exc)) from None
             record.setdefault("id", str(number))
-            record["_line"] = number
             records.append(record)
     return records
 
@@ -73,7 +90,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.image:
             raise SmnerError('--image goes with --text; in --input records use "image"')
-        records = read_records(args.input)
+        records = read_records(
+            args.input,
+            lambda r: predictor.tokenize(PostInput(text=r.get("text"), tokens=r.get("tokens"))),
+        )
     base = Path(args.input).parent if args.input else Path(".")
     posts = []
     for r in records:

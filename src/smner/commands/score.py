@@ -36,9 +36,8 @@ def check_aligned(gold: Corpus, pred: Corpus) -> None:
                 (k for k, (a, b) in enumerate(zip(g.tokens, p.tokens, strict=False)) if a != b),
                 min(len(g), len(p)),
             )
-            offset = 1 if g.image_id is not None else 0
             raise SmnerError(
-                f"{gold.path}:{g.line + offset + i} and {pred.path}:{p.line + offset + i} "
+                f"{gold.path}:{g.token_line(i)} and {pred.path}:{p.token_line(i)} "
                 f"differ: posts must have the same tokens "
                 f"(gold {len(g)} tokens, prediction {len(p)})"
             )

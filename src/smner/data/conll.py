@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from smner.data.images import UnsafeImageIdError, check_image_id
 from smner.data.types import Entity, Example
 from smner.errors import DataFormatError
 from smner.fileio import atomic_write_text
@@ -108,6 +109,12 @@ def parse_conll(
             image_id = line[len(IMGID_PREFIX) :].strip()
             if not image_id:
                 raise DataFormatError(path, number, "empty image id; expected IMGID:<id>")
+            try:
+                check_image_id(image_id)
+            except UnsafeImageIdError as exc:
+                raise DataFormatError(
+                    path, number, f"{exc}; expected IMGID:<id> with a plain file name as <id>"
+                ) from None
             start_line, open_post = number, True
             continue
         if line.startswith("-DOCSTART-"):
@@ -171,14 +178,37 @@ def write_conll(path: str | Path, corpus: Corpus) -> None:
     atomic_write_text(path, format_conll(corpus.examples, final_blank_line=corpus.final_blank_line))
 
 
+def _original_labels(aliases: Mapping[str, str], examples: Iterable[Example]) -> dict[str, str]:
+    """Map each alias target back to the file's own label, where that is unambiguous.
+
+    Empty when two labels share a target, or when a target is also a label the file uses
+    under its own name: then a predicted target could stand for either.
+    """
+    targets = set(aliases.values())
+    if len(targets) != len(aliases):
+        return {}
+    kept = {t[2:] for ex in examples for t in ex.tags or () if t != "O"} - set(aliases)
+    if targets & kept:
+        return {}
+    return {target: source for source, target in aliases.items()}
+
+
 def write_predictions(
     path: str | Path,
     examples: Sequence[Example],
     predictions: Sequence[Iterable[Entity]],
+    aliases: Mapping[str, str] | None = None,
 ) -> None:
-    """Write predicted entities as BIO tags in the data format, one post per gold post."""
+    """Write predicted entities as BIO tags in the data format, one post per gold post.
+
+    With the ``aliases`` the examples were read with, labels are written under the file's own
+    names (see :func:`_original_labels`), so the file scores against its gold file as is.
+    """
+    names = _original_labels(aliases or {}, examples)
     tag_lists = [
-        entities_to_bio(entities, len(example))
+        entities_to_bio(
+            [replace(e, label=names.get(e.label, e.label)) for e in entities], len(example)
+        )
         for example, entities in zip(examples, predictions, strict=True)
     ]
     atomic_write_text(path, format_conll(examples, tag_lists))

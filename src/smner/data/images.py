@@ -52,30 +52,39 @@ class UnsafeImageIdError(SmnerError):
     """An image id that would name a file outside the image folder."""
 
 
+def _refuse(image_id: str, reason: str) -> UnsafeImageIdError:
+    return UnsafeImageIdError(f"unsafe image id {image_id!r}: {reason}")
+
+
+def check_image_id(image_id: str) -> None:
+    """Raise :class:`UnsafeImageIdError` unless ``image_id`` is a plain file name.
+
+    Ids are untrusted input: empty ids, ``/``, ``\\``, NUL bytes, ``.``, ``..`` and drive or
+    absolute paths are refused. The data reader applies this rule when it reads a file, so a
+    broken id is reported with its line rather than when its image is first looked up.
+    """
+    if not image_id:
+        raise _refuse(image_id, "it is empty")
+    if any(char in image_id for char in ("/", "\\", "\x00")):
+        raise _refuse(image_id, "it contains a path separator or NUL byte")
+    if image_id in (".", ".."):
+        raise _refuse(image_id, "it names a folder")
+    if PurePosixPath(image_id).is_absolute() or PureWindowsPath(image_id).drive:
+        raise _refuse(image_id, "it is an absolute path")
+
+
 def resolve_image_path(image_dir: Path, image_id: str, suffix: str = ".jpg") -> Path:
     """Return ``<image_dir>/<image_id><suffix>``, refusing ids that could leave ``image_dir``.
 
-    Ids are untrusted input: ``../`` components, separators, absolute paths, NUL bytes and
-    symlinks that point elsewhere are all refused. An id that already ends with ``suffix`` is not
-    given it twice.
+    Besides the ids :func:`check_image_id` refuses, a name that is a symlink pointing outside
+    ``image_dir`` is refused. An id that already ends with ``suffix`` is not given it twice.
     """
-
-    def refuse(reason: str) -> UnsafeImageIdError:
-        return UnsafeImageIdError(f"unsafe image id {image_id!r}: {reason}")
-
-    if not image_id:
-        raise refuse("it is empty")
-    if any(char in image_id for char in ("/", "\\", "\x00")):
-        raise refuse("it contains a path separator or NUL byte")
-    if image_id in (".", ".."):
-        raise refuse("it names a folder")
-    if PurePosixPath(image_id).is_absolute() or PureWindowsPath(image_id).drive:
-        raise refuse("it is an absolute path")
+    check_image_id(image_id)
     name = image_id if image_id.endswith(suffix) else image_id + suffix
     path = Path(image_dir) / name
     root = Path(image_dir).resolve()
     if not path.resolve().is_relative_to(root):
-        raise refuse(f"it resolves to a file outside {str(root)!r}")
+        raise _refuse(image_id, f"it resolves to a file outside {str(root)!r}")
     return path
 
 

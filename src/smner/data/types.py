@@ -38,3 +38,7 @@ class Example:
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def token_line(self, index: int) -> int:
+        """Line of token ``index`` in the post's file (after the ``IMGID`` line, if any)."""
+        return self.line + (1 if self.image_id is not None else 0) + index

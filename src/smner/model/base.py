@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,7 +25,7 @@ from smner.data.types import Entity
 from smner.encoders.image import ImageEncoder, build_image_encoder
 from smner.encoders.text import TextEncoder, text_config_from_dict
 from smner.errors import SmnerError
-from smner.fileio import atomic_write_text, replace_directory
+from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
 
 #: Bumped when a saved folder's layout or meaning changes incompatibly.
 FORMAT_VERSION = 1
@@ -127,7 +126,7 @@ class NERModel(nn.Module):
         """Write the folder atomically: a crash mid-write leaves the previous folder intact."""
         target = Path(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        staging = make_staging_dir(target.parent, f".{target.name}.")
         try:
             payload = {
                 "smner_version": __version__,
