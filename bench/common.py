@@ -73,23 +73,24 @@ def mean_std(values: list[float]) -> str:
 def train_and_test(config: dict[str, Any], output: Path, test_file: str) -> dict[str, Any]:
     """Train a config in-process, score its best model on ``test_file``; keep per-post counts."""
     from smner.config import ExperimentConfig, from_dict
-    from smner.data.conll import read_conll
-    from smner.data.images import ImageStore
-    from smner.encoders.text import load_tokenizer
-    from smner.images_input import ImageProvider
-    from smner.model import NERModel, build_collator
-    from smner.model.base import TOKENIZER_DIR
-    from smner.training import Trainer, predict_examples, score_predictions
+    from smner.training import Trainer, evaluate_saved_model
 
     started = time.perf_counter()
     result = Trainer(from_dict(ExperimentConfig, config), output).fit()
     seconds = time.perf_counter() - started
-    examples = read_conll(test_file, config["data"].get("label_aliases")).examples
-    model = NERModel.from_pretrained(output / "best")
-    collator = build_collator(model.config, load_tokenizer(output / "best" / TOKENIZER_DIR))
-    images = ImageProvider(model, examples, ImageStore(config["data"].get("image_dir")))
-    predictions = predict_examples(model, collator, examples, images)
-    scores = score_predictions(examples, predictions)
+    data = config["data"]
+    evaluation = evaluate_saved_model(
+        output / "best",
+        test_file,
+        data.get("image_dir"),
+        data.get("label_aliases"),
+        feature_cache_dir=data.get("feature_cache_dir"),
+    )
+    examples, predictions, scores = (
+        evaluation.corpus.examples,
+        evaluation.predictions,
+        evaluation.scores,
+    )
     per_post = [
         [
             len({e for e in ex.entities} & {p.entity for p in post}),

@@ -36,7 +36,7 @@ def trained(corpus: dict[str, Path]) -> Path:
     return run
 
 
-def smner_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def smner_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "smner.cli", *args],
         capture_output=True,
@@ -258,6 +258,26 @@ def test_entity_types_outside_model_labels_are_refused_with_file_and_line(
     dev.write_text(corpus["dev"].read_text().replace("B-ORG", "B-GPE", 1), encoding="utf-8")
     in_dev = refusal(["model.labels=[LOC,ORG,PER]", f"data.dev_file={dev}"])
     assert in_dev.startswith(f"{dev}:11: entity type 'GPE' is not in model.labels")
+
+
+def test_test_file_is_scored_once_with_the_best_model(
+    corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    from smner.training import evaluate_saved_model
+
+    config = load_experiment(str(corpus["config"]), ["train.epochs=2", "model.use_image=false"])
+    sections = {"data": vars(config.data), "model": vars(config.model), "train": vars(config.train)}
+    missing = {**sections, "data": {**sections["data"], "test_file": str(tmp_path / "nope.txt")}}
+    with pytest.raises(SmnerError, match=r"data\.test_file: .*nope\.txt does not exist"):
+        smner.train(missing, tmp_path / "missing")
+    assert not (tmp_path / "missing" / "log.jsonl").exists()  # refused before training
+
+    sections["data"] = {**sections["data"], "test_file": str(corpus["dev"])}
+    result = smner.train(sections, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "test_scores.json").read_text())
+    expected = evaluate_saved_model(tmp_path / "run" / "best", corpus["dev"]).scores
+    assert result.test_scores == expected
+    assert saved["test_file"] == str(corpus["dev"]) and saved["f1"] == expected.f1
 
 
 def test_config_errors_are_one_line(corpus: dict[str, Path], tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from smner.config import ExperimentConfig, from_dict
 from smner.data.conll import read_conll
 from smner.data.images import ImageStore
-from smner.heatmap import render_heatmap
+from smner.heatmap import save_entity_heatmaps
 from smner.metrics import Scores
 from smner.predict import PostInput, Predictor
 from smner.synth import generate_corpus
@@ -63,17 +63,9 @@ def experiment(settings: DemoSettings, corpus: Path, use_image: bool) -> Experim
 
 
 def evaluate(model_dir: Path, data: Path, images: Path) -> Scores:
-    from smner.encoders.text import load_tokenizer
-    from smner.images_input import ImageProvider
-    from smner.model import NERModel, build_collator
-    from smner.model.base import TOKENIZER_DIR
-    from smner.training import predict_examples, score_predictions
+    from smner.training import evaluate_saved_model
 
-    examples = read_conll(data).examples
-    model = NERModel.from_pretrained(model_dir)
-    collator = build_collator(model.config, load_tokenizer(model_dir / TOKENIZER_DIR))
-    provider = ImageProvider(model, examples, ImageStore(images))
-    return score_predictions(examples, predict_examples(model, collator, examples, provider))
+    return evaluate_saved_model(model_dir, data, images).scores
 
 
 def comparison_table(results: dict[str, Scores]) -> str:
@@ -140,13 +132,20 @@ def show_examples(model_dir: Path, corpus: Path, heatmaps: Path) -> None:
             f"{' '.join(example.tokens[e.start : e.end])} [{e.label}]" for e in example.entities
         )
         print(f"  gold:      {gold}")
-        for n, mention in enumerate(result.entities):
+        picture = store.load(example.image_id, count=False)[0] if path is not None else None
+        drawn = iter(
+            save_entity_heatmaps(
+                heatmaps,
+                example.image_id,
+                picture,
+                result.entities,
+                predictor.model.image.preprocessing,
+            )
+            if picture is not None and predictor.model.config.use_image
+            else []
+        )
+        for mention in result.entities:
             line = f"  predicted: {mention.text} [{mention.type}] score {mention.score:.2f}"
-            if mention.attention is not None and path is not None:
-                picture, _ = store.load(example.image_id, count=False)
-                if picture is not None:
-                    target = heatmaps / f"{example.image_id}-{n}-{mention.type}.png"
-                    box = predictor.model.image.preprocessing.crop_box(*picture.size)
-                    render_heatmap(picture, mention.attention, box).save(target)
-                    line += f"  heatmap: {target}"
+            if mention.attention is not None and picture is not None:
+                line += f"  heatmap: {next(drawn)}"
             print(line)

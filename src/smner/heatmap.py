@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from smner.encoders.image import ImagePreprocessing
+    from smner.predict import Mention
 
 
 def render_heatmap(
@@ -38,3 +45,29 @@ def render_heatmap(
     alpha = (opacity * heat)[..., None]
     blended = base * (1 - alpha) + colour * alpha
     return Image.fromarray(blended.clip(0, 255).astype(np.uint8))
+
+
+def save_entity_heatmaps(
+    folder: Path,
+    stem: str,
+    picture: Image.Image,
+    entities: Sequence[Mention],
+    preprocessing: ImagePreprocessing | None,
+) -> list[Path]:
+    """One PNG per entity that has attention: ``<stem>-<n>-<type>-<text>.png`` in ``folder``.
+
+    ``picture`` must be the image as the model read it (upright, see ``load_image_file``) so
+    the grid lands where the model looked; ``preprocessing`` gives the crop it saw.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    safe_stem = re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64]
+    box = preprocessing.crop_box(*picture.size) if preprocessing is not None else None
+    written = []
+    for n, mention in enumerate(entities):
+        if mention.attention is None:
+            continue
+        safe_text = re.sub(r"[^A-Za-z0-9_-]", "_", mention.text)[:40]
+        target = folder / f"{safe_stem}-{n}-{mention.type}-{safe_text}.png"
+        render_heatmap(picture, mention.attention, box).save(target)
+        written.append(target)
+    return written

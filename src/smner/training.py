@@ -27,7 +27,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from smner.config import ExperimentConfig, from_dict, to_dict
 from smner.data.batching import Batch, Collator, ImageInput
-from smner.data.conll import read_conll
+from smner.data.conll import Corpus, read_conll
 from smner.data.images import ImageStore
 from smner.data.types import Example
 from smner.distributed import DistributedContext
@@ -115,11 +115,51 @@ def score_predictions(
 
 
 @dataclass
+class Evaluation:
+    """A saved model's predictions on a data file, and their scores."""
+
+    corpus: Corpus
+    predictions: list[list[PredictedEntity]]
+    scores: Scores
+    #: what happened to the images ("N loaded, M missing"), or None for a text-only model
+    image_summary: str | None
+
+
+def evaluate_saved_model(
+    model_dir: str | Path,
+    data_file: str | Path,
+    image_dir: str | Path | None = None,
+    label_aliases: dict[str, str] | None = None,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    feature_cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> Evaluation:
+    """Load ``model_dir``, predict every post of ``data_file`` and score it against its tags."""
+    corpus = read_conll(data_file, label_aliases)
+    model = NERModel.from_pretrained(model_dir).to(device)
+    collator = build_collator(model.config, load_tokenizer(Path(model_dir) / TOKENIZER_DIR))
+    store = ImageStore(image_dir)
+    images = ImageProvider(model, corpus.examples, store, feature_cache_dir, progress=progress)
+    predictions = predict_examples(
+        model, collator, corpus.examples, images, batch_size, device, progress
+    )
+    return Evaluation(
+        corpus=corpus,
+        predictions=predictions,
+        scores=score_predictions(corpus.examples, predictions),
+        image_summary=store.summary() if images.enabled else None,
+    )
+
+
+@dataclass
 class TrainResult:
     best_f1: float
     best_epoch: int
     epochs_run: int
     output_dir: Path
+    #: scores of the best model on ``data.test_file``, when one is set
+    test_scores: Scores | None = None
 
 
 @dataclass
@@ -165,6 +205,9 @@ class Trainer:
         data = self.config.data
         if not data.train_file or not data.dev_file:
             raise SmnerError("data.train_file and data.dev_file must both be set")
+        # The test file is read only after training; a wrong path should not wait that long.
+        if data.test_file and not Path(data.test_file).is_file():
+            raise SmnerError(f"data.test_file: {data.test_file} does not exist")
         train = read_conll(data.train_file, data.label_aliases).examples
         dev = read_conll(data.dev_file, data.label_aliases).examples
         return train, dev
@@ -421,10 +464,38 @@ class Trainer:
                 scores = self._evaluate_dev(run)
                 self._end_epoch(run, epoch, scores, time.perf_counter() - started)
             return TrainResult(
-                state["best_f1"], state["best_epoch"], state["epoch"], self.output_dir
+                state["best_f1"],
+                state["best_epoch"],
+                state["epoch"],
+                self.output_dir,
+                self._test_best() if self.context.is_main else None,
             )
         finally:
             self.context.close()
+
+    def _test_best(self) -> Scores | None:
+        """Score ``best/`` on the test file, once, after every epoch was selected on dev."""
+        data = self.config.data
+        if not data.test_file or not (self.output_dir / "best").is_dir():
+            return None
+        result = evaluate_saved_model(
+            self.output_dir / "best",
+            data.test_file,
+            data.image_dir,
+            data.label_aliases,
+            self.config.train.eval_batch_size,
+            self.device,
+            data.feature_cache_dir,
+            progress=self.config.train.progress,
+        )
+        scores = result.scores
+        record = {"test_file": data.test_file, **scores.to_dict()}
+        atomic_write_text(self.output_dir / "test_scores.json", json.dumps(record, indent=2))
+        self.log(
+            f"test ({data.test_file}): P {100 * scores.precision:.2f} "
+            f"R {100 * scores.recall:.2f} F1 {100 * scores.f1:.2f}"
+        )
+        return scores
 
     def _train_epoch(self, run: _Run, epoch: int, start_step: int) -> None:
         cfg = self.config.train

@@ -29,33 +29,28 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smner.data.conll import read_conll, write_predictions
-    from smner.data.images import ImageStore
-    from smner.encoders.text import load_tokenizer
-    from smner.images_input import ImageProvider
+    from smner.data.conll import write_predictions
     from smner.metrics import format_scores
-    from smner.model import NERModel, build_collator
-    from smner.model.base import TOKENIZER_DIR
-    from smner.training import predict_examples, resolve_device, score_predictions
+    from smner.training import evaluate_saved_model, resolve_device
 
-    corpus = read_conll(args.data, parse_aliases(args.label_alias))
-    device = resolve_device(args.device)
-    model = NERModel.from_pretrained(args.model).to(device)
-    collator = build_collator(model.config, load_tokenizer(f"{args.model}/{TOKENIZER_DIR}"))
-    store = ImageStore(args.images)
-    images = ImageProvider(model, corpus.examples, store, progress=sys.stderr.isatty())
-    if images.enabled:
-        print(store.summary(), file=sys.stderr)
-    predictions = predict_examples(
-        model, collator, corpus.examples, images, args.batch_size, device, sys.stderr.isatty()
+    result = evaluate_saved_model(
+        args.model,
+        args.data,
+        args.images,
+        parse_aliases(args.label_alias),
+        args.batch_size,
+        resolve_device(args.device),
+        progress=sys.stderr.isatty(),
     )
-    scores = score_predictions(corpus.examples, predictions)
+    if result.image_summary:
+        print(result.image_summary, file=sys.stderr)
     if args.predictions:
         write_predictions(
             args.predictions,
-            corpus.examples,
-            [[p.entity for p in post] for post in predictions],
-            corpus.aliases,
+            result.corpus.examples,
+            [[p.entity for p in post] for post in result.predictions],
+            result.corpus.aliases,
         )
+    scores = result.scores
     print(json.dumps(scores.to_dict(), indent=2) if args.json else format_scores(scores))
     return 0

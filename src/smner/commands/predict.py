@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -113,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 str(record["id"]),
                 record["_image_path"],
                 prediction,
-                getattr(getattr(predictor.model, "image", None), "preprocessing", None),
+                predictor,
             )
     text = "\n".join(lines) + "\n"
     if args.output:
@@ -126,22 +125,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def save_heatmaps(
-    folder: Path, post_id: str, image_path: Any, prediction: Any, preprocessing: Any
+    folder: Path, post_id: str, image_path: Any, prediction: Any, predictor: Any
 ) -> None:
     """One PNG per entity: its attention over the part of the image the model saw."""
-    from PIL import Image
+    from smner.data.images import load_image_file
+    from smner.heatmap import save_entity_heatmaps
 
-    from smner.heatmap import render_heatmap
-
-    folder.mkdir(parents=True, exist_ok=True)
-    safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", post_id)[:64]
-    with Image.open(image_path) as image:
-        picture = image.convert("RGB")
-    box = preprocessing.crop_box(*picture.size) if preprocessing is not None else None
-    for n, mention in enumerate(prediction.entities):
-        if mention.attention is None:
-            continue
-        safe_text = re.sub(r"[^A-Za-z0-9_-]", "_", mention.text)[:40]
-        name = f"{safe_id}-{n}-{mention.type}-{safe_text}.png"
-        render_heatmap(picture, mention.attention, box).save(folder / name)
-        print(f"heatmap: {folder / name}", file=sys.stderr)
+    # The same reader as the model's (EXIF rotation, size limits), so the grid lines up.
+    picture, _status = load_image_file(Path(image_path), predictor.limits)
+    if picture is None:
+        return
+    preprocessing = getattr(getattr(predictor.model, "image", None), "preprocessing", None)
+    for path in save_entity_heatmaps(folder, post_id, picture, prediction.entities, preprocessing):
+        print(f"heatmap: {path}", file=sys.stderr)
