@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -20,3 +22,32 @@ def test_hot_cell_is_drawn_where_the_model_looked() -> None:
     assert out[100, 50, 2] < 255 * 0.5  # outside the crop: dimmed
     whole = np.asarray(render_heatmap(image, attention.tolist())).astype(int)
     assert whole[10, 390, 0] > 120  # without a box the grid spans the whole image
+
+
+def test_heatmaps_of_a_rotated_photo_follow_its_exif_orientation(tmp_path: Path) -> None:
+    """Phones store a portrait photo as landscape pixels plus an EXIF rotation; the model reads
+    it upright, so the heatmap must be drawn over the upright picture too."""
+    from types import SimpleNamespace
+
+    from smner.commands.predict import save_heatmaps
+    from smner.data.images import DEFAULT_LIMITS
+    from smner.predict import Mention
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.new("RGB", (80, 40), (0, 0, 255)).save(tmp_path / "photo.jpg", exif=exif)
+    mention = Mention("George", "PER", 0, 1, 0, 6, 0.9, attention=np.eye(7).tolist())
+    predictor = SimpleNamespace(
+        limits=DEFAULT_LIMITS,
+        model=SimpleNamespace(image=SimpleNamespace(preprocessing=ImagePreprocessing())),
+    )
+    save_heatmaps(
+        tmp_path / "heat",
+        "post/1",
+        tmp_path / "photo.jpg",
+        SimpleNamespace(entities=[mention]),
+        predictor,
+    )
+    (drawn,) = (tmp_path / "heat").iterdir()
+    assert drawn.name == "post_1-0-PER-George.png"
+    assert Image.open(drawn).size == (40, 80)
