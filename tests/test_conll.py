@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smner.data.conll import (
-    BENCHMARK_ALIASES,
     format_conll,
     parse_conll,
     read_conll,
@@ -58,7 +57,7 @@ def test_tokens_are_kept_verbatim() -> None:
 
 
 def test_aliases_rename_entity_types_but_keep_file_tags() -> None:
-    corpus = parse_conll("IMGID:1\nFoo\tB-OTHER\n", aliases=BENCHMARK_ALIASES)
+    corpus = parse_conll("IMGID:1\nFoo\tB-OTHER\n", aliases={"OTHER": "MISC"})
     assert corpus.examples[0].entities == [Entity(0, 1, "MISC")]
     assert corpus.examples[0].tags == ["B-OTHER"]
 
@@ -129,7 +128,7 @@ def test_prediction_file_has_gold_tokens_and_predicted_tags(tmp_path: Path) -> N
 
 
 def test_prediction_file_uses_the_file_own_labels_under_aliases(tmp_path: Path) -> None:
-    corpus = parse_conll("IMGID:1\nFoo\tB-OTHER\nBar\tB-PER\n", aliases=BENCHMARK_ALIASES)
+    corpus = parse_conll("IMGID:1\nFoo\tB-OTHER\nBar\tB-PER\n", aliases={"OTHER": "MISC"})
     predictions = [[Entity(0, 1, "MISC"), Entity(1, 2, "PER")]]
     write_predictions(tmp_path / "pred.txt", corpus.examples, predictions, corpus.aliases)
     assert (tmp_path / "pred.txt").read_text() == "IMGID:1\nFoo\tB-OTHER\nBar\tB-PER\n\n"

@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import save
 
 import smner.data.feature_cache as feature_cache
-from smner.data.feature_cache import ImageFeatureCache, cached_features, encode_images
+from smner.data.feature_cache import ImageFeatureCache, cached_features
 from smner.data.images import ImageStatus, ImageStore, UnsafeImageIdError, load_image_file
 from smner.encoders.image import ImageEncoder, ImageFeatures, ImagePreprocessing
 
@@ -57,15 +57,6 @@ def features(seed: int, k: int = 4, d: int = 3) -> tuple[torch.Tensor, torch.Ten
 
 
 # --- ImageFeatureCache --------------------------------------------------------------------------
-
-
-def test_digest_is_sha256_of_file_bytes(tmp_path: Path) -> None:
-    data = jpeg(1)
-    (tmp_path / "a.jpg").write_bytes(data)
-    (tmp_path / "renamed.jpg").write_bytes(data)
-    digest = ImageFeatureCache.digest_file(tmp_path / "a.jpg")
-    assert digest == hashlib.sha256(data).hexdigest()
-    assert ImageFeatureCache.digest_file(tmp_path / "renamed.jpg") == digest
 
 
 def test_miss_put_hit(tmp_path: Path) -> None:
@@ -154,27 +145,6 @@ def test_put_and_path_validate_input(tmp_path: Path) -> None:
             cache.path_for(bad)
 
 
-# --- encode_images ------------------------------------------------------------------------------
-
-
-def test_encode_images_batches_without_gradients_and_restores_mode() -> None:
-    encoder = CountingEncoder()
-    encoder.set_trainable(True)
-    encoder.train()
-    stats = encoder.norm.running_mean.clone()
-    images = [Image.open(io.BytesIO(jpeg(seed))) for seed in range(5)]
-    out = encode_images(encoder, images, batch_size=2)
-    assert encoder.calls == 3 and encoder.images == 5
-    assert out.pooled.shape == (5, 4) and out.regions.shape == (5, 16, 4) and out.grid == (4, 4)
-    assert not out.pooled.requires_grad
-    assert encoder.training  # put back as it was
-    assert torch.equal(encoder.norm.running_mean, stats)  # ran in eval mode
-    single = encode_images(encoder, images, batch_size=32)
-    assert torch.allclose(single.regions, out.regions, atol=1e-6)
-    empty = encode_images(encoder, [])
-    assert empty.pooled.shape == (0, 4) and empty.regions.shape == (0, 16, 4)
-
-
 # --- cached_features ----------------------------------------------------------------------------
 
 
@@ -208,9 +178,9 @@ def test_cached_features_encodes_each_distinct_image_once(image_dir: Path, tmp_p
         assert item is not None and torch.equal(item[0], a[0]) and torch.equal(item[1], a[1])
     assert a[0].shape == (4,) and a[1].shape == (16, 4)
     assert not torch.allclose(a[1], b[1])
-    expected = encode_images(
-        encoder, [load_image_file(image_dir / f"{name}.jpg")[0] for name in ("a", "b")]
-    )
+    pictures = [load_image_file(image_dir / f"{name}.jpg")[0] for name in ("a", "b")]
+    with torch.no_grad():
+        expected = encoder(encoder.preprocessing(pictures))
     assert torch.allclose(a[1], expected.regions[0], atol=1e-6)
     assert torch.allclose(b[0], expected.pooled[1], atol=1e-6)
     assert store.counts[ImageStatus.OK] == 5

@@ -22,9 +22,6 @@ from smner.spans import bio_to_entities, entities_to_bio
 IMGID_PREFIX = "IMGID:"
 _TAG_RE = re.compile(r"^(?:O|[BI]-\S+)$")
 
-#: Aliases that make the two benchmarks share a label set, for ``--label-alias``-style options.
-BENCHMARK_ALIASES: dict[str, str] = {"OTHER": "MISC"}
-
 
 @dataclass(slots=True)
 class Corpus:
@@ -76,7 +73,7 @@ def parse_conll(
     start_line = 0
     open_post = False
 
-    def close_post(at_line: int) -> None:
+    def close_post() -> None:
         nonlocal tokens, tags, image_id, open_post
         if not tokens:
             raise DataFormatError(
@@ -101,11 +98,11 @@ def parse_conll(
         line = raw.rstrip()
         if not line:
             if open_post:
-                close_post(number)
+                close_post()
             continue
         if line.startswith(IMGID_PREFIX):
             if open_post:
-                close_post(number)
+                close_post()
             image_id = line[len(IMGID_PREFIX) :].strip()
             if not image_id:
                 raise DataFormatError(path, number, "empty image id; expected IMGID:<id>")
@@ -136,7 +133,7 @@ def parse_conll(
         tokens.append(token)
         tags.append(tag)
     if open_post:
-        close_post(len(lines))
+        close_post()
     return Corpus(path=path, examples=examples, final_blank_line=final_blank, aliases=aliases)
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -51,15 +50,6 @@ class ImageFeatureCache:
         self.root = Path(root)
         self.encoder_fingerprint = encoder_fingerprint
         self.folder = self.root / encoder_fingerprint[:16]
-
-    @staticmethod
-    def digest_file(path: Path | str) -> str:
-        """The sha256 of a file's bytes, the cache key of the image it holds."""
-        hasher = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                hasher.update(block)
-        return hasher.hexdigest()
 
     @staticmethod
     def digest_bytes(data: bytes) -> str:
@@ -138,29 +128,6 @@ def _encode_pixels(encoder: ImageEncoder, pixels: torch.Tensor) -> ImageFeatures
         pooled=features.pooled.float().cpu(),
         regions=features.regions.float().cpu(),
         grid=features.grid,
-    )
-
-
-def encode_images(
-    encoder: ImageEncoder, images: Sequence[Image.Image], batch_size: int = 32
-) -> ImageFeatures:
-    """Features of ``images`` in batches, without gradients and in eval mode, on the CPU."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be positive")
-    if not images:
-        height, width = encoder.output_grid()
-        dim = encoder.output_dim
-        return ImageFeatures(
-            torch.empty(0, dim), torch.empty(0, height * width, dim), (height, width)
-        )
-    parts = [
-        _encode_pixels(encoder, encoder.preprocessing(images[start : start + batch_size]))
-        for start in range(0, len(images), batch_size)
-    ]
-    return ImageFeatures(
-        pooled=torch.cat([p.pooled for p in parts]),
-        regions=torch.cat([p.regions for p in parts]),
-        grid=parts[0].grid,
     )
 
 

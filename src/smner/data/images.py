@@ -250,7 +250,3 @@ class ImageStore:
             noun = "post" if self.without_id == 1 else "posts"
             parts.append(f"{self.without_id} {noun} without an image id")
         return "images: " + ", ".join(parts)
-
-    def reset_counts(self) -> None:
-        self.counts.clear()
-        self.without_id = 0
