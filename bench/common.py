@@ -49,7 +49,7 @@ def commit() -> str:
         return "unknown"
 
 
-def save(suite: str, results: dict[str, Any], command: str) -> Path:
+def save(suite: str, results: dict[str, Any], command: str, wall_seconds: float) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {
         "suite": suite,
@@ -57,6 +57,7 @@ def save(suite: str, results: dict[str, Any], command: str) -> Path:
         "commit": commit(),
         "machine": machine(),
         "command": command,
+        "wall_seconds": round(wall_seconds),
         "results": results,
     }
     path = RESULTS / f"{suite}.json"

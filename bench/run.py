@@ -11,6 +11,7 @@ import json
 import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,7 +35,13 @@ def render(suite: str) -> str:
     return (
         f"Measured {payload['date']} at commit `{payload['commit']}` on {m['cpu']} "
         f"({m['cores']} cores, {m['torch_threads']} torch threads), Python {m['python']}, "
-        f"torch {m['torch']}.\n\nReproduce: `{payload['command']}`\n\n"
+        f"torch {m['torch']}."
+        + (
+            f" Wall time {payload['wall_seconds'] / 60:.0f} min."
+            if "wall_seconds" in payload
+            else ""
+        )
+        + f"\n\nReproduce: `{payload['command']}`\n\n"
         + TABLES[suite](payload["results"])
     )
 
@@ -71,7 +78,7 @@ def main() -> None:
     parser.add_argument(
         "--posts", type=int, default=1000, help="synth: corpus size; speed: how many posts to time"
     )
-    parser.add_argument("--seeds", default="0", help="synth: comma-separated training seeds")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="{}", help="JSON of model overrides (smoke tests)")
@@ -81,6 +88,7 @@ def main() -> None:
     overrides = json.loads(args.model)
     work = Path(args.work or tempfile.mkdtemp(prefix="smner-bench-"))
     seeds = [int(s) for s in args.seeds.split(",")]
+    started = time.perf_counter()
     if args.suite == "speed":
         results = speed_suite.run(args.data, args.images, args.posts, args.repeats, overrides)
     elif args.suite == "quality":
@@ -89,7 +97,7 @@ def main() -> None:
         results = synth_suite.run(work, seeds, args.epochs, args.posts, overrides)
     command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if not args.no_doc:
-        save(args.suite, results, command)
+        save(args.suite, results, command, time.perf_counter() - started)
         update_doc()
     print(TABLES[args.suite](results))
 
