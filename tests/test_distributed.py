@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,48 @@ def test_two_process_training_matches_one_process(tmp_path: Path) -> None:
     scores = json.loads(evaluated.stdout)
     assert scores["f1"] == pytest.approx(best["dev_f1"], abs=1e-9)
     assert scores["precision"] == pytest.approx(best["dev_precision"], abs=1e-9)
+
+
+def test_two_process_run_killed_mid_training_resumes_to_the_same_model(tmp_path: Path) -> None:
+    """kill -9 of the launcher and both workers, then --resume under torchrun again."""
+    corpus = write_corpus(tmp_path)
+    common = [
+        "train",
+        "--config",
+        str(corpus["config"]),
+        *OVERRIDES,
+        "--set",
+        "train.epochs=4",
+        "--set",
+        "train.checkpoint_every=1",
+    ]
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    run([*common, "--output", str(reference)], distributed=True)
+
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    proc = subprocess.Popen(
+        [*launcher, "--nproc_per_node", "2", "-m", "smner.cli", *common, "--output", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,  # its own process group: one signal reaches every worker
+    )
+    log = killed / "log.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.is_file() and log.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert log.read_text().count("\n") < 4
+
+    resumed = run([*common, "--output", str(killed), "--resume"], distributed=True)
+    assert resumed.stderr.count("resuming from") == 1  # rank 0 alone says it
+    epochs = [json.loads(line)["epoch"] for line in log.read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+    a = load_file(str(reference / "last" / "model" / "model.safetensors"))
+    b = load_file(str(killed / "last" / "model" / "model.safetensors"))
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
