@@ -37,7 +37,7 @@ def render(suite: str) -> str:
         f"({m['cores']} cores, {m['torch_threads']} torch threads), Python {m['python']}, "
         f"torch {m['torch']}."
         + (
-            f" Wall time {payload['wall_seconds'] / 60:.0f} min."
+            f" Wall time {payload['wall_seconds'] // 60} min {payload['wall_seconds'] % 60} s."
             if "wall_seconds" in payload
             else ""
         )

@@ -149,6 +149,15 @@ def test_ambiguous_aliases_keep_the_predicted_label(
     assert read_conll(tmp_path / "p.txt").examples[0].tags == ["B-MISC", "O"]
 
 
+def test_a_model_that_predicts_an_alias_source_keeps_its_labels(tmp_path: Path) -> None:
+    """A model trained without the alias predicts OTHER itself: writing its MISC as OTHER too
+    would turn a wrong type into a right one."""
+    corpus = parse_conll("IMGID:1\nFoo\tB-OTHER\nBar\tB-OTHER\n", aliases={"OTHER": "MISC"})
+    predictions = [[Entity(0, 1, "MISC"), Entity(1, 2, "OTHER")]]
+    write_predictions(tmp_path / "p.txt", corpus.examples, predictions, corpus.aliases)
+    assert read_conll(tmp_path / "p.txt").examples[0].tags == ["B-MISC", "B-OTHER"]
+
+
 # --- fuzzing: any input ends in a corpus or the project's own error, nothing else -------------
 
 _LINE = st.one_of(

@@ -34,6 +34,16 @@ def test_atomic_file_follows_the_umask(tmp_path: Path, umask_022: None) -> None:
     assert mode(target) == 0o644 and target.read_text() == "again\n"
 
 
+def test_atomic_rewrite_keeps_the_mode_of_the_file_it_replaces(
+    tmp_path: Path, umask_022: None
+) -> None:
+    secret = tmp_path / "private.txt"
+    secret.write_text("old\n")
+    secret.chmod(0o600)
+    atomic_write_text(secret, "new\n")
+    assert mode(secret) == 0o600 and secret.read_text() == "new\n"
+
+
 def test_replaced_directory_follows_the_umask(tmp_path: Path, umask_022: None) -> None:
     target = tmp_path / "model"
     target.mkdir()

@@ -272,6 +272,17 @@ def test_test_file_is_scored_once_with_the_best_model(
         smner.train(missing, tmp_path / "missing")
     assert not (tmp_path / "missing" / "log.jsonl").exists()  # refused before training
 
+    broken = tmp_path / "broken.txt"
+    broken.write_text("IMGID:1\nGeorge\tB-PERSON-X Y\n")
+    with pytest.raises(DataFormatError, match=r"broken\.txt:2"):
+        smner.train({**sections, "data": {**sections["data"], "test_file": str(broken)}}, tmp_path)
+    assert not (tmp_path / "log.jsonl").exists()  # checked before training, too
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "test_scores.json").write_text('{"f1": 0.99}')  # an earlier run's
+    smner.train(sections, tmp_path / "run")
+    assert not (tmp_path / "run" / "test_scores.json").exists()
+
     sections["data"] = {**sections["data"], "test_file": str(corpus["dev"])}
     result = smner.train(sections, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "test_scores.json").read_text())
@@ -367,6 +378,9 @@ def test_resume_refuses_other_batches_but_allows_more_epochs(
     torch.save({**state, "world_size": 2}, last / "trainer_state.pt")
     more = load_experiment(str(corpus["config"]), ["train.epochs=2"])
     with pytest.raises(SmnerError, match=r"resume: the world size is 1 but .* used 2"):
+        smner.train(more, run, resume=True)
+    torch.save({**state, "train_posts": 99}, last / "trainer_state.pt")
+    with pytest.raises(SmnerError, match=r"number of training posts is \d+ but .* used 99"):
         smner.train(more, run, resume=True)
     assert (run / "log.jsonl").read_text() == log  # a refused resume changes nothing
     torch.save(state, last / "trainer_state.pt")

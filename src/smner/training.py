@@ -40,6 +40,7 @@ from smner.model import NERModel, build_collator, build_model
 from smner.model.base import TOKENIZER_DIR, PredictedEntity
 
 STATE_FILE = "trainer_state.pt"
+TEST_SCORES_FILE = "test_scores.json"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -205,9 +206,11 @@ class Trainer:
         data = self.config.data
         if not data.train_file or not data.dev_file:
             raise SmnerError("data.train_file and data.dev_file must both be set")
-        # The test file is read only after training; a wrong path should not wait that long.
-        if data.test_file and not Path(data.test_file).is_file():
-            raise SmnerError(f"data.test_file: {data.test_file} does not exist")
+        if data.test_file:
+            # Checked now, scored only after training: a broken file should not wait that long.
+            if not Path(data.test_file).is_file():
+                raise SmnerError(f"data.test_file: {data.test_file} does not exist")
+            read_conll(data.test_file, data.label_aliases)
         train = read_conll(data.train_file, data.label_aliases).examples
         dev = read_conll(data.dev_file, data.label_aliases).examples
         return train, dev
@@ -295,7 +298,7 @@ class Trainer:
         cfg = self.config.train
         train, dev = self._read_data()
         seed_everything(cfg.seed)
-        resumed = self._load_last() if self.resume else None
+        resumed = self._load_last(len(train)) if self.resume else None
         if resumed is not None:
             model, tokenizer, state = resumed
         else:
@@ -321,6 +324,9 @@ class Trainer:
                 self.log(f"no checkpoint in {self.output_dir / 'last'}; starting afresh")
             if self.context.is_main:
                 (self.output_dir / "log.jsonl").unlink(missing_ok=True)
+        if self.context.is_main:
+            # scores of an earlier best model must not sit beside this run until it ends
+            (self.output_dir / TEST_SCORES_FILE).unlink(missing_ok=True)
         model.to(self.device)
         if self.context.is_main:
             config = replace(self.config, model=model.config)
@@ -380,6 +386,7 @@ class Trainer:
             "scaler": run.scaler.state_dict() if run.scaler is not None else None,
             "rng": self.context.gather(_rng_state()),
             "world_size": self.context.world_size,
+            "train_posts": len(run.train),
             "config": to_dict(self.config),
         }
 
@@ -397,7 +404,7 @@ class Trainer:
                     shutil.rmtree(staging)
         self.context.barrier()
 
-    def _load_last(self) -> tuple[NERModel, Any, dict[str, Any]] | None:
+    def _load_last(self, train_posts: int) -> tuple[NERModel, Any, dict[str, Any]] | None:
         last = self.output_dir / "last"
         old = self.output_dir / "last.old"
         if not (last / STATE_FILE).is_file() and (old / STATE_FILE).is_file():
@@ -405,16 +412,16 @@ class Trainer:
         if not (last / STATE_FILE).is_file():
             return None
         state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
-        self._check_resumable(state, last)
+        self._check_resumable(state, last, train_posts)
         model = NERModel.from_pretrained(last / "model")
         tokenizer = load_tokenizer(last / "model" / TOKENIZER_DIR)
         return model, tokenizer, state
 
-    def _check_resumable(self, state: dict[str, Any], folder: Path) -> None:
+    def _check_resumable(self, state: dict[str, Any], folder: Path, train_posts: int) -> None:
         """Refuse to continue under settings that change the batches or their shuffling.
 
-        Each epoch's order and batches come from the seed, the batch size, accumulation and the
-        number of processes; changing one would silently mix two different runs. Raising
+        Each epoch's order and batches come from the seed, the batch size, accumulation, the
+        number of processes and of training posts; changing one would silently mix two runs. Raising
         ``train.epochs`` is allowed: the schedule is rebuilt for the new total.
         """
         saved = state.get("config", {}).get("train", {})
@@ -424,6 +431,7 @@ class Trainer:
             for key in ("seed", "batch_size", "accumulate")
         ]
         settings.append(("the world size", self.context.world_size, state.get("world_size")))
+        settings.append(("the number of training posts", train_posts, state.get("train_posts")))
         for name, now, then in settings:
             if then is not None and now != then:
                 raise SmnerError(
@@ -463,15 +471,15 @@ class Trainer:
                 self._train_epoch(run, epoch, start_step)
                 scores = self._evaluate_dev(run)
                 self._end_epoch(run, epoch, scores, time.perf_counter() - started)
-            return TrainResult(
-                state["best_f1"],
-                state["best_epoch"],
-                state["epoch"],
-                self.output_dir,
-                self._test_best() if self.context.is_main else None,
+            result = TrainResult(
+                state["best_f1"], state["best_epoch"], state["epoch"], self.output_dir
             )
         finally:
             self.context.close()
+        # After the process group is gone: the other ranks do not wait on rank 0's test pass.
+        if self.context.is_main:
+            result.test_scores = self._test_best()
+        return result
 
     def _test_best(self) -> Scores | None:
         """Score ``best/`` on the test file, once, after every epoch was selected on dev."""
@@ -490,7 +498,7 @@ class Trainer:
         )
         scores = result.scores
         record = {"test_file": data.test_file, **scores.to_dict()}
-        atomic_write_text(self.output_dir / "test_scores.json", json.dumps(record, indent=2))
+        atomic_write_text(self.output_dir / TEST_SCORES_FILE, json.dumps(record, indent=2))
         self.log(
             f"test ({data.test_file}): P {100 * scores.precision:.2f} "
             f"R {100 * scores.recall:.2f} F1 {100 * scores.f1:.2f}"

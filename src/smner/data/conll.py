@@ -175,17 +175,20 @@ def write_conll(path: str | Path, corpus: Corpus) -> None:
     atomic_write_text(path, format_conll(corpus.examples, final_blank_line=corpus.final_blank_line))
 
 
-def _original_labels(aliases: Mapping[str, str], examples: Iterable[Example]) -> dict[str, str]:
+def _original_labels(
+    aliases: Mapping[str, str], examples: Iterable[Example], predicted: set[str]
+) -> dict[str, str]:
     """Map each alias target back to the file's own label, where that is unambiguous.
 
-    Empty when two labels share a target, or when a target is also a label the file uses
-    under its own name: then a predicted target could stand for either.
+    Empty when two labels share a target, when a target is also a label the file uses under
+    its own name, or when the model itself predicts an alias source (a model trained without
+    the aliases): then a written label could stand for either.
     """
     targets = set(aliases.values())
     if len(targets) != len(aliases):
         return {}
     kept = {t[2:] for ex in examples for t in ex.tags or () if t != "O"} - set(aliases)
-    if targets & kept:
+    if targets & kept or predicted & {s for s, t in aliases.items() if s != t}:
         return {}
     return {target: source for source, target in aliases.items()}
 
@@ -201,7 +204,9 @@ def write_predictions(
     With the ``aliases`` the examples were read with, labels are written under the file's own
     names (see :func:`_original_labels`), so the file scores against its gold file as is.
     """
-    names = _original_labels(aliases or {}, examples)
+    predictions = [list(entities) for entities in predictions]
+    predicted = {e.label for entities in predictions for e in entities}
+    names = _original_labels(aliases or {}, examples, predicted)
     tag_lists = [
         entities_to_bio(
             [replace(e, label=names.get(e.label, e.label)) for e in entities], len(example)
