@@ -88,6 +88,14 @@ def test_two_process_training_matches_one_process(tmp_path: Path) -> None:
     assert scores["precision"] == pytest.approx(best["dev_precision"], abs=1e-9)
 
 
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_two_process_run_killed_mid_training_resumes_to_the_same_model(tmp_path: Path) -> None:
     """kill -9 of the launcher and both workers, then --resume under torchrun again."""
     corpus = write_corpus(tmp_path)
@@ -110,7 +118,6 @@ def test_two_process_run_killed_mid_training_resumes_to_the_same_model(tmp_path:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-        start_new_session=True,  # its own process group: one signal reaches every worker
     )
     log = killed / "log.jsonl"
     deadline = time.monotonic() + 300
@@ -119,8 +126,16 @@ def test_two_process_run_killed_mid_training_resumes_to_the_same_model(tmp_path:
             break
         time.sleep(0.02)
     assert proc.poll() is None, "training ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
+    # torchrun starts each worker in a session of its own: kill them one by one, then it.
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    proc.kill()
     proc.wait()
+    deadline = time.monotonic() + 60
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert log.read_text().count("\n") < 4
 
     resumed = run([*common, "--output", str(killed), "--resume"], distributed=True)
