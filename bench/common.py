@@ -87,18 +87,14 @@ def train_and_test(config: dict[str, Any], output: Path, test_file: str) -> dict
         data.get("label_aliases"),
         feature_cache_dir=data.get("feature_cache_dir"),
     )
-    examples, predictions, scores = (
-        evaluation.corpus.examples,
-        evaluation.predictions,
-        evaluation.scores,
-    )
+    scores = evaluation.scores
     per_post = [
         [
             len({e for e in ex.entities} & {p.entity for p in post}),
             len({p.entity for p in post}),
             len(set(ex.entities)),
         ]
-        for ex, post in zip(examples, predictions, strict=True)
+        for ex, post in zip(evaluation.corpus.examples, evaluation.predictions, strict=True)
     ]
     return {
         "f1": scores.f1,

@@ -133,19 +133,14 @@ def show_examples(model_dir: Path, corpus: Path, heatmaps: Path) -> None:
         )
         print(f"  gold:      {gold}")
         picture = store.load(example.image_id, count=False)[0] if path is not None else None
-        drawn = iter(
-            save_entity_heatmaps(
-                heatmaps,
-                example.image_id,
-                picture,
-                result.entities,
-                predictor.model.image.preprocessing,
+        drawn = {}
+        if picture is not None and predictor.model.config.use_image:
+            preprocessing = predictor.model.image.preprocessing
+            drawn = save_entity_heatmaps(
+                heatmaps, example.image_id, picture, result.entities, preprocessing
             )
-            if picture is not None and predictor.model.config.use_image
-            else []
-        )
-        for mention in result.entities:
+        for n, mention in enumerate(result.entities):
             line = f"  predicted: {mention.text} [{mention.type}] score {mention.score:.2f}"
-            if mention.attention is not None and picture is not None:
-                line += f"  heatmap: {next(drawn)}"
+            if n in drawn:
+                line += f"  heatmap: {drawn[n]}"
             print(line)

@@ -53,8 +53,9 @@ def save_entity_heatmaps(
     picture: Image.Image,
     entities: Sequence[Mention],
     preprocessing: ImagePreprocessing | None,
-) -> list[Path]:
-    """One PNG per entity that has attention: ``<stem>-<n>-<type>-<text>.png`` in ``folder``.
+) -> dict[int, Path]:
+    """One PNG per entity that has attention: ``<stem>-<n>-<type>-<text>.png`` in ``folder``,
+    by the entity's index ``n``.
 
     ``picture`` must be the image as the model read it (upright, see ``load_image_file``) so
     the grid lands where the model looked; ``preprocessing`` gives the crop it saw.
@@ -62,12 +63,12 @@ def save_entity_heatmaps(
     folder.mkdir(parents=True, exist_ok=True)
     safe_stem = re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64]
     box = preprocessing.crop_box(*picture.size) if preprocessing is not None else None
-    written = []
+    written = {}
     for n, mention in enumerate(entities):
         if mention.attention is None:
             continue
         safe_text = re.sub(r"[^A-Za-z0-9_-]", "_", mention.text)[:40]
         target = folder / f"{safe_stem}-{n}-{mention.type}-{safe_text}.png"
         render_heatmap(picture, mention.attention, box).save(target)
-        written.append(target)
+        written[n] = target
     return written

@@ -106,13 +106,23 @@ def predict_examples(
     return results
 
 
-def score_predictions(
+def _scorer(
     examples: Sequence[Example], predictions: Sequence[Sequence[PredictedEntity]]
-) -> Scores:
+) -> EntityScorer:
     scorer = EntityScorer()
     for ex, post in zip(examples, predictions, strict=True):
         scorer.update(ex.entities, [p.entity for p in post])
-    return scorer.result()
+    return scorer
+
+
+def score_predictions(
+    examples: Sequence[Example], predictions: Sequence[Sequence[PredictedEntity]]
+) -> Scores:
+    return _scorer(examples, predictions).result()
+
+
+def _prf(scores: Scores) -> str:
+    return f"P {100 * scores.precision:.2f} R {100 * scores.recall:.2f} F1 {100 * scores.f1:.2f}"
 
 
 @dataclass
@@ -421,8 +431,8 @@ class Trainer:
         """Refuse to continue under settings that change the batches or their shuffling.
 
         Each epoch's order and batches come from the seed, the batch size, accumulation, the
-        number of processes and of training posts; changing one would silently mix two runs. Raising
-        ``train.epochs`` is allowed: the schedule is rebuilt for the new total.
+        number of processes and of training posts; changing one would silently mix two runs.
+        Raising ``train.epochs`` is allowed: the schedule is rebuilt for the new total.
         """
         saved = state.get("config", {}).get("train", {})
         train = self.config.train
@@ -499,10 +509,7 @@ class Trainer:
         scores = result.scores
         record = {"test_file": data.test_file, **scores.to_dict()}
         atomic_write_text(self.output_dir / TEST_SCORES_FILE, json.dumps(record, indent=2))
-        self.log(
-            f"test ({data.test_file}): P {100 * scores.precision:.2f} "
-            f"R {100 * scores.recall:.2f} F1 {100 * scores.f1:.2f}"
-        )
+        self.log(f"test ({data.test_file}): {_prf(scores)}")
         return scores
 
     def _train_epoch(self, run: _Run, epoch: int, start_step: int) -> None:
@@ -590,11 +597,8 @@ class Trainer:
                 cfg.progress and self.context.is_main,
                 "dev",
             )
-        scorer = EntityScorer()
-        for ex, post in zip(examples, predictions, strict=True):
-            scorer.update(ex.entities, [p.entity for p in post])
         merged = EntityScorer()
-        for counts in self.context.gather(scorer.counts()):
+        for counts in self.context.gather(_scorer(examples, predictions).counts()):
             merged.merge(EntityScorer.from_counts(counts))
         return merged.result()
 
@@ -619,11 +623,7 @@ class Trainer:
             }
             with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
-        self.log(
-            f"epoch {epoch + 1}: dev P {100 * scores.precision:.2f} "
-            f"R {100 * scores.recall:.2f} F1 {100 * scores.f1:.2f}"
-            + (" (best)" if improved else "")
-        )
+        self.log(f"epoch {epoch + 1}: dev {_prf(scores)}" + (" (best)" if improved else ""))
         stop = bool(cfg.patience) and state["bad_epochs"] >= cfg.patience
         state.update(step_in_epoch=0, epoch=epoch + 1, stopped=stop)
         self._save_last(run, epoch + 1, 0, stopped=stop)

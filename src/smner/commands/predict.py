@@ -136,5 +136,6 @@ def save_heatmaps(
     if picture is None:
         return
     preprocessing = getattr(getattr(predictor.model, "image", None), "preprocessing", None)
-    for path in save_entity_heatmaps(folder, post_id, picture, prediction.entities, preprocessing):
+    drawn = save_entity_heatmaps(folder, post_id, picture, prediction.entities, preprocessing)
+    for path in drawn.values():
         print(f"heatmap: {path}", file=sys.stderr)
