@@ -155,3 +155,50 @@ def test_predict_highlight_and_heatmap(
     page.get_by_role("button", name="Predict").click()
     expect(page.get_by_role("alert")).to_contain_text("not a readable image")
     assert problems == []
+
+
+# Tinted (heat-coloured) pixels of the heatmap canvas inside and outside a rectangle.
+TINT_AROUND = """([x0, y0, x1, y1]) => {
+  const canvas = document.getElementById("heatmap");
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let inside = 0, outside = 0;
+  for (let y = 0; y < canvas.height; y += 1) {
+    for (let x = 0; x < canvas.width; x += 1) {
+      const i = 4 * (y * canvas.width + x);
+      if (data[i] - data[i + 2] <= 30) continue;
+      if (x >= x0 && x < x1 && y >= y0 && y < y1) inside += 1; else outside += 1;
+    }
+  }
+  return {inside, outside, width: canvas.width, height: canvas.height};
+}"""
+
+
+def test_heatmap_covers_only_the_crop_the_model_saw(
+    browser_page: tuple[Any, list[str]], server_url: str, model_root: Path, tmp_path: Path
+) -> None:
+    """On a wide image the model sees only the centre square: the page draws the grid there
+    (as `predict --heatmaps` and the alignment metrics do), not over the whole image."""
+    from PIL import Image
+
+    page, problems = browser_page
+    expect = sync_api.expect
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (400, 200), (128, 128, 128)).save(wide)
+    page.goto(server_url + "/")
+    page.locator("#post-text").fill(POST)
+    page.locator("#post-image").set_input_files(wide)
+    with page.expect_response("**/v1/predict") as answer:
+        page.get_by_role("button", name="Predict").click()
+    crop = answer.value.json()["crop_box"]
+    preprocessing = Predictor.from_pretrained(model_root / "run" / "best").model.image.preprocessing
+    assert crop == pytest.approx(list(preprocessing.crop_box(400, 200)))
+    assert crop[2] - crop[0] < 400 * 0.9  # the centre square of a wide image, not all of it
+    page.locator("#highlighted .entity").first.click()
+    expect(page.locator("#heatmap")).to_be_visible()
+    margin = 2  # smoothing may blur a pixel at the edge
+    tint = page.evaluate(
+        TINT_AROUND, [crop[0] - margin, crop[1] - margin, crop[2] + margin, crop[3] + margin]
+    )
+    assert (tint["width"], tint["height"]) == (400, 200)
+    assert tint["inside"] > 0 and tint["outside"] == 0, tint
+    assert problems == []

@@ -53,6 +53,15 @@ class ModelConfig:
     attention_heads: int = 4
     dropout: float = 0.2
 
+    # local alignment (span -> region cross-attention)
+    #: learned row and column embeddings added to the region tokens, so keys know where they are
+    region_positions: bool = False
+    #: a learned embedding of the span's relative place in the post added to its query
+    query_positions: bool = False
+    #: what the classifier sees of the cross-attention: "block" (the transformer block's output,
+    #: query residual included) or "context" (the attended visual context alone)
+    visual_context: Literal["block", "context"] = "block"
+
     # losses
     ib_alpha: float = 0.1
     ib_beta: float = 0.001

@@ -31,6 +31,7 @@ from smner.data.conll import Corpus, read_conll
 from smner.data.images import ImageStore
 from smner.data.types import Example
 from smner.distributed import DistributedContext
+from smner.encoders.image import ImagePreprocessing
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
 from smner.errors import DataFormatError, SmnerError
 from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
@@ -38,6 +39,7 @@ from smner.images_input import ImageProvider
 from smner.metrics import EntityScorer, Scores
 from smner.model import NERModel, build_collator, build_model
 from smner.model.base import TOKENIZER_DIR, PredictedEntity
+from smner.pointing import AlignmentScores, load_entity_boxes, score_alignment
 
 STATE_FILE = "trainer_state.pt"
 TEST_SCORES_FILE = "test_scores.json"
@@ -134,6 +136,19 @@ class Evaluation:
     scores: Scores
     #: what happened to the images ("N loaded, M missing"), or None for a text-only model
     image_summary: str | None
+    #: how the model cropped and resized images (None for a text-only model)
+    preprocessing: ImagePreprocessing | None = None
+    image_dir: Path | None = None
+
+    def alignment(self, boxes_file: str | Path) -> AlignmentScores:
+        """How well the attention points at each entity's box (see :mod:`smner.pointing`)."""
+        return score_alignment(
+            self.corpus.examples,
+            self.predictions,
+            load_entity_boxes(boxes_file),
+            ImageStore(self.image_dir),
+            self.preprocessing,
+        )
 
 
 def evaluate_saved_model(
@@ -160,6 +175,8 @@ def evaluate_saved_model(
         predictions=predictions,
         scores=score_predictions(corpus.examples, predictions),
         image_summary=store.summary() if images.enabled else None,
+        preprocessing=model.image.preprocessing if model.config.use_image else None,
+        image_dir=Path(image_dir) if image_dir is not None else None,
     )
 
 

@@ -20,6 +20,13 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, metavar="DIR", help="saved model folder")
     parser.add_argument("--data", required=True, metavar="FILE", help="gold data file")
     parser.add_argument("--images", metavar="DIR", help="folder holding <IMGID>.jpg files")
+    parser.add_argument(
+        "--boxes",
+        metavar="FILE",
+        help="where each entity is in its image (the meta.jsonl 'smner synth' writes): adds "
+        "the alignment scores of the model's attention (pointing accuracy, attention mass in "
+        "the entity's box) and the posts fully right, by number of entities",
+    )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     parser.add_argument("--predictions", metavar="OUT", help="write predicted tags to OUT")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -31,6 +38,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from smner.data.conll import write_predictions
     from smner.metrics import format_scores
+    from smner.pointing import format_alignment
     from smner.training import evaluate_saved_model, resolve_device
 
     result = evaluate_saved_model(
@@ -52,5 +60,16 @@ def run(args: argparse.Namespace) -> int:
             result.corpus.aliases,
         )
     scores = result.scores
-    print(json.dumps(scores.to_dict(), indent=2) if args.json else format_scores(scores))
+    alignment = None
+    if args.boxes:
+        alignment = result.alignment(args.boxes)
+    if args.json:
+        payload = scores.to_dict()
+        if alignment is not None:
+            payload["alignment"] = alignment.to_dict()
+        print(json.dumps(payload, indent=2))
+    else:
+        print(format_scores(scores))
+        if alignment is not None:
+            print(format_alignment(alignment))
     return 0

@@ -111,14 +111,63 @@ class InformationBottleneck(nn.Module):
         return BottleneckOutput(visual=v, mi=mi, kl=kl)
 
 
+class GridPositions(nn.Module):
+    """Learned row and column embeddings of a region grid (up to ``max_side`` a side).
+
+    Region features of a frozen backbone describe *what* is in a cell, hardly *where*; added to
+    the attention keys, these let a span ask for a place ("the left half") as well as a content.
+    """
+
+    def __init__(self, dim: int, max_side: int = 64) -> None:
+        super().__init__()
+        self.rows = nn.Embedding(max_side, dim)
+        self.cols = nn.Embedding(max_side, dim)
+        nn.init.normal_(self.rows.weight, std=0.02)
+        nn.init.normal_(self.cols.weight, std=0.02)
+
+    def forward(self, grid: tuple[int, int]) -> torch.Tensor:
+        """``[h * w, dim]``, row-major like the flattened feature map."""
+        h, w = grid
+        if max(h, w) > self.rows.num_embeddings:
+            raise ValueError(f"region grid {grid} exceeds {self.rows.num_embeddings} a side")
+        device = self.rows.weight.device
+        rows = self.rows(torch.arange(h, device=device))
+        cols = self.cols(torch.arange(w, device=device))
+        return (rows[:, None, :] + cols[None, :, :]).reshape(h * w, -1)
+
+
+class SpanPositions(nn.Module):
+    """A learned embedding of where a span sits in its post: its centre as a share of the post
+    length, in ``buckets`` bins. Added to a span's query, it tells apart spans whose words say
+    nothing about their place (two invented names, say)."""
+
+    def __init__(self, dim: int, buckets: int = 16) -> None:
+        super().__init__()
+        self.buckets = buckets
+        self.embedding = nn.Embedding(buckets, dim)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+
+    def forward(self, spans: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``spans [S, 2]`` (exclusive ends) and word counts ``[B]`` -> ``[B, S, dim]``."""
+        centre = (spans[:, 0] + spans[:, 1] - 1).to(torch.float32) / 2  # [S]
+        share = centre[None, :] / lengths.clamp_min(1).to(torch.float32)[:, None]
+        bucket = (share * self.buckets).long().clamp_(0, self.buckets - 1)
+        return self.embedding(bucket)
+
+
 class CrossModalAttention(nn.Module):
     """One transformer cross-attention block: spans query visual tokens.
 
     Returns the updated span vectors and the attention weights ``[B, S, N]`` (mean over heads).
+    Optional ``query_offsets`` and ``key_offsets`` (position embeddings) are added to the
+    queries and keys only, so the values, and what the classifier reads, stay pure content.
+    With ``context_only`` the block's output is the attended visual context without the query
+    residual: the classifier then gets the span and what it found in the image apart.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, context_only: bool = False) -> None:
         super().__init__()
+        self.context_only = context_only
         self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
         self.feed_forward = nn.Sequential(
@@ -128,16 +177,22 @@ class CrossModalAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, queries: torch.Tensor, tokens: torch.Tensor, ignore: torch.Tensor
+        self,
+        queries: torch.Tensor,
+        tokens: torch.Tensor,
+        ignore: torch.Tensor,
+        query_offsets: torch.Tensor | None = None,
+        key_offsets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         attended, weights = self.attention(
-            queries,
-            tokens,
+            queries if query_offsets is None else queries + query_offsets,
+            tokens if key_offsets is None else tokens + key_offsets,
             tokens,
             key_padding_mask=ignore,
             need_weights=True,
             average_attn_weights=True,
         )
-        x = self.norm1(queries + self.dropout(attended))
+        residual = 0 if self.context_only else queries
+        x = self.norm1(residual + self.dropout(attended))
         x = self.norm2(x + self.dropout(self.feed_forward(x)))
         return x, weights

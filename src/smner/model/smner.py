@@ -17,7 +17,12 @@ from smner.config import ModelConfig
 from smner.data.batching import SHAPES, Batch
 from smner.encoders.image import ImageEncoder
 from smner.encoders.text import TextEncoder
-from smner.model.alignment import CrossModalAttention, InformationBottleneck
+from smner.model.alignment import (
+    CrossModalAttention,
+    GridPositions,
+    InformationBottleneck,
+    SpanPositions,
+)
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
 from smner.model.span_representation import SpanRepresentation
 from smner.spans import decode_non_overlapping
@@ -57,8 +62,15 @@ class SMNER(NERModel):
             if config.use_cross_attention:
                 self.image_regions = nn.Linear(self.image.output_dim, d)
                 self.cross_attention = CrossModalAttention(
-                    d, config.attention_heads, config.dropout
+                    d,
+                    config.attention_heads,
+                    config.dropout,
+                    context_only=config.visual_context == "context",
                 )
+                if config.region_positions:
+                    self.region_positions = GridPositions(d)
+                if config.query_positions:
+                    self.query_positions = SpanPositions(d)
             classifier_in = 2 * d
         self.classifier = nn.Sequential(
             nn.Linear(classifier_in, d),
@@ -74,8 +86,7 @@ class SMNER(NERModel):
         size, device = batch.size, batch.input_ids.device
         if batch.image_pooled is not None and batch.image_regions is not None:
             pooled, regions = batch.image_pooled, batch.image_regions
-            k = regions.size(1)
-            grid = _square_grid(k)
+            grid = self.image.output_grid()
         elif batch.pixel_values is not None:
             features = self.image(batch.pixel_values)
             pooled, regions, grid = features.pooled, features.regions, features.grid
@@ -117,7 +128,9 @@ class SMNER(NERModel):
                 ignore = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
                 ignore[:, _NO_IMAGE] = has_image
                 ignore[:, _GLOBAL:] = ~has_image.unsqueeze(1)
-                attended, attention = self.cross_attention(spans, tokens, ignore)
+                attended, attention = self.cross_attention(
+                    spans, tokens, ignore, *self._position_offsets(batch, tokens, grid)
+                )
             else:
                 chosen = torch.where(has_image.unsqueeze(1), visual, no_image)
                 attended = chosen.unsqueeze(1).expand_as(spans)
@@ -133,6 +146,18 @@ class SMNER(NERModel):
                 total = total - cfg.ib_alpha * losses["mi"] + cfg.ib_beta * losses["kl"]
             output.loss, output.losses = total, losses
         return output
+
+    def _position_offsets(
+        self, batch: Batch, tokens: torch.Tensor, grid: tuple[int, int] | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Query and key offsets of the cross-attention (None where the config has none)."""
+        queries = keys = None
+        if self.config.query_positions:
+            queries = self.query_positions(batch.spans, batch.word_mask.sum(1))
+        if self.config.region_positions and grid is not None:
+            keys = torch.zeros_like(tokens[:1])
+            keys[:, _FIRST_REGION:] = self.region_positions(grid)
+        return queries, keys
 
     def _span_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
@@ -175,8 +200,3 @@ class SMNER(NERModel):
                 post.append(item)
             results.append(post)
         return results
-
-
-def _square_grid(k: int) -> tuple[int, int] | None:
-    side = round(k**0.5)
-    return (side, side) if side * side == k and k > 0 else ((1, k) if k > 0 else None)

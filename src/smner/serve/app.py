@@ -141,6 +141,11 @@ class PredictResponse(BaseModel):
     grid: tuple[int, int] | None = Field(
         description="[h, w] of the attention grids; null when the image was not attended to"
     )
+    crop_box: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="[x0, y0, x1, y1]: the part of the (upright) image the model saw, in its "
+        "pixels; the attention grid covers this box; null when the image was not attended to",
+    )
 
 
 class Limits(BaseModel):
@@ -520,7 +525,14 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         except SmnerError as error:
             raise ApiError(422, "invalid post", str(error)) from None
         record = prediction.to_dict(explain=True)
-        record["grid"] = grid if prediction.image_status == ImageStatus.OK.value else None
+        attended = grid is not None and picture is not None
+        attended = attended and prediction.image_status == ImageStatus.OK.value
+        record["grid"] = grid if attended else None
+        record["crop_box"] = (
+            predictor.model.image.preprocessing.crop_box(picture.width, picture.height)
+            if attended
+            else None
+        )
         return record
 
     def openapi() -> dict[str, Any]:

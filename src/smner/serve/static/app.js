@@ -253,7 +253,7 @@
       els.caption.textContent = `No heatmap for ${name}: ${why}.`;
       return;
     }
-    const peak = drawHeatmap(els.canvas, state.image, entity.attention);
+    const peak = drawHeatmap(els.canvas, state.image, entity.attention, state.result.crop_box);
     const rows = entity.attention.length;
     const cols = entity.attention[0].length;
     const where = `strongest in row ${peak.row + 1}, column ${peak.col + 1}`;
@@ -269,7 +269,8 @@
   // Draws the image, then the [h][w] grid on top: one pixel per region in a small canvas,
   // scaled up by the browser with smoothing (bilinear), red-to-yellow and more opaque where
   // attention is stronger, normalised to the strongest region (as `smner predict --heatmaps`).
-  function drawHeatmap(canvas, image, attention) {
+  // The grid covers only the crop the model saw (cropBox, image pixels); the rest is dimmed.
+  function drawHeatmap(canvas, image, attention, cropBox) {
     const side = Math.max(image.naturalWidth, image.naturalHeight);
     const scale = Math.min(MAX_CANVAS_SIDE / side, Math.max(1, MIN_CANVAS_SIDE / side));
     const width = Math.max(1, Math.round(image.naturalWidth * scale));
@@ -296,9 +297,16 @@
         4 * (r * cols + c));
     }));
     gridContext.putImageData(cells, 0, 0);
+    const [x0, y0, x1, y1] = (cropBox || [0, 0, image.naturalWidth, image.naturalHeight])
+      .map((value) => value * scale);
+    context.fillStyle = "rgba(0, 0, 0, 0.55)";
+    context.fillRect(0, 0, width, y0);
+    context.fillRect(0, y1, width, height - y1);
+    context.fillRect(0, y0, x0, y1 - y0);
+    context.fillRect(x1, y0, width - x1, y1 - y0);
     context.imageSmoothingEnabled = true;
     context.imageSmoothingQuality = "high";
-    context.drawImage(grid, 0, 0, width, height);
+    context.drawImage(grid, x0, y0, x1 - x0, y1 - y0);
     return peak;
   }
 

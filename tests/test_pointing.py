@@ -1,0 +1,146 @@
+"""Alignment metrics: hand-worked grids, boxes and crops (a non-square image, centre crop)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from smner.data.types import Entity
+from smner.encoders.image import ImagePreprocessing
+from smner.errors import DataFormatError
+from smner.pointing import (
+    AlignmentScorer,
+    box_share,
+    cell_box,
+    format_alignment,
+    load_entity_boxes,
+    mass_in_box,
+    pointing_hit,
+)
+
+# A 400 x 200 image: the short side goes to 256 (512 x 256), the centre 224 square is kept,
+# which is x 144..368, y 16..240 of the resized image, or x 112.5..287.5, y 12.5..187.5 here.
+CROP = (112.5, 12.5, 287.5, 187.5)
+PEAK_TOP_RIGHT = np.array([[0.1, 0.7], [0.1, 0.1]])
+
+
+def test_crop_of_a_wide_image_is_its_centre():
+    assert ImagePreprocessing(size=224, resize=256).crop_box(400, 200) == pytest.approx(CROP)
+
+
+def test_cells_split_the_crop_not_the_image():
+    # 2 x 2 grid over a 175 x 175 crop: cells of 87.5 px
+    assert cell_box(0, 1, (2, 2), CROP) == pytest.approx((200.0, 12.5, 287.5, 100.0))
+    assert cell_box(1, 0, (2, 2), CROP) == pytest.approx((112.5, 100.0, 200.0, 187.5))
+
+
+def test_pointing_uses_the_centre_of_the_most_attended_cell():
+    # that cell's centre is (243.75, 56.25)
+    assert pointing_hit(PEAK_TOP_RIGHT, (220, 30, 300, 90), CROP)
+    assert not pointing_hit(PEAK_TOP_RIGHT, (100, 0, 243, 200), CROP)  # ends exclusive
+    assert pointing_hit(PEAK_TOP_RIGHT, (100, 0, 244, 200), CROP)
+    # Over the whole image instead of the crop, that cell would be centred at (300, 50):
+    assert not pointing_hit(PEAK_TOP_RIGHT, (280, 30, 320, 90), CROP)
+
+
+def test_pointing_on_a_non_square_grid():
+    attention = np.zeros((1, 4))
+    attention[0, 0] = 1.0  # leftmost quarter of the crop: x 112.5..156.25, centre 134.375
+    assert pointing_hit(attention, (120, 0, 140, 200), CROP)
+    assert not pointing_hit(attention, (140, 0, 400, 200), CROP)
+
+
+def test_mass_in_box_splits_cells_by_area():
+    one_cell = np.array([[0.0, 1.0], [0.0, 0.0]])
+    assert mass_in_box(one_cell, (200, 12.5, 287.5, 100), CROP) == pytest.approx(1.0)
+    assert mass_in_box(one_cell, (200, 12.5, 243.75, 100), CROP) == pytest.approx(0.5)
+    # the grid's own scale does not matter (weights are renormalised)
+    assert mass_in_box(3 * one_cell, (200, 12.5, 243.75, 100), CROP) == pytest.approx(0.5)
+    uniform = np.full((2, 2), 0.25)
+    left_half = (112.5, 12.5, 200, 187.5)
+    assert mass_in_box(uniform, left_half, CROP) == pytest.approx(0.5)
+
+
+def test_box_share_is_what_uniform_attention_scores():
+    assert box_share((112.5, 12.5, 200, 187.5), CROP) == pytest.approx(0.5)
+    # the part of a box outside the crop was never seen and does not count
+    assert box_share((0, 0, 200, 200), CROP) == pytest.approx(0.5)
+    uniform = np.full((7, 7), 1 / 49)
+    box = (130, 40, 250, 160)
+    assert mass_in_box(uniform, box, CROP) == pytest.approx(box_share(box, CROP))
+
+
+@dataclass
+class _Predicted:
+    entity: Entity
+    attention: np.ndarray | None
+    global_attention: float | None = 0.1
+
+
+def test_scorer_counts_only_correct_entities_and_groups_by_post_size():
+    left, right = Entity(0, 1, "PER"), Entity(2, 3, "LOC")
+    boxes = {left: [(112.5, 12.5, 200, 187.5)], right: [(200, 12.5, 287.5, 187.5)]}
+    looks_left = np.array([[0.6, 0.1], [0.2, 0.1]])
+    looks_right = np.array([[0.1, 0.6], [0.1, 0.2]])
+    scorer = AlignmentScorer()
+    # two-entity post: both right, one points at the wrong half
+    scorer.update(
+        [left, right], [_Predicted(left, looks_left), _Predicted(right, looks_left)], boxes, CROP
+    )
+    # one-entity post, right type and place
+    scorer.update([left], [_Predicted(left, looks_left)], {left: boxes[left]}, CROP)
+    # a wrongly typed prediction is not scored for pointing, and the post is not fully right
+    wrong = Entity(0, 1, "ORG")
+    scorer.update([left], [_Predicted(wrong, looks_right)], {left: boxes[left]}, CROP)
+    # a post without entities and without boxes counts only for "fully right"
+    scorer.update([], [], None, None)
+    result = scorer.result()
+    assert result.pointing == {"value": 2 / 3, "hits": 2, "total": 3}
+    assert result.pointing_by_entities[1]["value"] == 1.0
+    assert result.pointing_by_entities[2] == {"value": 0.5, "hits": 1, "total": 2}
+    assert result.posts_right[0] == {"value": 1.0, "hits": 1, "total": 1}
+    assert result.posts_right[1] == {"value": 0.5, "hits": 1, "total": 2}
+    assert result.posts_right[2]["hits"] == 1
+    assert result.mass_in_box == pytest.approx(np.mean([0.8, 0.2, 0.8]))
+    assert result.uniform_mass == pytest.approx(0.5)
+    assert result.global_attention == pytest.approx(0.1)
+    assert "pointing accuracy: 0.67 (2/3)" in format_alignment(result)
+
+
+def test_an_entity_with_several_boxes_is_hit_by_any():
+    entity = Entity(0, 1, "PER")
+    boxes = {entity: [(112.5, 12.5, 150, 50), (200, 12.5, 287.5, 100)]}
+    scorer = AlignmentScorer()
+    scorer.update([entity], [_Predicted(entity, PEAK_TOP_RIGHT)], boxes, CROP)
+    assert scorer.result().pointing["hits"] == 1
+
+
+def test_boxes_from_meta_jsonl(tmp_path):
+    records = [
+        {
+            "image_id": "a",
+            "entities": [[0, 1, "PER"], [3, 5, "LOC"]],
+            "cues": [{"type": "PER", "box": [0, 0, 10, 10]}, {"type": "LOC", "box": [5, 5, 9, 9]}],
+            "noisy": False,
+        },
+        {
+            "image_id": "b",
+            "entities": [[0, 1, "PER"]],
+            "cues": [{"type": "ORG", "box": [0, 0, 10, 10]}],
+            "noisy": True,
+        },
+    ]
+    path = tmp_path / "meta.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    boxes = load_entity_boxes(path)
+    assert boxes["a"] == {
+        Entity(0, 1, "PER"): [(0, 0, 10, 10)],
+        Entity(3, 5, "LOC"): [(5, 5, 9, 9)],
+    }
+    assert boxes["b"] == {}  # a mismatched image shows another post's cues
+    path.write_text(json.dumps(records[0]) + "\n" + '{"image_id": "c"}\n')
+    with pytest.raises(DataFormatError, match=r"meta.jsonl:2: expected a meta.jsonl record"):
+        load_entity_boxes(path)
