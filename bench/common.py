@@ -71,8 +71,37 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
-def train_and_test(config: dict[str, Any], output: Path, test_file: str) -> dict[str, Any]:
-    """Train a config in-process, score its best model on ``test_file``; keep per-post counts."""
+def paired_bootstrap(a: list[list[int]], b: list[list[int]], samples: int = 1000) -> float:
+    """P-value that model ``a``'s F1 is not above ``b``'s, resampling posts with replacement.
+
+    ``a`` and ``b`` hold per-post ``[correct, predicted, gold]`` counts of the same posts.
+    """
+    import random
+
+    rng = random.Random(0)
+    n = len(a)
+
+    def f1(counts: list[list[int]], picks: list[int]) -> float:
+        correct = sum(counts[i][0] for i in picks)
+        predicted = sum(counts[i][1] for i in picks)
+        gold = sum(counts[i][2] for i in picks)
+        return 2 * correct / (predicted + gold) if predicted + gold else 0.0
+
+    worse = 0
+    for _ in range(samples):
+        picks = [rng.randrange(n) for _ in range(n)]
+        worse += f1(a, picks) <= f1(b, picks)
+    return worse / samples
+
+
+def train_and_test(
+    config: dict[str, Any], output: Path, test_file: str, boxes: str | None = None
+) -> dict[str, Any]:
+    """Train a config in-process, score its best model on ``test_file``; keep per-post counts.
+
+    With ``boxes`` (a generated corpus's ``meta.jsonl``), the alignment scores of the model's
+    attention are added (see ``smner.pointing``).
+    """
     from smner.config import ExperimentConfig, from_dict
     from smner.training import Trainer, evaluate_saved_model
 
@@ -96,7 +125,9 @@ def train_and_test(config: dict[str, Any], output: Path, test_file: str) -> dict
         ]
         for ex, post in zip(evaluation.corpus.examples, evaluation.predictions, strict=True)
     ]
+    alignment = evaluation.alignment(boxes).to_dict() if boxes else None
     return {
+        "alignment": alignment,
         "f1": scores.f1,
         "precision": scores.precision,
         "recall": scores.recall,

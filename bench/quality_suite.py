@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from common import mean_std, train_and_test
+from common import mean_std, paired_bootstrap, train_and_test
 
 MODELS: dict[str, dict[str, Any]] = {
     "SMNER": {},
@@ -46,24 +46,6 @@ def splits(data_root: Path, work: Path) -> dict[str, dict[str, str]]:
             "images": str(data_root / "images" / "twitter2017"),
         },
     }
-
-
-def paired_bootstrap(a: list[list[int]], b: list[list[int]], samples: int = 1000) -> float:
-    """P-value that model ``a``'s F1 is not above ``b``'s, resampling posts with replacement."""
-    rng = random.Random(0)
-    n = len(a)
-
-    def f1(counts: list[list[int]], picks: list[int]) -> float:
-        correct = sum(counts[i][0] for i in picks)
-        predicted = sum(counts[i][1] for i in picks)
-        gold = sum(counts[i][2] for i in picks)
-        return 2 * correct / (predicted + gold) if predicted + gold else 0.0
-
-    worse = 0
-    for _ in range(samples):
-        picks = [rng.randrange(n) for _ in range(n)]
-        worse += f1(a, picks) <= f1(b, picks)
-    return worse / samples
 
 
 def run(

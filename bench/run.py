@@ -79,6 +79,9 @@ def main() -> None:
         "--posts", type=int, default=1000, help="synth: corpus size; speed: how many posts to time"
     )
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    parser.add_argument(
+        "--corpus-seed", type=int, default=0, help="synth: seed of the generated corpus"
+    )
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="{}", help="JSON of model overrides (smoke tests)")
@@ -94,7 +97,9 @@ def main() -> None:
     elif args.suite == "quality":
         results = quality_suite.run(work, seeds, args.epochs, Path(args.data_root), overrides)
     else:
-        results = synth_suite.run(work, seeds, args.epochs, args.posts, overrides)
+        results = synth_suite.run(
+            work, seeds, args.epochs, args.posts, overrides, corpus_seed=args.corpus_seed
+        )
     command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if not args.no_doc:
         save(args.suite, results, command, time.perf_counter() - started)

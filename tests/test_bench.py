@@ -93,7 +93,7 @@ def test_synth_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
 
 def test_paired_bootstrap() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
-    from quality_suite import paired_bootstrap
+    from common import paired_bootstrap
 
     perfect = [[1, 1, 1]] * 50
     useless = [[0, 1, 1]] * 50

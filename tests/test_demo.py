@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,23 @@ def test_demo_runs_end_to_end_with_tiny_encoders(
         assert (tmp_path / "demo" / folder / "best" / "model.safetensors").is_file()
     heatmaps = list((tmp_path / "demo" / "heatmaps").glob("*.png"))
     assert len(heatmaps) == out.count("heatmap:")
+    assert "posts fully right: " in out
+
+    # The same alignment scores from the command line, as JSON beside P/R/F1.
+    from smner.cli import main
+    from smner.data.conll import read_conll
+
+    corpus = tmp_path / "demo" / "corpus"
+    argv = ["evaluate", "--model", str(tmp_path / "demo" / "smner" / "best")]
+    argv += ["--data", str(corpus / "test.txt"), "--images", str(corpus / "images")]
+    assert main([*argv, "--boxes", str(corpus / "meta.jsonl"), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    test = read_conll(corpus / "test.txt").examples
+    posts_right = payload["alignment"]["posts_right"]
+    for count in {len(ex.entities) for ex in test}:
+        total = sum(len(ex.entities) == count for ex in test)
+        assert posts_right[str(count)]["total"] == total
+    assert payload["alignment"]["pointing"]["total"] <= payload["support"]
 
 
 def test_comparison_table_lines_up_models_and_types() -> None:

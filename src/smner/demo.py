@@ -9,15 +9,19 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smner.config import ExperimentConfig, from_dict
 from smner.data.conll import read_conll
 from smner.data.images import ImageStore
 from smner.heatmap import save_entity_heatmaps
 from smner.metrics import Scores
+from smner.pointing import format_alignment
 from smner.predict import PostInput, Predictor
 from smner.synth import generate_corpus
+
+if TYPE_CHECKING:
+    from smner.training import Evaluation
 
 
 @dataclass
@@ -62,10 +66,10 @@ def experiment(settings: DemoSettings, corpus: Path, use_image: bool) -> Experim
     )
 
 
-def evaluate(model_dir: Path, data: Path, images: Path) -> Scores:
+def evaluate(model_dir: Path, data: Path, images: Path) -> Evaluation:
     from smner.training import evaluate_saved_model
 
-    return evaluate_saved_model(model_dir, data, images).scores
+    return evaluate_saved_model(model_dir, data, images)
 
 
 def comparison_table(results: dict[str, Scores]) -> str:
@@ -105,22 +109,31 @@ def run_demo(settings: DemoSettings) -> dict[str, Scores]:
         say(f"[{step}/5] training {name} for {settings.epochs} epochs -> {folder}")
         Trainer(experiment(settings, corpus, use_image), folder).fit()
     say("[4/5] evaluating both on the test split")
-    results = {
+    evaluations = {
         name: evaluate(folder / "best", corpus / "test.txt", corpus / "images")
         for name, (folder, _) in runs.items()
     }
+    results = {name: evaluation.scores for name, evaluation in evaluations.items()}
     print("\nTest split of the generated corpus (entity-level, %):")
     print(comparison_table(results))
     gap = 100 * (results["SMNER"].f1 - results["text-only"].f1)
     print(f"\nSMNER - text-only: {gap:+.1f} F1 points. Model saved in {out / 'smner' / 'best'}")
+    print(
+        "\nWhere SMNER looks (its span-to-region attention against the box of each entity's "
+        "cue, from corpus/meta.jsonl):"
+    )
+    print(format_alignment(evaluations["SMNER"].alignment(corpus / "meta.jsonl")))
     say("[5/5] predicting two example posts, with attention heatmaps")
     show_examples(out / "smner" / "best", corpus, out / "heatmaps")
     return results
 
 
 def show_examples(model_dir: Path, corpus: Path, heatmaps: Path) -> None:
-    """Predict the first two test posts that have two entities; print and draw them."""
-    examples = [ex for ex in read_conll(corpus / "test.txt") if len(ex.entities) == 2][:2]
+    """Predict the first test post with one entity and the first with two; print and draw
+    them (each entity's heatmap, its attention over the part of the image the model saw)."""
+    test = read_conll(corpus / "test.txt").examples
+    firsts = (next((ex for ex in test if len(ex.entities) == n), None) for n in (1, 2))
+    examples = [ex for ex in firsts if ex is not None]
     predictor = Predictor.from_pretrained(model_dir)
     heatmaps.mkdir(parents=True, exist_ok=True)
     store = ImageStore(corpus / "images")
