@@ -61,6 +61,9 @@ class ModelConfig:
     #: what the classifier sees of the cross-attention: "block" (the transformer block's output,
     #: query residual included) or "context" (the attended visual context alone)
     visual_context: Literal["block", "context"] = "block"
+    #: weight of the attention-supervision loss where data.box_dir gives an entity's box: the
+    #: cross-entropy between the boxes' coverage of the grid and the span's attention
+    attention_supervision: float = 1.0
 
     # losses
     ib_alpha: float = 0.1
@@ -179,6 +182,9 @@ class DataConfig:
     label_aliases: dict[str, str] = field(default_factory=dict)
     #: where frozen-backbone image features are cached; null disables the cache
     feature_cache_dir: str | None = "~/.cache/smner/features"
+    #: folder of ``<image id>.xml`` Pascal VOC files giving each entity's box (grounded-NER
+    #: data, ``smner synth``'s ``boxes/``); training then supervises the span attention
+    box_dir: str | None = None
 
 
 @dataclass

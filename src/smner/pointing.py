@@ -25,11 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from smner.data.boxes import Box, load_box_dir
 from smner.data.types import Entity
 from smner.errors import DataFormatError
-
-#: (x0, y0, x1, y1) in pixels of the original image, ends exclusive
-Box = tuple[float, float, float, float]
 
 
 def _overlap(a: Box, b: Box) -> float:
@@ -72,6 +70,19 @@ def mass_in_box(attention: np.ndarray, box: Box, crop: Box) -> float:
             cell = cell_box(row, col, (rows, cols), crop)
             inside += weights[row, col] * _overlap(cell, box) / _area(cell)
     return inside / total
+
+
+def cell_coverage(boxes: Sequence[Box], crop: Box, grid: tuple[int, int]) -> np.ndarray | None:
+    """How much of each grid cell the boxes cover, normalised to sum 1 (``[h * w]``, row-major):
+    the attention an entity's span should have. None when no box overlaps the crop."""
+    rows, cols = grid
+    coverage = np.zeros(rows * cols, dtype=np.float32)
+    for row in range(rows):
+        for col in range(cols):
+            cell = cell_box(row, col, grid, crop)
+            coverage[row * cols + col] = max(_overlap(cell, box) for box in boxes) / _area(cell)
+    total = float(coverage.sum())
+    return coverage / total if total > 0 else None
 
 
 def box_share(box: Box, crop: Box) -> float:
@@ -208,13 +219,18 @@ def format_alignment(scores: AlignmentScores) -> str:
     return "\n".join(lines)
 
 
-def load_entity_boxes(path: str | Path) -> dict[str, dict[Entity, list[Box]]]:
-    """Entity boxes by image id, from a generated corpus's ``meta.jsonl``.
+def load_entity_boxes(
+    path: str | Path, examples: Sequence[Any] = ()
+) -> dict[str, dict[Entity, list[Box]]]:
+    """Entity boxes by image id: from a folder of VOC XML files (matched to the ``examples``'
+    entities by text, see :mod:`smner.data.boxes`) or a generated corpus's ``meta.jsonl``.
 
     A post's ``i``-th cue belongs to its ``i``-th entity when their types agree; a post with a
     mismatched image (``noisy``) shows cues of other entities, so its entities get no box.
     """
     path = Path(path)
+    if path.is_dir():
+        return load_box_dir(path, examples)
     boxes: dict[str, dict[Entity, list[Box]]] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()

@@ -27,9 +27,10 @@ from transformers import get_linear_schedule_with_warmup
 
 from smner.config import ExperimentConfig, from_dict, to_dict
 from smner.data.batching import Batch, Collator, ImageInput
+from smner.data.boxes import load_box_dir, upright_size
 from smner.data.conll import Corpus, read_conll
 from smner.data.images import ImageStore
-from smner.data.types import Example
+from smner.data.types import Entity, Example
 from smner.distributed import DistributedContext
 from smner.encoders.image import ImagePreprocessing
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
@@ -39,7 +40,7 @@ from smner.images_input import ImageProvider
 from smner.metrics import EntityScorer, Scores
 from smner.model import NERModel, build_collator, build_model
 from smner.model.base import TOKENIZER_DIR, PredictedEntity
-from smner.pointing import AlignmentScores, load_entity_boxes, score_alignment
+from smner.pointing import AlignmentScores, cell_coverage, load_entity_boxes, score_alignment
 
 STATE_FILE = "trainer_state.pt"
 TEST_SCORES_FILE = "test_scores.json"
@@ -74,13 +75,40 @@ def collate(
     indices: Sequence[int],
     images: ImageProvider,
     with_labels: bool,
+    attention_targets: Sequence[dict[Entity, np.ndarray] | None] | None = None,
 ) -> Batch:
     chosen = [examples[i] for i in indices]
     return collator(
         [ex.tokens for ex in chosen],
         [ex.entities for ex in chosen] if with_labels else None,
         images(indices),
+        [attention_targets[i] for i in indices] if attention_targets is not None else None,
     )
+
+
+def attention_targets(
+    model: NERModel, examples: Sequence[Example], box_dir: str | Path, image_dir: str | None
+) -> list[dict[Entity, np.ndarray] | None] | None:
+    """Per post, the target attention of each gold entity that has a box (see
+    :func:`smner.pointing.cell_coverage`); None when the model has no attention to supervise."""
+    if not model.explains or model.config.attention_supervision <= 0:
+        return None
+    boxes = load_box_dir(box_dir, examples)
+    store = ImageStore(image_dir)
+    preprocessing, grid = model.image.preprocessing, model.image.output_grid()
+    targets: list[dict[Entity, np.ndarray] | None] = []
+    for example in examples:
+        own = boxes.get(example.image_id) if example.image_id else None
+        size = upright_size(store.path_for(example.image_id)) if own else None
+        found: dict[Entity, np.ndarray] = {}
+        if own and size is not None:
+            crop = preprocessing.crop_box(*size)
+            for entity, entity_boxes in own.items():
+                target = cell_coverage(entity_boxes, crop, grid)
+                if target is not None:
+                    found[entity] = target
+        targets.append(found or None)
+    return targets
 
 
 @torch.no_grad()
@@ -145,7 +173,7 @@ class Evaluation:
         return score_alignment(
             self.corpus.examples,
             self.predictions,
-            load_entity_boxes(boxes_file),
+            load_entity_boxes(boxes_file, self.corpus.examples),
             ImageStore(self.image_dir),
             self.preprocessing,
         )
@@ -202,6 +230,8 @@ class _Run:
     dev: list[Example]
     train_images: ImageProvider
     dev_images: ImageProvider
+    #: per training post, the target attention of its boxed entities (None: no boxes)
+    train_targets: list[dict[Entity, np.ndarray] | None] | None
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler | None
@@ -321,6 +351,21 @@ class Trainer:
             self.log(f"{name} {store.summary()}")
         return provider
 
+    def _attention_targets(
+        self, model: NERModel, train: list[Example]
+    ) -> list[dict[Entity, np.ndarray] | None] | None:
+        data = self.config.data
+        if not data.box_dir:
+            return None
+        targets = attention_targets(model, train, data.box_dir, data.image_dir)
+        if targets is None:
+            self.log("data.box_dir is set, but this model has no span attention to supervise")
+        else:
+            boxed = sum(len(t) for t in targets if t)
+            total = sum(len(ex.entities) for ex in train)
+            self.log(f"attention supervised for {boxed} of {total} training entities (boxes)")
+        return targets
+
     def _prepare(self) -> _Run:
         cfg = self.config.train
         train, dev = self._read_data()
@@ -393,6 +438,7 @@ class Trainer:
             dev=dev,
             train_images=self._images(model, train, "train"),
             dev_images=self._images(model, dev, "dev"),
+            train_targets=self._attention_targets(model, train),
             optimizer=optimizer,
             scheduler=scheduler,
             scaler=scaler,
@@ -564,7 +610,14 @@ class Trainer:
         parts = list(batches(indices, max(1, math.ceil(len(indices) / cfg.accumulate))))
         total = 0.0
         for n, part in enumerate(parts):
-            batch = collate(run.collator, run.train, part, run.train_images, with_labels=True)
+            batch = collate(
+                run.collator,
+                run.train,
+                part,
+                run.train_images,
+                with_labels=True,
+                attention_targets=run.train_targets,
+            )
             batch = batch.to(self.device)
             last = n == len(parts) - 1
             sync = contextlib.nullcontext()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +76,9 @@ class Batch:
     pixel_values: torch.Tensor | None = None  # [B, 3, H, W] raw (trainable backbone)
     span_labels: torch.Tensor | None = None  # [B, S] label id per span, 0 = O
     token_labels: torch.Tensor | None = None  # [B, T] BIO label id per word, -100 = padding
+    #: supervised span attention: (post, span) pairs [N, 2] and their target over regions [N, K]
+    attention_target_index: torch.Tensor | None = None
+    attention_target: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -119,6 +122,7 @@ class Collator:
         tokens: Sequence[Sequence[str]],
         entities: Sequence[Sequence[Entity]] | None = None,
         images: Sequence[ImageInput | None] | None = None,
+        attention_targets: Sequence[Mapping[Entity, np.ndarray] | None] | None = None,
     ) -> Batch:
         lengths = [len(t) for t in tokens]
         encoded = self.tokenizer(tokens)
@@ -152,7 +156,28 @@ class Collator:
                 batch.token_labels = self._token_labels(tokens, entities, num_words)
         if images is not None:
             self._add_images(batch, images)
+        if attention_targets is not None:
+            self._add_attention_targets(batch, spans, attention_targets)
         return batch
+
+    @staticmethod
+    def _add_attention_targets(
+        batch: Batch,
+        spans: np.ndarray,
+        targets: Sequence[Mapping[Entity, np.ndarray] | None],
+    ) -> None:
+        """Where a post's gold entity has a box: its span's index and target attention."""
+        index_of = {(int(s), int(e)): i for i, (s, e) in enumerate(spans)}
+        pairs, rows = [], []
+        for b, own in enumerate(targets):
+            for entity, target in (own or {}).items():
+                span = index_of.get((entity.start, entity.end))
+                if span is not None and bool(batch.has_image[b]):
+                    pairs.append((b, span))
+                    rows.append(target)
+        if pairs:
+            batch.attention_target_index = torch.tensor(pairs, dtype=torch.long)
+            batch.attention_target = torch.from_numpy(np.stack(rows)).float()
 
     def _token_labels(
         self, tokens: Sequence[Sequence[str]], entities: Sequence[Sequence[Entity]], width: int

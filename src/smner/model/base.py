@@ -68,6 +68,11 @@ class NERModel(nn.Module):
         if "model_type" in cls.__dict__:
             NERModel.registry[cls.model_type] = cls
 
+    @property
+    def explains(self) -> bool:
+        """Whether predictions carry span-to-region attention (and training can supervise it)."""
+        return False
+
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> ModelOutput:
         raise NotImplementedError
 

@@ -79,6 +79,10 @@ class SMNER(NERModel):
             nn.Linear(d, len(config.id_to_label)),
         )
 
+    @property
+    def explains(self) -> bool:
+        return self.config.use_image and self.config.use_cross_attention
+
     # --- forward ---------------------------------------------------------------------------
 
     def _image_features(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
@@ -142,6 +146,9 @@ class SMNER(NERModel):
         if labels is not None:
             losses["span_ce"] = self._span_loss(logits, labels, batch.span_mask)
             total = losses["span_ce"]
+            if attention is not None and batch.attention_target is not None:
+                losses["attention"] = self._attention_loss(attention, batch)
+                total = total + cfg.attention_supervision * losses["attention"]
             if "mi" in losses:
                 total = total - cfg.ib_alpha * losses["mi"] + cfg.ib_beta * losses["kl"]
             output.loss, output.losses = total, losses
@@ -158,6 +165,16 @@ class SMNER(NERModel):
             keys = torch.zeros_like(tokens[:1])
             keys[:, _FIRST_REGION:] = self.region_positions(grid)
         return queries, keys
+
+    @staticmethod
+    def _attention_loss(attention: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Cross-entropy of each boxed entity's span attention against its box's coverage of
+        the grid. Mass on the global or no-image token counts as missing the box."""
+        assert batch.attention_target_index is not None and batch.attention_target is not None
+        posts, spans = batch.attention_target_index.unbind(1)
+        regions = attention[posts, spans, _FIRST_REGION:]  # [N, K]
+        log_attention = regions.clamp_min(1e-8).log()
+        return -(batch.attention_target * log_attention).sum(-1).mean()
 
     def _span_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor

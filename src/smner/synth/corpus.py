@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from smner.data.boxes import format_voc
 from smner.data.conll import format_conll
 from smner.data.types import Entity, Example
 from smner.errors import SmnerError
@@ -74,6 +75,15 @@ class SynthPost:
             post_id=self.image_id,
             entities=list(self.entities),
         )
+
+    def voc(self, image_size: int) -> str:
+        """The post's entity boxes as VOC XML: each entity's own cue, named by its text (a post
+        with a mismatched image shows other posts' cues, so its entities have none)."""
+        objects = []
+        if not self.noisy:
+            for entity, cue in zip(self.entities, self.cues, strict=False):
+                objects.append((" ".join(self.tokens[entity.start : entity.end]), cue.box))
+        return format_voc(self.image_id, (image_size, image_size), objects)
 
     def meta(self) -> dict[str, Any]:
         """The line of ``meta.jsonl`` that documents the post."""
@@ -263,6 +273,17 @@ def _write_images(
     replace_directory(staging, output / "images")
 
 
+def _write_boxes(output: Path, planned: Sequence[SynthPost], image_size: int) -> None:
+    """One VOC XML file per post in ``output/boxes`` (swapped in whole, like the images)."""
+    staging = output / ".boxes.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for post in planned:
+        (staging / f"{post.image_id}.xml").write_text(post.voc(image_size), encoding="utf-8")
+    replace_directory(staging, output / "boxes")
+
+
 def _validate(posts: int, seed: int, noise: float, image_size: int) -> None:
     if posts < MIN_POSTS:
         raise SmnerError(f"a synthetic corpus needs at least {MIN_POSTS} posts, got {posts}")
@@ -283,7 +304,8 @@ def generate_corpus(
     progress: bool = False,
     draw_images: bool = True,
 ) -> SynthSummary:
-    """Write a synthetic corpus: ``train/valid/test.txt``, ``images/`` and ``meta.jsonl``.
+    """Write a synthetic corpus: ``train/valid/test.txt``, ``images/``, ``boxes/`` (each
+    entity's cue box, VOC XML) and ``meta.jsonl``.
 
     The same arguments write byte-identical files. ``draw_images=False`` writes only the text
     files and ``meta.jsonl`` (identical to those written with images), for fast checks of the
@@ -295,6 +317,7 @@ def generate_corpus(
     planned = build_posts(posts, seed, noise, image_size)
     if draw_images:
         _write_images(output, planned, seed, image_size, progress)
+        _write_boxes(output, planned, image_size)
     for split in SPLITS:
         examples = [post.example() for post in planned if post.split == split]
         atomic_write_text(output / f"{split}.txt", format_conll(examples))
