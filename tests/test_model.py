@@ -21,6 +21,7 @@ ABLATIONS = {
     "no_ib": {"use_ib": False},
     "no_cross_attention": {"use_cross_attention": False},
     "text_only": {"use_image": False},
+    "positions": {"region_positions": True, "query_positions": True, "visual_context": "context"},
 }
 
 
@@ -251,3 +252,47 @@ def test_span_representation_equals_projecting_each_concatenated_span() -> None:
     )
     expected = module.project(concatenated)
     assert torch.allclose(module(words, shape_ids, spans), expected, atol=1e-6)
+
+
+def test_attention_supervision_moves_the_attention_into_the_box(
+    encoders: tuple[Path, Path],
+) -> None:
+    """Trained on the attention loss alone, a boxed entity's span learns to look inside its box
+    (the top-left quarter of the grid), and the loss is reported as its own part."""
+    from smner.pointing import cell_coverage
+
+    model, collator = make(encoders, region_positions=True)
+    posts = fixture_posts()
+    crop = model.image.preprocessing.crop_box(64, 64)
+    target = cell_coverage([(0, 0, 32, 32)], crop, model.image.output_grid())
+    assert target is not None
+    targets = [{ex.entities[0]: target} if img is not None else None for ex, img in posts]
+    images = [
+        ImageInput(pixels=model.image.preprocessing([img])[0]) if img is not None else None
+        for _, img in posts
+    ]
+    batch = collator(  # type: ignore[operator]
+        [ex.tokens for ex, _ in posts], [ex.entities for ex, _ in posts], images, targets
+    )
+    assert batch.attention_target_index is not None
+    assert batch.attention_target_index.shape == (3, 2)  # the post without image has none
+    inside = torch.from_numpy(target > 0)
+
+    def mass_in_box() -> float:
+        model.eval()
+        with torch.no_grad():
+            attention = model(batch).attention
+        posts_, spans_ = batch.attention_target_index.unbind(1)
+        regions = attention[posts_, spans_, 2:]
+        return float((regions[:, inside].sum(-1) / regions.sum(-1)).mean())
+
+    before = mass_in_box()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(30):
+        model.train()
+        optimizer.zero_grad()
+        output = model(batch, labels=batch.span_labels)
+        assert "attention" in output.losses
+        output.losses["attention"].backward()
+        optimizer.step()
+    assert before < 0.5 and mass_in_box() > 0.9, (before, mass_in_box())

@@ -40,7 +40,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_same_seed_writes_identical_bytes(tiny: Path, tmp_path: Path) -> None:
     generate_corpus(tmp_path, seed=0, noise=0.2, **TINY)
     first, second = files_of(tiny), files_of(tmp_path)
-    assert len(first) == 3 + 1 + 40
+    assert len(first) == 3 + 1 + 40 + 40  # splits, meta.jsonl, images, boxes
     assert first == second
 
 
@@ -172,3 +172,24 @@ def test_cli_help_describes_the_corpus(capsys: pytest.CaptureFixture[str]) -> No
         cli(["synth", "--help"])
     text = capsys.readouterr().out
     assert "train.txt" in text and "meta.jsonl" in text and "--noise" in text
+
+
+def test_boxes_name_each_entity_with_its_own_cue(tiny: Path) -> None:
+    """boxes/<id>.xml (VOC) holds each entity's cue box under the entity's text; a post with a
+    mismatched image shows other posts' cues, so its entities have no box."""
+    from smner.data.boxes import normalise_name, read_voc
+
+    noisy_seen = 0
+    for record in read_meta(tiny):
+        voc = read_voc(tiny / "boxes" / f"{record['image_id']}.xml")
+        assert voc.size == (96, 96)
+        if record["noisy"]:
+            noisy_seen += 1
+            assert voc.boxes == {}
+            continue
+        expected = {
+            normalise_name(" ".join(record["tokens"][start:end])): [tuple(cue["box"])]
+            for (start, end, _), cue in zip(record["entities"], record["cues"], strict=True)
+        }
+        assert voc.boxes == expected
+    assert noisy_seen > 0
