@@ -76,10 +76,16 @@ def test_the_card_states_the_numbers_of_the_run(run: dict[str, Path]) -> None:
     train_entities = sum(len(ex.entities) for ex in train)
     assert (
         f"| train | `{run['train']}` | {len(train)} | {sum(len(ex) for ex in train)} | "
-        f"{train_entities} (LOC 9, ORG 6, PER 9) | 9 found, 3 missing |" in body
+        f"{train_entities} (LOC 9, ORG 6, PER 9) | 9 loaded, 3 missing |" in body
     )
     assert f"| dev | `{run['dev']}` | {len(dev)} |" in body
-    assert "3 found, 1 missing" in body
+    assert (
+        f"| dev | `{run['dev']}` | 4 | 23 | 8 (LOC 3, ORG 2, PER 3) | 3 loaded, 1 missing |" in body
+    )
+    assert (
+        f"| test | `{run['dev']}` | 4 | 23 | 8 (LOC 3, ORG 2, PER 3) | 3 loaded, 1 missing |"
+        in body
+    )
     for label, scores in test["per_type"].items():
         row = (
             f"| {label} | {100 * scores['precision']:.2f} | {100 * scores['recall']:.2f} | "

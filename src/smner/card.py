@@ -190,7 +190,7 @@ def _scores_table(scores: dict[str, Any]) -> list[str]:
 def _images_cell(images: dict[str, Any] | None) -> str:
     if not images:
         return "not used"
-    parts = [f"{images.get('ok', 0)} found"]
+    parts = [f"{images.get('ok', 0)} loaded"]
     parts += [f"{v} {k}" for k, v in images.items() if k not in ("ok", "without_id") and v]
     if images.get("without_id"):
         parts.append(f"{images['without_id']} posts without an image id")
@@ -278,7 +278,8 @@ def render_card(
         per_type = ", ".join(f"{k} {v}" for k, v in d["entities"].items())
         cell = _images_cell(images.get(split)) if uses_image else "not used"
         if split == "test" and uses_image and split not in images:
-            cell = "not recorded"
+            summary = (facts.get("test") or {}).get("image_summary")
+            cell = summary.removeprefix("images: ") if summary else "not recorded"
         lines.append(
             f"| {split} | `{d['file']}` | {d['posts']} | {d['tokens']} | "
             f"{d['entities_total']} ({per_type}) | {cell} |"

@@ -527,6 +527,8 @@ class Trainer:
         )
         scores = result.scores
         record = {"test_file": data.test_file, **scores.to_dict()}
+        if result.image_summary:
+            record["image_summary"] = result.image_summary
         atomic_write_text(self.output_dir / TEST_SCORES_FILE, json.dumps(record, indent=2))
         self.log(f"test ({data.test_file}): {_prf(scores)}")
         return scores
