@@ -202,3 +202,98 @@ def test_heatmap_covers_only_the_crop_the_model_saw(
     assert (tint["width"], tint["height"]) == (400, 200)
     assert tint["inside"] > 0 and tint["outside"] == 0, tint
     assert problems == []
+
+
+def predict_on_page(page: Any, text: str, keyboard: bool = False) -> None:
+    """Type ``text`` and submit: by the button, or with Ctrl+Enter in the text box."""
+    page.locator("#post-text").fill(text)
+    with page.expect_response("**/v1/predict"):
+        if keyboard:
+            page.locator("#post-text").press("Control+Enter")
+        else:
+            page.get_by_role("button", name="Predict").click()
+
+
+def test_ctrl_enter_submits_and_a_post_without_entities_says_so(
+    browser_page: tuple[Any, list[str]], server_url: str
+) -> None:
+    page, problems = browser_page
+    expect = sync_api.expect
+    page.goto(server_url + "/")
+    predict_on_page(page, POST, keyboard=True)
+    expect(page.locator("#status")).to_have_text("Found 2 entities.")
+    expect(page.locator("#choose-hint")).to_be_visible()
+
+    predict_on_page(page, "the of and", keyboard=True)
+    expect(page.locator("#status")).to_have_text("Found 0 entities.")
+    expect(page.locator("#no-entities")).to_be_visible()
+    expect(page.locator("#choose-hint")).to_be_hidden()
+    assert "Choose an entity" not in page.locator("#results").inner_text()
+    assert problems == []
+
+
+def test_an_entity_of_a_post_without_an_image_explains_why_there_is_no_heatmap(
+    browser_page: tuple[Any, list[str]], server_url: str
+) -> None:
+    page, problems = browser_page
+    expect = sync_api.expect
+    page.goto(server_url + "/")
+    predict_on_page(page, POST)
+    expect(page.locator("#status")).to_have_text("Found 2 entities.")
+    page.locator("#highlighted .entity[data-type='PER']").click()
+    caption = page.locator("#explain-caption")
+    expect(caption).to_be_visible()
+    expect(caption).to_contain_text("No heatmap for “George” (PER)")
+    expect(caption).to_contain_text("no image was sent with this post")
+    expect(page.locator("#heatmap")).to_be_hidden()
+    assert page.evaluate(
+        "() => { const r = document.getElementById('explain').getBoundingClientRect();"
+        " return r.top < window.innerHeight && r.bottom > 0; }"
+    ), "the explanation must be scrolled into view"
+    # the list's buttons do the same
+    page.locator("#entity-list button", has_text="George").click()
+    expect(caption).to_contain_text("No heatmap for “George” (PER)")
+    assert problems == []
+
+
+def test_global_attention_is_said_in_plain_words(
+    browser_page: tuple[Any, list[str]], server_url: str, model_root: Path
+) -> None:
+    page, problems = browser_page
+    expect = sync_api.expect
+    page.goto(server_url + "/")
+    page.locator("#post-image").set_input_files(model_root / "images" / "0.jpg")
+    predict_on_page(page, POST)
+    page.locator("#highlighted .entity[data-type='LOC']").click()
+    caption = page.locator("#explain-caption")
+    expect(caption).to_contain_text("of its attention went to the image as a whole")
+    expect(caption).to_contain_text("to the 7×7 regions drawn here")
+    expect(caption).not_to_contain_text("Attention on the whole image:")
+    assert problems == []
+
+
+def test_a_file_that_is_not_an_image_is_refused_in_plain_words(
+    browser_page: tuple[Any, list[str]], server_url: str
+) -> None:
+    page, problems = browser_page
+    expect = sync_api.expect
+    page.goto(server_url + "/")
+    text_file = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}
+    page.locator("#post-image").set_input_files(text_file)
+    expect(page.locator("#preview")).to_be_hidden()
+    expect(page.get_by_role("alert")).to_contain_text("“notes.txt” is not an image")
+    page.locator("#post-text").fill(POST)
+    page.get_by_role("button", name="Predict").click()
+    expect(page.get_by_role("alert")).to_contain_text("“notes.txt” is not an image")
+
+    # An image type the server cannot read: the error is in words, not JSON.
+    broken = {"name": "broken.png", "mimeType": "image/png", "buffer": b"\x89PNG but not one"}
+    page.locator("#post-image").set_input_files(broken)
+    expect(page.locator("#preview")).to_be_hidden()
+    with page.expect_response("**/v1/predict"):
+        page.get_by_role("button", name="Predict").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("not a readable image")
+    expect(alert).to_contain_text("formats: ")
+    assert not any(mark in alert.inner_text() for mark in '{}[]"'), alert.inner_text()
+    assert problems == []

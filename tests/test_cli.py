@@ -33,7 +33,7 @@ def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> object:
 
 def test_stats_json_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = "IMGID:1\nA\tI-PER\nB\tI-PER\nC\tI-PER\nx\tO\n\nplain\tB-LOC\n"
-    stats = run_json(
+    (stats,) = run_json(
         capsys,
         ["data", "stats", str(write(tmp_path / "a.txt", text)), "--json", "--max-span-width", "2"],
     )
@@ -54,7 +54,7 @@ def test_stats_json_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_stats_on_real_twitter2015(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = shared_data / "twitter2015" / "train.txt"
-    stats = run_json(capsys, ["data", "stats", str(path), "--json"])
+    (stats,) = run_json(capsys, ["data", "stats", str(path), "--json"])
     expected = sum(len(get_entities(ex.tags)) for ex in read_conll(path))
     assert stats["posts"] == 4000
     assert stats["entities_total"] == expected

@@ -57,7 +57,8 @@ def test_two_process_training_matches_one_process(tmp_path: Path) -> None:
     proc = run([*common, "--output", str(multi)], distributed=True)
 
     # rank 0 alone writes: one log line per epoch, one best/, one last/, nothing left over
-    assert sorted(p.name for p in multi.iterdir()) == ["best", "config.json", "last", "log.jsonl"]
+    written = sorted(p.name for p in multi.iterdir())
+    assert written == ["README.md", "best", "config.json", "last", "log.jsonl"]
     log = [json.loads(line) for line in (multi / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
     assert proc.stderr.count("epoch 2: dev") == 1

@@ -106,6 +106,7 @@ def test_save_then_load_gives_identical_logits(encoders: tuple[Path, Path], tmp_
     before = model(batch).logits
     model.save_pretrained(tmp_path / "saved", tokenizer=collator.tokenizer.tokenizer)  # type: ignore[attr-defined]
     assert {p.name for p in (tmp_path / "saved").iterdir()} == {
+        "README.md",
         "config.json",
         "model.safetensors",
         "tokenizer",

@@ -2,25 +2,46 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from smner.predict import Predictor
+    from smner.dataframe import read_conll, write_conll
+    from smner.inputs import PostInput
+    from smner.predict import Mention, PostPrediction, Predictor
     from smner.training import train
 
-__all__ = ["Predictor", "__version__", "train"]
+# Lazy: `import smner` (and the CLI's --help) must not pay for importing torch.
+_LAZY = {
+    "Predictor": "smner.predict",
+    "PostPrediction": "smner.predict",
+    "Mention": "smner.predict",
+    "PostInput": "smner.inputs",
+    "train": "smner.training",
+    "read_conll": "smner.dataframe",
+    "write_conll": "smner.dataframe",
+}
+
+__all__ = [
+    "Mention",
+    "PostInput",
+    "PostPrediction",
+    "Predictor",
+    "__version__",
+    "read_conll",
+    "train",
+    "write_conll",
+]
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy: `import smner` (and the CLI's --help) must not pay for importing torch.
-    if name == "Predictor":
-        from smner.predict import Predictor
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'smner' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
-        return Predictor
-    if name == "train":
-        from smner.training import train
 
-        return train
-    raise AttributeError(f"module 'smner' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted({*__all__, "__doc__", "__file__", "__name__", "__path__", "__spec__"})

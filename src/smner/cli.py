@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from smner import __version__
+from smner.commands import card as card_command
 from smner.commands import data as data_command
 from smner.commands import demo as demo_command
 from smner.commands import evaluate as evaluate_command
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_command.register(verbs)
     demo_command.register(verbs)
     data_command.register(verbs)
+    card_command.register(verbs)
     return parser
 
 
@@ -45,7 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _quiet_libraries()
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that went away is not an error here
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except SmnerError as exc:
         print(f"smner: error: {exc}", file=sys.stderr)
         return 1
@@ -56,6 +62,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("smner: interrupted", file=sys.stderr)
         return 130
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed it (``smner ... | head``): stop quietly, as a shell tool does.
+
+    What is still buffered must not be flushed at exit into the closed pipe: stdout is
+    pointed at /dev/null first. The status is 141 (killed by SIGPIPE), as for GNU tools.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 def _quiet_libraries() -> None:

@@ -213,6 +213,9 @@ class TrainConfig:
     #: "no", "bf16" or "fp16" (GPUs)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     progress: bool = True
+    #: keep DIR/last (the full training state) once the run has finished; it is needed
+    #: only to extend the run with --resume and more epochs
+    keep_last: bool = True
 
 
 @dataclass

@@ -60,6 +60,7 @@ def experiment(settings: DemoSettings, corpus: Path, use_image: bool) -> Experim
                 "encoder_lr": 5e-5,
                 "patience": 0,
                 "seed": settings.seed,
+                "keep_last": False,  # the demo is not extended; last/ would hold ~0.5 GB
                 **settings.train,
             },
         },

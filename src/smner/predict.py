@@ -3,14 +3,16 @@
 >>> from smner import Predictor
 >>> predictor = Predictor.from_pretrained("runs/t17/best")
 >>> predictor.predict("George visited Paris", image="photo.jpg").entities
+>>> predictor.predict_many(["George visited Paris", ["loves", "New", "York"],
+...                         {"id": "7", "text": "RT @george: Apple store", "image": "7.jpg"}])
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -20,16 +22,34 @@ from smner.data.images import ImageLimits, ImageStatus, load_image_bytes, load_i
 from smner.data.tweet_tokenizer import Token, tokenize_tweet
 from smner.encoders.text import load_tokenizer
 from smner.errors import SmnerError
+from smner.inputs import ImageLike, PostInput, as_post, with_image
 from smner.model import NERModel, build_collator
 from smner.model.base import TOKENIZER_DIR, PredictedEntity
 from smner.training import batches, resolve_device
 
-ImageLike = str | Path | bytes | Image.Image | None
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["ImageLike", "Mention", "PostInput", "PostPrediction", "Predictor"]
 
 
 @dataclass
 class Mention:
-    """One predicted entity, with token and character offsets (ends exclusive)."""
+    """One predicted entity.
+
+    Fields:
+        text: its surface text, as written in the post (tokens joined by spaces when the post
+            was given as tokens).
+        type: its entity type, one of the model's labels (e.g. ``PER``).
+        start, end: its token offsets in ``PostPrediction.tokens`` (end exclusive).
+        char_start, char_end: its character offsets in the post's text (end exclusive; code
+            points, as Python counts them; for token input, in the tokens joined by spaces).
+        score: the model's probability for this type of this span, in [0, 1].
+        attention: ``[h][w]`` weights of this entity over the image's grid of regions, or None
+            without an image or cross-attention.
+        global_attention: the weight this entity put on the image as a whole (the global
+            visual token); ``attention`` holds the rest.
+    """
 
     text: str
     type: str
@@ -42,6 +62,7 @@ class Mention:
     global_attention: float | None = None
 
     def to_dict(self, explain: bool = False) -> dict[str, Any]:
+        """The entity as in ``smner predict``'s JSONL (``explain`` adds the attention)."""
         record: dict[str, Any] = {
             "text": self.text,
             "type": self.type,
@@ -59,27 +80,47 @@ class Mention:
 
 @dataclass
 class PostPrediction:
+    """The prediction for one post.
+
+    Fields:
+        tokens: the post's tokens (as split by the tokenizer, or as given).
+        entities: the :class:`Mention` objects found, in token order, non-overlapping.
+        image_status: ``"ok"``, ``"no image"``, ``"ignored (text-only model)"``, or why the
+            image was not used (``"missing"``, ``"unreadable"``, ``"truncated"``, ``"too
+            large"``).
+        id: the input's ``id``, unchanged (None when it had none).
+        extra: the input record's keys (``id``, ``text``, ``image`` path, any other keys),
+            which :meth:`to_dict` puts first in the output record.
+    """
+
     tokens: list[str]
     entities: list[Mention]
     image_status: str  # "ok", "no image", or why the image was not used
     extra: dict[str, Any] = field(default_factory=dict)
+    id: Any = None
 
     def to_dict(self, explain: bool = False) -> dict[str, Any]:
+        """Exactly the record ``smner predict`` writes as one JSONL line for this post."""
         record = {**self.extra, "tokens": self.tokens, "image_status": self.image_status}
         record["entities"] = [m.to_dict(explain) for m in self.entities]
         return record
 
 
-@dataclass
-class PostInput:
-    """A post to predict on: raw ``text`` or pre-split ``tokens``, and an optional image."""
-
-    text: str | None = None
-    tokens: list[str] | None = None
-    image: ImageLike = None
-
-
 class Predictor:
+    """A saved model, ready to predict on posts.
+
+    Attributes:
+        model: the :class:`~smner.model.NERModel`, in eval mode, on ``device``.
+        device: the torch device predictions run on.
+        collator: turns tokens and image features into model batches (the model's tokenizer).
+        limits: the byte and pixel limits every image is checked against before decoding.
+        max_tokens: the most tokens a post may have; longer posts are refused.
+
+    Posts may be given as a string (raw text), a list of strings (tokens), a mapping with the
+    keys of a JSONL record (``text`` or ``tokens``, optionally ``image`` and ``id``) or a
+    :class:`PostInput`, mixed in one call.
+    """
+
     def __init__(
         self,
         model: NERModel,
@@ -96,30 +137,78 @@ class Predictor:
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, device: str = "cpu", **kwargs: Any
+        cls,
+        name_or_path: str | Path,
+        device: str = "cpu",
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool | None = None,
+        **kwargs: Any,
     ) -> Predictor:
+        """Load a saved model folder, or a Hugging Face Hub repo id (``org/name``, optionally
+        ``org/name@revision``) through ``huggingface_hub`` (``pip install 'smner[hub]'``)
+        when ``name_or_path`` is not a local folder."""
+        from smner.hub import resolve_model_dir
+
+        directory = resolve_model_dir(
+            name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+        )
         model = NERModel.from_pretrained(directory)
         tokenizer = load_tokenizer(Path(directory) / TOKENIZER_DIR)
         return cls(model, tokenizer, device=device, **kwargs)
 
-    def predict(self, text: str | Sequence[str], image: ImageLike = None) -> PostPrediction:
-        """Entities of one post; ``text`` is raw text or a list of tokens."""
-        post = PostInput(text=text) if isinstance(text, str) else PostInput(tokens=list(text))
-        post.image = image
-        return self.predict_many([post])[0]
+    def predict(self, post: Any, image: ImageLike = None) -> PostPrediction:
+        """Entities of one post, in any accepted form; ``image`` adds or replaces its image."""
+        return self.predict_many([with_image(post, image)])[0]
 
-    def predict_many(
-        self, posts: Sequence[PostInput], batch_size: int = 32
-    ) -> list[PostPrediction]:
-        """Predictions in the order of ``posts``; batches group posts of similar length, so
-        short posts do not pay for the padding of long ones."""
-        order = sorted(range(len(posts)), key=lambda i: _approximate_length(posts[i]))
-        results: list[PostPrediction | None] = [None] * len(posts)
+    def __call__(
+        self, posts: Any, image: ImageLike = None
+    ) -> PostPrediction | list[PostPrediction]:
+        """``predictor(post)`` for one post (a string, a mapping or a PostInput) is
+        :meth:`predict`; ``predictor([post, ...])`` is :meth:`predict_many`, so a list of
+        strings is a list of raw-text posts there, as in :meth:`predict_many`."""
+        if isinstance(posts, str | PostInput | Mapping):
+            return self.predict(posts, image)
+        if image is not None:
+            raise TypeError("image= goes with one post; give each post of a list its own image")
+        return self.predict_many(posts)
+
+    def predict_many(self, posts: Iterable[Any], batch_size: int = 32) -> list[PostPrediction]:
+        """Predictions in the order of ``posts``, each in any accepted form.
+
+        Every post is checked before any is predicted: a post of an unknown form is a
+        :class:`TypeError` naming its position. Batches group posts of similar length, so
+        short posts do not pay for the padding of long ones.
+        """
+        if isinstance(posts, str | PostInput | Mapping):
+            raise TypeError(
+                f"predict_many takes a list of posts, got one {type(posts).__name__}; "
+                "for one post use predict"
+            )
+        converted = [as_post(post, i) for i, post in enumerate(posts)]
+        order = sorted(range(len(converted)), key=lambda i: _approximate_length(converted[i]))
+        results: list[PostPrediction | None] = [None] * len(converted)
         for chunk in batches(order, batch_size):
-            predictions = self._predict_batch([posts[i] for i in chunk])
+            predictions = self._predict_batch([converted[i] for i in chunk])
             for i, prediction in zip(chunk, predictions, strict=True):
                 results[i] = prediction
         return results  # type: ignore[return-value]
+
+    def predict_dataframe(
+        self,
+        frame: pd.DataFrame,
+        text: str = "text",
+        image: str | None = None,
+        tokens: str | None = None,
+        explode: bool = False,
+        batch_size: int = 32,
+    ) -> pd.DataFrame:
+        """``frame`` with an ``entities`` column (lists of dicts, as in the JSONL); see
+        :func:`smner.dataframe.predict_dataframe` (needs ``pip install 'smner[pandas]'``)."""
+        from smner.dataframe import predict_dataframe
+
+        return predict_dataframe(self, frame, text, image, tokens, explode, batch_size)
 
     # --- internals -------------------------------------------------------------------------
 
@@ -187,6 +276,8 @@ class Predictor:
                 image_status=status
                 if self.model.config.use_image or status == "no image"
                 else "ignored (text-only model)",
+                extra=posts[i].record(),
+                id=posts[i].id,
             )
             for i, ((words, spans), (_, status), predicted) in enumerate(
                 zip(prepared, loaded, output_entities, strict=True)

@@ -252,6 +252,10 @@ class Trainer:
         self.resume = resume
         self.context = DistributedContext.from_environment(resolve_device(config.train.device))
         self.device = self.context.device_for(resolve_device(config.train.device))
+        #: the command line that started the run, for the model card (set by ``smner train``)
+        self.command: str | None = None
+        #: facts of the run for the model card (data counts, images found), see smner.card
+        self.facts: dict[str, Any] = {}
 
     def log(self, message: str) -> None:
         if self.context.is_main:
@@ -349,6 +353,8 @@ class Trainer:
         assert provider is not None
         if provider.enabled:
             self.log(f"{name} {store.summary()}")
+            counts = {str(status): n for status, n in store.counts.items()}
+            self.facts.setdefault("images", {})[name] = {**counts, "without_id": store.without_id}
         return provider
 
     def _attention_targets(
@@ -405,6 +411,7 @@ class Trainer:
             atomic_write_text(
                 self.output_dir / "config.json", json.dumps(to_dict(config), indent=2) + "\n"
             )
+            self.facts = run_card_facts(self, config, train, dev)
         module: torch.nn.Module = model
         if self.context.enabled:
             # Some parameters sit out some batches (the IB critic without two images, the
@@ -552,7 +559,19 @@ class Trainer:
         # After the process group is gone: the other ranks do not wait on rank 0's test pass.
         if self.context.is_main:
             result.test_scores = self._test_best()
+            self._finish_folder()
         return result
+
+    def _finish_folder(self) -> None:
+        """Model cards with the final log and test scores; ``last/`` dropped unless kept."""
+        from smner.card import refresh_run_cards
+
+        if (self.output_dir / "best" / "config.json").is_file():
+            refresh_run_cards(self.output_dir)
+        if not self.config.train.keep_last:
+            for name in ("last", "last.old"):
+                shutil.rmtree(self.output_dir / name, ignore_errors=True)
+            self.log(f"removed {self.output_dir / 'last'} (train.keep_last is false)")
 
     def _test_best(self) -> Scores | None:
         """Score ``best/`` on the test file, once, after every epoch was selected on dev."""
@@ -571,6 +590,8 @@ class Trainer:
         )
         scores = result.scores
         record = {"test_file": data.test_file, **scores.to_dict()}
+        if result.image_summary:
+            record["image_summary"] = result.image_summary
         atomic_write_text(self.output_dir / TEST_SCORES_FILE, json.dumps(record, indent=2))
         self.log(f"test ({data.test_file}): {_prf(scores)}")
         return scores
@@ -675,22 +696,23 @@ class Trainer:
     def _end_epoch(self, run: _Run, epoch: int, scores: Scores, seconds: float) -> None:
         cfg, state = self.config.train, run.state
         improved = scores.f1 > state["best_f1"]
+        record = {
+            "epoch": epoch + 1,
+            "step": state["global_step"],
+            "dev_precision": scores.precision,
+            "dev_recall": scores.recall,
+            "dev_f1": scores.f1,
+            "best": improved,
+            "seconds": round(seconds, 2),
+        }
         if improved:
             state.update(best_f1=scores.f1, best_epoch=epoch + 1, bad_epochs=0)
             if self.context.is_main:
-                run.model.save_pretrained(self.output_dir / "best", run.tokenizer)
+                facts = {**self.facts, "best_epoch": epoch + 1, "dev": scores.to_dict()}
+                run.model.save_pretrained(self.output_dir / "best", run.tokenizer, facts)
         else:
             state["bad_epochs"] += 1
         if self.context.is_main:
-            record = {
-                "epoch": epoch + 1,
-                "step": state["global_step"],
-                "dev_precision": scores.precision,
-                "dev_recall": scores.recall,
-                "dev_f1": scores.f1,
-                "best": improved,
-                "seconds": round(seconds, 2),
-            }
             with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
         self.log(f"epoch {epoch + 1}: dev {_prf(scores)}" + (" (best)" if improved else ""))
@@ -699,6 +721,35 @@ class Trainer:
         self._save_last(run, epoch + 1, 0, stopped=stop)
         if stop:
             self.log(f"no dev improvement for {cfg.patience} epochs: stopping early")
+
+
+def run_card_facts(
+    trainer: Trainer, config: ExperimentConfig, train: list[Example], dev: list[Example]
+) -> dict[str, Any]:
+    """What the model card states of the data and the run (see :mod:`smner.card`)."""
+    from smner.card import data_facts, environment
+    from smner.data.stats import corpus_stats
+
+    data, width = config.data, config.model.max_span_width
+    splits = {
+        "train": (data.train_file, train),
+        "dev": (data.dev_file, dev),
+    }
+    facts_data = {
+        split: data_facts(path, corpus_stats(Corpus(path, examples), width))
+        for split, (path, examples) in splits.items()
+    }
+    if data.test_file:
+        test = read_conll(data.test_file, data.label_aliases)
+        facts_data["test"] = data_facts(data.test_file, corpus_stats(test, width))
+    return {
+        "command": trainer.command,
+        "resumed": trainer.resume,
+        "data": facts_data,
+        "images": {},
+        "config": to_dict(config),
+        "environment": environment(),
+    }
 
 
 class _SubsetImages:
@@ -737,4 +788,6 @@ def train(
     """
     if isinstance(config, dict):
         config = from_dict(ExperimentConfig, config)
-    return Trainer(config, output_dir, resume).fit()
+    trainer = Trainer(config, output_dir, resume)
+    trainer.command = f"smner.train(config, {str(output_dir)!r}, resume={resume}) from Python"
+    return trainer.fit()

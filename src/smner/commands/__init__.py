@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from smner.errors import SmnerError
 
@@ -26,3 +27,23 @@ def add_alias_option(parser: argparse.ArgumentParser) -> None:
         help="rename an entity type while reading, e.g. OTHER=MISC to align Twitter-2015 "
         "with Twitter-2017 (repeatable)",
     )
+
+
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    """``--model DIR|org/name`` and ``--revision`` (shared by predict, serve, evaluate)."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR|ORG/NAME",
+        help="saved model folder, or a Hugging Face Hub repo id (needs smner[hub]; "
+        "HF_HUB_OFFLINE=1 reads only the local cache)",
+    )
+    parser.add_argument(
+        "--revision", metavar="REV", help="Hub branch, tag or commit of --model (default: main)"
+    )
+
+
+def model_folder(args: argparse.Namespace) -> Path:
+    from smner.hub import resolve_model_dir
+
+    return resolve_model_dir(args.model, revision=args.revision)

@@ -34,7 +34,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
         metavar="N",
         help="report entities longer than N tokens (default: 6, the model default)",
     )
-    stats.add_argument("--json", action="store_true", help="print one JSON list, one object a file")
+    stats.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON list, one object a file (a list even for one file)",
+    )
     add_alias_option(stats)
     stats.set_defaults(handler=run_stats)
 
@@ -61,7 +65,7 @@ def run_stats(args: argparse.Namespace) -> int:
         corpus_stats(read_conll(path, aliases), args.max_span_width) for path in args.files
     ]
     if args.json:
-        print(json.dumps(all_stats if len(all_stats) > 1 else all_stats[0], indent=2))
+        print(json.dumps(all_stats, indent=2))
     else:
         print("\n\n".join(format_stats(s) for s in all_stats))
     return 0

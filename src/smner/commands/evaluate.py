@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from smner.commands import add_alias_option, parse_aliases
+from smner.commands import add_alias_option, add_model_option, model_folder, parse_aliases
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "recall and F1, overall and per type (the same numbers as 'smner score' on the "
         "predictions file). Gold entities the model cannot produce count as misses.",
     )
-    parser.add_argument("--model", required=True, metavar="DIR", help="saved model folder")
+    add_model_option(parser)
     parser.add_argument("--data", required=True, metavar="FILE", help="gold data file")
     parser.add_argument("--images", metavar="DIR", help="folder holding <IMGID>.jpg files")
     parser.add_argument(
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from smner.training import evaluate_saved_model, resolve_device
 
     result = evaluate_saved_model(
-        args.model,
+        model_folder(args),
         args.data,
         args.images,
         parse_aliases(args.label_alias),

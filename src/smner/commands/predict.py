@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from smner.commands import add_model_option, model_folder
 from smner.errors import DataFormatError, SmnerError
+from smner.inputs import PostInput, read_jsonl
+
+if TYPE_CHECKING:
+    from smner.predict import PostPrediction
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -19,15 +24,32 @@ def register(verbs: argparse._SubParsersAction) -> None:
         description="Find entities in one post (--text, optionally --image) or in a JSONL file "
         'of records {"id", "text" or "tokens", "image" (optional path)}. Raw text is split '
         'by a tweet-aware tokenizer. Output records add "entities": [{text, type, start, end, '
-        "char_start, char_end, score}] (token ends and character ends are exclusive).",
+        "char_start, char_end, score}] (token ends and character ends are exclusive). An "
+        '"image" path in a JSONL record is read relative to the JSONL file\'s folder, unless '
+        "it is absolute; images that are not found are counted in one warning.",
+        epilog="examples:\n"
+        "  smner predict --model runs/t17/best --text 'Kevin Durant joins the Warriors'\n"
+        "  echo 'George visited Paris' | smner predict --model runs/t17/best --text - "
+        "--format table\n"
+        "  smner predict --model org/name --input posts.jsonl --output out.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--text", help="the text of one post")
+    source.add_argument(
+        "--text", help="the text of one post; '-' reads posts from stdin, one per line"
+    )
     source.add_argument("--input", metavar="FILE.jsonl", help="one JSON record per line")
-    parser.add_argument("--model", required=True, metavar="DIR", help="saved model folder")
+    add_model_option(parser)
     parser.add_argument("--image", metavar="PATH", help="image of the --text post")
     parser.add_argument(
-        "--output", metavar="FILE.jsonl", help="write records here (default: stdout)"
+        "--output", metavar="FILE", help="write the predictions here (default: stdout)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="jsonl",
+        help="jsonl: one record per post (default); conll: token<TAB>BIO tag, a blank line "
+        "between posts; table: one row per entity, for reading in a terminal",
     )
     parser.add_argument(
         "--explain", action="store_true", help="add each entity's attention over the image grid"
@@ -40,81 +62,64 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def read_records(
-    path: str, check: Callable[[dict[str, Any]], object] | None = None
-) -> list[dict[str, Any]]:
-    """The records of a JSONL file; a bad one, or one ``check`` refuses, names its line.
+FORMATS = ("jsonl", "conll", "table")
 
-    ``check`` raises :class:`SmnerError` for a record the model cannot take (no tokens, too
-    many), so that such a record stops the run before anything is predicted or written.
+
+def read_posts(path: str, check: Callable[[PostInput], object] | None = None) -> list[PostInput]:
+    """The posts of a JSONL file; a bad one, or one ``check`` refuses, names its line.
+
+    ``check`` raises :class:`SmnerError` for a post the model cannot take (no tokens, too
+    many), so that such a post stops the run before anything is predicted or written.
     """
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    posts = []
+    for number, post in read_jsonl(path):
+        if check is not None:
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, number, f"not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not (
-                isinstance(record.get("text"), str) or isinstance(record.get("tokens"), list)
-            ):
-                raise DataFormatError(
-                    path, number, 'expected an object with "text" (string) or "tokens" (list)'
-                )
-            tokens = record.get("tokens")
-            if tokens is not None and not (
-                isinstance(tokens, list) and all(isinstance(t, str) and t.strip() for t in tokens)
-            ):
-                raise DataFormatError(path, number, '"tokens" must be a list of non-blank strings')
-            if record.get("image") is not None and not isinstance(record["image"], str):
-                raise DataFormatError(path, number, '"image" must be a path (string)')
-            if check is not None:
-                try:
-                    check(record)
-                except SmnerError as exc:
-                    raise DataFormatError(path, number, str(exc)) from None
-            record.setdefault("id", str(number))
-            records.append(record)
-    return records
+                check(post)
+            except SmnerError as exc:
+                raise DataFormatError(path, number, str(exc)) from None
+        posts.append(post)
+    return posts
+
+
+def _stdin_posts(image: str | None) -> list[PostInput]:
+    lines = [line.strip() for line in sys.stdin.read().splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise SmnerError("--text -: no text on stdin (one post per line)")
+    if image and len(lines) > 1:
+        raise SmnerError(f"--image goes with one post; stdin holds {len(lines)} lines")
+    return [PostInput(text=t, id=str(n), image=image) for n, t in enumerate(lines, start=1)]
 
 
 def run(args: argparse.Namespace) -> int:
-    from smner.predict import PostInput, Predictor
+    from smner.predict import Predictor
 
-    predictor = Predictor.from_pretrained(args.model, device=args.device)
-    if args.text is not None:
-        records = [{"id": "1", "text": args.text, "image": args.image}]
-    else:
+    predictor = Predictor.from_pretrained(model_folder(args), device=args.device)
+    if args.input is not None:
         if args.image:
             raise SmnerError('--image goes with --text; in --input records use "image"')
-        records = read_records(
-            args.input,
-            lambda r: predictor.tokenize(PostInput(text=r.get("text"), tokens=r.get("tokens"))),
-        )
-    base = Path(args.input).parent if args.input else Path(".")
-    posts = []
-    for r in records:
-        image = r.get("image")
-        image_path = (base / image) if image and args.input else image
-        posts.append(PostInput(text=r.get("text"), tokens=r.get("tokens"), image=image_path))
-        r["_image_path"] = image_path
+        posts = read_posts(args.input, predictor.tokenize)
+    elif args.text == "-":
+        posts = _stdin_posts(args.image)
+        for post in posts:
+            predictor.tokenize(post)
+    else:
+        posts = [PostInput(text=args.text, image=args.image, id="1")]
     predictions = predictor.predict_many(posts, args.batch_size)
-    lines = []
-    for record, prediction in zip(records, predictions, strict=True):
-        out = {k: v for k, v in record.items() if not k.startswith("_")}
-        out.update(prediction.to_dict(explain=args.explain))
-        lines.append(json.dumps(out, ensure_ascii=False))
-        if args.heatmaps and record["_image_path"] and prediction.image_status == "ok":
-            save_heatmaps(
-                Path(args.heatmaps),
-                str(record["id"]),
-                record["_image_path"],
-                prediction,
-                predictor,
-            )
-    text = "\n".join(lines) + "\n"
+    warn_about_images(posts, predictions, args.input)
+    if args.format == "jsonl":
+        lines = [
+            json.dumps(p.to_dict(explain=args.explain), ensure_ascii=False) for p in predictions
+        ]
+        text = "\n".join(lines) + "\n"
+    elif args.format == "conll":
+        text = format_conll_predictions(predictions)
+    else:
+        text = format_table(predictions)
+    if args.heatmaps:
+        for post, prediction in zip(posts, predictions, strict=True):
+            draw_post_heatmaps(Path(args.heatmaps), post, prediction, predictor)
     if args.output:
         from smner.fileio import atomic_write_text
 
@@ -122,6 +127,105 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _named_image(post: PostInput) -> str | None:
+    """The image path as the input wrote it (None for no image, or bytes)."""
+    if not isinstance(post.image, str | Path):
+        return None
+    return str(post.image)
+
+
+def warn_about_images(
+    posts: Sequence[PostInput], predictions: Sequence[PostPrediction], source: str | None
+) -> None:
+    """One warning line for images named in the input that were not found (and one for those
+    found but not usable), with the count and the first path."""
+    named = [
+        (Path(str(post.image)), prediction.image_status)
+        for post, prediction in zip(posts, predictions, strict=True)
+        if _named_image(post) is not None
+    ]
+    if not named:
+        return
+    where = f" in {source}" if source else ""
+    rule = ""
+    if source:
+        folder = Path(source).parent.resolve()
+        rule = f"; relative image paths are read from the JSONL file's folder, {folder}"
+    missing = [path for path, status in named if status == "missing"]
+    if missing:
+        print(
+            f"smner: warning: {len(missing)} of {len(named)} images named{where} were not "
+            f"found (first: {missing[0]}){rule}; those posts were predicted without an image",
+            file=sys.stderr,
+        )
+    unusable = [(p, s) for p, s in named if s not in ("missing", "ok", "ignored (text-only model)")]
+    if unusable:
+        path, status = unusable[0]
+        print(
+            f"smner: warning: {len(unusable)} of {len(named)} images named{where} could not be "
+            f"used (first: {path}, {status}); those posts were predicted without an image",
+            file=sys.stderr,
+        )
+
+
+def format_conll_predictions(predictions: Sequence[PostPrediction]) -> str:
+    """Token<TAB>BIO tag lines, a blank line between posts, in input order."""
+    from smner.data.types import Entity
+    from smner.spans import entities_to_bio
+
+    blocks = []
+    for prediction in predictions:
+        spans = [Entity(m.start, m.end, m.type) for m in prediction.entities]
+        tags = entities_to_bio(spans, len(prediction.tokens))
+        blocks.append(
+            "".join(f"{t}\t{tag}\n" for t, tag in zip(prediction.tokens, tags, strict=True))
+        )
+    return "\n".join(blocks) + "\n" if blocks else ""
+
+
+def format_table(predictions: Sequence[PostPrediction]) -> str:
+    """One row per entity (a dash row for a post without any), columns aligned."""
+    header = ("post", "entity", "type", "tokens", "score", "image")
+    rows = []
+    for n, prediction in enumerate(predictions, start=1):
+        post_id = str(prediction.id if prediction.id is not None else n)
+        if not prediction.entities:
+            rows.append((post_id, "-", "-", "-", "-", prediction.image_status))
+        for m in prediction.entities:
+            span = f"{m.start}-{m.end}"
+            rows.append((post_id, m.text, m.type, span, f"{m.score:.2f}", prediction.image_status))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def draw_post_heatmaps(
+    folder: Path, post: PostInput, prediction: PostPrediction, predictor: Any
+) -> None:
+    """The post's heatmaps, or one line saying why none was drawn."""
+    post_id = str(post.id)
+    reason = None
+    if not prediction.entities:
+        reason = "no entities found"
+    elif prediction.image_status == "no image":
+        reason = "the post has no image"
+    elif prediction.image_status == "ignored (text-only model)":
+        reason = "the model is text-only"
+    elif prediction.image_status != "ok":
+        reason = f"its image was not used ({prediction.image_status}: {post.image})"
+    elif not isinstance(post.image, str | Path):
+        reason = "its image was not given as a file"
+    elif all(m.attention is None for m in prediction.entities):
+        reason = "the model has no cross-attention over image regions"
+    if reason is not None:
+        print(f"heatmap: post {post_id}: nothing drawn, {reason}", file=sys.stderr)
+        return
+    save_heatmaps(folder, post_id, post.image, prediction, predictor)
 
 
 def save_heatmaps(

@@ -7,6 +7,7 @@ import ipaddress
 import sys
 from collections.abc import Sequence
 
+from smner.commands import add_model_option, model_folder
 from smner.errors import SmnerError
 
 EPILOG = """\
@@ -51,7 +52,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, metavar="DIR", help="saved model folder")
+    add_model_option(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise SmnerError("--batch-wait-ms must not be negative")
     settings = ServeSettings(max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
     limits = ImageLimits(settings.max_request_bytes, settings.max_image_pixels)
-    predictor = Predictor.from_pretrained(args.model, device=args.device, limits=limits)
+    predictor = Predictor.from_pretrained(model_folder(args), device=args.device, limits=limits)
     if not _is_loopback(args.host):
         print(
             f"smner: warning: listening on {args.host} without authentication",

@@ -127,8 +127,17 @@ class NERModel(nn.Module):
 
     # --- saving and loading ---------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | Path, tokenizer: Any | None = None) -> None:
-        """Write the folder atomically: a crash mid-write leaves the previous folder intact."""
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        tokenizer: Any | None = None,
+        card_facts: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the folder atomically: a crash mid-write leaves the previous folder intact.
+
+        The folder gets a model card, ``README.md`` (see :mod:`smner.card`); ``card_facts``
+        are the facts of the training run that produced the weights, when there is one.
+        """
         target = Path(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = make_staging_dir(target.parent, f".{target.name}.")
@@ -142,6 +151,9 @@ class NERModel(nn.Module):
             save_model(self, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+            from smner.card import card_name, write_model_card
+
+            write_model_card(staging, card_facts, name=card_name(target))
             replace_directory(staging, target)
         finally:
             if staging.exists():

@@ -16,7 +16,7 @@ import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -300,13 +300,6 @@ class PixelBudget:
 # --- reading a post ------------------------------------------------------------------------
 
 
-@dataclass
-class _Post:
-    text: str | None
-    tokens: list[str] | None
-    image: bytes | None
-
-
 _DATA_URL_PREFIX = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,", re.ASCII)
 
 
@@ -326,19 +319,19 @@ def _validation_detail(error: ValidationError | RequestValidationError) -> list[
     return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
 
 
-async def _read_json(request: Request) -> _Post:
+async def _read_json(request: Request) -> PostInput:
     try:
         parsed = PredictRequest.model_validate_json(await request.body())
     except ValidationError as error:
         raise ApiError(422, "invalid request", _validation_detail(error)) from None
     if parsed.image is None:
-        return _Post(parsed.text, parsed.tokens, None)
+        return PostInput(parsed.text, parsed.tokens, None)
     # Off the event loop: up to max_request_bytes of base64 to clean and decode.
     image = await anyio.to_thread.run_sync(_decode_base64, parsed.image)
-    return _Post(parsed.text, parsed.tokens, image)
+    return PostInput(parsed.text, parsed.tokens, image)
 
 
-async def _read_form(request: Request, settings: ServeSettings) -> _Post:
+async def _read_form(request: Request, settings: ServeSettings) -> PostInput:
     try:
         form = await request.form(
             max_files=1, max_fields=2, max_part_size=4 * settings.max_text_chars + 64
@@ -360,12 +353,12 @@ async def _read_form(request: Request, settings: ServeSettings) -> _Post:
             image = await upload.read()
             if not image and not upload.filename:  # a browser's empty file input
                 image = None
-        return _Post(texts[0], None, image)
+        return PostInput(texts[0], None, image)
     finally:
         await form.close()
 
 
-def _check_text(post: _Post, settings: ServeSettings, max_tokens: int) -> None:
+def _check_text(post: PostInput, settings: ServeSettings, max_tokens: int) -> None:
     """Refuse empty, too long or too many-token posts before they reach the model's queue."""
     limit = settings.max_text_chars
     if post.text is not None:
@@ -519,7 +512,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         picture = await load_image(post.image) if post.image is not None else None
         try:
             with pixel_budget.hold(picture.width * picture.height if picture else 0):
-                prediction = await batcher.run(PostInput(post.text, post.tokens, picture))
+                prediction = await batcher.run(replace(post, image=picture))
         except (BatcherOverloaded, BatcherClosed) as error:
             raise ApiError(503, "server busy", str(error)) from None
         except SmnerError as error:

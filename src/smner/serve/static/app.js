@@ -16,6 +16,7 @@
     button: $("predict"), status: $("status"), error: $("error"), modelInfo: $("model-info"),
     results: $("results"), legend: $("legend"), highlighted: $("highlighted"),
     imageStatus: $("image-status"), noEntities: $("no-entities"), list: $("entity-list"),
+    chooseHint: $("choose-hint"),
     explain: $("explain"), caption: $("explain-caption"), canvas: $("heatmap"),
   };
   const state = {
@@ -85,8 +86,24 @@
     let detail = "";
     if (typeof body.detail === "string") detail = body.detail;
     else if (Array.isArray(body.detail)) detail = body.detail.map((d) => d.msg || d).join("; ");
-    else if (body.detail) detail = JSON.stringify(body.detail);
+    else if (body.detail && typeof body.detail === "object") detail = plainWords(body.detail);
+    else if (body.detail) detail = String(body.detail);
     return `Error: ${body.error}${detail ? ` (${detail})` : ""}.`;
+  }
+
+  // {"formats": ["JPEG", "PNG"], "max_chars": 5} -> "formats: JPEG, PNG; max chars: 5"
+  function plainWords(detail) {
+    return Object.entries(detail).map(([key, value]) => {
+      const shown = Array.isArray(value) ? value.join(", ") : String(value);
+      return `${key.replace(/_/g, " ")}: ${shown}`;
+    }).join("; ");
+  }
+
+  // A chosen file the page will not send: not an image by its type.
+  function notAnImage(file) {
+    return file && file.type && !file.type.startsWith("image/")
+      ? `“${file.name}” is not an image: choose a JPEG, PNG, GIF, WebP, BMP or TIFF file.`
+      : null;
   }
 
   function readBase64(file) {
@@ -114,18 +131,35 @@
     }
   }
 
+  function hidePreview() {
+    els.preview.hidden = true;
+    els.preview.removeAttribute("src");
+  }
+
+  // The preview appears only once the browser has decoded the image: never a broken icon.
   function onFileChange() {
     if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
     state.previewUrl = null;
+    els.error.hidden = true;
+    hidePreview();
     const file = els.file.files[0];
-    if (!file) {
-      els.preview.hidden = true;
-      els.preview.removeAttribute("src");
+    if (!file) return;
+    const refused = notAnImage(file);
+    if (refused) {
+      showError(refused);
       return;
     }
     state.previewUrl = URL.createObjectURL(file);
     els.preview.src = state.previewUrl;
-    els.preview.hidden = false;
+  }
+
+  function onPreviewLoad() { els.preview.hidden = false; }
+
+  function onPreviewError() {
+    hidePreview();
+    if (els.file.files[0]) {
+      setStatus("This browser cannot show the chosen image; the server may still read it.");
+    }
   }
 
   async function onSubmit(event) {
@@ -139,6 +173,12 @@
       return;
     }
     const file = els.file.files[0] || null;
+    const refused = notAnImage(file);
+    if (refused) {
+      setStatus("");
+      showError(refused);
+      return;
+    }
     if (file && Math.ceil(file.size / 3) * 4 + 4 * text.length + 64 > state.maxRequestBytes) {
       setStatus("");
       const limit = (state.maxRequestBytes / 2 ** 20).toFixed(1);
@@ -226,6 +266,7 @@
     els.highlighted.replaceChildren(...parts);
     els.list.replaceChildren(...result.entities.map(listItem));
     els.noEntities.hidden = result.entities.length > 0;
+    els.chooseHint.hidden = result.entities.length === 0;
     els.imageStatus.textContent = `Image: ${result.image_status}.`;
     renderLegend();
     els.results.hidden = false;
@@ -251,19 +292,25 @@
       if (!state.imageSent) why = "no image was sent with this post";
       else if (!state.image) why = "this browser cannot display the image";
       els.caption.textContent = `No heatmap for ${name}: ${why}.`;
+      els.explain.scrollIntoView({ block: "nearest" });
       return;
     }
     const peak = drawHeatmap(els.canvas, state.image, entity.attention, state.result.crop_box);
     const rows = entity.attention.length;
     const cols = entity.attention[0].length;
     const where = `strongest in row ${peak.row + 1}, column ${peak.col + 1}`;
-    const global = entity.global_attention === null || entity.global_attention === undefined
-      ? "" : ` Attention on the whole image: ${entity.global_attention.toFixed(2)}.`;
+    let global = "";
+    if (entity.global_attention !== null && entity.global_attention !== undefined) {
+      const whole = Math.round(100 * entity.global_attention);
+      global = ` ${whole}% of its attention went to the image as a whole, ` +
+        `${100 - whole}% to the ${rows}×${cols} regions drawn here.`;
+    }
     els.caption.textContent =
       `Attention of ${name} over the ${rows}×${cols} image regions, ${where}.${global}`;
     els.canvas.setAttribute("aria-label", `Image with the attention heatmap of ${name}, ${where}`);
     els.canvas.dataset.entity = String(index);
     els.canvas.hidden = false;
+    els.explain.scrollIntoView({ block: "nearest" });
   }
 
   // Draws the image, then the [h][w] grid on top: one pixel per region in a small canvas,
@@ -312,6 +359,14 @@
 
   els.form.addEventListener("submit", onSubmit);
   els.file.addEventListener("change", onFileChange);
+  els.preview.addEventListener("load", onPreviewLoad);
+  els.preview.addEventListener("error", onPreviewError);
+  els.text.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      els.form.requestSubmit();
+    }
+  });
   els.highlighted.addEventListener("click", onEntityClick);
   els.list.addEventListener("click", onEntityClick);
   loadModelInfo();

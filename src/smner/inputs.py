@@ -1,0 +1,164 @@
+"""Posts as users have them, turned into one type, :class:`PostInput`, in one place.
+
+The forms accepted everywhere (``Predictor.predict_many``, ``smner predict``, the HTTP API):
+
+- a string: the raw text of a post, split by the tweet-aware tokenizer;
+- a list of strings: the post's tokens, already split;
+- a mapping with the keys of a JSONL record: ``text`` or ``tokens``, optionally ``image`` (a
+  path, the file's bytes or a PIL image) and ``id``; other keys are carried to the output;
+- a :class:`PostInput`.
+
+This module imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from smner.errors import DataFormatError, SmnerError
+
+ImageLike = str | Path | bytes | Image.Image | None
+
+#: What the error message says a post may be.
+EXPECTED = (
+    "a string (raw text), a list of token strings, a mapping with 'text' or 'tokens' "
+    "(and optionally 'image' and 'id'), or a PostInput"
+)
+
+
+class InvalidPost(SmnerError, TypeError):
+    """A post is not one of the accepted forms; the message names its position.
+
+    A :class:`TypeError` for Python callers, and an :class:`SmnerError` so that the command
+    line reports it as one line.
+    """
+
+
+@dataclass
+class PostInput:
+    """A post to predict on.
+
+    Fields:
+        text: the raw text (split by the tweet-aware tokenizer), or None when ``tokens`` is set.
+        tokens: the post's tokens, already split; they take precedence over ``text``.
+        image: a path, the image file's bytes, a PIL image, or None.
+        id: carried unchanged to the prediction (and its ``to_dict()`` record).
+        extra: other keys of the input record, carried unchanged to the output record.
+    """
+
+    text: str | None = None
+    tokens: list[str] | None = None
+    image: ImageLike = None
+    id: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The input keys of the output record: ``id``, ``text``, the image path, ``extra``."""
+        out: dict[str, Any] = {}
+        if self.id is not None:
+            out["id"] = self.id
+        if self.text is not None:
+            out["text"] = self.text
+        if isinstance(self.image, str | Path):
+            out["image"] = str(self.image)
+        out.update(self.extra)
+        return out
+
+
+def _check_tokens(tokens: Any, where: str) -> list[str]:
+    if not (isinstance(tokens, list | tuple) and all(isinstance(t, str) for t in tokens)):
+        raise InvalidPost(f'{where}: "tokens" must be a list of non-blank strings')
+    if not all(t.strip() for t in tokens):
+        raise InvalidPost(f'{where}: "tokens" must be a list of non-blank strings')
+    return list(tokens)
+
+
+def _check_image(image: Any, where: str) -> ImageLike:
+    if image is None or isinstance(image, str | Path | bytes | Image.Image):
+        return image
+    if isinstance(image, bytearray | memoryview):
+        return bytes(image)
+    raise InvalidPost(
+        f'{where}: "image" must be a path, bytes or a PIL image, got {type(image).__name__}'
+    )
+
+
+def from_mapping(record: Mapping[str, Any], where: str, base: Path | None = None) -> PostInput:
+    """A post from a JSONL-style record; ``base`` is the folder relative image paths start at.
+
+    With ``base``, the output record keeps the path as written in the input.
+    """
+    text, tokens = record.get("text"), record.get("tokens")
+    if not isinstance(text, str) and tokens is None:
+        raise InvalidPost(f'{where}: expected an object with "text" (string) or "tokens" (list)')
+    if text is not None and not isinstance(text, str):
+        raise InvalidPost(f'{where}: "text" must be a string')
+    if tokens is not None:
+        tokens = _check_tokens(tokens, where)
+    image = _check_image(record.get("image"), where)
+    extra = {k: v for k, v in record.items() if k not in ("id", "text", "tokens", "image")}
+    if isinstance(image, str) and not image:
+        image = None  # "image": "" means no image, as an empty form field does
+    if base is not None and isinstance(image, str | Path) and not Path(image).is_absolute():
+        extra["image"] = str(image)
+        image = base / image
+    return PostInput(text=text, tokens=tokens, image=image, id=record.get("id"), extra=extra)
+
+
+def as_post(value: Any, position: int | str = 0) -> PostInput:
+    """Any accepted form as a :class:`PostInput`; :class:`InvalidPost` names ``position``."""
+    where = f"post {position}"
+    if isinstance(value, PostInput):
+        return value
+    if isinstance(value, str):
+        return PostInput(text=value)
+    if isinstance(value, Mapping):
+        return from_mapping(value, where)
+    if isinstance(value, list | tuple):
+        return PostInput(tokens=_check_tokens(value, where))
+    raise InvalidPost(f"{where}: expected {EXPECTED}; got {type(value).__name__}")
+
+
+def with_image(value: Any, image: ImageLike) -> PostInput:
+    """``predict(text, image=...)``: the post, with ``image`` when one is given."""
+    post = as_post(value)
+    if image is not None:
+        post = PostInput(post.text, post.tokens, _check_image(image, "image"), post.id, post.extra)
+    return post
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, PostInput]]:
+    """``(line number, post)`` for each record of a JSONL file.
+
+    Relative image paths are read relative to the JSONL file's folder (absolute paths as
+    they are); a record without an ``id`` gets its line number. A bad record raises
+    :class:`DataFormatError` naming the file and the line.
+    """
+    base = Path(path).parent
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(path, number, f"not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise DataFormatError(
+                    path, number, 'expected an object with "text" (string) or "tokens" (list)'
+                )
+            if record.get("image") is not None and not isinstance(record["image"], str):
+                raise DataFormatError(path, number, '"image" must be a path (string)')
+            try:
+                post = from_mapping(record, "record", base)
+            except InvalidPost as exc:
+                raise DataFormatError(path, number, str(exc).removeprefix("record: ")) from None
+            if post.id is None:
+                post.id = str(number)
+            yield number, post
