@@ -43,6 +43,7 @@ def config(corpus: Path, work: Path, model: dict[str, Any], seed: int, epochs: i
             "patience": 0,
             "seed": seed,
             "progress": False,
+            "keep_last": False,
         },
     }
 
