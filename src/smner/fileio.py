@@ -6,9 +6,12 @@ import contextlib
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from smner.errors import SmnerError
 
 
 def current_umask() -> int:
@@ -40,15 +43,66 @@ def make_staging_dir(parent: Path, prefix: str) -> Path:
     return staging
 
 
+#: Output names that mean standard output rather than a file.
+STDOUT_NAMES = ("-", "/dev/stdout")
+
+
+class OutputPathError(SmnerError):
+    """An output path that cannot be written safely (a folder, a socket, a symlink loop)."""
+
+
+def output_kind(path: str | Path) -> tuple[str, Path | None]:
+    """How a write to ``path`` goes: ``("stdout", None)``, ``("stream", p)`` or ``("file", p)``.
+
+    ``-`` and ``/dev/stdout`` are standard output. A symlink is followed, so the file it names
+    is what gets written (the link itself stays). A FIFO or a character device (``/dev/null``, a
+    terminal) is a ``stream``: it is written through, never replaced. A regular file or a new
+    path is a ``file``, replaced atomically. Anything else (a folder, a socket, a block
+    device) raises :class:`OutputPathError`.
+    """
+    if str(path) in STDOUT_NAMES:
+        return "stdout", None
+    try:
+        target = Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before 3.13)
+        raise OutputPathError(f"{path}: cannot resolve the path ({exc})") from None
+    try:
+        info = target.stat()
+    except FileNotFoundError:
+        return "file", target
+    except OSError as exc:
+        raise OutputPathError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    if stat.S_ISREG(info.st_mode):
+        return "file", target
+    if stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode):
+        return "stream", target
+    what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file, FIFO or device"
+    raise OutputPathError(f"{path}: is {what}; expected a file to write")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
+    """Yield a temporary path to write; on success its content lands at ``path`` in one step.
 
-    The file keeps the mode of the file it replaces, or gets the mode ``open`` would give a new
-    file (``mkstemp`` alone makes it 0600). On an exception the temporary file is removed and
-    ``path`` is left as it was.
+    For a regular file or a new path, the temporary file sits beside the target and replaces
+    it with one rename; it keeps the mode of the file it replaces, or gets the mode ``open``
+    would give a new file (``mkstemp`` alone makes it 0600, and some writers, safetensors
+    among them, recreate it as 0600: the mode is applied again after writing). On an
+    exception the temporary file is removed and ``path`` is left as it was.
+
+    Standard output (``-``, ``/dev/stdout``), FIFOs and character devices are never replaced:
+    the finished content is copied into them. See :func:`output_kind` for symlinks and the
+    paths refused.
     """
-    target = Path(path)
+    kind, target = output_kind(path)
+    if kind != "file":
+        with tempfile.TemporaryDirectory(prefix="smner-") as folder:
+            tmp = Path(folder) / "output"
+            tmp.touch()
+            yield tmp
+            _copy_into_stream(tmp, target)
+        return
+    assert target is not None
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -60,11 +114,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             mode = 0o666 & ~current_umask()
         os.chmod(tmp, mode)
         yield tmp
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _copy_into_stream(source: Path, target: Path | None) -> None:
+    """Write ``source``'s bytes to standard output (``target`` None) or into a FIFO/device."""
+    if target is None:
+        sys.stdout.flush()
+        buffer = getattr(sys.stdout, "buffer", None)
+        with open(source, "rb") as handle:
+            if buffer is None:  # a text-only stand-in for stdout
+                sys.stdout.write(handle.read().decode("utf-8", errors="replace"))
+                return
+            shutil.copyfileobj(handle, buffer)
+        buffer.flush()
+        return
+    with open(source, "rb") as handle, open(target, "wb") as out:
+        shutil.copyfileobj(handle, out)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -25,7 +25,7 @@ from smner.data.types import Entity
 from smner.encoders.image import ImageEncoder, build_image_encoder
 from smner.encoders.text import TextEncoder, text_config_from_dict
 from smner.errors import SmnerError
-from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
+from smner.fileio import atomic_path, atomic_write_text, make_staging_dir, replace_directory
 
 #: Bumped when a saved folder's layout or meaning changes incompatibly.
 FORMAT_VERSION = 1
@@ -134,7 +134,9 @@ class NERModel(nn.Module):
                 "model": to_dict(self.config),
             }
             atomic_write_text(staging / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
-            save_model(self, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+            # Through atomic_path: safetensors itself writes 0600 whatever the umask says.
+            with atomic_path(staging / WEIGHTS_FILE) as tmp:
+                save_model(self, str(tmp), metadata={"format": "pt"})
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
             replace_directory(staging, target)
