@@ -44,9 +44,26 @@ TEST_SCORES_FILE = "test_scores.json"
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda[:N]`` or ``mps`` as a device; one that is not here is an error
+    now, not a traceback at the first step."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise SmnerError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SmnerError(f"device {name!r}: no CUDA GPU is available here; use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SmnerError(
+                f"device {name!r}: there are {torch.cuda.device_count()} CUDA GPU(s) here"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise SmnerError(f"device {name!r}: MPS is not available here; use cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise SmnerError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -223,6 +240,9 @@ class Trainer:
             read_conll(data.test_file, data.label_aliases)
         train = read_conll(data.train_file, data.label_aliases).examples
         dev = read_conll(data.dev_file, data.label_aliases).examples
+        for path, examples in ((data.train_file, train), (data.dev_file, dev)):
+            if not examples:
+                raise DataFormatError(path, None, "has no posts; expected at least one")
         return train, dev
 
     def _build(self, train: list[Example]) -> tuple[NERModel, Any]:

@@ -7,6 +7,28 @@ import argparse
 from smner.errors import SmnerError
 
 
+def positive_int(value: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    """argparse type: a finite number above 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not (number > 0 and number != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return number
+
+
 def parse_aliases(pairs: list[str] | None) -> dict[str, str]:
     """``["OTHER=MISC"]`` -> ``{"OTHER": "MISC"}``."""
     aliases: dict[str, str] = {}

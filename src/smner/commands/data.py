@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from smner.commands import add_alias_option, parse_aliases
+from smner.commands import add_alias_option, parse_aliases, positive_float, positive_int
 from smner.data.conll import read_conll
 from smner.data.download import CHECKSUMS, DEFAULT_BASE_URL, download_benchmark
 from smner.data.stats import corpus_stats, format_stats
@@ -29,7 +29,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     stats.add_argument("files", nargs="+", metavar="FILE", help="data files to describe")
     stats.add_argument(
         "--max-span-width",
-        type=int,
+        type=positive_int,
         default=6,
         metavar="N",
         help="report entities longer than N tokens (default: 6, the model default)",
@@ -51,7 +51,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     download.add_argument(
         "--base-url", default=DEFAULT_BASE_URL, help="mirror to fetch from (default: %(default)s)"
     )
-    download.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    download.add_argument(
+        "--timeout", type=positive_float, default=60.0, help="seconds per request"
+    )
     download.set_defaults(handler=run_download)
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from smner.commands import add_alias_option, parse_aliases
+from smner.commands import add_alias_option, parse_aliases, positive_int
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", metavar="DIR", help="folder holding <IMGID>.jpg files")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     parser.add_argument("--predictions", metavar="OUT", help="write predicted tags to OUT")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     add_alias_option(parser)
     parser.set_defaults(handler=run)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from smner.commands import positive_int
 from smner.errors import DataFormatError, SmnerError
 
 
@@ -35,7 +36,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--heatmaps", metavar="DIR", help="save one PNG per entity: its attention over its image"
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.set_defaults(handler=run)
 
