@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from smner import __version__
 from smner.commands import data as data_command
@@ -16,7 +18,7 @@ from smner.commands import score as score_command
 from smner.commands import serve as serve_command
 from smner.commands import synth as synth_command
 from smner.commands import train as train_command
-from smner.errors import SmnerError
+from smner.errors import SmnerError, SmnerWarning
 
 DESCRIPTION = (
     "smner: span-based multimodal named entity recognition for social-media posts "
@@ -66,6 +68,14 @@ def _quiet_libraries() -> None:
     """
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    previous = warnings.formatwarning
+
+    def one_line(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+        if issubclass(category, SmnerWarning):
+            return f"smner: warning: {message}\n"
+        return previous(message, category, *args, **kwargs)
+
+    warnings.formatwarning = one_line  # type: ignore[assignment]
 
 
 if __name__ == "__main__":
