@@ -7,11 +7,13 @@ config alone and needs no network.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -140,6 +142,10 @@ class NERModel(nn.Module):
         target = Path(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = make_staging_dir(target.parent, f".{target.name}.")
+        with write_errors(target):
+            self._write_folder(staging, target, tokenizer)
+
+    def _write_folder(self, staging: Path, target: Path, tokenizer: Any | None) -> None:
         try:
             # Through atomic_path: safetensors itself writes 0600 whatever the umask says.
             with atomic_path(staging / WEIGHTS_FILE) as tmp:
@@ -209,6 +215,19 @@ WEIGHTS_CHECKSUM_KEY = "weights_sha256"
 SKIP_CHECKSUM_ENV = "SMNER_SKIP_WEIGHTS_CHECKSUM"
 #: Largest ``config.json`` read (a real one is a few tens of kB).
 MAX_CONFIG_BYTES = 16 * 2**20
+
+
+@contextlib.contextmanager
+def write_errors(target: Path) -> Iterator[None]:
+    """Turn what torch and safetensors raise when a write fails (a full disk, a quota) into
+    one line; every writer in smner stages its files, so ``target`` is left as it was."""
+    try:
+        yield
+    except (SafetensorError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SmnerError(
+            f"{target}: could not be written ({first}); the previous version is left as it was"
+        ) from None
 
 
 def file_sha256(path: Path) -> str:
