@@ -325,6 +325,8 @@ class DataConfig:
     )
     #: where frozen-backbone image features are cached; null disables the cache
     feature_cache_dir: str | None = "~/.cache/smner/features"
+    #: largest data file read, in MiB (a FIFO or device is never read)
+    max_file_mb: int = _ranged(1024, 1, _BIG)
 
     def __post_init__(self) -> None:
         check_fields(self, "data")

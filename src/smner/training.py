@@ -165,9 +165,10 @@ def evaluate_saved_model(
     device: torch.device | str = "cpu",
     feature_cache_dir: str | Path | None = None,
     progress: bool = False,
+    max_file_bytes: int | None = None,
 ) -> Evaluation:
     """Load ``model_dir``, predict every post of ``data_file`` and score it against its tags."""
-    corpus = read_conll(data_file, label_aliases)
+    corpus = read_conll(data_file, label_aliases, max_file_bytes)
     model = NERModel.from_pretrained(model_dir).to(device)
     collator = build_collator(model.config, load_tokenizer(Path(model_dir) / TOKENIZER_DIR))
     store = ImageStore(image_dir)
@@ -236,13 +237,14 @@ class Trainer:
         data = self.config.data
         if not data.train_file or not data.dev_file:
             raise SmnerError("data.train_file and data.dev_file must both be set")
+        limit = data.max_file_mb * 2**20
         if data.test_file:
             # Checked now, scored only after training: a broken file should not wait that long.
             if not Path(data.test_file).is_file():
                 raise SmnerError(f"data.test_file: {data.test_file} does not exist")
-            read_conll(data.test_file, data.label_aliases)
-        train = read_conll(data.train_file, data.label_aliases).examples
-        dev = read_conll(data.dev_file, data.label_aliases).examples
+            read_conll(data.test_file, data.label_aliases, limit)
+        train = read_conll(data.train_file, data.label_aliases, limit).examples
+        dev = read_conll(data.dev_file, data.label_aliases, limit).examples
         for path, examples in ((data.train_file, train), (data.dev_file, dev)):
             if not examples:
                 raise DataFormatError(path, None, "has no posts; expected at least one")
@@ -563,6 +565,7 @@ class Trainer:
             self.device,
             data.feature_cache_dir,
             progress=self.config.train.progress,
+            max_file_bytes=data.max_file_mb * 2**20,
         )
         scores = result.scores
         record = {"test_file": data.test_file, **scores.to_dict()}

@@ -40,6 +40,19 @@ def parse_aliases(pairs: list[str] | None) -> dict[str, str]:
     return aliases
 
 
+def add_input_limit_option(parser: argparse.ArgumentParser) -> None:
+    from smner.data.conll import DEFAULT_MAX_FILE_MB
+
+    parser.add_argument(
+        "--max-input-mb",
+        type=positive_int,
+        default=DEFAULT_MAX_FILE_MB,
+        metavar="MB",
+        help="refuse input files larger than this many MiB (default: %(default)s); FIFOs "
+        "and devices are never read",
+    )
+
+
 def add_alias_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--label-alias",

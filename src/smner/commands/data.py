@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from smner.commands import add_alias_option, parse_aliases, positive_float, positive_int
+from smner.commands import (
+    add_alias_option,
+    add_input_limit_option,
+    parse_aliases,
+    positive_float,
+    positive_int,
+)
 from smner.data.conll import read_conll
 from smner.data.download import CHECKSUMS, DEFAULT_BASE_URL, download_benchmark
 from smner.data.stats import corpus_stats, format_stats
@@ -36,6 +42,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     stats.add_argument("--json", action="store_true", help="print one JSON list, one object a file")
     add_alias_option(stats)
+    add_input_limit_option(stats)
     stats.set_defaults(handler=run_stats)
 
     download = sub.add_parser(
@@ -60,7 +67,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
 def run_stats(args: argparse.Namespace) -> int:
     aliases = parse_aliases(args.label_alias)
     all_stats = [
-        corpus_stats(read_conll(path, aliases), args.max_span_width) for path in args.files
+        corpus_stats(read_conll(path, aliases, args.max_input_mb * 2**20), args.max_span_width)
+        for path in args.files
     ]
     if args.json:
         print(json.dumps(all_stats if len(all_stats) > 1 else all_stats[0], indent=2))

@@ -6,7 +6,12 @@ import argparse
 import json
 import sys
 
-from smner.commands import add_alias_option, parse_aliases, positive_int
+from smner.commands import (
+    add_alias_option,
+    add_input_limit_option,
+    parse_aliases,
+    positive_int,
+)
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -25,6 +30,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     add_alias_option(parser)
+    add_input_limit_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -41,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         args.batch_size,
         resolve_device(args.device),
         progress=sys.stderr.isatty(),
+        max_file_bytes=args.max_input_mb * 2**20,
     )
     if result.image_summary:
         print(result.image_summary, file=sys.stderr)

@@ -83,7 +83,13 @@ def resolve_image_path(image_dir: Path, image_id: str, suffix: str = ".jpg") -> 
     name = image_id if image_id.endswith(suffix) else image_id + suffix
     path = Path(image_dir) / name
     root = Path(image_dir).resolve()
-    if not path.resolve().is_relative_to(root):
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError):
+        # A symlink loop (RuntimeError before Python 3.13): it names no file at all, so it
+        # cannot leave the folder; reading it fails and the image counts as unreadable.
+        return path
+    if not resolved.is_relative_to(root):
         raise _refuse(image_id, f"it resolves to a file outside {str(root)!r}")
     return path
 
@@ -195,6 +201,9 @@ class ImageStore:
         suffix: str = ".jpg",
     ) -> None:
         self.image_dir = Path(image_dir) if image_dir is not None else None
+        if self.image_dir is not None and not self.image_dir.is_dir():
+            problem = "is not a folder" if self.image_dir.exists() else "does not exist"
+            raise SmnerError(f"image folder {self.image_dir} {problem}")
         self.limits = limits
         self.suffix = suffix
         self.counts: collections.Counter[ImageStatus] = collections.Counter()
