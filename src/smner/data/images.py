@@ -132,6 +132,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     """Upright RGB copy; transparent areas become white, as the post was shown on a page."""
     with contextlib.suppress(Exception):  # a broken EXIF block must not lose a good image
         image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        image = _wide_grey_to_8bit(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info
     )
@@ -141,6 +143,20 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background.alpha_composite(rgba)
         return background.convert("RGB")
     return image.convert("RGB")
+
+
+def _wide_grey_to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit) grey scaled to 8 bits; a plain ``convert`` clips it, so nearly every
+    pixel of a 16-bit photo came out white."""
+    import numpy as np
+
+    values = np.asarray(image)
+    if image.mode.startswith("I;16"):
+        scale = 65535.0
+    else:  # "I" (16-bit PNGs open as "I" in older Pillow) or "F": their own range
+        scale = 65535.0 if float(values.max(initial=0)) > 255 else 255.0
+    scaled = np.clip(values.astype(np.float32) * (255.0 / scale), 0, 255).round()
+    return Image.fromarray(scaled.astype(np.uint8))  # 2-D uint8: mode "L"
 
 
 def read_image_file(

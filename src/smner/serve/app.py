@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import threading
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -28,8 +29,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smner import __version__
@@ -57,6 +60,14 @@ class ServeSettings:
     max_pending: int = 256
     #: pixels of decoded images held by waiting posts (~3 bytes each); beyond it requests get 503
     max_pending_pixels: int = 200_000_000
+    #: Host header values answered (a name or address, any port); None answers every host.
+    #: ``smner serve`` sets it to the address it listens on, so that a page on another site
+    #: cannot reach a local server through DNS rebinding.
+    allowed_hosts: tuple[str, ...] | None = None
+    #: seconds a request may take to send its whole body; beyond it the answer is 408
+    body_timeout_s: float = 30.0
+    #: request bytes all requests together may hold while their bodies arrive; beyond it 503
+    max_buffered_bytes: int = 256 * 2**20
 
     def __post_init__(self) -> None:
         for name in ("max_request_bytes", "max_image_pixels", "max_text_chars", "max_batch"):
@@ -66,6 +77,10 @@ class ServeSettings:
             raise SmnerError("serve settings need max_pending >= 1 and batch_wait_ms >= 0")
         if self.max_pending_pixels < self.max_image_pixels:
             raise SmnerError("serve setting max_pending_pixels must be >= max_image_pixels")
+        if not self.body_timeout_s > 0:
+            raise SmnerError("serve setting body_timeout_s must be above 0")
+        if self.max_buffered_bytes < self.max_request_bytes:
+            raise SmnerError("serve setting max_buffered_bytes must be >= max_request_bytes")
 
 
 class ApiError(Exception):
@@ -191,20 +206,61 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _BodyTooSlow(Exception):
+    pass
+
+
+class _BuffersFull(Exception):
+    pass
+
+
+class ByteBudget:
+    """Request bytes received and not yet released, over all requests (thread-safe)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._lock = threading.Lock()
+
+    def take(self, amount: int) -> bool:
+        with self._lock:
+            if self.used + amount > self.limit:
+                return False
+            self.used += amount
+            return True
+
+    def give(self, amount: int) -> None:
+        with self._lock:
+            self.used -= amount
+
+
 def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
 
 class BodyLimit:
     """413 for bodies over ``max_bytes``: from Content-Length before any byte is read, and by
-    counting while streaming (chunked bodies, or a Content-Length that lies)."""
+    counting while streaming (chunked bodies, or a Content-Length that lies); 408 for a body
+    not received within ``timeout_s`` (a client trickling bytes holds memory and a slot); 400
+    for a request framed both by Content-Length and Transfer-Encoding (request smuggling)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float = 30.0,
+        budget: ByteBudget | None = None,
+    ) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+        self.budget = budget or ByteBudget(2**62)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        names = [name.lower() for name, _ in scope["headers"]]
+        if b"transfer-encoding" in names and b"content-length" in names:
+            detail = "a request has either Content-Length or Transfer-Encoding, not both"
+            await _error(400, "ambiguous request framing", detail)(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and not declared.isdigit():
@@ -215,12 +271,19 @@ class BodyLimit:
             return
         seen = 0
         started = False
+        deadline = anyio.current_time() + self.timeout_s
 
         async def counting_receive() -> Message:
             nonlocal seen
-            message = await receive()
+            with anyio.move_on_after(max(deadline - anyio.current_time(), 0)) as scope_:
+                message = await receive()
+            if scope_.cancelled_caught:
+                raise _BodyTooSlow
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                chunk = len(message.get("body", b""))
+                if not self.budget.take(chunk):
+                    raise _BuffersFull
+                seen += chunk
                 if seen > self.max_bytes:
                     raise _BodyTooLarge
             return message
@@ -232,14 +295,58 @@ class BodyLimit:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
+        except _BuffersFull:
+            if started:
+                raise
+            response = _error(503, "server busy", "too many request bodies are arriving; retry")
+            response.headers["retry-after"] = "1"
+            await response(scope, receive, send)
         except _BodyTooLarge:
             if started:
                 raise
             await self._too_large(scope, receive, send)
+        except _BodyTooSlow:
+            if started:
+                raise
+            detail = {"body_timeout_s": self.timeout_s}
+            response = _error(408, "request body not received in time", detail)
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
+        finally:
+            self.budget.give(seen)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = {"max_request_bytes": self.max_bytes}
         await _error(413, "request body too large", detail)(scope, receive, send)
+
+
+def _host_name(value: str) -> str:
+    """The host of a Host header (``name``, ``name:port``, ``[v6]`` or ``[v6]:port``)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class HostCheck:
+    """400 for a Host header outside ``allowed`` (names or addresses, ports ignored).
+
+    A page on another site can make a browser send requests to ``127.0.0.1`` under its own
+    name (DNS rebinding) and read the answers; checking the Host header stops that.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed = {_host_name(h) if h != "*" else "*" for h in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "*" not in self.allowed:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if _host_name(host) not in self.allowed:
+                detail = "this server answers only the host names it was started for"
+                await _error(400, "invalid Host header", detail)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class SecurityHeaders:
@@ -333,13 +440,80 @@ async def _read_json(request: Request) -> _Post:
     return _Post(parsed.text, parsed.tokens, image)
 
 
-async def _read_form(request: Request, settings: ServeSettings) -> _Post:
+class _Utf8MultiPartParser(MultiPartParser):
+    """Starlette's multipart parser, but a text field that is not UTF-8 is an error (Starlette
+    decodes it as Latin-1 instead, which turns one bad byte into silent mojibake)."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                text = bytes(part.data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise MultiPartException(f"form field {part.field_name!r} is not UTF-8") from None
+            self.items.append((part.field_name, text))
+            return
+        super().on_part_end()
+
+
+def _utf8(value: bytes, what: str) -> str:
     try:
-        form = await request.form(
-            max_files=1, max_fields=2, max_part_size=4 * settings.max_text_chars + 64
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(422, "invalid request", f"{what} is not UTF-8") from None
+
+
+async def _parse_form(request: Request, max_part_size: int) -> FormData:
+    """The form fields, UTF-8 strictly: invalid UTF-8 is a 422 whatever the encoding of the
+    form (JSON refuses it, and the three must agree)."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        parser = _Utf8MultiPartParser(
+            request.headers,
+            request.stream(),
+            max_files=1,
+            max_fields=2,
+            max_part_size=max_part_size,
         )
-    except StarletteHTTPException as error:
-        raise ApiError(422, "invalid multipart body", error.detail) from None
+        try:
+            return await parser.parse()
+        except MultiPartException as error:
+            raise ApiError(422, "invalid multipart body", error.message) from None
+    body = await request.body()  # a text-only form: bounded by max_part_size below
+    if len(body) > 3 * max_part_size:
+        raise ApiError(422, "invalid request", "form too large for a text field")
+    fields = [f for f in body.split(b"&") if f]
+    if len(fields) > 2:
+        raise ApiError(422, "invalid request", "too many form fields")
+    pairs = []
+    for item in fields:  # percent-decoded to bytes, then UTF-8 strictly
+        name, _, value = item.partition(b"=")
+        name, value = (urllib.parse.unquote_to_bytes(v.replace(b"+", b" ")) for v in (name, value))
+        pairs.append((_utf8(name, "a field name"), _utf8(value, "form field value")))
+    return FormData(pairs)
+
+
+def _same_origin(request: Request) -> bool:
+    """False for a form post a browser sends from another site's page.
+
+    Forms (multipart, urlencoded) are the requests a page may send to any site without asking
+    it first; JSON posts need a CORS preflight this server never grants. Clients outside a
+    browser (curl, scripts) send neither header and are not affected.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site.lower() not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    parts = urllib.parse.urlsplit(origin)
+    return bool(parts.netloc) and parts.netloc.lower() == request.headers.get("host", "").lower()
+
+
+async def _read_form(request: Request, settings: ServeSettings) -> _Post:
+    if not _same_origin(request):
+        raise ApiError(403, "cross-origin form post", "post forms from this server's own page")
+    form = await _parse_form(request, 4 * settings.max_text_chars + 64)
     try:
         unknown = sorted(set(form.keys()) - {"text", "image"})
         if unknown:
@@ -454,7 +628,15 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     )
     app.state.batcher = batcher
     app.state.pixel_budget = pixel_budget
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.state.byte_budget = ByteBudget(settings.max_buffered_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        timeout_s=settings.body_timeout_s,
+        budget=app.state.byte_budget,
+    )
+    if settings.allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     app.add_middleware(SecurityHeaders)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -560,6 +742,13 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         return _error(422, "invalid request", _validation_detail(error))
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # Nobody is left to answer; one line, not a traceback.
+        client = request.client.host if request.client else "a client"
+        logger.info("%s disconnected before its request body was complete", client)
+        return _error(400, "client disconnected")
 
     @app.exception_handler(Exception)
     async def internal_error(_: Request, error: Exception) -> JSONResponse:
