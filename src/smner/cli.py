@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -26,8 +27,15 @@ DESCRIPTION = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smner", description=DESCRIPTION)
+    parser = _Parser(prog="smner", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"smner {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     train_command.register(verbs)
