@@ -161,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_wait_ms < 0:
         raise SmnerError("--batch-wait-ms must not be negative")
+    from smner.serve.memory import keep_large_blocks_off_the_heap
     from smner.serve.protocol import guarded_protocol
 
     allowed = tuple(args.allowed_host) if args.allowed_host else default_allowed_hosts(args.host)
@@ -173,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     )
     limits = ImageLimits(settings.max_request_bytes, settings.max_image_pixels)
     predictor = Predictor.from_pretrained(args.model, device=args.device, limits=limits)
+    keep_large_blocks_off_the_heap()
     if not _is_loopback(args.host):
         print(
             f"smner: warning: listening on {args.host} without authentication",

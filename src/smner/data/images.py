@@ -43,6 +43,10 @@ class ImageLimits:
 
     max_bytes: int = 20 * 2**20
     max_pixels: int = 40_000_000
+    #: when set, large images are decoded at reduced size (JPEG DCT scaling, then an integer
+    #: box reduction) down to no less than this many pixels on their shorter side, so that
+    #: their full-size copies never pile up; the server sets it from the model's input size
+    decode_side: int | None = None
 
 
 DEFAULT_LIMITS = ImageLimits()
@@ -94,6 +98,17 @@ def resolve_image_path(image_dir: Path, image_id: str, suffix: str = ".jpg") -> 
     return path
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header alone (nothing is decoded); None if unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+                return image.size
+    except Exception:  # see load_image_bytes: malformed input raises many types
+        return None
+
+
 def load_image_bytes(
     data: bytes, limits: ImageLimits = DEFAULT_LIMITS
 ) -> tuple[Image.Image | None, ImageStatus]:
@@ -114,8 +129,12 @@ def load_image_bytes(
                 width, height = image.size
                 if width * height > limits.max_pixels:
                     return None, ImageStatus.TOO_LARGE
+                if limits.decode_side and image.format == "JPEG":
+                    factor = min(width, height) // limits.decode_side
+                    if factor >= 2:  # the DCT decodes at 1/2, 1/4 or 1/8 of the size
+                        image.draft("RGB", (width // factor, height // factor))
                 image.load()
-                return _to_rgb(image), ImageStatus.OK
+                return _to_rgb(_reduced(image, limits.decode_side)), ImageStatus.OK
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return None, ImageStatus.TOO_LARGE
     except OSError as error:
@@ -128,21 +147,62 @@ def load_image_bytes(
         return None, ImageStatus.UNREADABLE
 
 
+_STRIP_PIXELS = 1 << 20
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "I", "F", "I;16", "CMYK")
+
+
+def _reduced(image: Image.Image, side: int | None) -> Image.Image:
+    """``image`` box-reduced by the largest integer factor keeping its shorter side >= ``side``.
+
+    The preprocessing resamples with ``reducing_gap=3``, which reduces by such a factor
+    first anyway; doing it here frees the full-size pixels before anything else is copied.
+    """
+    if not side:
+        return image
+    factor = min(image.size) // side
+    if factor < 2:
+        return image
+    if image.mode not in _REDUCIBLE:
+        image = image.convert("RGBA" if _has_alpha(image) else "RGB")
+    # Strip by strip (reducing RGBA makes a premultiplied full-size copy otherwise); strips
+    # are whole multiples of the factor, so the result equals one reduction of the image.
+    width, height = image.size
+    out_w, out_h = width // factor, height // factor
+    result = Image.new(image.mode, (out_w, out_h))
+    rows = max(1, _STRIP_PIXELS // max(width * factor, 1)) * factor
+    for top in range(0, out_h * factor, rows):
+        bottom = min(top + rows, out_h * factor)
+        strip = image.crop((0, top, out_w * factor, bottom)).reduce(factor)
+        result.paste(strip, (0, top // factor))
+    return result
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Upright RGB copy; transparent areas become white, as the post was shown on a page."""
+    """Upright RGB copy; transparent areas become white, as the post was shown on a page.
+
+    Compositing pastes the image onto white through its alpha channel: one RGB image and
+    one alpha band, not the three full-size RGBA copies of ``alpha_composite``.
+    """
     with contextlib.suppress(Exception):  # a broken EXIF block must not lose a good image
         image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         image = _wide_grey_to_8bit(image)
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    )
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        background.alpha_composite(rgba)
-        return background.convert("RGB")
-    return image.convert("RGB")
+    if not _has_alpha(image):
+        return image.convert("RGB")
+    # Strip by strip: the only full-size copy made is the RGB result.
+    width, height = image.size
+    result = Image.new("RGB", image.size, (255, 255, 255))
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(top + rows, height))).convert("RGBA")
+        result.paste(strip.convert("RGB"), (0, top), mask=strip.getchannel("A"))
+    return result
 
 
 def _wide_grey_to_8bit(image: Image.Image) -> Image.Image:

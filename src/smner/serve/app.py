@@ -8,6 +8,7 @@ from a URL, and every error is a JSON ``{"error", "detail"}`` that leaves the se
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -16,7 +17,8 @@ import re
 import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +38,18 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smner import __version__
-from smner.data.images import IMAGE_FORMATS, ImageLimits, ImageStatus, load_image_bytes
+from smner.data.images import (
+    IMAGE_FORMATS,
+    ImageLimits,
+    ImageStatus,
+    image_size,
+    load_image_bytes,
+)
 from smner.data.tweet_tokenizer import tokenize_tweet
 from smner.errors import SmnerError
 from smner.predict import PostInput, Predictor
 from smner.serve.batcher import BatcherClosed, BatcherOverloaded, MicroBatcher
+from smner.serve.memory import trim
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -64,6 +73,8 @@ class ServeSettings:
     #: ``smner serve`` sets it to the address it listens on, so that a page on another site
     #: cannot reach a local server through DNS rebinding.
     allowed_hosts: tuple[str, ...] | None = None
+    #: images over LARGE_IMAGE_PIXELS decoded at once (each holds up to 4 bytes a pixel)
+    max_large_decodes: int = 1
     #: seconds a request may take to send its whole body; beyond it the answer is 408
     body_timeout_s: float = 30.0
     #: request bytes all requests together may hold while their bodies arrive; beyond it 503
@@ -77,6 +88,8 @@ class ServeSettings:
             raise SmnerError("serve settings need max_pending >= 1 and batch_wait_ms >= 0")
         if self.max_pending_pixels < self.max_image_pixels:
             raise SmnerError("serve setting max_pending_pixels must be >= max_image_pixels")
+        if self.max_large_decodes < 1:
+            raise SmnerError("serve setting max_large_decodes must be at least 1")
         if not self.body_timeout_s > 0:
             raise SmnerError("serve setting body_timeout_s must be above 0")
         if self.max_buffered_bytes < self.max_request_bytes:
@@ -86,9 +99,12 @@ class ServeSettings:
 class ApiError(Exception):
     """An error answered as JSON ``{"error": error, "detail": detail}`` with ``status``."""
 
-    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+    def __init__(
+        self, status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(error)
         self.status, self.error, self.detail = status, error, detail
+        self.headers = headers or {}
 
 
 # --- request and response schemas ----------------------------------------------------------
@@ -390,7 +406,12 @@ class PixelBudget:
     def hold(self, pixels: int) -> Iterator[None]:
         with self._lock:
             if self.used + pixels > self.limit:
-                raise ApiError(503, "server busy", "too many large images are waiting; retry")
+                raise ApiError(
+                    503,
+                    "server busy",
+                    "too many large images are being decoded or waiting; retry",
+                    {"retry-after": "1"},
+                )
             self.used += pixels
         try:
             yield
@@ -576,15 +597,42 @@ def _model_grid(predictor: Predictor) -> tuple[int, int] | None:
     return int(height), int(width)
 
 
+#: Images above this many pixels decode in the "large" slots (a 12-megapixel photo is not).
+LARGE_IMAGE_PIXELS = 16_000_000
+
+
+def _lower_thread_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: threads have their own nice value)."""
+    with suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+def _decode_side(predictor: Predictor) -> int | None:
+    """The shorter side large images are reduced to while decoding: three times the model's
+    resize (its resampling reduces by the same factor first, ``reducing_gap=3``)."""
+    preprocessing = getattr(getattr(predictor.model, "image", None), "preprocessing", None)
+    return 3 * int(preprocessing.resize) if preprocessing is not None else None
+
+
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
     """The API (``/health``, ``/v1/model``, ``/v1/predict``) and the page (``/``)."""
     settings = settings or ServeSettings()
     config = predictor.model.config
     grid = _model_grid(predictor)
-    image_limits = ImageLimits(settings.max_request_bytes, settings.max_image_pixels)
-    # Decoding is CPU- and memory-heavy (up to max_image_pixels): a few at a time.
-    decode_slots = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+    image_limits = ImageLimits(
+        settings.max_request_bytes, settings.max_image_pixels, decode_side=_decode_side(predictor)
+    )
+    # Decoding is CPU- and memory-heavy: large images one (or a few) at a time, so that they
+    # cannot crowd out the small ones; every image holds its pixels in the budget from the
+    # moment its header is read, decoding included, until the model is done with it.
+    large_decoder = ThreadPoolExecutor(
+        settings.max_large_decodes,
+        thread_name_prefix="smner-large-decode",
+        initializer=_lower_thread_priority,
+    )
+    small_slots = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
     pixel_budget = PixelBudget(settings.max_pending_pixels)
+    large_budget = PixelBudget(max(settings.max_pending_pixels // 2, settings.max_image_pixels))
     batcher: MicroBatcher[PostInput, Any] = MicroBatcher(
         lambda posts: predictor.predict_many(posts, batch_size=settings.max_batch),
         max_batch=settings.max_batch,
@@ -616,6 +664,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await anyio.to_thread.run_sync(batcher.close)
+        large_decoder.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="smner",
@@ -641,12 +690,33 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    def decode(data: bytes) -> tuple[Image.Image | None, ImageStatus]:
-        with decode_slots:
+    def decode_small(data: bytes) -> tuple[Image.Image | None, ImageStatus]:
+        with small_slots:
             return load_image_bytes(data, image_limits)
 
+    def decode_large(data: bytes) -> tuple[Image.Image | None, ImageStatus]:
+        try:
+            return load_image_bytes(data, image_limits)
+        finally:
+            trim()  # hand the full-size decode's memory back at once
+
+    async def decode(data: bytes) -> tuple[Image.Image | None, ImageStatus]:
+        """Decode with the image's pixels held in the budget (503 when it is spent)."""
+        size = image_size(data)  # the header only
+        pixels = size[0] * size[1] if size else 0
+        if pixels > image_limits.max_pixels:
+            return None, ImageStatus.TOO_LARGE
+        if pixels <= LARGE_IMAGE_PIXELS:
+            with pixel_budget.hold(pixels):
+                return await anyio.to_thread.run_sync(decode_small, data)
+        # Large images take at most half the budget, so they never crowd out small ones,
+        # and decode in their own low-priority thread(s): they queue behind each other, not
+        # in front of small images, and yield the CPU to the model.
+        with large_budget.hold(pixels), pixel_budget.hold(pixels):
+            return await asyncio.wrap_future(large_decoder.submit(decode_large, data))
+
     async def load_image(data: bytes) -> Image.Image:
-        picture, status = await anyio.to_thread.run_sync(decode, data)
+        picture, status = await decode(data)
         if picture is not None and status is ImageStatus.OK:
             return picture
         if status is ImageStatus.TOO_LARGE:
@@ -731,7 +801,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
-        return _error(error.status, error.error, error.detail)
+        response = _error(error.status, error.error, error.detail)
+        response.headers.update(error.headers)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
