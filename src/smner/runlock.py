@@ -1,8 +1,9 @@
 """An exclusive lock on a run folder, so that two trainings never write into the same one.
 
 The lock is ``DIR/run.lock``, held with ``flock`` for as long as the run lasts, and holding the
-PID, host and start time of its owner. The kernel drops a ``flock`` when its process dies, so
-a lock left by a killed run is stale by construction: the next run takes it over (and says so).
+PID, host and start time of its owner; a run that ends removes it. The kernel drops a ``flock``
+when its process dies, so a lock file left by a killed run is stale by construction: the next
+run takes it over (and says so).
 Where ``flock`` is not supported (some network file systems) the PID in the file decides: the
 lock is held while a process with that PID is alive on the same host.
 """
@@ -73,7 +74,22 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        while True:
+            fd = self._try(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666))
+            # The owner removes the file as it ends: a lock taken on a file that has been
+            # removed (or replaced) meanwhile holds nothing, so take it again.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self._write_owner(fd)
+        self._fd = fd
+        return self
+
+    def _try(self, fd: int) -> int:
         try:
             previous = _read_owner(fd)
             locked_by_kernel = False
@@ -96,23 +112,24 @@ class RunLock:
                 )
             if previous.get("pid") is not None:
                 self.stale = _describe(previous)
-            owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, (json.dumps(owner) + "\n").encode("utf-8"))
         except BaseException:
             os.close(fd)
             raise
-        self._fd = fd
-        return self
+        return fd
+
+    @staticmethod
+    def _write_owner(fd: int) -> None:
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(owner) + "\n").encode("utf-8"))
 
     def release(self) -> None:
-        """Empty the file and drop the lock; the file stays (removing it would let a second
-        run lock a new file while a third still waits on the old one)."""
+        """Remove the file, then drop the lock (a run waiting on the old file sees it gone)."""
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            os.ftruncate(self._fd, 0)
+            os.unlink(self.path)
         os.close(self._fd)
         self._fd = None
 
