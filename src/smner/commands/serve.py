@@ -22,8 +22,8 @@ example:
   curl -s localhost:8000/v1/predict -H 'content-type: application/json' \\
        -d '{"text": "George visited Paris today"}'
 
-limits (each has a flag; see above): 10 MiB per request, 40 megapixels per image, 2000
-characters per post; request headers within --header-timeout, bodies within --body-timeout,
+limits: 10 MiB per request, 40 megapixels per image, 2000 characters per post (fixed);
+request headers within --header-timeout, bodies within --body-timeout,
 at most --max-connections open connections and --max-buffered-mb of request bodies at once.
 Requests are answered only for the host names in --allowed-host (default: the --host
 address, and localhost for a loopback address), and form posts only from this server's page.
@@ -106,7 +106,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=100,
         metavar="N",
-        help="requests in progress at most; more are answered 503 (default: 100)",
+        help="connections or requests in progress at most before new requests are answered "
+        "503 (uvicorn's limit_concurrency; default: 100)",
     )
     limits.add_argument(
         "--header-timeout",
@@ -165,12 +166,17 @@ def run(args: argparse.Namespace) -> int:
     from smner.serve.protocol import guarded_protocol
 
     allowed = tuple(args.allowed_host) if args.allowed_host else default_allowed_hosts(args.host)
+    if args.max_buffered_mb * 2**20 < ServeSettings.max_request_bytes:
+        raise SmnerError(
+            f"--max-buffered-mb must be at least {ServeSettings.max_request_bytes // 2**20} "
+            "(one request's body)"
+        )
     settings = ServeSettings(
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,
         allowed_hosts=allowed,
         body_timeout_s=args.body_timeout,
-        max_buffered_bytes=max(args.max_buffered_mb * 2**20, 10 * 2**20),
+        max_buffered_bytes=args.max_buffered_mb * 2**20,
     )
     limits = ImageLimits(settings.max_request_bytes, settings.max_image_pixels)
     predictor = Predictor.from_pretrained(args.model, device=args.device, limits=limits)
