@@ -133,3 +133,41 @@ def test_quality_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
     )
     for text in ("Twitter-2015 (test)", "Twitter-2017 (dev)", "| BIO-CRF |", "Paired bootstrap"):
         assert text in out
+
+
+@pytest.mark.slow
+def test_load_with_clients_posting_a_39_megapixel_png(tmp_path: Path) -> None:
+    """The memory target of ``bench/load.py --bad-clients``: 8 of 32 clients post a 154 kB
+    RGBA PNG of 39.7 MP; peak RSS stays within 2 GB of the idle server, no answer is wrong,
+    the valid clients keep half their throughput, and RSS falls back within a minute."""
+    from PIL import Image
+
+    from smner.encoders.text import load_tokenizer
+    from smner.model import build_model
+    from tests.tiny import tiny_config
+
+    text, image = make_text_encoder(tmp_path / "t"), make_image_encoder(tmp_path / "i")
+    build_model(tiny_config(text, image)).save_pretrained(
+        tmp_path / "m", tokenizer=load_tokenizer(text)
+    )
+    Image.new("RGBA", (7000, 5670), (10, 120, 200, 128)).save(tmp_path / "bomb.png")
+    Image.new("RGB", (640, 480), (200, 30, 30)).save(tmp_path / "ok.jpg")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "load.py"),
+            "--model", str(tmp_path / "m"),
+            "--clients", "32",
+            "--bad-clients", "8",
+            "--bad-image", str(tmp_path / "bomb.png"),
+            "--image", str(tmp_path / "ok.jpg"),
+            "--seconds", "15",
+        ],
+        capture_output=True, text=True, timeout=600, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(proc.stdout)
+    assert record["peak_over_idle_mib"] <= 2048
+    assert record["mixed"]["wrong_answers"] == 0 and record["mixed"]["errors"] == 0
+    assert record["valid_throughput_kept"] >= 0.5
+    assert record["settle"]["within_20pct_after_s"] is not None

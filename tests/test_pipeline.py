@@ -21,6 +21,7 @@ from smner.commands.score import score_files
 from smner.config import load_experiment
 from smner.errors import DataFormatError, SmnerError
 from smner.model import NERModel
+from smner.training import write_state_checksum
 from tests.pipeline_fixture import write_corpus
 
 
@@ -303,9 +304,9 @@ def test_config_errors_are_one_line(corpus: dict[str, Path], tmp_path: Path) -> 
     )
     assert proc.returncode == 1
     assert (
-        proc.stderr.strip()
-        .splitlines()[-1]
-        .startswith("smner: error: " + str(corpus["config"]) + ".train: unknown key(s) epochz")
+        proc.stderr.strip().splitlines()[-1]
+        == "smner: error: --set train.epochz=3: train.epochz: unknown key; "
+        "did you mean train.epochs?"
     )
 
 
@@ -375,15 +376,20 @@ def test_resume_refuses_other_batches_but_allows_more_epochs(
             smner.train(changed, run, resume=True)
         assert str(info.value).startswith(message)
     state = torch.load(last / "trainer_state.pt", weights_only=False)
-    torch.save({**state, "world_size": 2}, last / "trainer_state.pt")
+
+    def save_state(value: dict) -> None:
+        torch.save(value, last / "trainer_state.pt")
+        write_state_checksum(last)
+
+    save_state({**state, "world_size": 2})
     more = load_experiment(str(corpus["config"]), ["train.epochs=2"])
     with pytest.raises(SmnerError, match=r"resume: the world size is 1 but .* used 2"):
         smner.train(more, run, resume=True)
-    torch.save({**state, "train_posts": 99}, last / "trainer_state.pt")
+    save_state({**state, "train_posts": 99})
     with pytest.raises(SmnerError, match=r"number of training posts is \d+ but .* used 99"):
         smner.train(more, run, resume=True)
     assert (run / "log.jsonl").read_text() == log  # a refused resume changes nothing
-    torch.save(state, last / "trainer_state.pt")
+    save_state(state)
     result = smner.train(more, run, resume=True)
     assert result.epochs_run == 2
     assert [json.loads(line)["epoch"] for line in (run / "log.jsonl").open()] == [1, 2]

@@ -469,8 +469,10 @@ def test_serve_command_wires_the_app(
     assert args.handler(args) == 0
     assert (captured["host"], captured["port"]) == ("127.0.0.1", 8123)
     assert captured["app"].state.batcher.max_batch == 4
-    with TestClient(captured["app"]) as served:
+    with TestClient(captured["app"], base_url="http://127.0.0.1:8123") as served:
         assert served.get("/v1/model").json()["labels"] == ["LOC", "ORG", "PER"]
+    with TestClient(captured["app"], base_url="http://attacker.example") as rebound:
+        assert rebound.get("/v1/model").status_code == 400  # the Host header is checked
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--help"])
     assert "/v1/predict" in capsys.readouterr().out

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from smner import __version__
 from smner.commands import card as card_command
@@ -17,7 +20,7 @@ from smner.commands import score as score_command
 from smner.commands import serve as serve_command
 from smner.commands import synth as synth_command
 from smner.commands import train as train_command
-from smner.errors import SmnerError
+from smner.errors import SmnerError, SmnerWarning
 
 DESCRIPTION = (
     "smner: span-based multimodal named entity recognition for social-media posts "
@@ -25,8 +28,15 @@ DESCRIPTION = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smner", description=DESCRIPTION)
+    parser = _Parser(prog="smner", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"smner {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     train_command.register(verbs)
@@ -84,6 +94,14 @@ def _quiet_libraries() -> None:
     """
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    previous = warnings.formatwarning
+
+    def one_line(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+        if issubclass(category, SmnerWarning):
+            return f"smner: warning: {message}\n"
+        return previous(message, category, *args, **kwargs)
+
+    warnings.formatwarning = one_line  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

@@ -7,8 +7,12 @@ model folder, together with the encoder architectures, so a folder rebuilds with
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import re
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -18,7 +22,93 @@ T = TypeVar("T")
 
 
 class ConfigError(SmnerError):
-    """A configuration value is unknown, missing or of the wrong type."""
+    """A configuration value is unknown, missing, of the wrong type or out of range."""
+
+
+#: Largest value of any size, count or step field: far above every real setting, far below
+#: what would exhaust memory before a step is taken.
+_BIG = 1_000_000
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|meta|(cuda|xpu)(:\d{1,3})?)$")
+
+
+def _bounds(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    high_open: bool = False,
+    check: Callable[[Any], str | None] | None = None,
+) -> dict[str, Any]:
+    """Field metadata: the closed range ``[low, high]`` (``[low, high)`` with ``high_open``)
+    and an optional ``check(value) -> problem``, enforced by :func:`field_problem`."""
+    return {"low": low, "high": high, "high_open": high_open, "check": check}
+
+
+def _ranged(default: Any, low: float | None, high: float | None = None, **kw: Any) -> Any:
+    return field(default=default, metadata=_bounds(low, high, **kw))
+
+
+def _device_problem(value: Any) -> str | None:
+    if isinstance(value, str) and _DEVICE_RE.match(value):
+        return None
+    return "expected auto, cpu, cuda, cuda:N or mps"
+
+
+def _non_empty(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "expected a non-empty string"
+
+
+def _labels_problem(value: Any) -> str | None:
+    labels = list(value)
+    if any(not isinstance(v, str) or not v.strip() or v != v.strip() for v in labels):
+        return "expected entity types as non-empty strings without surrounding spaces"
+    duplicates = sorted({v for v in labels if labels.count(v) > 1})
+    if duplicates:
+        return f"duplicate entity type(s) {', '.join(duplicates)}: each type must appear once"
+    if len(labels) > 10_000:
+        return f"{len(labels)} entity types; expected at most 10000"
+    return None
+
+
+def _aliases_problem(value: Any) -> str | None:
+    for source, target in dict(value).items():
+        if not (isinstance(source, str) and source and isinstance(target, str) and target):
+            return (
+                f"expected FILE_LABEL: LABEL pairs of non-empty strings, got {source!r}: {target!r}"
+            )
+    return None
+
+
+def field_problem(f: dataclasses.Field, value: Any) -> str | None:
+    """Why ``value`` is out of ``f``'s range (see :func:`_bounds`), or None if it is not."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not a finite number"
+    meta = f.metadata
+    check = meta.get("check")
+    if check is not None and value is not None:
+        problem = check(value)
+        if problem:
+            return f"{value!r}: {problem}" if not isinstance(value, list | dict) else problem
+    low, high = meta.get("low"), meta.get("high")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if low is not None and value < low:
+            above = f"at least {low}"
+            return f"{value!r} is out of range: expected {above}" + (
+                f" and {'below' if meta['high_open'] else 'at most'} {high}"
+                if high is not None
+                else ""
+            )
+        if high is not None and (value >= high if meta["high_open"] else value > high):
+            bound = f"below {high}" if meta["high_open"] else f"at most {high}"
+            return f"{value!r} is out of range: expected {bound}"
+    return None
+
+
+def check_fields(config: Any, section: str) -> None:
+    """Raise :class:`ConfigError` naming ``section.key`` for the first field out of range."""
+    for f in dataclasses.fields(config):
+        problem = field_problem(f, getattr(config, f.name))
+        if problem:
+            raise ConfigError(f"{section}.{f.name}: {problem}")
 
 
 @dataclass
@@ -27,17 +117,17 @@ class ModelConfig:
 
     type: Literal["smner", "bio-tagger"] = "smner"
     #: entity types, without ``O``; filled from the training data when empty
-    labels: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list, metadata=_bounds(check=_labels_problem))
 
     # text side
-    text_encoder: str = "minilm"
+    text_encoder: str = field(default="minilm", metadata=_bounds(check=_non_empty))
     word_pooling: Literal["first", "mean"] = "first"
     sentence_pooling: Literal["cls", "mean", "pooler"] = "mean"
     train_text_encoder: bool = True
-    max_subwords_per_word: int = 10
+    max_subwords_per_word: int = _ranged(10, 1, 512)
 
     # image side
-    image_encoder: str = "efficientnet-lite0"
+    image_encoder: str = field(default="efficientnet-lite0", metadata=_bounds(check=_non_empty))
     train_image_encoder: bool = False
 
     # ablations
@@ -46,12 +136,12 @@ class ModelConfig:
     use_cross_attention: bool = True
 
     # sizes
-    hidden_size: int = 256
-    max_span_width: int = 6
-    width_embedding_dim: int = 50
-    shape_embedding_dim: int = 50
-    attention_heads: int = 4
-    dropout: float = 0.2
+    hidden_size: int = _ranged(256, 1, 16384)
+    max_span_width: int = _ranged(6, 1, 512)
+    width_embedding_dim: int = _ranged(50, 1, 16384)
+    shape_embedding_dim: int = _ranged(50, 1, 16384)
+    attention_heads: int = _ranged(4, 1, 1024)
+    dropout: float = _ranged(0.2, 0.0, 1.0, high_open=True)
 
     # local alignment (span -> region cross-attention)
     #: learned row and column embeddings added to the region tokens, so keys know where they are
@@ -66,13 +156,13 @@ class ModelConfig:
     centre_regions: bool = False
     #: weight of the attention-supervision loss where data.box_dir gives an entity's box: the
     #: cross-entropy between the boxes' coverage of the grid and the span's attention
-    attention_supervision: float = 1.0
+    attention_supervision: float = _ranged(1.0, 0.0, _BIG)
 
     # losses
-    ib_alpha: float = 0.1
-    ib_beta: float = 0.001
-    entity_weight: float = 1.0
-    non_entity_weight: float = 0.5
+    ib_alpha: float = _ranged(0.1, 0.0, _BIG)
+    ib_beta: float = _ranged(0.001, 0.0, _BIG)
+    entity_weight: float = _ranged(1.0, 0.0, _BIG)
+    non_entity_weight: float = _ranged(0.5, 0.0, _BIG)
 
     # BIO-tagger baselines
     tagger_head: Literal["softmax", "crf"] = "softmax"
@@ -83,15 +173,14 @@ class ModelConfig:
     image_preprocessing: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.max_span_width < 1:
-            raise ConfigError("model.max_span_width must be at least 1")
+        if "O" in self.labels:
+            raise ConfigError("model.labels lists entity types only; 'O' is implicit")
+        check_fields(self, "model")
         if self.hidden_size % self.attention_heads:
             raise ConfigError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by "
                 f"model.attention_heads ({self.attention_heads})"
             )
-        if "O" in self.labels:
-            raise ConfigError("model.labels lists entity types only; 'O' is implicit")
 
     @property
     def id_to_label(self) -> list[str]:
@@ -107,7 +196,31 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def _check_type(value: Any, annotation: Any, where: str) -> Any:
+class _Where:
+    """Where the values being checked came from: a file (or "config") and ``--set`` items."""
+
+    def __init__(self, source: str | None, origins: Mapping[str, str] | None = None) -> None:
+        self.source = source
+        self.origins = dict(origins or {})
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        """``SOURCE: key: problem``, SOURCE being the ``--set`` item that gave ``key``, if any."""
+        origin = self.source
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):
+            if ".".join(parts[:n]) in self.origins:
+                origin = self.origins[".".join(parts[:n])]
+                break
+        return ConfigError(f"{origin}: {key}: {problem}" if origin else f"{key}: {problem}")
+
+
+def _join(prefix: str, key: object) -> str:
+    """``prefix.key``; a key that is not a plain word is shown quoted (it may hold a newline)."""
+    name = key if isinstance(key, str) and key.isprintable() and key.strip() == key else repr(key)
+    return f"{prefix}.{name}" if prefix else str(name)
+
+
+def _check_type(value: Any, annotation: Any, key: str, where: _Where) -> Any:
     """Validate (and gently coerce int -> float) one value against its annotation."""
     origin = get_origin(annotation)
     if annotation is Any:
@@ -120,26 +233,35 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _check_type(value, option, where)
+                return _check_type(value, option, key, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: {value!r} is not a valid {annotation}")
+        names = " or ".join(
+            "null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options
+        )
+        raise where.error(key, f"expected {names}, got {value!r}")
     if origin is Literal:
         if value not in get_args(annotation):
             choices = ", ".join(map(repr, get_args(annotation)))
-            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+            raise where.error(key, f"{value!r} is not one of {choices}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise where.error(key, f"expected a list, got {value!r}")
         (item_type,) = get_args(annotation) or (Any,)
-        return [_check_type(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_check_type(v, item_type, f"{key}[{i}]", where) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+            raise where.error(key, f"expected a mapping, got {value!r}")
+        key_type, value_type = get_args(annotation) or (Any, Any)
+        return {
+            _check_type(k, key_type, f"{key} (a key)", where): _check_type(
+                v, value_type, _join(key, k), where
+            )
+            for k, v in value.items()
+        }
     if dataclasses.is_dataclass(annotation):
-        return from_dict(annotation, value, where)
+        return _from_dict(annotation, value, key, where)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is float and isinstance(value, str):
@@ -147,30 +269,61 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         try:
             return float(value)
         except ValueError:
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+            raise where.error(key, f"expected a number, got {value!r}") from None
     if annotation is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise where.error(key, f"expected true or false, got {value!r}")
+    if annotation is int and isinstance(value, bool):
+        raise where.error(key, f"expected an integer, got {value!r}")
     if isinstance(annotation, type) and not isinstance(value, annotation):
-        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
+        noun = {int: "an integer", float: "a number", str: "a string"}.get(
+            annotation, annotation.__name__
+        )
+        raise where.error(key, f"expected {noun}, got {value!r}")
     return value
 
 
-def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
-    """Build a config dataclass from a mapping; unknown keys and wrong types are errors."""
+def _suggest(name: str, known: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(name, known, n=1) if isinstance(name, str) else []
+    return f"did you mean {_join(prefix, close[0])}?" if close else ""
+
+
+def _from_dict(cls: type[T], data: Any, prefix: str, where: _Where) -> T:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+        raise where.error(prefix or "config", f"expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(fields))}"
-        )
-    values = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for name in data:
+        if name not in fields:
+            known = sorted(fields)
+            hint = _suggest(name, known, prefix) or f"known keys: {', '.join(known)}"
+            raise where.error(_join(prefix, name), f"unknown key; {hint}")
+    values = {}
+    for name, value in data.items():
+        key = _join(prefix, name)
+        checked = _check_type(value, hints[name], key, where)
+        problem = field_problem(fields[name], checked)
+        if problem:
+            raise where.error(key, problem)
+        values[name] = checked
     try:
         return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{where.source}: {exc}" if where.source else str(exc)) from None
     except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise where.error(prefix or "config", str(exc)) from None
+
+
+def from_dict(
+    cls: type[T],
+    data: Any,
+    where: str = "",
+    source: str | None = None,
+    origins: Mapping[str, str] | None = None,
+) -> T:
+    """Build a config dataclass from a mapping; unknown keys, wrong types and values out of
+    range are errors naming the key (``where`` is its prefix, e.g. ``model``), the ``source``
+    (a file name) and, for keys in ``origins``, the ``--set`` item that gave them."""
+    return _from_dict(cls, data, where, _Where(source, origins))
 
 
 @dataclass
@@ -182,43 +335,54 @@ class DataConfig:
     test_file: str | None = None
     image_dir: str | None = None
     #: rename entity types while reading, e.g. {"OTHER": "MISC"}
-    label_aliases: dict[str, str] = field(default_factory=dict)
+    label_aliases: dict[str, str] = field(
+        default_factory=dict, metadata=_bounds(check=_aliases_problem)
+    )
     #: where frozen-backbone image features are cached; null disables the cache
     feature_cache_dir: str | None = "~/.cache/smner/features"
     #: folder of ``<image id>.xml`` Pascal VOC files giving each entity's box (grounded-NER
     #: data, ``smner synth``'s ``boxes/``); training then supervises the span attention
     box_dir: str | None = None
 
+    #: largest data file read, in MiB (a FIFO or device is never read)
+    max_file_mb: int = _ranged(1024, 1, _BIG)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data")
+
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 16
-    eval_batch_size: int = 64
+    epochs: int = _ranged(10, 1, _BIG)
+    batch_size: int = _ranged(16, 1, _BIG)
+    eval_batch_size: int = _ranged(64, 1, _BIG)
     #: learning rate of the pretrained encoders
-    encoder_lr: float = 5e-5
+    encoder_lr: float = _ranged(5e-5, 0.0, 1.0)
     #: learning rate of the layers smner adds
-    head_lr: float = 1e-3
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
+    head_lr: float = _ranged(1e-3, 0.0, 1.0)
+    warmup_ratio: float = _ranged(0.1, 0.0, 1.0)
+    weight_decay: float = _ranged(0.01, 0.0, _BIG)
     #: AdamW's epsilon; larger values damp updates of parameters with near-zero gradients
-    adam_epsilon: float = 1e-8
-    grad_clip: float = 1.0
+    adam_epsilon: float = _ranged(1e-8, 1e-30, 1.0)
+    grad_clip: float = _ranged(1.0, 0.0, _BIG)
     #: stop after this many epochs without a better dev F1 (0 = never stop early)
-    patience: int = 5
-    seed: int = 1234
+    patience: int = _ranged(5, 0, _BIG)
+    seed: int = _ranged(1234, 0, 2**32 - 1)
     #: "auto" picks cuda when available, else cpu
-    device: str = "auto"
+    device: str = field(default="auto", metadata=_bounds(check=_device_problem))
     #: also save DIR/last every this many optimizer steps (0 = only at the end of each epoch)
-    checkpoint_every: int = 0
+    checkpoint_every: int = _ranged(0, 0, 10**9)
     #: gradient accumulation steps (the effective batch is batch_size x this)
-    accumulate: int = 1
+    accumulate: int = _ranged(1, 1, 10_000)
     #: "no", "bf16" or "fp16" (GPUs)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     progress: bool = True
     #: keep DIR/last (the full training state) once the run has finished; it is needed
     #: only to extend the run with --resume and more epochs
     keep_last: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self, "train")
 
 
 @dataclass
@@ -228,8 +392,47 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides; values parse as YAML (``true``, ``3``, ``[a]``)."""
+#: Largest experiment file read (a config is a few hundred bytes).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _yaml_loader() -> type:
+    """A safe YAML loader that refuses aliases and anchors.
+
+    An alias repeats a node without copying its text, so a few hundred bytes of nested
+    aliases expand to gigabytes ("billion laughs"); a config never needs them.
+    """
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    "YAML anchors and aliases (&name, *name) are not allowed in configs",
+                    event.start_mark,
+                )
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without anchors and aliases (see :func:`_yaml_loader`)."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], origins: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides; values parse as YAML (``true``, ``3``, ``[a]``).
+
+    ``origins``, when given, receives ``{"section.key": "--set section.key=value"}``.
+    """
     import yaml
 
     result = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
@@ -240,14 +443,37 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=3")
         section, name = path
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = parse_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        if section not in result and section not in ("data", "model", "train"):
+            sections = ["data", "model", "train"]
+            hint = _suggest(section, sections, "") or "expected data, model or train"
+            raise ConfigError(f"--set {item}: unknown section {section}; {hint}")
         target = result.setdefault(section, {})
         if not isinstance(target, dict):
             raise ConfigError(f"--set {item!r}: {section} is not a section")
         target[name] = value
+        if origins is not None:
+            origins[f"{section}.{name}"] = f"--set {item}"
     return result
+
+
+def read_config_text(path: str, max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of a config file, refusing what is not a regular file or is too large."""
+    from smner.fileio import InputFileError, read_input_bytes
+
+    try:
+        data = read_input_bytes(path, max_bytes, "config")
+    except InputFileError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}:{line}: invalid UTF-8 at byte {exc.start}; expected UTF-8 text"
+        ) from None
 
 
 def load_experiment(path: str | None, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -256,15 +482,17 @@ def load_experiment(path: str | None, overrides: list[str] | None = None) -> Exp
 
     data: Any = {}
     if path is not None:
+        text = read_config_text(path)
         try:
-            with open(path, encoding="utf-8") as handle:
-                data = yaml.safe_load(handle) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found") from None
+            data = parse_yaml(text) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark is not None else path
             raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply to be a config") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with sections data, model, train")
-    return from_dict(ExperimentConfig, apply_overrides(data, overrides or []), path or "config")
+    origins: dict[str, str] = {}
+    merged = apply_overrides(data, overrides or [], origins)
+    return from_dict(ExperimentConfig, merged, "", path or "config", origins)

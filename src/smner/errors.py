@@ -9,6 +9,10 @@ class SmnerError(Exception):
     """Base class for every error caused by user input or environment, not by a bug."""
 
 
+class SmnerWarning(UserWarning):
+    """Something the user should know that does not stop the command; shown as one line."""
+
+
 class DataFormatError(SmnerError):
     """A data file does not follow the expected format; names the file and the line."""
 

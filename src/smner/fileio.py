@@ -6,9 +6,12 @@ import contextlib
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from smner.errors import SmnerError
 
 
 def current_umask() -> int:
@@ -40,15 +43,66 @@ def make_staging_dir(parent: Path, prefix: str) -> Path:
     return staging
 
 
+#: Output names that mean standard output rather than a file.
+STDOUT_NAMES = ("-", "/dev/stdout")
+
+
+class OutputPathError(SmnerError):
+    """An output path that cannot be written safely (a folder, a socket, a symlink loop)."""
+
+
+def output_kind(path: str | Path) -> tuple[str, Path | None]:
+    """How a write to ``path`` goes: ``("stdout", None)``, ``("stream", p)`` or ``("file", p)``.
+
+    ``-`` and ``/dev/stdout`` are standard output. A symlink is followed, so the file it names
+    is what gets written (the link itself stays). A FIFO or a character device (``/dev/null``, a
+    terminal) is a ``stream``: it is written through, never replaced. A regular file or a new
+    path is a ``file``, replaced atomically. Anything else (a folder, a socket, a block
+    device) raises :class:`OutputPathError`.
+    """
+    if str(path) in STDOUT_NAMES:
+        return "stdout", None
+    try:
+        target = Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before 3.13)
+        raise OutputPathError(f"{path}: cannot resolve the path ({exc})") from None
+    try:
+        info = target.stat()
+    except FileNotFoundError:
+        return "file", target
+    except OSError as exc:
+        raise OutputPathError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    if stat.S_ISREG(info.st_mode):
+        return "file", target
+    if stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode):
+        return "stream", target
+    what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file, FIFO or device"
+    raise OutputPathError(f"{path}: is {what}; expected a file to write")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
+    """Yield a temporary path to write; on success its content lands at ``path`` in one step.
 
-    The file keeps the mode of the file it replaces, or gets the mode ``open`` would give a new
-    file (``mkstemp`` alone makes it 0600). On an exception the temporary file is removed and
-    ``path`` is left as it was.
+    For a regular file or a new path, the temporary file sits beside the target and replaces
+    it with one rename; it keeps the mode of the file it replaces, or gets the mode ``open``
+    would give a new file (``mkstemp`` alone makes it 0600, and some writers, safetensors
+    among them, recreate it as 0600: the mode is applied again after writing). On an
+    exception the temporary file is removed and ``path`` is left as it was.
+
+    Standard output (``-``, ``/dev/stdout``), FIFOs and character devices are never replaced:
+    the finished content is copied into them. See :func:`output_kind` for symlinks and the
+    paths refused.
     """
-    target = Path(path)
+    kind, target = output_kind(path)
+    if kind != "file":
+        with tempfile.TemporaryDirectory(prefix="smner-") as folder:
+            tmp = Path(folder) / "output"
+            tmp.touch()
+            yield tmp
+            _copy_into_stream(tmp, target)
+        return
+    assert target is not None
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -60,11 +114,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             mode = 0o666 & ~current_umask()
         os.chmod(tmp, mode)
         yield tmp
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _copy_into_stream(source: Path, target: Path | None) -> None:
+    """Write ``source``'s bytes to standard output (``target`` None) or into a FIFO/device."""
+    if target is None:
+        sys.stdout.flush()
+        buffer = getattr(sys.stdout, "buffer", None)
+        with open(source, "rb") as handle:
+            if buffer is None:  # a text-only stand-in for stdout
+                sys.stdout.write(handle.read().decode("utf-8", errors="replace"))
+                return
+            shutil.copyfileobj(handle, buffer)
+        buffer.flush()
+        return
+    with open(source, "rb") as handle, open(target, "wb") as out:
+        shutil.copyfileobj(handle, out)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -91,3 +162,55 @@ def replace_directory(staging: Path, target: Path) -> None:
     os.replace(staging, target)
     if old.exists():
         shutil.rmtree(old)
+
+
+# --- reading whole input files ---------------------------------------------------------------
+
+
+class InputFileError(SmnerError):
+    """An input file that is missing, not a regular file, or larger than its limit."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def read_input_bytes(
+    path: str | Path, max_bytes: int, what: str = "input", option: str | None = None
+) -> bytes:
+    """The whole content of a regular file of at most ``max_bytes`` bytes.
+
+    A folder, a FIFO or a device is refused before it is opened (``/dev/zero`` never ends, a
+    FIFO without a writer never starts), and so is a file over the limit; ``option`` names
+    the setting that raises the limit in the message.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputFileError(path, f"is a folder; expected a {what} file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputFileError(
+            path, f"is not a regular file (a FIFO, socket or device); expected a {what} file"
+        )
+
+    def too_large() -> InputFileError:
+        raise_it = f" (raise it with {option})" if option else ""
+        return InputFileError(
+            path, f"larger than the limit of {max_bytes} bytes for a {what} file{raise_it}"
+        )
+
+    if info.st_size > max_bytes:
+        raise too_large()
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)  # the file may grow after stat()
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise too_large()
+    return data

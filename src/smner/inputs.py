@@ -133,32 +133,67 @@ def with_image(value: Any, image: ImageLike) -> PostInput:
     return post
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, PostInput]]:
+def _jsonl_lines(path: str | Path, max_bytes: int | None) -> Iterator[tuple[int, str]]:
+    """``(number, text)`` of each line of a regular file under the size cap; invalid UTF-8
+    is an error naming its line."""
+    from smner.data.conll import DEFAULT_MAX_FILE_MB
+    from smner.fileio import read_input_bytes
+
+    limit = DEFAULT_MAX_FILE_MB * 2**20 if max_bytes is None else max_bytes
+    data = read_input_bytes(str(path), limit, "JSONL input", "--max-input-mb")
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataFormatError(
+                path, number, f"invalid UTF-8 at byte {exc.start} of the line; expected UTF-8"
+            ) from None
+
+
+def _lone_surrogate(record: Mapping[str, Any]) -> str | None:
+    """Which field holds a lone surrogate (JSON allows ``"\\ud800"``; UTF-8 cannot hold it)."""
+    for key in ("id", "text", "tokens", "image"):
+        values = record.get(key)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f'"{key}" holds a lone surrogate code point'
+    return None
+
+
+def read_jsonl(path: str | Path, max_bytes: int | None = None) -> Iterator[tuple[int, PostInput]]:
     """``(line number, post)`` for each record of a JSONL file.
 
     Relative image paths are read relative to the JSONL file's folder (absolute paths as
     they are); a record without an ``id`` gets its line number. A bad record raises
-    :class:`DataFormatError` naming the file and the line.
+    :class:`DataFormatError` naming the file and the line. Only a regular file of at most
+    ``max_bytes`` (default: ``data.max_file_mb``) is read.
     """
     base = Path(path).parent
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, number, f"not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise DataFormatError(
-                    path, number, 'expected an object with "text" (string) or "tokens" (list)'
-                )
-            if record.get("image") is not None and not isinstance(record["image"], str):
-                raise DataFormatError(path, number, '"image" must be a path (string)')
-            try:
-                post = from_mapping(record, "record", base)
-            except InvalidPost as exc:
-                raise DataFormatError(path, number, str(exc).removeprefix("record: ")) from None
-            if post.id is None:
-                post.id = str(number)
-            yield number, post
+    for number, line in _jsonl_lines(path, max_bytes):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(path, number, f"not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise DataFormatError(
+                path, number, 'expected an object with "text" (string) or "tokens" (list)'
+            )
+        if record.get("text") is not None and record.get("tokens") is not None:
+            raise DataFormatError(path, number, 'give "text" or "tokens", not both')
+        bad = _lone_surrogate(record)
+        if bad:
+            raise DataFormatError(path, number, f"{bad}; expected text valid in UTF-8")
+        if record.get("image") is not None and not isinstance(record["image"], str):
+            raise DataFormatError(path, number, '"image" must be a path (string)')
+        try:
+            post = from_mapping(record, "record", base)
+        except InvalidPost as exc:
+            raise DataFormatError(path, number, str(exc).removeprefix("record: ")) from None
+        if post.id is None:
+            post.id = str(number)
+        yield number, post

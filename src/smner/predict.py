@@ -218,6 +218,11 @@ class Predictor:
         Callers with many posts check each first, so that one bad post stops the run before
         any prediction is made.
         """
+        for value in [post.text, *(post.tokens or [])]:
+            if isinstance(value, str) and not _encodable(value):
+                raise SmnerError(
+                    "the post holds a lone surrogate code point; expected text valid in UTF-8"
+                )
         if post.tokens is not None:
             words = [str(t) for t in post.tokens]
             spans, offset = [], 0
@@ -308,6 +313,14 @@ class Predictor:
             if predicted.global_attention is None
             else round(predicted.global_attention, 6),
         )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _approximate_length(post: PostInput) -> int:

@@ -39,17 +39,37 @@ from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
 from smner.images_input import ImageProvider
 from smner.metrics import EntityScorer, Scores
 from smner.model import NERModel, build_collator, build_model
-from smner.model.base import TOKENIZER_DIR, PredictedEntity
+from smner.model.base import TOKENIZER_DIR, PredictedEntity, file_sha256, write_errors
 from smner.pointing import AlignmentScores, cell_coverage, load_entity_boxes, score_alignment
+from smner.runlock import RunLock
 
 STATE_FILE = "trainer_state.pt"
+#: ``{file name: SHA-256}`` of the files in ``DIR/last`` besides the model folder
+CHECKSUMS_FILE = "checksums.json"
 TEST_SCORES_FILE = "test_scores.json"
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda[:N]`` or ``mps`` as a device; one that is not here is an error
+    now, not a traceback at the first step."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise SmnerError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SmnerError(f"device {name!r}: no CUDA GPU is available here; use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SmnerError(
+                f"device {name!r}: there are {torch.cuda.device_count()} CUDA GPU(s) here"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise SmnerError(f"device {name!r}: MPS is not available here; use cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise SmnerError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -188,9 +208,10 @@ def evaluate_saved_model(
     device: torch.device | str = "cpu",
     feature_cache_dir: str | Path | None = None,
     progress: bool = False,
+    max_file_bytes: int | None = None,
 ) -> Evaluation:
     """Load ``model_dir``, predict every post of ``data_file`` and score it against its tags."""
-    corpus = read_conll(data_file, label_aliases)
+    corpus = read_conll(data_file, label_aliases, max_file_bytes)
     model = NERModel.from_pretrained(model_dir).to(device)
     collator = build_collator(model.config, load_tokenizer(Path(model_dir) / TOKENIZER_DIR))
     store = ImageStore(image_dir)
@@ -267,13 +288,17 @@ class Trainer:
         data = self.config.data
         if not data.train_file or not data.dev_file:
             raise SmnerError("data.train_file and data.dev_file must both be set")
+        limit = data.max_file_mb * 2**20
         if data.test_file:
             # Checked now, scored only after training: a broken file should not wait that long.
             if not Path(data.test_file).is_file():
                 raise SmnerError(f"data.test_file: {data.test_file} does not exist")
-            read_conll(data.test_file, data.label_aliases)
-        train = read_conll(data.train_file, data.label_aliases).examples
-        dev = read_conll(data.dev_file, data.label_aliases).examples
+            read_conll(data.test_file, data.label_aliases, limit)
+        train = read_conll(data.train_file, data.label_aliases, limit).examples
+        dev = read_conll(data.dev_file, data.label_aliases, limit).examples
+        for path, examples in ((data.train_file, train), (data.dev_file, dev)):
+            if not examples:
+                raise DataFormatError(path, None, "has no posts; expected at least one")
         return train, dev
 
     def _build(self, train: list[Example]) -> tuple[NERModel, Any]:
@@ -474,14 +499,17 @@ class Trainer:
         """Model folder plus trainer state, swapped in as one folder (rank 0 writes)."""
         state = self._snapshot(run, epoch, step_in_epoch) | extra
         if self.context.is_main:
-            staging = make_staging_dir(self.output_dir, ".last.")
-            try:
-                run.model.save_pretrained(staging / "model", run.tokenizer)
-                torch.save(state, staging / STATE_FILE)
-                replace_directory(staging, self.output_dir / "last")
-            finally:
-                if staging.exists():
-                    shutil.rmtree(staging)
+            last = self.output_dir / "last"
+            with write_errors(last):
+                staging = make_staging_dir(self.output_dir, ".last.")
+                try:
+                    run.model.save_pretrained(staging / "model", run.tokenizer)
+                    torch.save(state, staging / STATE_FILE)
+                    write_state_checksum(staging)
+                    replace_directory(staging, last)
+                finally:
+                    if staging.exists():
+                        shutil.rmtree(staging)
         self.context.barrier()
 
     def _load_last(self, train_posts: int) -> tuple[NERModel, Any, dict[str, Any]] | None:
@@ -491,7 +519,16 @@ class Trainer:
             last = old  # killed between the two renames of replace_directory
         if not (last / STATE_FILE).is_file():
             return None
-        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
+        verify_state_checksum(last)
+        try:
+            state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a damaged pickle raises almost anything
+            raise SmnerError(
+                f"resume: {last / STATE_FILE} cannot be read ({type(exc).__name__}); "
+                "start afresh without --resume"
+            ) from None
+        if not isinstance(state, dict):
+            raise SmnerError(f"resume: {last / STATE_FILE} is not a training state")
         self._check_resumable(state, last, train_posts)
         model = NERModel.from_pretrained(last / "model")
         tokenizer = load_tokenizer(last / "model" / TOKENIZER_DIR)
@@ -538,7 +575,13 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg = self.config.train
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.output_dir) if self.context.is_main else None
         try:
+            if lock is not None:
+                lock.acquire()
+                if lock.stale:
+                    self.log(f"taking over the lock of a run that ended ({lock.stale})")
+                self._remove_stale_staging()
             run = self._prepare()
             state = run.state
             if state.get("stopped"):
@@ -556,6 +599,8 @@ class Trainer:
             )
         finally:
             self.context.close()
+            if lock is not None:
+                lock.release()
         # After the process group is gone: the other ranks do not wait on rank 0's test pass.
         if self.context.is_main:
             result.test_scores = self._test_best()
@@ -573,6 +618,21 @@ class Trainer:
                 shutil.rmtree(self.output_dir / name, ignore_errors=True)
             self.log(f"removed {self.output_dir / 'last'} (train.keep_last is false)")
 
+    def _remove_stale_staging(self) -> None:
+        """Delete what a killed run left half-written: staging folders and temporary files.
+
+        Called with the run's lock held, so nothing else can be writing them.
+        """
+        for path in sorted(self.output_dir.glob(".*")):
+            staged = path.is_dir() and path.name.startswith((".last.", ".best."))
+            temporary = path.is_file() and path.name.endswith(".tmp")
+            if staged or temporary:
+                self.log(f"removing {path}, left half-written by a run that was stopped")
+                if staged:
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+
     def _test_best(self) -> Scores | None:
         """Score ``best/`` on the test file, once, after every epoch was selected on dev."""
         data = self.config.data
@@ -587,6 +647,7 @@ class Trainer:
             self.device,
             data.feature_cache_dir,
             progress=self.config.train.progress,
+            max_file_bytes=data.max_file_mb * 2**20,
         )
         scores = result.scores
         record = {"test_file": data.test_file, **scores.to_dict()}
@@ -709,7 +770,8 @@ class Trainer:
             state.update(best_f1=scores.f1, best_epoch=epoch + 1, bad_epochs=0)
             if self.context.is_main:
                 facts = {**self.facts, "best_epoch": epoch + 1, "dev": scores.to_dict()}
-                run.model.save_pretrained(self.output_dir / "best", run.tokenizer, facts)
+                with write_errors(self.output_dir / "best"):
+                    run.model.save_pretrained(self.output_dir / "best", run.tokenizer, facts)
         else:
             state["bad_epochs"] += 1
         if self.context.is_main:
@@ -760,6 +822,29 @@ class _SubsetImages:
 
     def __call__(self, local: Sequence[int]) -> list[ImageInput | None] | None:
         return self.provider([self.indices[i] for i in local])
+
+
+def write_state_checksum(folder: Path) -> None:
+    """Record the SHA-256 of ``folder/trainer_state.pt`` in ``folder/checksums.json``."""
+    record = {STATE_FILE: file_sha256(folder / STATE_FILE)}
+    atomic_write_text(folder / CHECKSUMS_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def verify_state_checksum(folder: Path) -> None:
+    """Refuse a training state that does not match its recorded SHA-256 (the model folder
+    beside it is verified by :meth:`NERModel.from_pretrained`)."""
+    path = folder / CHECKSUMS_FILE
+    if not path.is_file():
+        return  # a checkpoint written before checksums were recorded
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get(STATE_FILE)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, str) or file_sha256(folder / STATE_FILE) != recorded:
+        raise SmnerError(
+            f"resume: {folder / STATE_FILE} does not match the SHA-256 in {path} (the "
+            "checkpoint is damaged); start afresh without --resume"
+        )
 
 
 def _rng_state() -> dict[str, Any]:

@@ -8,6 +8,28 @@ from pathlib import Path
 from smner.errors import SmnerError
 
 
+def positive_int(value: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    """argparse type: a finite number above 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not (number > 0 and number != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return number
+
+
 def parse_aliases(pairs: list[str] | None) -> dict[str, str]:
     """``["OTHER=MISC"]`` -> ``{"OTHER": "MISC"}``."""
     aliases: dict[str, str] = {}
@@ -17,6 +39,19 @@ def parse_aliases(pairs: list[str] | None) -> dict[str, str]:
             raise SmnerError(f"--label-alias {pair!r}: expected FILE_LABEL=LABEL, e.g. OTHER=MISC")
         aliases[source] = target
     return aliases
+
+
+def add_input_limit_option(parser: argparse.ArgumentParser) -> None:
+    from smner.data.conll import DEFAULT_MAX_FILE_MB
+
+    parser.add_argument(
+        "--max-input-mb",
+        type=positive_int,
+        default=DEFAULT_MAX_FILE_MB,
+        metavar="MB",
+        help="refuse input files larger than this many MiB (default: %(default)s); FIFOs "
+        "and devices are never read",
+    )
 
 
 def add_alias_option(parser: argparse.ArgumentParser) -> None:

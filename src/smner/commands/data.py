@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from smner.commands import add_alias_option, parse_aliases
+from smner.commands import (
+    add_alias_option,
+    add_input_limit_option,
+    parse_aliases,
+    positive_float,
+    positive_int,
+)
 from smner.data.conll import read_conll
 from smner.data.download import CHECKSUMS, DEFAULT_BASE_URL, download_benchmark
 from smner.data.stats import corpus_stats, format_stats
@@ -29,7 +35,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     stats.add_argument("files", nargs="+", metavar="FILE", help="data files to describe")
     stats.add_argument(
         "--max-span-width",
-        type=int,
+        type=positive_int,
         default=6,
         metavar="N",
         help="report entities longer than N tokens (default: 6, the model default)",
@@ -40,6 +46,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help="print one JSON list, one object a file (a list even for one file)",
     )
     add_alias_option(stats)
+    add_input_limit_option(stats)
     stats.set_defaults(handler=run_stats)
 
     download = sub.add_parser(
@@ -55,14 +62,17 @@ def register(verbs: argparse._SubParsersAction) -> None:
     download.add_argument(
         "--base-url", default=DEFAULT_BASE_URL, help="mirror to fetch from (default: %(default)s)"
     )
-    download.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    download.add_argument(
+        "--timeout", type=positive_float, default=60.0, help="seconds per request"
+    )
     download.set_defaults(handler=run_download)
 
 
 def run_stats(args: argparse.Namespace) -> int:
     aliases = parse_aliases(args.label_alias)
     all_stats = [
-        corpus_stats(read_conll(path, aliases), args.max_span_width) for path in args.files
+        corpus_stats(read_conll(path, aliases, args.max_input_mb * 2**20), args.max_span_width)
+        for path in args.files
     ]
     if args.json:
         print(json.dumps(all_stats, indent=2))

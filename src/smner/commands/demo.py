@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from smner.commands import positive_int
+
 
 def register(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser(
@@ -16,8 +18,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "Everything goes under --output.",
     )
     parser.add_argument("--output", default="demo-output", metavar="DIR")
-    parser.add_argument("--posts", type=int, default=1000, help="posts to generate")
-    parser.add_argument("--epochs", type=int, default=6, help="training epochs per model")
+    parser.add_argument("--posts", type=positive_int, default=1000, help="posts to generate")
+    parser.add_argument("--epochs", type=positive_int, default=6, help="training epochs per model")
     parser.add_argument("--noise", type=float, default=0.0, help="share of mismatched images")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(handler=run)

@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
-from smner.commands import add_alias_option, add_model_option, model_folder, parse_aliases
+from smner.commands import (
+    add_alias_option,
+    add_input_limit_option,
+    add_model_option,
+    model_folder,
+    parse_aliases,
+    positive_int,
+)
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -29,9 +36,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     parser.add_argument("--predictions", metavar="OUT", help="write predicted tags to OUT")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     add_alias_option(parser)
+    add_input_limit_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -49,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         args.batch_size,
         resolve_device(args.device),
         progress=sys.stderr.isatty(),
+        max_file_bytes=args.max_input_mb * 2**20,
     )
     if result.image_summary:
         print(result.image_summary, file=sys.stderr)

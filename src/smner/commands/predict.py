@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smner.commands import add_model_option, model_folder
+from smner.commands import add_input_limit_option, add_model_option, model_folder, positive_int
 from smner.errors import DataFormatError, SmnerError
 from smner.inputs import PostInput, read_jsonl
 
@@ -57,7 +57,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--heatmaps", metavar="DIR", help="save one PNG per entity: its attention over its image"
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    add_input_limit_option(parser)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.set_defaults(handler=run)
 
@@ -65,14 +66,16 @@ def register(verbs: argparse._SubParsersAction) -> None:
 FORMATS = ("jsonl", "conll", "table")
 
 
-def read_posts(path: str, check: Callable[[PostInput], object] | None = None) -> list[PostInput]:
+def read_posts(
+    path: str, check: Callable[[PostInput], object] | None = None, max_bytes: int | None = None
+) -> list[PostInput]:
     """The posts of a JSONL file; a bad one, or one ``check`` refuses, names its line.
 
     ``check`` raises :class:`SmnerError` for a post the model cannot take (no tokens, too
     many), so that such a post stops the run before anything is predicted or written.
     """
     posts = []
-    for number, post in read_jsonl(path):
+    for number, post in read_jsonl(path, max_bytes):
         if check is not None:
             try:
                 check(post)
@@ -95,11 +98,16 @@ def _stdin_posts(image: str | None) -> list[PostInput]:
 def run(args: argparse.Namespace) -> int:
     from smner.predict import Predictor
 
+    if args.heatmaps:  # checked now: a bad folder must not cost the predictions
+        heatmaps = Path(args.heatmaps)
+        if heatmaps.exists() and not heatmaps.is_dir():
+            raise SmnerError(f"--heatmaps {args.heatmaps}: exists and is not a folder")
+        heatmaps.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.from_pretrained(model_folder(args), device=args.device)
     if args.input is not None:
         if args.image:
             raise SmnerError('--image goes with --text; in --input records use "image"')
-        posts = read_posts(args.input, predictor.tokenize)
+        posts = read_posts(args.input, predictor.tokenize, args.max_input_mb * 2**20)
     elif args.text == "-":
         posts = _stdin_posts(args.image)
         for post in posts:

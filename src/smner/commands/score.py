@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from smner.commands import add_alias_option, parse_aliases
+from smner.commands import add_alias_option, add_input_limit_option, parse_aliases
 from smner.data.conll import Corpus, read_conll
 from smner.errors import SmnerError
 from smner.metrics import Scores, format_scores, score_entities
@@ -25,6 +25,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "--json", action="store_true", help="print fractions in [0, 1] as one JSON object"
     )
     add_alias_option(score)
+    add_input_limit_option(score)
     score.set_defaults(handler=run_score)
 
 
@@ -48,14 +49,21 @@ def check_aligned(gold: Corpus, pred: Corpus) -> None:
         )
 
 
-def score_files(gold_path: str, pred_path: str, aliases: dict[str, str] | None = None) -> Scores:
-    gold = read_conll(gold_path, aliases)
-    pred = read_conll(pred_path, aliases)
+def score_files(
+    gold_path: str,
+    pred_path: str,
+    aliases: dict[str, str] | None = None,
+    max_bytes: int | None = None,
+) -> Scores:
+    gold = read_conll(gold_path, aliases, max_bytes)
+    pred = read_conll(pred_path, aliases, max_bytes)
     check_aligned(gold, pred)
     return score_entities((ex.entities for ex in gold), (ex.entities for ex in pred))
 
 
 def run_score(args: argparse.Namespace) -> int:
-    scores = score_files(args.gold, args.pred, parse_aliases(args.label_alias))
+    scores = score_files(
+        args.gold, args.pred, parse_aliases(args.label_alias), args.max_input_mb * 2**20
+    )
     print(json.dumps(scores.to_dict(), indent=2) if args.json else format_scores(scores))
     return 0

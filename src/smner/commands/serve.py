@@ -23,6 +23,12 @@ example:
   curl -s localhost:8000/v1/predict -H 'content-type: application/json' \\
        -d '{"text": "George visited Paris today"}'
 
+limits: 10 MiB per request, 40 megapixels per image, 2000 characters per post (fixed);
+request headers within --header-timeout, bodies within --body-timeout,
+at most --max-connections open connections and --max-buffered-mb of request bodies at once.
+Requests are answered only for the host names in --allowed-host (default: the --host
+address, and localhost for a loopback address), and form posts only from this server's page.
+
 The server has no authentication: keep the default --host 127.0.0.1, or put it behind a
 proxy that authenticates, before exposing it to a network.
 """
@@ -32,6 +38,16 @@ def _positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return number
 
 
@@ -70,6 +86,65 @@ def register(verbs: argparse._SubParsersAction) -> None:
         metavar="MS",
         help="how long a request waits for others to share its model call (default: 5)",
     )
+    limits = parser.add_argument_group("connection limits")
+    limits.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="HOST",
+        help="answer requests whose Host header names HOST (repeatable; '*' for any). "
+        "Default: the --host address, plus localhost and 127.0.0.1 for a loopback address; "
+        "any host when listening on every address (0.0.0.0 or ::)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=200,
+        metavar="N",
+        help="open connections at most; more are answered 503 and closed (default: 200)",
+    )
+    limits.add_argument(
+        "--limit-concurrency",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="connections or requests in progress at most before new requests are answered "
+        "503 (uvicorn's limit_concurrency; default: 100)",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds a connection has to send a request's headers (default: 10)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds a request has to send its whole body; then 408 (default: 30)",
+    )
+    limits.add_argument(
+        "--timeout-keep-alive",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="seconds an idle keep-alive connection stays open (default: 5)",
+    )
+    limits.add_argument(
+        "--max-header-bytes",
+        type=_positive_int,
+        default=16384,
+        metavar="N",
+        help="largest request line and headers, in bytes (default: 16384)",
+    )
+    limits.add_argument(
+        "--max-buffered-mb",
+        type=_positive_int,
+        default=256,
+        metavar="MB",
+        help="request bodies all requests may hold at once, in MiB; then 503 (default: 256)",
+    )
     parser.add_argument(
         "--log-level",
         default="info",
@@ -88,12 +163,34 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_wait_ms < 0:
         raise SmnerError("--batch-wait-ms must not be negative")
-    settings = ServeSettings(max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
+    from smner.serve.memory import keep_large_blocks_off_the_heap
+    from smner.serve.protocol import guarded_protocol
+
+    allowed = tuple(args.allowed_host) if args.allowed_host else default_allowed_hosts(args.host)
+    if args.max_buffered_mb * 2**20 < ServeSettings.max_request_bytes:
+        raise SmnerError(
+            f"--max-buffered-mb must be at least {ServeSettings.max_request_bytes // 2**20} "
+            "(one request's body)"
+        )
+    settings = ServeSettings(
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        allowed_hosts=allowed,
+        body_timeout_s=args.body_timeout,
+        max_buffered_bytes=args.max_buffered_mb * 2**20,
+    )
     limits = ImageLimits(settings.max_request_bytes, settings.max_image_pixels)
     predictor = Predictor.from_pretrained(model_folder(args), device=args.device, limits=limits)
+    keep_large_blocks_off_the_heap()
     if not _is_loopback(args.host):
         print(
             f"smner: warning: listening on {args.host} without authentication",
+            file=sys.stderr,
+        )
+    if allowed is None:
+        print(
+            f"smner: warning: answering every Host header on {args.host}; name the host "
+            "names clients use with --allowed-host",
             file=sys.stderr,
         )
     uvicorn.run(
@@ -102,8 +199,21 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level,
         server_header=False,
+        http=guarded_protocol(args.max_connections, args.header_timeout),
+        timeout_keep_alive=args.timeout_keep_alive,
+        limit_concurrency=args.limit_concurrency,
+        h11_max_incomplete_event_size=args.max_header_bytes,
     )
     return 0
+
+
+def default_allowed_hosts(host: str) -> tuple[str, ...] | None:
+    """The Host header values a server on ``host`` answers by default (None: any)."""
+    if host in ("0.0.0.0", "::", ""):
+        return None
+    if _is_loopback(host):
+        return tuple(dict.fromkeys((host, "localhost", "127.0.0.1", "::1")))
+    return (host,)
 
 
 def _is_loopback(host: str) -> bool:

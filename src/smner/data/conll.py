@@ -16,7 +16,7 @@ from pathlib import Path
 from smner.data.images import UnsafeImageIdError, check_image_id
 from smner.data.types import Entity, Example
 from smner.errors import DataFormatError
-from smner.fileio import atomic_write_text
+from smner.fileio import InputFileError, atomic_write_text, read_input_bytes
 from smner.spans import bio_to_entities, entities_to_bio
 
 IMGID_PREFIX = "IMGID:"
@@ -92,6 +92,15 @@ def parse_conll(
         )
         tokens, tags, image_id, open_post = [], [], None, False
 
+    lone_cr = text.replace("\r\n", "\n").find("\r")
+    if lone_cr >= 0:
+        line = text.replace("\r\n", "\n").count("\n", 0, lone_cr) + 1
+        raise DataFormatError(
+            path,
+            line,
+            "carriage return (CR) without a line feed; expected LF or CRLF line endings "
+            "(convert CR-only files with: tr '\\r' '\\n')",
+        )
     lines = text.split("\n")
     final_blank = len(lines) >= 2 and lines[-1] == "" and lines[-2].rstrip() == ""
     for number, raw in enumerate(lines, start=1):
@@ -137,15 +146,27 @@ def parse_conll(
     return Corpus(path=path, examples=examples, final_blank_line=final_blank, aliases=aliases)
 
 
-def read_conll(path: str | Path, aliases: Mapping[str, str] | None = None) -> Corpus:
-    """Read a data file. Raises :class:`DataFormatError` (file, line, expectation) if broken."""
+#: Largest data file read unless the caller says otherwise (the benchmarks are a few MB);
+#: ``--max-input-mb`` on the command line and ``data.max_file_mb`` in configs change it.
+DEFAULT_MAX_FILE_MB = 1024
+
+
+def read_conll(
+    path: str | Path,
+    aliases: Mapping[str, str] | None = None,
+    max_bytes: int | None = None,
+) -> Corpus:
+    """Read a data file. Raises :class:`DataFormatError` (file, line, expectation) if broken.
+
+    Only a regular file of at most ``max_bytes`` bytes (default :data:`DEFAULT_MAX_FILE_MB`
+    MiB) is read: a FIFO, a device or a larger file is refused before reading.
+    """
     path_str = str(path)
+    limit = DEFAULT_MAX_FILE_MB * 2**20 if max_bytes is None else max_bytes
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataFormatError(path_str, None, "file not found") from None
-    except IsADirectoryError:
-        raise DataFormatError(path_str, None, "is a folder; expected a data file") from None
+        data = read_input_bytes(path, limit, "data", "--max-input-mb or data.max_file_mb")
+    except InputFileError as exc:
+        raise DataFormatError(path_str, None, exc.problem) from None
     return parse_conll(_decode(data, path_str), path_str, aliases)
 
 

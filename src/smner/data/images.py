@@ -43,6 +43,10 @@ class ImageLimits:
 
     max_bytes: int = 20 * 2**20
     max_pixels: int = 40_000_000
+    #: when set, large images are decoded at reduced size (JPEG DCT scaling, then an integer
+    #: box reduction) down to no less than this many pixels on their shorter side, so that
+    #: their full-size copies never pile up; the server sets it from the model's input size
+    decode_side: int | None = None
 
 
 DEFAULT_LIMITS = ImageLimits()
@@ -83,9 +87,26 @@ def resolve_image_path(image_dir: Path, image_id: str, suffix: str = ".jpg") -> 
     name = image_id if image_id.endswith(suffix) else image_id + suffix
     path = Path(image_dir) / name
     root = Path(image_dir).resolve()
-    if not path.resolve().is_relative_to(root):
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError):
+        # A symlink loop (RuntimeError before Python 3.13): it names no file at all, so it
+        # cannot leave the folder; reading it fails and the image counts as unreadable.
+        return path
+    if not resolved.is_relative_to(root):
         raise _refuse(image_id, f"it resolves to a file outside {str(root)!r}")
     return path
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header alone (nothing is decoded); None if unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+                return image.size
+    except Exception:  # see load_image_bytes: malformed input raises many types
+        return None
 
 
 def load_image_bytes(
@@ -108,8 +129,12 @@ def load_image_bytes(
                 width, height = image.size
                 if width * height > limits.max_pixels:
                     return None, ImageStatus.TOO_LARGE
+                if limits.decode_side and image.format == "JPEG":
+                    factor = min(width, height) // limits.decode_side
+                    if factor >= 2:  # the DCT decodes at 1/2, 1/4 or 1/8 of the size
+                        image.draft("RGB", (width // factor, height // factor))
                 image.load()
-                return _to_rgb(image), ImageStatus.OK
+                return _to_rgb(_reduced(image, limits.decode_side)), ImageStatus.OK
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return None, ImageStatus.TOO_LARGE
     except OSError as error:
@@ -122,19 +147,76 @@ def load_image_bytes(
         return None, ImageStatus.UNREADABLE
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Upright RGB copy; transparent areas become white, as the post was shown on a page."""
-    with contextlib.suppress(Exception):  # a broken EXIF block must not lose a good image
-        image = ImageOps.exif_transpose(image)
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
+_STRIP_PIXELS = 1 << 20
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "I", "F", "I;16", "CMYK")
+
+
+def _reduced(image: Image.Image, side: int | None) -> Image.Image:
+    """``image`` box-reduced by the largest integer factor keeping its shorter side >= ``side``.
+
+    The preprocessing resamples with ``reducing_gap=3``, which reduces by such a factor
+    first anyway; doing it here frees the full-size pixels before anything else is copied.
+    """
+    if not side:
+        return image
+    factor = min(image.size) // side
+    if factor < 2:
+        return image
+    if image.mode not in _REDUCIBLE:
+        image = image.convert("RGBA" if _has_alpha(image) else "RGB")
+    # Strip by strip (reducing RGBA makes a premultiplied full-size copy otherwise); strips
+    # are whole multiples of the factor, so the result equals one reduction of the image.
+    width, height = image.size
+    out_w, out_h = width // factor, height // factor
+    result = Image.new(image.mode, (out_w, out_h))
+    rows = max(1, _STRIP_PIXELS // max(width * factor, 1)) * factor
+    for top in range(0, out_h * factor, rows):
+        bottom = min(top + rows, out_h * factor)
+        strip = image.crop((0, top, out_w * factor, bottom)).reduce(factor)
+        result.paste(strip, (0, top // factor))
+    return result
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         image.mode == "P" and "transparency" in image.info
     )
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        background.alpha_composite(rgba)
-        return background.convert("RGB")
-    return image.convert("RGB")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Upright RGB copy; transparent areas become white, as the post was shown on a page.
+
+    Compositing pastes the image onto white through its alpha channel: one RGB image and
+    one alpha band, not the three full-size RGBA copies of ``alpha_composite``.
+    """
+    with contextlib.suppress(Exception):  # a broken EXIF block must not lose a good image
+        image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        image = _wide_grey_to_8bit(image)
+    if not _has_alpha(image):
+        return image.convert("RGB")
+    # Strip by strip: the only full-size copy made is the RGB result.
+    width, height = image.size
+    result = Image.new("RGB", image.size, (255, 255, 255))
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(top + rows, height))).convert("RGBA")
+        result.paste(strip.convert("RGB"), (0, top), mask=strip.getchannel("A"))
+    return result
+
+
+def _wide_grey_to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit) grey scaled to 8 bits; a plain ``convert`` clips it, so nearly every
+    pixel of a 16-bit photo came out white."""
+    import numpy as np
+
+    values = np.asarray(image)
+    if image.mode.startswith("I;16"):
+        scale = 65535.0
+    else:  # "I" (16-bit PNGs open as "I" in older Pillow) or "F": their own range
+        scale = 65535.0 if float(values.max(initial=0)) > 255 else 255.0
+    scaled = np.clip(values.astype(np.float32) * (255.0 / scale), 0, 255).round()
+    return Image.fromarray(scaled.astype(np.uint8))  # 2-D uint8: mode "L"
 
 
 def read_image_file(
@@ -195,6 +277,9 @@ class ImageStore:
         suffix: str = ".jpg",
     ) -> None:
         self.image_dir = Path(image_dir) if image_dir is not None else None
+        if self.image_dir is not None and not self.image_dir.is_dir():
+            problem = "is not a folder" if self.image_dir.exists() else "does not exist"
+            raise SmnerError(f"image folder {self.image_dir} {problem}")
         self.limits = limits
         self.suffix = suffix
         self.counts: collections.Counter[ImageStatus] = collections.Counter()

@@ -42,6 +42,11 @@ _RESAMPLE_CODES = {
 }
 
 
+#: Largest side an image is resized to before cropping: a saved folder asking for more would
+#: make every image cost gigabytes.
+MAX_PREPROCESSING_SIDE = 4096
+
+
 @dataclass(frozen=True)
 class ImagePreprocessing:
     """Resize the shorter side to ``resize``, centre-crop ``size``, normalise per channel.
@@ -56,11 +61,21 @@ class ImagePreprocessing:
     resample: str = "bicubic"
 
     def __post_init__(self) -> None:
+        sides = (self.size, self.resize)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in sides):
+            raise SmnerError(f"image preprocessing sizes must be integers, got {sides}")
+        if self.resize > MAX_PREPROCESSING_SIDE:
+            raise SmnerError(
+                f"image preprocessing resize={self.resize} is over {MAX_PREPROCESSING_SIDE} px"
+            )
         if self.size <= 0 or self.resize < self.size:
             raise SmnerError(
                 f"image preprocessing needs 0 < size <= resize, got size={self.size}, "
                 f"resize={self.resize}"
             )
+        channels = (*self.mean, *self.std)
+        if not all(isinstance(v, float) and math.isfinite(v) for v in channels):
+            raise SmnerError("image preprocessing mean and std must be finite numbers")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise SmnerError("image preprocessing needs 3 mean values and 3 positive std values")
         if self.resample not in _RESAMPLE:
@@ -114,9 +129,12 @@ class ImagePreprocessing:
         if unknown:
             raise SmnerError(f"unknown image preprocessing settings: {', '.join(unknown)}")
         values = dict(data)
-        for key in ("mean", "std"):
-            if key in values:
-                values[key] = tuple(float(v) for v in values[key])
+        try:
+            for key in ("mean", "std"):
+                if key in values:
+                    values[key] = tuple(float(v) for v in values[key])
+        except (TypeError, ValueError):
+            raise SmnerError("image preprocessing mean and std must be lists of numbers") from None
         return cls(**values)
 
 

@@ -42,8 +42,9 @@ def resolve_text_encoder(name: str) -> str:
 def load_tokenizer(name_or_path: str | Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(name_or_path))
-    except OSError as exc:
-        raise SmnerError(f"cannot load a tokenizer from {name_or_path!s}: {exc}") from None
+    except Exception as exc:  # tokenizers raises a bare Exception for a broken tokenizer.json
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SmnerError(f"cannot load a tokenizer from {name_or_path!s}: {first}") from None
 
 
 def text_config_from_dict(data: dict[str, Any]) -> PretrainedConfig:

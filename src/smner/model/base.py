@@ -7,14 +7,20 @@ config alone and needs no network.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import shutil
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -24,8 +30,14 @@ from smner.data.batching import Batch
 from smner.data.types import Entity
 from smner.encoders.image import ImageEncoder, build_image_encoder
 from smner.encoders.text import TextEncoder, text_config_from_dict
-from smner.errors import SmnerError
-from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
+from smner.errors import SmnerError, SmnerWarning
+from smner.fileio import (
+    atomic_path,
+    atomic_write_text,
+    make_staging_dir,
+    read_input_bytes,
+    replace_directory,
+)
 
 #: Bumped when a saved folder's layout or meaning changes incompatibly.
 FORMAT_VERSION = 1
@@ -137,18 +149,33 @@ class NERModel(nn.Module):
 
         The folder gets a model card, ``README.md`` (see :mod:`smner.card`); ``card_facts``
         are the facts of the training run that produced the weights, when there is one.
+
+        ``config.json`` records the SHA-256 of ``model.safetensors``, which loading verifies.
         """
         target = Path(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = make_staging_dir(target.parent, f".{target.name}.")
+        with write_errors(target):
+            self._write_folder(staging, target, tokenizer, card_facts)
+
+    def _write_folder(
+        self,
+        staging: Path,
+        target: Path,
+        tokenizer: Any | None,
+        card_facts: dict[str, Any] | None,
+    ) -> None:
         try:
+            # Through atomic_path: safetensors itself writes 0600 whatever the umask says.
+            with atomic_path(staging / WEIGHTS_FILE) as tmp:
+                save_model(self, str(tmp), metadata={"format": "pt"})
             payload = {
                 "smner_version": __version__,
                 "format_version": FORMAT_VERSION,
+                WEIGHTS_CHECKSUM_KEY: file_sha256(staging / WEIGHTS_FILE),
                 "model": to_dict(self.config),
             }
             atomic_write_text(staging / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
-            save_model(self, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
             from smner.card import card_name, write_model_card
@@ -160,15 +187,43 @@ class NERModel(nn.Module):
                 shutil.rmtree(staging)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> NERModel:
-        config = load_config(directory)
+    def from_pretrained(
+        cls, directory: str | Path, device: str = "cpu", verify_weights: bool | None = None
+    ) -> NERModel:
+        """Load a saved folder, checking it before anything large is allocated.
+
+        The config is validated (every size bounded), the weights are checked against the
+        SHA-256 recorded in ``config.json`` (``verify_weights=False``, or the environment
+        variable ``SMNER_SKIP_WEIGHTS_CHECKSUM=1``, skips that, e.g. for a folder whose
+        weights were edited on purpose), and every weight's shape is compared with the
+        architecture the config describes, built first on the ``meta`` device (no memory).
+        """
+        directory = Path(directory)
+        config, payload = _read_config(directory)
         model_cls = NERModel.registry.get(config.type)
         if model_cls is None:
             raise SmnerError(f"{directory}: unknown model type {config.type!r}")
-        model = model_cls(config)
-        missing, unexpected = load_model(
-            model, str(Path(directory) / WEIGHTS_FILE), strict=False, device=device
-        )
+        weights = directory / WEIGHTS_FILE
+        if verify_weights is None:
+            verify_weights = os.environ.get(SKIP_CHECKSUM_ENV, "") in ("", "0")
+        if verify_weights:
+            _verify_checksum(weights, payload.get(WEIGHTS_CHECKSUM_KEY))
+        shapes = _weight_shapes(weights)
+        skeleton = _build(model_cls, config, directory, meta=True)
+        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        wrong = [(k, shapes[k], w) for k, w in expected.items() if shapes.get(k, w) != w]
+        if wrong:
+            name, found, want = wrong[0]
+            more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+            raise SmnerError(
+                f"{weights}: weight {name} has shape {list(found)} but {CONFIG_FILE} describes "
+                f"{list(want)}{more}; the folder's files do not belong together"
+            )
+        model = _build(model_cls, config, directory, meta=False)
+        try:
+            missing, unexpected = load_model(model, str(weights), strict=False, device=device)
+        except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
+            raise SmnerError(f"{weights}: cannot load the weights ({exc})") from None
         if missing or unexpected:
             raise SmnerError(
                 f"{directory}: weights do not match the architecture in {CONFIG_FILE} "
@@ -177,15 +232,87 @@ class NERModel(nn.Module):
         return model.to(device).eval()
 
 
-def load_config(directory: str | Path) -> ModelConfig:
-    """Read and check a saved folder's config; explain clearly what is wrong if it can't."""
-    path = Path(directory) / CONFIG_FILE
+#: Key of ``config.json`` holding the SHA-256 of the weights file.
+WEIGHTS_CHECKSUM_KEY = "weights_sha256"
+SKIP_CHECKSUM_ENV = "SMNER_SKIP_WEIGHTS_CHECKSUM"
+#: Largest ``config.json`` read (a real one is a few tens of kB).
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
+@contextlib.contextmanager
+def write_errors(target: Path) -> Iterator[None]:
+    """Turn what torch and safetensors raise when a write fails (a full disk, a quota) into
+    one line; every writer in smner stages its files, so ``target`` is left as it was."""
+    try:
+        yield
+    except (SafetensorError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SmnerError(
+            f"{target}: could not be written ({first}); the previous version is left as it was"
+        ) from None
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _verify_checksum(weights: Path, recorded: Any) -> None:
+    if not weights.is_file():
+        raise SmnerError(f"{weights}: missing; a saved model folder holds its weights here")
+    if recorded is None:
+        warnings.warn(
+            f"{weights.parent}: no weights checksum in {CONFIG_FILE} (a folder saved by an "
+            "older smner); loading it unverified",
+            SmnerWarning,
+            stacklevel=3,
+        )
+        return
+    if not isinstance(recorded, str) or file_sha256(weights) != recorded.lower():
+        raise SmnerError(
+            f"{weights}: does not match the SHA-256 recorded in {CONFIG_FILE} (corrupted or "
+            f"replaced); set {SKIP_CHECKSUM_ENV}=1 to load it anyway"
+        )
+
+
+def _weight_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes from the safetensors header, without reading any tensor."""
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+    except FileNotFoundError:
+        raise SmnerError(f"{weights}: missing; a model folder holds its weights here") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise SmnerError(f"{weights}: not a valid safetensors file ({exc})") from None
+
+
+def _build(model_cls: type[NERModel], config: ModelConfig, directory: Path, meta: bool) -> NERModel:
+    try:
+        if meta:
+            with torch.device("meta"):
+                return model_cls(config)
+        return model_cls(config)
+    except SmnerError as exc:
+        raise SmnerError(f"{directory / CONFIG_FILE}: {exc}") from None
+    except Exception as exc:  # what transformers or torch raise for an impossible architecture
+        raise SmnerError(
+            f"{directory / CONFIG_FILE}: the architecture it describes cannot be built "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+
+
+def _read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """The checked :class:`ModelConfig` of a saved folder, and the whole ``config.json``."""
+    path = directory / CONFIG_FILE
     if not path.is_file():
         raise SmnerError(f"{directory}: not a saved smner model (no {CONFIG_FILE})")
+    data = read_input_bytes(path, MAX_CONFIG_BYTES, "model config")
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        payload = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SmnerError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise SmnerError(f"{path}: nested too deeply to be a model config") from None
     version = payload.get("format_version") if isinstance(payload, dict) else None
     if not isinstance(version, int) or "model" not in payload:
         raise SmnerError(f"{path}: not an smner model config (no format_version/model)")
@@ -196,6 +323,31 @@ def load_config(directory: str | Path) -> ModelConfig:
             f"({__version__}) reads format {FORMAT_VERSION} and older: upgrade smner"
         )
     try:
-        return from_dict(ModelConfig, payload["model"], "model")
-    except ConfigError as exc:
+        config = from_dict(ModelConfig, payload["model"], "model")
+        check_encoder_configs(config)
+    except SmnerError as exc:
         raise SmnerError(f"{path} (saved by smner {saved_by}): {exc}") from None
+    return config, payload
+
+
+def check_encoder_configs(config: ModelConfig) -> None:
+    """Refuse encoder settings no encoder can be built from, before building any."""
+    text = config.text_encoder_config
+    if text is not None:
+        from transformers import CONFIG_MAPPING
+
+        model_type = text.get("model_type")
+        if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+            raise ConfigError(
+                f"model.text_encoder_config.model_type: {model_type!r} is not a model type "
+                "this version of transformers knows"
+            )
+    if config.image_preprocessing is not None:
+        from smner.encoders.image import ImagePreprocessing
+
+        ImagePreprocessing.from_dict(config.image_preprocessing)
+
+
+def load_config(directory: str | Path) -> ModelConfig:
+    """Read and check a saved folder's config; explain clearly what is wrong if it can't."""
+    return _read_config(Path(directory))[0]

@@ -8,14 +8,17 @@ from a URL, and every error is a JSON ``{"error", "detail"}`` that leaves the se
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
 import os
 import re
 import threading
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,16 +31,25 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smner import __version__
-from smner.data.images import IMAGE_FORMATS, ImageLimits, ImageStatus, load_image_bytes
+from smner.data.images import (
+    IMAGE_FORMATS,
+    ImageLimits,
+    ImageStatus,
+    image_size,
+    load_image_bytes,
+)
 from smner.data.tweet_tokenizer import tokenize_tweet
 from smner.errors import SmnerError
 from smner.predict import PostInput, Predictor
 from smner.serve.batcher import BatcherClosed, BatcherOverloaded, MicroBatcher
+from smner.serve.memory import trim
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -57,6 +69,16 @@ class ServeSettings:
     max_pending: int = 256
     #: pixels of decoded images held by waiting posts (~3 bytes each); beyond it requests get 503
     max_pending_pixels: int = 200_000_000
+    #: Host header values answered (a name or address, any port); None answers every host.
+    #: ``smner serve`` sets it to the address it listens on, so that a page on another site
+    #: cannot reach a local server through DNS rebinding.
+    allowed_hosts: tuple[str, ...] | None = None
+    #: images over LARGE_IMAGE_PIXELS decoded at once (each holds up to 4 bytes a pixel)
+    max_large_decodes: int = 1
+    #: seconds a request may take to send its whole body; beyond it the answer is 408
+    body_timeout_s: float = 30.0
+    #: request bytes all requests together may hold while their bodies arrive; beyond it 503
+    max_buffered_bytes: int = 256 * 2**20
 
     def __post_init__(self) -> None:
         for name in ("max_request_bytes", "max_image_pixels", "max_text_chars", "max_batch"):
@@ -66,14 +88,23 @@ class ServeSettings:
             raise SmnerError("serve settings need max_pending >= 1 and batch_wait_ms >= 0")
         if self.max_pending_pixels < self.max_image_pixels:
             raise SmnerError("serve setting max_pending_pixels must be >= max_image_pixels")
+        if self.max_large_decodes < 1:
+            raise SmnerError("serve setting max_large_decodes must be at least 1")
+        if not self.body_timeout_s > 0:
+            raise SmnerError("serve setting body_timeout_s must be above 0")
+        if self.max_buffered_bytes < self.max_request_bytes:
+            raise SmnerError("serve setting max_buffered_bytes must be >= max_request_bytes")
 
 
 class ApiError(Exception):
     """An error answered as JSON ``{"error": error, "detail": detail}`` with ``status``."""
 
-    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+    def __init__(
+        self, status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(error)
         self.status, self.error, self.detail = status, error, detail
+        self.headers = headers or {}
 
 
 # --- request and response schemas ----------------------------------------------------------
@@ -196,20 +227,61 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _BodyTooSlow(Exception):
+    pass
+
+
+class _BuffersFull(Exception):
+    pass
+
+
+class ByteBudget:
+    """Request bytes received and not yet released, over all requests (thread-safe)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._lock = threading.Lock()
+
+    def take(self, amount: int) -> bool:
+        with self._lock:
+            if self.used + amount > self.limit:
+                return False
+            self.used += amount
+            return True
+
+    def give(self, amount: int) -> None:
+        with self._lock:
+            self.used -= amount
+
+
 def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
 
 class BodyLimit:
     """413 for bodies over ``max_bytes``: from Content-Length before any byte is read, and by
-    counting while streaming (chunked bodies, or a Content-Length that lies)."""
+    counting while streaming (chunked bodies, or a Content-Length that lies); 408 for a body
+    not received within ``timeout_s`` (a client trickling bytes holds memory and a slot); 400
+    for a request framed both by Content-Length and Transfer-Encoding (request smuggling)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float = 30.0,
+        budget: ByteBudget | None = None,
+    ) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+        self.budget = budget or ByteBudget(2**62)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        names = [name.lower() for name, _ in scope["headers"]]
+        if b"transfer-encoding" in names and b"content-length" in names:
+            detail = "a request has either Content-Length or Transfer-Encoding, not both"
+            await _error(400, "ambiguous request framing", detail)(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and not declared.isdigit():
@@ -220,12 +292,19 @@ class BodyLimit:
             return
         seen = 0
         started = False
+        deadline = anyio.current_time() + self.timeout_s
 
         async def counting_receive() -> Message:
             nonlocal seen
-            message = await receive()
+            with anyio.move_on_after(max(deadline - anyio.current_time(), 0)) as scope_:
+                message = await receive()
+            if scope_.cancelled_caught:
+                raise _BodyTooSlow
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                chunk = len(message.get("body", b""))
+                if not self.budget.take(chunk):
+                    raise _BuffersFull
+                seen += chunk
                 if seen > self.max_bytes:
                     raise _BodyTooLarge
             return message
@@ -237,14 +316,58 @@ class BodyLimit:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
+        except _BuffersFull:
+            if started:
+                raise
+            response = _error(503, "server busy", "too many request bodies are arriving; retry")
+            response.headers["retry-after"] = "1"
+            await response(scope, receive, send)
         except _BodyTooLarge:
             if started:
                 raise
             await self._too_large(scope, receive, send)
+        except _BodyTooSlow:
+            if started:
+                raise
+            detail = {"body_timeout_s": self.timeout_s}
+            response = _error(408, "request body not received in time", detail)
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
+        finally:
+            self.budget.give(seen)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = {"max_request_bytes": self.max_bytes}
         await _error(413, "request body too large", detail)(scope, receive, send)
+
+
+def _host_name(value: str) -> str:
+    """The host of a Host header (``name``, ``name:port``, ``[v6]`` or ``[v6]:port``)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class HostCheck:
+    """400 for a Host header outside ``allowed`` (names or addresses, ports ignored).
+
+    A page on another site can make a browser send requests to ``127.0.0.1`` under its own
+    name (DNS rebinding) and read the answers; checking the Host header stops that.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed = {_host_name(h) if h != "*" else "*" for h in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "*" not in self.allowed:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if _host_name(host) not in self.allowed:
+                detail = "this server answers only the host names it was started for"
+                await _error(400, "invalid Host header", detail)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class SecurityHeaders:
@@ -288,7 +411,12 @@ class PixelBudget:
     def hold(self, pixels: int) -> Iterator[None]:
         with self._lock:
             if self.used + pixels > self.limit:
-                raise ApiError(503, "server busy", "too many large images are waiting; retry")
+                raise ApiError(
+                    503,
+                    "server busy",
+                    "too many large images are being decoded or waiting; retry",
+                    {"retry-after": "1"},
+                )
             self.used += pixels
         try:
             yield
@@ -331,13 +459,80 @@ async def _read_json(request: Request) -> PostInput:
     return PostInput(parsed.text, parsed.tokens, image)
 
 
-async def _read_form(request: Request, settings: ServeSettings) -> PostInput:
+class _Utf8MultiPartParser(MultiPartParser):
+    """Starlette's multipart parser, but a text field that is not UTF-8 is an error (Starlette
+    decodes it as Latin-1 instead, which turns one bad byte into silent mojibake)."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                text = bytes(part.data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise MultiPartException(f"form field {part.field_name!r} is not UTF-8") from None
+            self.items.append((part.field_name, text))
+            return
+        super().on_part_end()
+
+
+def _utf8(value: bytes, what: str) -> str:
     try:
-        form = await request.form(
-            max_files=1, max_fields=2, max_part_size=4 * settings.max_text_chars + 64
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(422, "invalid request", f"{what} is not UTF-8") from None
+
+
+async def _parse_form(request: Request, max_part_size: int) -> FormData:
+    """The form fields, UTF-8 strictly: invalid UTF-8 is a 422 whatever the encoding of the
+    form (JSON refuses it, and the three must agree)."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        parser = _Utf8MultiPartParser(
+            request.headers,
+            request.stream(),
+            max_files=1,
+            max_fields=2,
+            max_part_size=max_part_size,
         )
-    except StarletteHTTPException as error:
-        raise ApiError(422, "invalid multipart body", error.detail) from None
+        try:
+            return await parser.parse()
+        except MultiPartException as error:
+            raise ApiError(422, "invalid multipart body", error.message) from None
+    body = await request.body()  # a text-only form: bounded by max_part_size below
+    if len(body) > 3 * max_part_size:
+        raise ApiError(422, "invalid request", "form too large for a text field")
+    fields = [f for f in body.split(b"&") if f]
+    if len(fields) > 2:
+        raise ApiError(422, "invalid request", "too many form fields")
+    pairs = []
+    for item in fields:  # percent-decoded to bytes, then UTF-8 strictly
+        name, _, value = item.partition(b"=")
+        name, value = (urllib.parse.unquote_to_bytes(v.replace(b"+", b" ")) for v in (name, value))
+        pairs.append((_utf8(name, "a field name"), _utf8(value, "form field value")))
+    return FormData(pairs)
+
+
+def _same_origin(request: Request) -> bool:
+    """False for a form post a browser sends from another site's page.
+
+    Forms (multipart, urlencoded) are the requests a page may send to any site without asking
+    it first; JSON posts need a CORS preflight this server never grants. Clients outside a
+    browser (curl, scripts) send neither header and are not affected.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site.lower() not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    parts = urllib.parse.urlsplit(origin)
+    return bool(parts.netloc) and parts.netloc.lower() == request.headers.get("host", "").lower()
+
+
+async def _read_form(request: Request, settings: ServeSettings) -> PostInput:
+    if not _same_origin(request):
+        raise ApiError(403, "cross-origin form post", "post forms from this server's own page")
+    form = await _parse_form(request, 4 * settings.max_text_chars + 64)
     try:
         unknown = sorted(set(form.keys()) - {"text", "image"})
         if unknown:
@@ -400,15 +595,42 @@ def _model_grid(predictor: Predictor) -> tuple[int, int] | None:
     return int(height), int(width)
 
 
+#: Images above this many pixels decode in the "large" slots (a 12-megapixel photo is not).
+LARGE_IMAGE_PIXELS = 16_000_000
+
+
+def _lower_thread_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: threads have their own nice value)."""
+    with suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+def _decode_side(predictor: Predictor) -> int | None:
+    """The shorter side large images are reduced to while decoding: three times the model's
+    resize (its resampling reduces by the same factor first, ``reducing_gap=3``)."""
+    preprocessing = getattr(getattr(predictor.model, "image", None), "preprocessing", None)
+    return 3 * int(preprocessing.resize) if preprocessing is not None else None
+
+
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
     """The API (``/health``, ``/v1/model``, ``/v1/predict``) and the page (``/``)."""
     settings = settings or ServeSettings()
     config = predictor.model.config
     grid = _model_grid(predictor)
-    image_limits = ImageLimits(settings.max_request_bytes, settings.max_image_pixels)
-    # Decoding is CPU- and memory-heavy (up to max_image_pixels): a few at a time.
-    decode_slots = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+    image_limits = ImageLimits(
+        settings.max_request_bytes, settings.max_image_pixels, decode_side=_decode_side(predictor)
+    )
+    # Decoding is CPU- and memory-heavy: large images one (or a few) at a time, so that they
+    # cannot crowd out the small ones; every image holds its pixels in the budget from the
+    # moment its header is read, decoding included, until the model is done with it.
+    large_decoder = ThreadPoolExecutor(
+        settings.max_large_decodes,
+        thread_name_prefix="smner-large-decode",
+        initializer=_lower_thread_priority,
+    )
+    small_slots = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
     pixel_budget = PixelBudget(settings.max_pending_pixels)
+    large_budget = PixelBudget(max(settings.max_pending_pixels // 2, settings.max_image_pixels))
     batcher: MicroBatcher[PostInput, Any] = MicroBatcher(
         lambda posts: predictor.predict_many(posts, batch_size=settings.max_batch),
         max_batch=settings.max_batch,
@@ -440,6 +662,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await anyio.to_thread.run_sync(batcher.close)
+        large_decoder.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="smner",
@@ -452,17 +675,46 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     )
     app.state.batcher = batcher
     app.state.pixel_budget = pixel_budget
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.state.byte_budget = ByteBudget(settings.max_buffered_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        timeout_s=settings.body_timeout_s,
+        budget=app.state.byte_budget,
+    )
+    if settings.allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     app.add_middleware(SecurityHeaders)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    def decode(data: bytes) -> tuple[Image.Image | None, ImageStatus]:
-        with decode_slots:
+    def decode_small(data: bytes) -> tuple[Image.Image | None, ImageStatus]:
+        with small_slots:
             return load_image_bytes(data, image_limits)
 
+    def decode_large(data: bytes) -> tuple[Image.Image | None, ImageStatus]:
+        try:
+            return load_image_bytes(data, image_limits)
+        finally:
+            trim()  # hand the full-size decode's memory back at once
+
+    async def decode(data: bytes) -> tuple[Image.Image | None, ImageStatus]:
+        """Decode with the image's pixels held in the budget (503 when it is spent)."""
+        size = image_size(data)  # the header only
+        pixels = size[0] * size[1] if size else 0
+        if pixels > image_limits.max_pixels:
+            return None, ImageStatus.TOO_LARGE
+        if pixels <= LARGE_IMAGE_PIXELS:
+            with pixel_budget.hold(pixels):
+                return await anyio.to_thread.run_sync(decode_small, data)
+        # Large images take at most half the budget, so they never crowd out small ones,
+        # and decode in their own low-priority thread(s): they queue behind each other, not
+        # in front of small images, and yield the CPU to the model.
+        with large_budget.hold(pixels), pixel_budget.hold(pixels):
+            return await asyncio.wrap_future(large_decoder.submit(decode_large, data))
+
     async def load_image(data: bytes) -> Image.Image:
-        picture, status = await anyio.to_thread.run_sync(decode, data)
+        picture, status = await decode(data)
         if picture is not None and status is ImageStatus.OK:
             return picture
         if status is ImageStatus.TOO_LARGE:
@@ -554,7 +806,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
-        return _error(error.status, error.error, error.detail)
+        response = _error(error.status, error.error, error.detail)
+        response.headers.update(error.headers)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -565,6 +819,13 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         return _error(422, "invalid request", _validation_detail(error))
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # Nobody is left to answer; one line, not a traceback.
+        client = request.client.host if request.client else "a client"
+        logger.info("%s disconnected before its request body was complete", client)
+        return _error(400, "client disconnected")
 
     @app.exception_handler(Exception)
     async def internal_error(_: Request, error: Exception) -> JSONResponse:
