@@ -21,7 +21,12 @@ ABLATIONS = {
     "no_ib": {"use_ib": False},
     "no_cross_attention": {"use_cross_attention": False},
     "text_only": {"use_image": False},
-    "positions": {"region_positions": True, "query_positions": True, "visual_context": "context"},
+    "positions": {
+        "region_positions": True,
+        "query_positions": True,
+        "visual_context": "context",
+        "word_context_layers": 1,
+    },
 }
 
 

@@ -143,6 +143,10 @@ class ModelConfig:
     attention_heads: int = _ranged(4, 1, 1024)
     dropout: float = _ranged(0.2, 0.0, 1.0, high_open=True)
 
+    #: transformer layers over word vector + shape + position before spans are built (0: none),
+    #: so that the case pattern and order of the neighbours reach every word
+    word_context_layers: int = _ranged(0, 0, 12)
+
     # local alignment (span -> region cross-attention)
     #: learned row and column embeddings added to the region tokens, so keys know where they are
     region_positions: bool = False

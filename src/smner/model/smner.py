@@ -25,6 +25,7 @@ from smner.model.alignment import (
 )
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
 from smner.model.span_representation import SpanRepresentation
+from smner.model.word_context import WordContext
 from smner.spans import decode_non_overlapping
 
 #: visual tokens are [no-image, global, region_1 .. region_K]
@@ -43,6 +44,12 @@ class SMNER(NERModel):
         super().__init__(config)
         self._attach_encoders(text_encoder, image_encoder)
         d = config.hidden_size
+        if config.word_context_layers:
+            width = self.text.hidden_size
+            heads = config.attention_heads if width % config.attention_heads == 0 else 1
+            self.word_context = WordContext(
+                width, len(SHAPES), config.word_context_layers, heads, config.dropout
+            )
         self.span_representation = SpanRepresentation(
             self.text.hidden_size,
             d,
@@ -113,6 +120,8 @@ class SMNER(NERModel):
         words, sentence = self.text(
             batch.input_ids, batch.attention_mask, batch.word_index, batch.subword_word
         )
+        if cfg.word_context_layers:
+            words = self.word_context(words, batch.shape_ids, batch.word_mask)
         spans = self.span_representation(words, batch.shape_ids, batch.spans)  # [B, S, d]
         losses: dict[str, torch.Tensor] = {}
         attention, grid = None, None
