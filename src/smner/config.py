@@ -152,6 +152,8 @@ class ModelConfig:
     region_positions: bool = False
     #: a learned embedding of the span's relative place in the post added to its query
     query_positions: bool = False
+    #: initial scale (std) of those position embeddings
+    position_scale: float = _ranged(0.02, 0.0, 100.0)
     #: what the classifier sees of the cross-attention: "block" (the transformer block's output,
     #: query residual included) or "context" (the attended visual context alone)
     visual_context: Literal["block", "context"] = "block"

@@ -118,12 +118,12 @@ class GridPositions(nn.Module):
     the attention keys, these let a span ask for a place ("the left half") as well as a content.
     """
 
-    def __init__(self, dim: int, max_side: int = 64) -> None:
+    def __init__(self, dim: int, max_side: int = 64, scale: float = 0.02) -> None:
         super().__init__()
         self.rows = nn.Embedding(max_side, dim)
         self.cols = nn.Embedding(max_side, dim)
-        nn.init.normal_(self.rows.weight, std=0.02)
-        nn.init.normal_(self.cols.weight, std=0.02)
+        nn.init.normal_(self.rows.weight, std=scale)
+        nn.init.normal_(self.cols.weight, std=scale)
 
     def forward(self, grid: tuple[int, int]) -> torch.Tensor:
         """``[h * w, dim]``, row-major like the flattened feature map."""
@@ -141,11 +141,11 @@ class SpanPositions(nn.Module):
     length, in ``buckets`` bins. Added to a span's query, it tells apart spans whose words say
     nothing about their place (two invented names, say)."""
 
-    def __init__(self, dim: int, buckets: int = 16) -> None:
+    def __init__(self, dim: int, buckets: int = 16, scale: float = 0.02) -> None:
         super().__init__()
         self.buckets = buckets
         self.embedding = nn.Embedding(buckets, dim)
-        nn.init.normal_(self.embedding.weight, std=0.02)
+        nn.init.normal_(self.embedding.weight, std=scale)
 
     def forward(self, spans: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``spans [S, 2]`` (exclusive ends) and word counts ``[B]`` -> ``[B, S, dim]``."""

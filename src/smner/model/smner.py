@@ -75,9 +75,9 @@ class SMNER(NERModel):
                     context_only=config.visual_context == "context",
                 )
                 if config.region_positions:
-                    self.region_positions = GridPositions(d)
+                    self.region_positions = GridPositions(d, scale=config.position_scale)
                 if config.query_positions:
-                    self.query_positions = SpanPositions(d)
+                    self.query_positions = SpanPositions(d, scale=config.position_scale)
             classifier_in = 2 * d
         self.classifier = nn.Sequential(
             nn.Linear(classifier_in, d),
