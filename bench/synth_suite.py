@@ -33,6 +33,7 @@ def config(corpus: Path, work: Path, model: dict[str, Any], seed: int, epochs: i
             "dev_file": str(corpus / "valid.txt"),
             "image_dir": str(corpus / "images"),
             "feature_cache_dir": str(work / "feature-cache"),
+            "box_dir": str(corpus / "boxes"),
         },
         "model": model,
         "train": {

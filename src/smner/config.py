@@ -149,14 +149,15 @@ class ModelConfig:
 
     # local alignment (span -> region cross-attention)
     #: learned row and column embeddings added to the region tokens, so keys know where they are
-    region_positions: bool = False
+    region_positions: bool = True
     #: a learned embedding of the span's relative place in the post added to its query
-    query_positions: bool = False
-    #: initial scale (std) of those position embeddings
-    position_scale: float = _ranged(0.02, 0.0, 100.0)
+    query_positions: bool = True
+    #: initial scale (std) of those position embeddings: large enough to compete with the
+    #: content of queries and keys from the first step (at 0.02 they never took effect)
+    position_scale: float = _ranged(1.0, 0.0, 100.0)
     #: what the classifier sees of the cross-attention: "block" (the transformer block's output,
     #: query residual included) or "context" (the attended visual context alone)
-    visual_context: Literal["block", "context"] = "block"
+    visual_context: Literal["block", "context"] = "context"
     #: subtract each image's mean region token from its region tokens, so what a span reads
     #: from a region is what sets that region apart from the rest of the image
     centre_regions: bool = False

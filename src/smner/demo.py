@@ -51,6 +51,8 @@ def experiment(settings: DemoSettings, corpus: Path, use_image: bool) -> Experim
                 "dev_file": str(corpus / "valid.txt"),
                 "image_dir": str(corpus / "images"),
                 "feature_cache_dir": str(settings.output / "feature-cache"),
+                # each entity's cue box: SMNER's span attention learns to look there
+                "box_dir": str(corpus / "boxes"),
             },
             "model": {"use_image": use_image, **settings.model},
             "train": {
