@@ -183,8 +183,6 @@ def read_jsonl(path: str | Path, max_bytes: int | None = None) -> Iterator[tuple
             raise DataFormatError(
                 path, number, 'expected an object with "text" (string) or "tokens" (list)'
             )
-        if record.get("text") is not None and record.get("tokens") is not None:
-            raise DataFormatError(path, number, 'give "text" or "tokens", not both')
         bad = _lone_surrogate(record)
         if bad:
             raise DataFormatError(path, number, f"{bad}; expected text valid in UTF-8")
@@ -194,6 +192,8 @@ def read_jsonl(path: str | Path, max_bytes: int | None = None) -> Iterator[tuple
             post = from_mapping(record, "record", base)
         except InvalidPost as exc:
             raise DataFormatError(path, number, str(exc).removeprefix("record: ")) from None
+        if post.text is not None and post.tokens is not None:
+            raise DataFormatError(path, number, 'give "text" or "tokens", not both')
         if post.id is None:
             post.id = str(number)
         yield number, post

@@ -102,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         heatmaps = Path(args.heatmaps)
         if heatmaps.exists() and not heatmaps.is_dir():
             raise SmnerError(f"--heatmaps {args.heatmaps}: exists and is not a folder")
-        heatmaps.mkdir(parents=True, exist_ok=True)
+        parent = next((p for p in [heatmaps, *heatmaps.parents] if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise SmnerError(f"--heatmaps {args.heatmaps}: {parent} is not a folder")
     predictor = Predictor.from_pretrained(model_folder(args), device=args.device)
     if args.input is not None:
         if args.image:
