@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from smner.predict import Predictor
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -18,3 +20,18 @@ def shared_data() -> Path:
 
 def real_files() -> list[Path]:
     return sorted(SHARED_DATA.glob("twitter20*/*.txt"))
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The serving tests' tiny trained model (trained once per session; see test_serve)."""
+    from tests.test_serve import trained_model
+
+    return trained_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def predictor(model_root: Path):
+    from smner.predict import Predictor
+
+    return Predictor.from_pretrained(model_root / "run" / "best")

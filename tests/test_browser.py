@@ -14,7 +14,7 @@ import uvicorn
 
 from smner.predict import Predictor
 from smner.serve import ServeSettings, create_app
-from tests.test_serve import POST, UNICODE_POST, trained_model
+from tests.test_serve import POST, UNICODE_POST
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
@@ -53,11 +53,6 @@ CANVAS_PIXELS = """() => {
   }
   return {width: canvas.width, height: canvas.height, opaque, changed};
 }"""
-
-
-@pytest.fixture(scope="module")
-def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_model(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,7 @@ from smner.data.conll import read_conll as read_corpus  # noqa: E402
 from smner.dataframe import ENTITY_COLUMNS, MissingExtra  # noqa: E402
 from smner.errors import SmnerError  # noqa: E402
 from smner.predict import Predictor  # noqa: E402
-from tests.test_serve import POST, trained_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def predictor(model_root: Path) -> Predictor:
-    return Predictor.from_pretrained(model_root / "run" / "best")
+from tests.test_serve import POST  # noqa: E402
 
 
 @pytest.fixture

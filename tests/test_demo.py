@@ -64,3 +64,17 @@ def test_comparison_table_lines_up_models_and_types() -> None:
     assert "SMNER" in table[0] and "text-only" in table[0]
     assert table[2].split() == ["PER", "100.0", "100.0", "100.0", "50.0", "50.0", "50.0"]
     assert table[3].startswith("overall")
+
+
+def test_shipped_synth_config_trains_as_the_demo_does(tmp_path: Path) -> None:
+    """configs/synth.yaml is the demo's recipe, for users who train on the corpus themselves."""
+    from smner.config import load_experiment
+    from smner.demo import experiment
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = load_experiment(str(root / "configs" / "synth.yaml"))
+    demo = experiment(DemoSettings(output=tmp_path), Path("synth"), use_image=True)
+    assert shipped.train == demo.train
+    assert shipped.model == demo.model
+    for key in ("train_file", "dev_file", "image_dir", "box_dir"):
+        assert getattr(shipped.data, key) == getattr(demo.data, key)

@@ -15,17 +15,7 @@ import smner
 from smner.cli import main
 from smner.inputs import InvalidPost, PostInput, as_post
 from smner.predict import Predictor
-from tests.test_serve import POST, trained_model
-
-
-@pytest.fixture(scope="module")
-def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def predictor(model_root: Path) -> Predictor:
-    return Predictor.from_pretrained(model_root / "run" / "best")
+from tests.test_serve import POST
 
 
 def entities(prediction: smner.PostPrediction) -> list[tuple[str, str, int, int]]:

@@ -12,12 +12,7 @@ from pathlib import Path
 import pytest
 
 from smner.cli import main
-from tests.test_serve import POST, trained_model
-
-
-@pytest.fixture(scope="module")
-def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_model(tmp_path_factory)
+from tests.test_serve import POST
 
 
 @pytest.fixture

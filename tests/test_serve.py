@@ -46,16 +46,6 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def predictor(model_root: Path) -> Predictor:
-    return Predictor.from_pretrained(model_root / "run" / "best")
-
-
-@pytest.fixture(scope="module")
 def image_bytes(model_root: Path) -> bytes:
     return (model_root / "images" / "0.jpg").read_bytes()
 
