@@ -32,6 +32,5 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(model_root: Path):
-    from smner.predict import Predictor
 
     return Predictor.from_pretrained(model_root / "run" / "best")
