@@ -158,9 +158,6 @@ class ModelConfig:
     #: what the classifier sees of the cross-attention: "block" (the transformer block's output,
     #: query residual included) or "context" (the attended visual context alone)
     visual_context: Literal["block", "context"] = "context"
-    #: subtract each image's mean region token from its region tokens, so what a span reads
-    #: from a region is what sets that region apart from the rest of the image
-    centre_regions: bool = False
     #: weight of the attention-supervision loss where data.box_dir gives an entity's box: the
     #: cross-entropy between the boxes' coverage of the grid and the span's attention
     attention_supervision: float = _ranged(1.0, 0.0, _BIG)

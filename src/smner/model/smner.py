@@ -135,11 +135,8 @@ class SMNER(NERModel):
                 losses["mi"], losses["kl"] = ib.mi, ib.kl
             no_image = self.no_image.expand(batch.size, -1)
             if cfg.use_cross_attention:
-                region_tokens = self.image_regions(regions)
-                if cfg.centre_regions and region_tokens.size(1) > 0:
-                    region_tokens = region_tokens - region_tokens.mean(1, keepdim=True)
                 tokens = torch.cat(
-                    [no_image.unsqueeze(1), visual.unsqueeze(1), region_tokens], dim=1
+                    [no_image.unsqueeze(1), visual.unsqueeze(1), self.image_regions(regions)], dim=1
                 )
                 ignore = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
                 ignore[:, _NO_IMAGE] = has_image
