@@ -103,7 +103,8 @@ def train_and_test(
     attention are added (see ``smner.pointing``).
     """
     from smner.config import ExperimentConfig, from_dict
-    from smner.training import Trainer, evaluate_saved_model
+    from smner.inference import evaluate_saved_model
+    from smner.training import Trainer
 
     started = time.perf_counter()
     result = Trainer(from_dict(ExperimentConfig, config), output).fit()

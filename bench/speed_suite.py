@@ -58,8 +58,8 @@ def worker(
     from smner.config import ModelConfig
     from smner.data.batching import ImageInput
     from smner.encoders.text import WordTokenizer, load_tokenizer, resolve_text_encoder
+    from smner.inference import batches
     from smner.model import build_collator, build_model
-    from smner.training import batches
 
     torch.manual_seed(0)
     posts = _posts(data, limit)

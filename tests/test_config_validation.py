@@ -171,7 +171,7 @@ def test_from_dict_names_the_prefix_and_source() -> None:
 def test_devices_that_are_not_here_are_one_line_errors() -> None:
     import torch
 
-    from smner.training import resolve_device
+    from smner.inference import resolve_device
 
     with pytest.raises(SmnerError, match="'foo': expected auto, cpu"):
         resolve_device("foo")

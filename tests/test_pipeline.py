@@ -264,7 +264,7 @@ def test_entity_types_outside_model_labels_are_refused_with_file_and_line(
 def test_test_file_is_scored_once_with_the_best_model(
     corpus: dict[str, Path], tmp_path: Path
 ) -> None:
-    from smner.training import evaluate_saved_model
+    from smner.inference import evaluate_saved_model
 
     config = load_experiment(str(corpus["config"]), ["train.epochs=2", "model.use_image=false"])
     sections = {"data": vars(config.data), "model": vars(config.model), "train": vars(config.train)}

@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from smner import __version__
 from smner.errors import SmnerError
 from smner.fileio import atomic_write_text
+from smner.version import __version__
 
 CARD_FILE = "README.md"
 FACTS_FILE = "training.json"

@@ -10,7 +10,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from smner import __version__
 from smner.commands import card as card_command
 from smner.commands import data as data_command
 from smner.commands import demo as demo_command
@@ -21,6 +20,7 @@ from smner.commands import serve as serve_command
 from smner.commands import synth as synth_command
 from smner.commands import train as train_command
 from smner.errors import SmnerError, SmnerWarning
+from smner.version import __version__
 
 DESCRIPTION = (
     "smner: span-based multimodal named entity recognition for social-media posts "

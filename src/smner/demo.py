@@ -21,7 +21,7 @@ from smner.predict import PostInput, Predictor
 from smner.synth import generate_corpus
 
 if TYPE_CHECKING:
-    from smner.training import Evaluation
+    from smner.inference import Evaluation
 
 
 @dataclass
@@ -70,7 +70,7 @@ def experiment(settings: DemoSettings, corpus: Path, use_image: bool) -> Experim
 
 
 def evaluate(model_dir: Path, data: Path, images: Path) -> Evaluation:
-    from smner.training import evaluate_saved_model
+    from smner.inference import evaluate_saved_model
 
     return evaluate_saved_model(model_dir, data, images)
 

@@ -22,10 +22,10 @@ from smner.data.images import ImageLimits, ImageStatus, load_image_bytes, load_i
 from smner.data.tweet_tokenizer import Token, tokenize_tweet
 from smner.encoders.text import load_tokenizer
 from smner.errors import SmnerError
+from smner.inference import batches, resolve_device
 from smner.inputs import ImageLike, PostInput, as_post, with_image
 from smner.model import NERModel, build_collator
 from smner.model.base import TOKENIZER_DIR, PredictedEntity
-from smner.training import batches, resolve_device
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -14,7 +14,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,21 +26,28 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from smner.config import ExperimentConfig, from_dict, to_dict
-from smner.data.batching import Batch, Collator, ImageInput
+from smner.data.batching import Collator, ImageInput
 from smner.data.boxes import load_box_dir, upright_size
 from smner.data.conll import Corpus, read_conll
 from smner.data.images import ImageStore
 from smner.data.types import Entity, Example
 from smner.distributed import DistributedContext
-from smner.encoders.image import ImagePreprocessing
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
 from smner.errors import DataFormatError, SmnerError
 from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
 from smner.images_input import ImageProvider
+from smner.inference import (
+    batches,
+    collate,
+    entity_scorer,
+    evaluate_saved_model,
+    predict_examples,
+    resolve_device,
+)
 from smner.metrics import EntityScorer, Scores
 from smner.model import NERModel, build_collator, build_model
-from smner.model.base import TOKENIZER_DIR, PredictedEntity, file_sha256, write_errors
-from smner.pointing import AlignmentScores, cell_coverage, load_entity_boxes, score_alignment
+from smner.model.base import TOKENIZER_DIR, file_sha256, write_errors
+from smner.pointing import cell_coverage
 from smner.runlock import RunLock
 
 STATE_FILE = "trainer_state.pt"
@@ -49,61 +56,16 @@ CHECKSUMS_FILE = "checksums.json"
 TEST_SCORES_FILE = "test_scores.json"
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto``, ``cpu``, ``cuda[:N]`` or ``mps`` as a device; one that is not here is an error
-    now, not a traceback at the first step."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise SmnerError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SmnerError(f"device {name!r}: no CUDA GPU is available here; use cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise SmnerError(
-                f"device {name!r}: there are {torch.cuda.device_count()} CUDA GPU(s) here"
-            )
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise SmnerError(f"device {name!r}: MPS is not available here; use cpu or auto")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise SmnerError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def batches(order: Sequence[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(order), size):
-        yield list(order[start : start + size])
-
-
 def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
     """The shuffled order of one epoch; a function of (seed, epoch) only, so resume replays it."""
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
     return torch.randperm(num_examples, generator=generator).tolist()
-
-
-def collate(
-    collator: Collator,
-    examples: Sequence[Example],
-    indices: Sequence[int],
-    images: ImageProvider,
-    with_labels: bool,
-    attention_targets: Sequence[dict[Entity, np.ndarray] | None] | None = None,
-) -> Batch:
-    chosen = [examples[i] for i in indices]
-    return collator(
-        [ex.tokens for ex in chosen],
-        [ex.entities for ex in chosen] if with_labels else None,
-        images(indices),
-        [attention_targets[i] for i in indices] if attention_targets is not None else None,
-    )
 
 
 def attention_targets(
@@ -131,102 +93,8 @@ def attention_targets(
     return targets
 
 
-@torch.no_grad()
-def predict_examples(
-    model: NERModel,
-    collator: Collator,
-    examples: Sequence[Example],
-    images: ImageProvider,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-    description: str = "predict",
-) -> list[list[PredictedEntity]]:
-    """Predictions for every example, in order (sorted by length inside for speed)."""
-    model.eval()
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
-    results: list[list[PredictedEntity]] = [[] for _ in examples]
-    bar = tqdm(total=len(examples), desc=description, disable=not progress, unit="post")
-    for chunk in batches(order, batch_size):
-        batch = collate(collator, examples, chunk, images, with_labels=False).to(device)
-        for i, post in zip(chunk, model.predict(batch), strict=True):
-            results[i] = post
-        bar.update(len(chunk))
-    bar.close()
-    return results
-
-
-def _scorer(
-    examples: Sequence[Example], predictions: Sequence[Sequence[PredictedEntity]]
-) -> EntityScorer:
-    scorer = EntityScorer()
-    for ex, post in zip(examples, predictions, strict=True):
-        scorer.update(ex.entities, [p.entity for p in post])
-    return scorer
-
-
-def score_predictions(
-    examples: Sequence[Example], predictions: Sequence[Sequence[PredictedEntity]]
-) -> Scores:
-    return _scorer(examples, predictions).result()
-
-
 def _prf(scores: Scores) -> str:
     return f"P {100 * scores.precision:.2f} R {100 * scores.recall:.2f} F1 {100 * scores.f1:.2f}"
-
-
-@dataclass
-class Evaluation:
-    """A saved model's predictions on a data file, and their scores."""
-
-    corpus: Corpus
-    predictions: list[list[PredictedEntity]]
-    scores: Scores
-    #: what happened to the images ("N loaded, M missing"), or None for a text-only model
-    image_summary: str | None
-    #: how the model cropped and resized images (None for a text-only model)
-    preprocessing: ImagePreprocessing | None = None
-    image_dir: Path | None = None
-
-    def alignment(self, boxes_file: str | Path) -> AlignmentScores:
-        """How well the attention points at each entity's box (see :mod:`smner.pointing`)."""
-        return score_alignment(
-            self.corpus.examples,
-            self.predictions,
-            load_entity_boxes(boxes_file, self.corpus.examples),
-            ImageStore(self.image_dir),
-            self.preprocessing,
-        )
-
-
-def evaluate_saved_model(
-    model_dir: str | Path,
-    data_file: str | Path,
-    image_dir: str | Path | None = None,
-    label_aliases: dict[str, str] | None = None,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    feature_cache_dir: str | Path | None = None,
-    progress: bool = False,
-    max_file_bytes: int | None = None,
-) -> Evaluation:
-    """Load ``model_dir``, predict every post of ``data_file`` and score it against its tags."""
-    corpus = read_conll(data_file, label_aliases, max_file_bytes)
-    model = NERModel.from_pretrained(model_dir).to(device)
-    collator = build_collator(model.config, load_tokenizer(Path(model_dir) / TOKENIZER_DIR))
-    store = ImageStore(image_dir)
-    images = ImageProvider(model, corpus.examples, store, feature_cache_dir, progress=progress)
-    predictions = predict_examples(
-        model, collator, corpus.examples, images, batch_size, device, progress
-    )
-    return Evaluation(
-        corpus=corpus,
-        predictions=predictions,
-        scores=score_predictions(corpus.examples, predictions),
-        image_summary=store.summary() if images.enabled else None,
-        preprocessing=model.image.preprocessing if model.config.use_image else None,
-        image_dir=Path(image_dir) if image_dir is not None else None,
-    )
 
 
 @dataclass
@@ -750,7 +618,7 @@ class Trainer:
                 "dev",
             )
         merged = EntityScorer()
-        for counts in self.context.gather(_scorer(examples, predictions).counts()):
+        for counts in self.context.gather(entity_scorer(examples, predictions).counts()):
             merged.merge(EntityScorer.from_counts(counts))
         return merged.result()
 

@@ -45,9 +45,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smner.data.conll import write_predictions
+    from smner.inference import evaluate_saved_model, resolve_device
     from smner.metrics import format_scores
     from smner.pointing import format_alignment
-    from smner.training import evaluate_saved_model, resolve_device
 
     result = evaluate_saved_model(
         model_folder(args),

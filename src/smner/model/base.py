@@ -24,7 +24,6 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from smner import __version__
 from smner.config import ConfigError, ModelConfig, from_dict, to_dict
 from smner.data.batching import Batch
 from smner.data.types import Entity
@@ -38,6 +37,7 @@ from smner.fileio import (
     read_input_bytes,
     replace_directory,
 )
+from smner.version import __version__
 
 #: Bumped when a saved folder's layout or meaning changes incompatibly.
 FORMAT_VERSION = 1

@@ -37,7 +37,6 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from smner import __version__
 from smner.data.images import (
     IMAGE_FORMATS,
     ImageLimits,
@@ -50,6 +49,7 @@ from smner.errors import SmnerError
 from smner.predict import PostInput, Predictor
 from smner.serve.batcher import BatcherClosed, BatcherOverloaded, MicroBatcher
 from smner.serve.memory import trim
+from smner.version import __version__
 
 STATIC_DIR = Path(__file__).parent / "static"
 
