@@ -53,6 +53,9 @@ def test_demo_runs_end_to_end_with_tiny_encoders(
         total = sum(len(ex.entities) == count for ex in test)
         assert posts_right[str(count)]["total"] == total
     assert payload["alignment"]["pointing"]["total"] <= payload["support"]
+    # the VOC files in boxes/ say the same as meta.jsonl
+    assert main([*argv, "--boxes", str(corpus / "boxes"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["alignment"] == payload["alignment"]
 
 
 def test_comparison_table_lines_up_models_and_types() -> None:
