@@ -7,7 +7,7 @@ import ipaddress
 import sys
 from collections.abc import Sequence
 
-from smner.commands import add_model_option, model_folder
+from smner.commands import add_model_option, model_folder, positive_float, positive_int
 from smner.errors import SmnerError
 
 EPILOG = """\
@@ -34,23 +34,6 @@ proxy that authenticates, before exposing it to a network.
 """
 
 
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
-    if not 0 < number < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return number
-
-
 def _port(value: str) -> int:
     number = int(value)
     if not 0 <= number <= 65535:
@@ -74,7 +57,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument(
         "--max-batch",
-        type=_positive_int,
+        type=positive_int,
         default=16,
         metavar="N",
         help="most posts per model call (default: 16)",
@@ -97,14 +80,14 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     limits.add_argument(
         "--max-connections",
-        type=_positive_int,
+        type=positive_int,
         default=200,
         metavar="N",
         help="open connections at most; more are answered 503 and closed (default: 200)",
     )
     limits.add_argument(
         "--limit-concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         metavar="N",
         help="connections or requests in progress at most before new requests are answered "
@@ -112,35 +95,35 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     limits.add_argument(
         "--header-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         metavar="S",
         help="seconds a connection has to send a request's headers (default: 10)",
     )
     limits.add_argument(
         "--body-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         metavar="S",
         help="seconds a request has to send its whole body; then 408 (default: 30)",
     )
     limits.add_argument(
         "--timeout-keep-alive",
-        type=_positive_float,
+        type=positive_float,
         default=5.0,
         metavar="S",
         help="seconds an idle keep-alive connection stays open (default: 5)",
     )
     limits.add_argument(
         "--max-header-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=16384,
         metavar="N",
         help="largest request line and headers, in bytes (default: 16384)",
     )
     limits.add_argument(
         "--max-buffered-mb",
-        type=_positive_int,
+        type=positive_int,
         default=256,
         metavar="MB",
         help="request bodies all requests may hold at once, in MiB; then 503 (default: 256)",
