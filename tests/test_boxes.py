@@ -149,3 +149,27 @@ def test_cell_coverage_is_the_target_attention() -> None:
     target = cell_coverage([(0, 0, 25, 25)], crop, (2, 2))
     np.testing.assert_allclose(target, [1.0, 0.0, 0.0, 0.0])
     assert cell_coverage([(200, 200, 300, 300)], crop, (2, 2)) is None  # outside the crop
+
+
+def test_data_stats_counts_groundable_entities(tmp_path: Path, capsys) -> None:
+    import json
+
+    from smner.cli import main
+    from smner.synth import generate_corpus
+
+    generate_corpus(tmp_path / "c", posts=40, seed=0, noise=0.25, image_size=64)
+    meta = [json.loads(line) for line in (tmp_path / "c" / "meta.jsonl").read_text().splitlines()]
+    test = [m for m in meta if m["split"] == "test"]
+    expected = sum(len(m["entities"]) for m in test if not m["noisy"])
+    argv = ["data", "stats", str(tmp_path / "c" / "test.txt"), "--boxes", str(tmp_path / "c")]
+    argv[-1] += "/boxes"
+    assert main([*argv, "--json"]) == 0
+    boxes = json.loads(capsys.readouterr().out)[0]["boxes"]
+    assert boxes["groundable_entities"] == expected
+    assert boxes["posts_with_box_file"] == len(test)
+    total = sum(len(m["entities"]) for m in test)
+    assert boxes["boxes_per_entity"] == {
+        k: v for k, v in {"0": total - expected, "1": expected}.items() if v
+    }
+    assert main(argv) == 0
+    assert "groundable entities" in capsys.readouterr().out

@@ -14,7 +14,7 @@ from smner.commands import (
 )
 from smner.data.conll import read_conll
 from smner.data.download import CHECKSUMS, DEFAULT_BASE_URL, download_benchmark
-from smner.data.stats import corpus_stats, format_stats
+from smner.data.stats import box_stats, corpus_stats, format_stats
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -45,6 +45,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print one JSON list, one object a file (a list even for one file)",
     )
+    stats.add_argument(
+        "--boxes",
+        metavar="DIR",
+        help="folder of <image id>.xml VOC files: also count groundable entities (those with "
+        "a box) and boxes per entity",
+    )
     add_alias_option(stats)
     add_input_limit_option(stats)
     stats.set_defaults(handler=run_stats)
@@ -70,10 +76,13 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 def run_stats(args: argparse.Namespace) -> int:
     aliases = parse_aliases(args.label_alias)
-    all_stats = [
-        corpus_stats(read_conll(path, aliases, args.max_input_mb * 2**20), args.max_span_width)
-        for path in args.files
-    ]
+    all_stats = []
+    for path in args.files:
+        corpus = read_conll(path, aliases, args.max_input_mb * 2**20)
+        stats = corpus_stats(corpus, args.max_span_width)
+        if args.boxes:
+            stats["boxes"] = box_stats(corpus, args.boxes)
+        all_stats.append(stats)
     if args.json:
         print(json.dumps(all_stats, indent=2))
     else:

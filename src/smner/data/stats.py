@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from smner.data.conll import Corpus
@@ -34,6 +35,30 @@ def corpus_stats(corpus: Corpus, max_span_width: int) -> dict[str, Any]:
     }
 
 
+def box_stats(corpus: Corpus, box_dir: str | Path) -> dict[str, Any]:
+    """How many entities have a box in ``box_dir`` (VOC XML, see :mod:`smner.data.boxes`), and
+    how many boxes each of those has."""
+    from smner.data.boxes import load_box_dir
+
+    boxes = load_box_dir(box_dir, corpus.examples)
+    per_entity: Counter[int] = Counter()
+    groundable = 0
+    for example in corpus:
+        own = boxes.get(example.image_id, {}) if example.image_id else {}
+        for entity in example.entities:
+            count = len(own.get(entity, []))
+            groundable += count > 0
+            per_entity[count] += 1
+    total = sum(per_entity.values())
+    return {
+        "box_dir": str(box_dir),
+        "posts_with_box_file": sum(1 for ex in corpus if ex.image_id in boxes),
+        "groundable_entities": groundable,
+        "groundable_share": groundable / total if total else 0.0,
+        "boxes_per_entity": {str(k): v for k, v in sorted(per_entity.items())},
+    }
+
+
 def format_stats(stats: dict[str, Any]) -> str:
     """Human-readable rendering of :func:`corpus_stats`."""
     types = ", ".join(f"{k} {v}" for k, v in stats["entities"].items()) or "none"
@@ -49,5 +74,18 @@ def format_stats(stats: dict[str, Any]) -> str:
             f"  entities starting I-  {stats['i_starts']}",
             f"  entity lengths        {hist}",
             f"  longer than {stats['max_span_width']:<10d}{stats['longer_than_max_width']}",
+            *_box_lines(stats.get("boxes")),
         ]
     )
+
+
+def _box_lines(boxes: dict[str, Any] | None) -> list[str]:
+    if boxes is None:
+        return []
+    per = ", ".join(f"{k}: {v}" for k, v in boxes["boxes_per_entity"].items()) or "none"
+    return [
+        f"  posts with a box file {boxes['posts_with_box_file']} ({boxes['box_dir']})",
+        f"  groundable entities   {boxes['groundable_entities']} "
+        f"({100 * boxes['groundable_share']:.1f}%)",
+        f"  boxes per entity      {per}",
+    ]
