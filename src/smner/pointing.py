@@ -170,11 +170,11 @@ class AlignmentScorer:
                 continue
             attention = np.asarray(item.attention, dtype=np.float64)
             hit = any(pointing_hit(attention, box, crop) for box in own)
-            best = max(own, key=lambda box: mass_in_box(attention, box, crop))
+            mass, best = max((mass_in_box(attention, box, crop), box) for box in own)
             for rate in (self._pointing, self._pointing_by.setdefault(count, _Rate())):
                 rate.total += 1
                 rate.hits += int(hit)
-            self._mass.append(mass_in_box(attention, best, crop))
+            self._mass.append(mass)
             self._uniform.append(box_share(best, crop))
             if item.global_attention is not None:
                 self._global.append(float(item.global_attention))
