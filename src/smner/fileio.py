@@ -242,7 +242,7 @@ class _BoundedReader:
         self._handle.close()
 
 
-def _check_input_file(
+def check_input_file(
     path: str | Path, max_bytes: int | None, what: str, option: str | None
 ) -> tuple[int, str]:
     """``(size, message for too large)`` of a regular file, or :class:`InputFileError`."""
@@ -271,7 +271,7 @@ def open_input_file(
 ) -> Iterator[Any]:
     """A regular file opened for reading line by line, refused as :func:`read_input_bytes`
     refuses it (a folder, FIFO or device; over ``max_bytes``, when that is not None)."""
-    _size, too_large = _check_input_file(path, max_bytes, what, option)
+    _size, too_large = check_input_file(path, max_bytes, what, option)
     try:
         handle = open(path, "rb")  # noqa: SIM115 (closed below, after the caller is done)
     except OSError as exc:
