@@ -33,13 +33,19 @@ def _chunks(path: Path, size: int) -> Iterator[list[dict[str, Any]]]:
         yield rows
 
 
+def _columns(pa: Any, rows: list[dict[str, Any]]) -> Any:
+    """A table of every key of ``rows`` (``from_pylist`` alone looks at the first row only)."""
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    return pa.Table.from_pydict({key: [row.get(key) for row in rows] for key in keys})
+
+
 def jsonl_to_parquet(source: Path, target: Path, rows_per_group: int = ROWS_PER_GROUP) -> None:
     """Write the JSONL records of ``source`` to the Parquet file ``target``, atomically."""
     pa, pq = pyarrow_modules()
     schema = None
     try:
         for rows in _chunks(source, rows_per_group):
-            found = pa.Table.from_pylist(rows).schema
+            found = _columns(pa, rows).schema
             schema = (
                 found
                 if schema is None

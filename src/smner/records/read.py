@@ -9,6 +9,7 @@ records without parsing them (a resumed run).
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -54,6 +55,19 @@ class ReadOptions:
     skip: int = 0
 
 
+@dataclass(frozen=True)
+class _Read:
+    """One record as read: its post, or why it could not be read, and where it was."""
+
+    number: int
+    post: PostInput | None
+    error: DataFormatError | None = None
+    #: ``"row N"`` for a Parquet row (DataFormatError names lines otherwise)
+    where: str | None = None
+    #: the record's id, when it could be read (the output record keeps it)
+    id: Any = None
+
+
 def read_records(
     path: str, options: ReadOptions, fmt: RecordFormat | None = None, stdin: Any = None
 ) -> Iterator[Item]:
@@ -68,6 +82,24 @@ def read_records(
     return _checked(_jsonl_lines(path, options, stdin), path, options)
 
 
+def check_all(
+    path: str, options: ReadOptions, fmt: RecordFormat | None = None, stdin: Any = None
+) -> int:
+    """Read and check every record, keeping none; the first bad one raises. The count."""
+    count = 0
+    for _item in read_records(path, replace(options, errors="raise"), fmt, stdin):
+        count += 1
+    return count
+
+
+def count_records(path: str) -> int | None:
+    """How many records ``path`` holds when that is cheap to know (Parquet), else None."""
+    if path != STANDARD_STREAM and format_of(path) == "parquet":
+        _pa, pq = pyarrow_modules()
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    return None
+
+
 def spool_stdin() -> IO[bytes]:
     """A copy of standard input in a temporary file (removed when closed), to read twice."""
     copy = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it)
@@ -76,38 +108,33 @@ def spool_stdin() -> IO[bytes]:
     return copy
 
 
-def _checked(
-    items: Iterator[tuple[int | None, str | None, PostInput | DataFormatError]],
-    path: str,
-    options: ReadOptions,
-) -> Iterator[Item]:
+def _checked(reads: Iterator[_Read], path: str, options: ReadOptions) -> Iterator[Item]:
     """Each record checked against what the model takes; bad ones raised or recorded."""
-    for line, where, item in items:
-        if isinstance(item, PostInput):
+    label = "<stdin>" if path == STANDARD_STREAM else path
+    for read in reads:
+        error = read.error
+        if read.post is not None:
             try:
-                post_words(item, options.max_tokens)
+                post_words(read.post, options.max_tokens)
             except SmnerError as exc:
-                problem = str(exc) if where is None else f"{where}: {exc}"
-                error = DataFormatError(_label(path), None if where else line, problem)
-                if options.errors == "raise":
-                    raise error from None
-                yield FailedPost.of(item, str(error))
+                if read.where is None:
+                    error = DataFormatError(label, read.number, str(exc))
+                else:
+                    error = DataFormatError(label, None, f"{read.where}: {exc}")
+            else:
+                yield read.post
                 continue
-            yield item
-            continue
+        assert error is not None
         if options.errors == "raise":
-            raise item
-        known = {"id": str(line)} if line is not None else {}
-        yield FailedPost(str(item), known, known.get("id"))
+            raise error
+        if read.post is not None:
+            yield FailedPost.of(read.post, str(error))
+            continue
+        known = read.id if read.id is not None else str(read.number)
+        yield FailedPost(str(error), {"id": known}, known)
 
 
-def _label(path: str) -> str:
-    return "<stdin>" if path == STANDARD_STREAM else path
-
-
-def _jsonl_lines(
-    path: str, options: ReadOptions, stdin: Any
-) -> Iterator[tuple[int | None, str | None, PostInput | DataFormatError]]:
+def _jsonl_lines(path: str, options: ReadOptions, stdin: Any) -> Iterator[_Read]:
     from smner.fileio import open_input_file
 
     if path == STANDARD_STREAM:
@@ -118,9 +145,16 @@ def _jsonl_lines(
         yield from _parse_lines(handle, path, Path(path).parent, options.skip)
 
 
-def _parse_lines(
-    handle: Any, label: str, base: Path, skip: int
-) -> Iterator[tuple[int | None, str | None, PostInput | DataFormatError]]:
+def _record_id(raw: bytes) -> Any:
+    """The ``id`` of a line that is a JSON object but not a valid record, else None."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record.get("id") if isinstance(record, dict) else None
+
+
+def _parse_lines(handle: Any, label: str, base: Path, skip: int) -> Iterator[_Read]:
     from smner.fileio import read_lines
 
     seen = 0
@@ -131,27 +165,16 @@ def _parse_lines(
         if seen <= skip:
             continue
         if raw is None:
-            yield (
-                number,
-                None,
-                DataFormatError(label, number, f"the line is longer than {MAX_RECORD_BYTES} bytes"),
-            )
+            problem = f"the line is longer than {MAX_RECORD_BYTES} bytes"
+            yield _Read(number, None, DataFormatError(label, number, problem))
             continue
         try:
-            yield number, None, parse_jsonl_line(raw, label, number, base)
+            yield _Read(number, parse_jsonl_line(raw, label, number, base))
         except DataFormatError as exc:
-            yield number, None, exc
+            yield _Read(number, None, exc, id=_record_id(raw))
 
 
-def parquet_row_count(path: str) -> int:
-    """The rows of a Parquet file, from its footer (nothing else is read)."""
-    _pa, pq = pyarrow_modules()
-    return int(pq.ParquetFile(path).metadata.num_rows)
-
-
-def _parquet_rows(
-    path: str, options: ReadOptions
-) -> Iterator[tuple[int | None, str | None, PostInput | DataFormatError]]:
+def _parquet_rows(path: str, options: ReadOptions) -> Iterator[_Read]:
     """Rows of a Parquet file, a batch at a time; nulls in ``id``, ``text``, ``tokens`` and
     ``image`` mean the key is absent (a column holds every key of the file)."""
     from smner.fileio import check_input_file
@@ -165,8 +188,7 @@ def _parquet_rows(
     base = Path(path).parent
     number = 0
     for batch in table.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-        rows = batch.to_pylist()
-        for row in rows:
+        for row in batch.to_pylist():
             number += 1
             if number <= options.skip:
                 continue
@@ -179,23 +201,6 @@ def _parquet_rows(
             try:
                 post = post_from_record(record, path, number, base, where)
             except DataFormatError as exc:
-                yield number, where, exc
+                yield _Read(number, None, exc, where, record.get("id"))
                 continue
-            yield number, where, post
-
-
-def count_records(path: str) -> int | None:
-    """How many records ``path`` holds when that is cheap to know (Parquet), else None."""
-    if path != STANDARD_STREAM and format_of(path) == "parquet":
-        return parquet_row_count(path)
-    return None
-
-
-def check_all(
-    path: str, options: ReadOptions, fmt: RecordFormat | None = None, stdin: Any = None
-) -> int:
-    """Read and check every record, keeping none; the first bad one raises. The count."""
-    count = 0
-    for _item in read_records(path, replace(options, errors="raise"), fmt, stdin):
-        count += 1
-    return count
+            yield _Read(number, post, where=where)
