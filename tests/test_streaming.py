@@ -354,7 +354,7 @@ def test_a_run_killed_mid_file_resumes_without_duplicates(model_dir: Path, tmp_p
     write_posts(source, 600)
     reference = tmp_path / "reference.jsonl"
     argv = ["predict", "--model", str(model_dir), "--input", str(source), "--window", "2"]
-    assert smner(*argv, "--output", str(reference)).returncode == 0
+    assert main([*argv, "--output", str(reference)]) == 0
 
     out = tmp_path / "out.jsonl"
     partial = tmp_path / "out.jsonl.partial"
