@@ -1,4 +1,4 @@
-"""Benchmark entry point: ``python bench/run.py --suite {quality,speed,synth}``.
+"""Benchmark entry point: ``python bench/run.py --suite {quality,scale,speed,synth}``.
 
 Results go to ``bench/results/<suite>.json`` and the tables of ``docs/BENCHMARKS.md`` are
 regenerated from every results file, with machine, date, commit and the exact command.
@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality_suite
+import scale
 import speed_suite
 import synth_suite
 from common import RESULTS, ROOT, save
@@ -24,6 +25,7 @@ from common import RESULTS, ROOT, save
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 TABLES = {
     "quality": quality_suite.table,
+    "scale": scale.table,
     "speed": speed_suite.table,
     "synth": synth_suite.table,
 }
@@ -76,7 +78,11 @@ def main() -> None:
         help="quality: folder holding twitter2015/, twitter2017/ and images/",
     )
     parser.add_argument(
-        "--posts", type=int, default=1000, help="synth: corpus size; speed: how many posts to time"
+        "--posts",
+        type=int,
+        default=1000,
+        help="synth: corpus size; speed: how many posts to time; scale: the larger file "
+        "(the smaller holds a tenth)",
     )
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument(
@@ -94,6 +100,10 @@ def main() -> None:
     started = time.perf_counter()
     if args.suite == "speed":
         results = speed_suite.run(args.data, args.images, args.posts, args.repeats, overrides)
+    elif args.suite == "scale":
+        model = scale.build_untrained_model(work / "model", overrides)
+        sizes = [max(1, args.posts // 10), args.posts]
+        results = scale.run(model, work / "scale", sizes, [1, 2], ["local", "ray"], args.images)
     elif args.suite == "quality":
         results = quality_suite.run(work, seeds, args.epochs, Path(args.data_root), overrides)
     else:
