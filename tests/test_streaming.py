@@ -379,3 +379,28 @@ def test_a_run_killed_mid_file_resumes_without_duplicates(model_dir: Path, tmp_p
     resumed = smner(*argv, "--output", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert out.read_bytes() == reference.read_bytes()
+
+
+def test_a_progress_bar_counts_posts_and_their_rate(
+    model_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    from smner.predict_job import FileJob, JsonlEncoder, run_file_job
+
+    source = tmp_path / "posts.jsonl"
+    write_posts(source, 12)
+    job = FileJob(str(source), str(model_dir), str(tmp_path / "out.jsonl"), progress=True)
+    report = run_file_job(job, JsonlEncoder())
+    assert report.written == 12 and report.failed == 0
+    err = capsys.readouterr().err
+    assert "12post" in err.replace(" ", "") and "post/s" in err
+
+
+def test_the_input_size_limit_still_applies_when_asked(
+    model_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    source = tmp_path / "posts.jsonl"
+    source.write_text(json.dumps({"text": "George"}) + "\n" * 2**20, encoding="utf-8")
+    argv = ["predict", "--model", str(model_dir), "--input", str(source)]
+    assert main([*argv, "--max-input-mb", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "larger than the limit of 1048576 bytes" in err and "--max-input-mb" in err
