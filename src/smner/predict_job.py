@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from smner.errors import SmnerError
@@ -95,7 +95,6 @@ class JobReport:
     first_error: str | None = None
     already_complete: bool = False
     output: str = "standard output"
-    failures: list[str] = field(default_factory=list)
 
 
 WindowHook = Callable[[list[Any], list[Any]], None]

@@ -281,10 +281,12 @@ def run_ray(args: argparse.Namespace) -> int:
     """``--engine ray``: the input file or folder through Ray Data (smner.integrations.ray)."""
     from smner.integrations.ray import RayFileJob, predict_files
 
-    if args.resume or args.heatmaps or args.format != "jsonl":
+    if args.input == "-":
+        raise SmnerError("--engine ray reads files or folders; standard input goes with local")
+    if args.resume or args.strict or args.heatmaps or args.format != "jsonl":
         raise SmnerError(
-            "--engine ray writes JSONL or Parquet records; it has no --resume, "
-            "--heatmaps or --format conll/table"
+            "--engine ray writes JSONL or Parquet records; --resume, --strict, --heatmaps "
+            "and --format conll/table go with the local engine"
         )
     job = RayFileJob(
         input=args.input,
