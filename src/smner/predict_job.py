@@ -119,7 +119,10 @@ def run_file_job(
         check_input_file(job.input, job.max_input_bytes, what, "--max-input-mb")
     parquet_out = format_of(job.output) == "parquet"
     if parquet_out and not isinstance(encoder, JsonlEncoder):
-        raise SmnerError(f"--output {job.output}: Parquet holds JSONL records; use --format jsonl")
+        raise SmnerError(
+            f"--output {job.output}: a Parquet file holds records, as --format jsonl writes "
+            "them; conll and table are text formats"
+        )
     finisher = None
     if parquet_out:
         from smner.records.parquet import jsonl_to_parquet

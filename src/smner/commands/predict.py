@@ -141,8 +141,6 @@ def _check_heatmaps_folder(value: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smner.predict import Predictor
-
     if args.heatmaps:
         _check_heatmaps_folder(args.heatmaps)
     if args.input is not None:
@@ -154,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
             raise SmnerError(f"--{option} goes with --input")
     if args.engine != "local":
         raise SmnerError("--engine ray goes with --input")
+    from smner.predict import Predictor
+
     predictor = Predictor.from_pretrained(model_folder(args), device=args.device)
     if args.text == "-":
         posts = _stdin_posts(args.image)
