@@ -298,7 +298,8 @@ def run_ray(args: argparse.Namespace) -> int:
         explain=args.explain,
     )
     count = predict_files(job)
-    print(f"smner: {count} posts predicted with Ray", file=sys.stderr)
+    done = f"{count} posts predicted" if count is not None else "predictions written"
+    print(f"smner: {done} with Ray into {job.output}", file=sys.stderr)
     return 0
 
 

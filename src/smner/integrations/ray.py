@@ -262,8 +262,10 @@ def _records(table: Any) -> Iterator[dict[str, Any]]:
         yield {k: v for k, v in row.items() if not (v is None and k in (*POST_KEYS, *ADDED))}
 
 
-def predict_files(job: RayFileJob) -> int:
-    """Predict ``job.input`` with Ray Data into ``job.output``; the number of records."""
+def predict_files(job: RayFileJob) -> int | None:
+    """Predict ``job.input`` with Ray Data into ``job.output``; the number of records written
+    through this process (None for a folder, which Ray's writers fill: counting it would run
+    the predictions again)."""
     ray = _ray()
     source = Path(job.input)
     fmt = _input_format(source)
@@ -293,7 +295,7 @@ def predict_files(job: RayFileJob) -> int:
             found.write_parquet(output)
         else:
             found.write_json(output)
-        return int(found.count())
+        return None
     return _write_in_order(found, output)
 
 
