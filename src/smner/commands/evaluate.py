@@ -29,10 +29,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", metavar="DIR", help="folder holding <IMGID>.jpg files")
     parser.add_argument(
         "--boxes",
-        metavar="FILE",
-        help="where each entity is in its image (the meta.jsonl 'smner synth' writes): adds "
-        "the alignment scores of the model's attention (pointing accuracy, attention mass in "
-        "the entity's box) and the posts fully right, by number of entities",
+        metavar="DIR|FILE",
+        help="where each entity is in its image: a folder of <image id>.xml Pascal VOC files "
+        "(grounded-NER data, 'smner synth''s boxes/) or the meta.jsonl 'smner synth' writes. "
+        "Adds the alignment scores of the model's attention (pointing accuracy, attention mass "
+        "in the entity's box), the posts fully right by number of entities, and, for a model "
+        "with a grounding head, GMNER, MNER and EEG precision/recall/F1",
     )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     parser.add_argument("--predictions", metavar="OUT", help="write predicted tags to OUT")
@@ -45,6 +47,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smner.data.conll import write_predictions
+    from smner.grounding import format_grounding
     from smner.inference import evaluate_saved_model, resolve_device
     from smner.metrics import format_scores
     from smner.pointing import format_alignment
@@ -69,16 +72,22 @@ def run(args: argparse.Namespace) -> int:
             result.corpus.aliases,
         )
     scores = result.scores
-    alignment = None
+    alignment = grounding = None
     if args.boxes:
         alignment = result.alignment(args.boxes)
+        if result.grounds:
+            grounding = result.grounding(args.boxes)
     if args.json:
         payload = scores.to_dict()
         if alignment is not None:
             payload["alignment"] = alignment.to_dict()
+        if grounding is not None:
+            payload["grounding"] = grounding.to_dict()
         print(json.dumps(payload, indent=2))
     else:
         print(format_scores(scores))
         if alignment is not None:
             print(format_alignment(alignment))
+        if grounding is not None:
+            print(format_grounding(grounding))
     return 0
