@@ -289,7 +289,7 @@ def test_training_a_grounding_model_needs_boxes(
         "model": {**tiny_model_keys(*encoders), "grounding": True},
         "train": {"epochs": 1, "progress": False},
     }
-    with pytest.raises(SmnerError, match="data.box_dir"):
+    with pytest.raises(SmnerError, match=r"data\.box_dir"):
         Trainer(from_dict(ExperimentConfig, config), tmp_path / "run").fit()
 
 
@@ -327,3 +327,54 @@ def test_evaluate_reports_grounding_and_predict_gives_boxes_in_pixels(
     for mention in predictor.predict(record["tokens"]).to_dict()["entities"]:
         assert "box" not in mention
     assert math.isfinite(grounding["eeg"]["f1"])
+
+
+def test_twitter_gmner_layout_trains_evaluates_and_predicts(
+    encoders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """configs/twitter-gmner.yaml on a fixture laid out as the Twitter-GMNER release
+    (txt/, xml/ with several boxes for one entity and images without an xml file, images/ of
+    other sizes than square; one post without its image), with the tiny encoders."""
+    import shutil
+
+    import yaml
+
+    from smner.cli import main
+    from tests.tiny import tiny_model_keys
+
+    repo = Path(__file__).resolve().parents[1]
+    fixture = tmp_path / "data" / "twitter-gmner"
+    shutil.copytree(repo / "tests" / "fixtures" / "twitter-gmner", fixture)
+    config = yaml.safe_load((repo / "configs" / "twitter-gmner.yaml").read_text())
+    assert config["model"]["grounding"] is True
+    for key, value in config["data"].items():
+        config["data"][key] = str(tmp_path / value)  # the config's paths, under tmp_path
+    config["data"]["feature_cache_dir"] = None
+    config["model"].update(tiny_model_keys(*encoders))
+    config["train"].update({"epochs": 2, "batch_size": 2, "progress": False, "keep_last": False})
+    config_file = tmp_path / "gmner.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+
+    assert main(["train", "--config", str(config_file), "--output", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    stats = ["data", "stats", str(fixture / "txt" / "train.txt"), "--boxes", str(fixture / "xml")]
+    assert main([*stats, "--json"]) == 0
+    boxes = json.loads(capsys.readouterr().out)[0]["boxes"]
+    assert boxes["groundable_entities"] == 5  # of 9 entities in train.txt
+
+    model = tmp_path / "run" / "best"
+    argv = ["evaluate", "--model", str(model), "--data", str(fixture / "txt" / "test.txt")]
+    argv += ["--images", str(fixture / "images"), "--boxes", str(fixture / "xml"), "--json"]
+    assert main(argv) == 0
+    grounding = json.loads(capsys.readouterr().out)["grounding"]
+    assert grounding["groundable_entities"] == 2 and grounding["entities"] == 5
+    assert grounding["mner"]["gold"] == grounding["gmner"]["gold"] == 5
+
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text(json.dumps({"id": "588", "text": "Galaxy S6 is just ... wow !",
+                                 "image": str(fixture / "images" / "588.jpg")}) + "\n")  # fmt: skip
+    assert main(["predict", "--model", str(model), "--input", str(posts)]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert record["image_status"] == "ok"
+    for entity in record["entities"]:
+        assert "box" in entity and "box_score" in entity
