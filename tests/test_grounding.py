@@ -378,3 +378,34 @@ def test_twitter_gmner_layout_trains_evaluates_and_predicts(
     assert record["image_status"] == "ok"
     for entity in record["entities"]:
         assert "box" in entity and "box_score" in entity
+
+
+def test_the_grounding_loss_reaches_only_its_own_head(encoders: tuple[Path, Path]) -> None:
+    """Grounding costs the entity types nothing: the same step with and without the grounding
+    loss gives every other weight the same gradient, and training clips the head apart."""
+    from smner.training import _clip_groups
+
+    posts = fixture_posts()
+    grads = []
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = build_model(tiny_config(*encoders, grounding=True, grounding_weight=weight))
+        collator = build_collator(model.config, load_tokenizer(encoders[0]))
+        images = [
+            ImageInput(pixels=model.image.preprocessing([img])[0]) if img is not None else None
+            for _, img in posts
+        ]
+        targets = [{ex.entities[0]: [(0.0, 0.0, 0.5, 0.5)]} if img else None for ex, img in posts]
+        batch = collator(  # type: ignore[operator]
+            [ex.tokens for ex, _ in posts], [ex.entities for ex, _ in posts], images, None, targets
+        )
+        model.train()
+        torch.manual_seed(1)
+        model(batch, labels=batch.span_labels).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    others = [n for n in grads[0] if not n.startswith("grounding_head.")]
+    assert others and all(torch.equal(grads[0][n], grads[1][n]) for n in others)
+    assert any(n.startswith("grounding_head.") and grads[1][n].abs().sum() > 0 for n in grads[1])
+    head = {id(p) for p in model.grounding_head.parameters()}
+    groups = _clip_groups(model)
+    assert len(groups) == 2 and {id(p) for p in groups[1]} == head

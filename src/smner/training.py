@@ -67,6 +67,14 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_examples, generator=generator).tolist()
 
 
+def _clip_groups(model: NERModel) -> list[list[torch.nn.Parameter]]:
+    """Trainable parameters in groups clipped apart: each detached head, then the rest."""
+    heads = [[p for p in head.parameters() if p.requires_grad] for head in model.detached_heads()]
+    apart = {id(p) for group in heads for p in group}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in apart]
+    return [group for group in [rest, *heads] if group]
+
+
 def _prf(scores: Scores) -> str:
     return f"P {100 * scores.precision:.2f} R {100 * scores.recall:.2f} F1 {100 * scores.f1:.2f}"
 
@@ -558,9 +566,8 @@ class Trainer:
         if run.scaler is not None:
             run.scaler.unscale_(run.optimizer)
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in run.model.parameters() if p.requires_grad], cfg.grad_clip
-            )
+            for group in _clip_groups(run.model):
+                torch.nn.utils.clip_grad_norm_(group, cfg.grad_clip)
         if run.scaler is not None:
             run.scaler.step(run.optimizer)
             run.scaler.update()

@@ -98,6 +98,11 @@ class NERModel(nn.Module):
         """Whether predictions say if each entity is in the image, and where (a box)."""
         return False
 
+    def detached_heads(self) -> list[nn.Module]:
+        """Heads trained on detached inputs: their losses reach only their own weights, so
+        training clips their gradients apart (their norm must not shrink everyone else's)."""
+        return []
+
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> ModelOutput:
         raise NotImplementedError
 

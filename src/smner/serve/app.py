@@ -163,6 +163,16 @@ class EntityOut(BaseModel):
         description="[h][w] attention over the image regions; null when no image was used"
     )
     global_attention: float | None = Field(description="attention on the whole-image token")
+    box: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="[x0, y0, x1, y1] of the entity in the (upright) image, in its pixels; null "
+        "when the model says it is not in the image, or the model does not ground",
+    )
+    box_score: float | None = Field(
+        default=None,
+        description="probability that the entity is in the image (models with a grounding "
+        "head, posts with an image); null otherwise",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -196,6 +206,9 @@ class ModelInfo(BaseModel):
     use_ib: bool
     use_cross_attention: bool
     grid: tuple[int, int] | None
+    grounding: bool = Field(
+        default=False, description="whether entities come with their box in the image"
+    )
     version: str = Field(description="smner version")
     limits: Limits
 
@@ -649,6 +662,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         use_ib=spans_model and config.use_image and config.use_ib,
         use_cross_attention=spans_model and config.use_image and config.use_cross_attention,
         grid=grid,
+        grounding=predictor.model.grounds,
         version=__version__,
         limits=Limits(
             max_request_bytes=settings.max_request_bytes,
