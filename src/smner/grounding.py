@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from smner.data.boxes import Box
@@ -171,6 +172,27 @@ def format_grounding(scores: GroundingScores) -> str:
     return "\n".join(lines)
 
 
+def pixel_boxes(
+    example: Any, post: Sequence[Any], store: Any, preprocessing: Any
+) -> tuple[tuple[int, int] | None, list[tuple[Entity, Box | None]]]:
+    """The image's size and each predicted entity with its box in pixels (None: not in the
+    image), mapped from the crop the model saw (``preprocessing``) of the image as ``store``
+    loads it."""
+    crop = size = None
+    if preprocessing is not None and any(p.box_in_crop is not None for p in post):
+        picture, _ = store.load(example.image_id, count=False)
+        if picture is not None:
+            size = picture.size
+            crop = preprocessing.crop_box(*size)
+    pairs: list[tuple[Entity, Box | None]] = []
+    for item in post:
+        box = None
+        if item.box_in_crop is not None and crop is not None and size is not None:
+            box = box_to_pixels(item.box_in_crop, crop, size)
+        pairs.append((item.entity, box))
+    return size, pairs
+
+
 def score_grounding(
     examples: Sequence[Any],
     predictions: Sequence[Sequence[Any]],
@@ -180,22 +202,60 @@ def score_grounding(
 ) -> GroundingScores:
     """Grounding scores of a data set's predictions (``examples`` with ``entities`` and
     ``image_id``; :class:`~smner.model.base.PredictedEntity` lists). A post whose image has no
-    box file has none of its entities in the image. Predicted boxes are mapped from the crop the
-    model saw (``preprocessing``) to pixels of the image as ``store`` loads it."""
+    box file has none of its entities in the image."""
     scorer = GroundingScorer()
     for example, post in zip(examples, predictions, strict=True):
         own = boxes.get(example.image_id, {}) if example.image_id else {}
-        pixels: list[tuple[Entity, Box | None]] = []
-        crop = size = None
-        if preprocessing is not None and any(p.box_in_crop is not None for p in post):
-            picture, _ = store.load(example.image_id, count=False)
-            if picture is not None:
-                size = picture.size
-                crop = preprocessing.crop_box(*size)
-        for item in post:
-            box = None
-            if item.box_in_crop is not None and crop is not None and size is not None:
-                box = box_to_pixels(item.box_in_crop, crop, size)
-            pixels.append((item.entity, box))
-        scorer.update(example.entities, own, pixels)
+        scorer.update(example.entities, own, pixel_boxes(example, post, store, preprocessing)[1])
+    return scorer.result()
+
+
+def write_box_files(
+    folder: str | Path,
+    examples: Sequence[Any],
+    predictions: Sequence[Sequence[Any]],
+    store: Any,
+    preprocessing: Any,
+) -> int:
+    """The predicted boxes as a folder of VOC files, the layout of grounded-NER data (one
+    ``<image id>.xml`` per image with at least one boxed entity, objects named by the entity's
+    text), swapped in whole; returns how many files were written. ``smner score --pred-boxes``
+    reads them back."""
+    from smner.data.boxes import format_voc
+    from smner.fileio import make_staging_dir, replace_directory
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = make_staging_dir(folder.parent, f".{folder.name}.partial-")
+    written = 0
+    for example, post in zip(examples, predictions, strict=True):
+        size, pairs = pixel_boxes(example, post, store, preprocessing)
+        objects = [
+            (" ".join(example.tokens[e.start : e.end]), box) for e, box in pairs if box is not None
+        ]
+        if objects and size is not None and example.image_id:
+            (staging / f"{example.image_id}.xml").write_text(
+                format_voc(example.image_id, size, objects), encoding="utf-8"
+            )
+            written += 1
+    replace_directory(staging, folder)
+    return written
+
+
+def score_box_files(
+    gold: Sequence[Any],
+    predicted: Sequence[Any],
+    gold_boxes: Mapping[str, Mapping[Entity, Sequence[Box]]],
+    predicted_boxes: Mapping[str, Mapping[Entity, Sequence[Box]]],
+) -> GroundingScores:
+    """Grounding scores from files: gold and predicted posts (the same posts, in order) and
+    the boxes of each side's entities (see :func:`smner.data.boxes.load_box_dir`); a predicted
+    entity with no box is "not in the image"."""
+    scorer = GroundingScorer()
+    for g, p in zip(gold, predicted, strict=True):
+        own = gold_boxes.get(g.image_id, {}) if g.image_id else {}
+        mine = predicted_boxes.get(p.image_id, {}) if p.image_id else {}
+        scorer.update(
+            g.entities, own, [(e, mine[e][0] if mine.get(e) else None) for e in p.entities]
+        )
     return scorer.result()

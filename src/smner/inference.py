@@ -23,7 +23,7 @@ from smner.data.types import Entity, Example
 from smner.encoders.image import ImagePreprocessing
 from smner.encoders.text import load_tokenizer
 from smner.errors import SmnerError
-from smner.grounding import GroundingScores, score_grounding
+from smner.grounding import GroundingScores, score_grounding, write_box_files
 from smner.images_input import ImageProvider
 from smner.metrics import EntityScorer, Scores
 from smner.model import NERModel, build_collator
@@ -142,6 +142,14 @@ class Evaluation:
             ImageStore(self.image_dir),
             self.preprocessing,
         )
+
+    def write_boxes(self, folder: str | Path) -> int:
+        """The predicted boxes as VOC files in ``folder`` (see
+        :func:`smner.grounding.write_box_files`); how many files were written."""
+        return write_box_files(
+            folder, self.corpus.examples, self.predictions, ImageStore(self.image_dir),
+            self.preprocessing,
+        )  # fmt: skip
 
     def grounding(self, boxes_file: str | Path) -> GroundingScores:
         """GMNER, MNER and EEG scores of the predicted boxes (see :mod:`smner.grounding`)."""

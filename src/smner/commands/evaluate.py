@@ -14,6 +14,7 @@ from smner.commands import (
     parse_aliases,
     positive_int,
 )
+from smner.errors import SmnerError
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -38,6 +39,13 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     parser.add_argument("--predictions", metavar="OUT", help="write predicted tags to OUT")
+    parser.add_argument(
+        "--predicted-boxes",
+        metavar="DIR",
+        help="write the predicted boxes (models with a grounding head) as <image id>.xml VOC "
+        "files into DIR, the layout of grounded-NER data; 'smner score --pred-boxes DIR' "
+        "scores them with the tags of --predictions",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     add_alias_option(parser)
@@ -71,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
             [[p.entity for p in post] for post in result.predictions],
             result.corpus.aliases,
         )
+    if args.predicted_boxes:
+        if not result.grounds:
+            raise SmnerError("--predicted-boxes: this model has no grounding head, so no boxes")
+        count = result.write_boxes(args.predicted_boxes)
+        print(f"wrote {count} box files to {args.predicted_boxes}", file=sys.stderr)
     scores = result.scores
     alignment = grounding = None
     if args.boxes:
