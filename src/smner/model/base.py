@@ -94,6 +94,21 @@ class NERModel(nn.Module):
         return False
 
     @property
+    def image_encoder(self) -> ImageEncoder | None:
+        """The image backbone (with its preprocessing), or None for a text-only model."""
+        return self.image if self.config.use_image else None
+
+    @property
+    def attention_grid(self) -> tuple[int, int] | None:
+        """``(h, w)`` of the region grid predictions' attention covers; None when they carry
+        none (text-only models, models without cross-attention, the BIO taggers)."""
+        encoder = self.image_encoder
+        if not self.explains or encoder is None:
+            return None
+        height, width = encoder.output_grid()
+        return int(height), int(width)
+
+    @property
     def grounds(self) -> bool:
         """Whether predictions say if each entity is in the image, and where (a box)."""
         return False
@@ -152,7 +167,7 @@ class NERModel(nn.Module):
 
     def pretrained_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters that came pretrained (they get their own learning rate)."""
-        encoders = [self.text, getattr(self, "image", None)]
+        encoders = [self.text, self.image_encoder]
         return [p for e in encoders if e is not None for p in e.parameters() if p.requires_grad]
 
     # --- saving and loading ---------------------------------------------------------------
