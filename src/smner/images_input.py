@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from smner.data.batching import ImageInput
-from smner.data.feature_cache import ImageFeatureCache, cached_features
 from smner.data.images import ImageStore
 from smner.data.types import Example
+from smner.feature_cache import ImageFeatureCache, cached_features
 from smner.model.base import NERModel
 
 

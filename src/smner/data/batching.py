@@ -10,13 +10,16 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from smner.data.types import Entity
-from smner.encoders.text import WordTokenizer
 from smner.spans import batch_spans, span_label_ids
+
+if TYPE_CHECKING:  # the data layer only calls it; the encoders sit a floor above
+    from smner.encoders.text import WordTokenizer
 
 # Word-shape classes. The offline encoders lowercase their input, so case lives here.
 SHAPES = (
