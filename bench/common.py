@@ -99,8 +99,9 @@ def train_and_test(
 ) -> dict[str, Any]:
     """Train a config in-process, score its best model on ``test_file``; keep per-post counts.
 
-    With ``boxes`` (a generated corpus's ``meta.jsonl``), the alignment scores of the model's
-    attention are added (see ``smner.pointing``).
+    With ``boxes`` (a generated corpus's ``meta.jsonl`` or ``boxes/`` folder), the alignment
+    scores of the model's attention are added (see ``smner.pointing``), and for a model with a
+    grounding head its GMNER, MNER and EEG scores (see ``smner.grounding``).
     """
     from smner.config import ExperimentConfig, from_dict
     from smner.inference import evaluate_saved_model
@@ -127,8 +128,10 @@ def train_and_test(
         for ex, post in zip(evaluation.corpus.examples, evaluation.predictions, strict=True)
     ]
     alignment = evaluation.alignment(boxes).to_dict() if boxes else None
+    grounding = evaluation.grounding(boxes).to_dict() if boxes and evaluation.grounds else None
     return {
         "alignment": alignment,
+        "grounding": grounding,
         "f1": scores.f1,
         "precision": scores.precision,
         "recall": scores.recall,

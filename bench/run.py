@@ -1,4 +1,4 @@
-"""Benchmark entry point: ``python bench/run.py --suite {quality,scale,speed,synth}``.
+"""Benchmark entry point: ``python bench/run.py --suite {grounding,quality,scale,speed,synth}``.
 
 Results go to ``bench/results/<suite>.json`` and the tables of ``docs/BENCHMARKS.md`` are
 regenerated from every results file, with machine, date, commit and the exact command.
@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import grounding_suite
 import quality_suite
 import scale
 import speed_suite
@@ -24,6 +25,7 @@ from common import RESULTS, ROOT, save
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 TABLES = {
+    "grounding": grounding_suite.table,
     "quality": quality_suite.table,
     "scale": scale.table,
     "speed": speed_suite.table,
@@ -88,6 +90,12 @@ def main() -> None:
     parser.add_argument(
         "--corpus-seed", type=int, default=0, help="synth: seed of the generated corpus"
     )
+    parser.add_argument(
+        "--ungroundable",
+        type=float,
+        default=0.3,
+        help="grounding: share of the corpus's entities left out of their image",
+    )
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="{}", help="JSON of model overrides (smoke tests)")
@@ -106,6 +114,16 @@ def main() -> None:
         results = scale.run(model, work / "scale", sizes, [1, 2], ["local", "ray"], args.images)
     elif args.suite == "quality":
         results = quality_suite.run(work, seeds, args.epochs, Path(args.data_root), overrides)
+    elif args.suite == "grounding":
+        results = grounding_suite.run(
+            work,
+            seeds,
+            args.epochs,
+            args.posts,
+            overrides,
+            corpus_seed=args.corpus_seed,
+            ungroundable=args.ungroundable,
+        )
     else:
         results = synth_suite.run(
             work, seeds, args.epochs, args.posts, overrides, corpus_seed=args.corpus_seed

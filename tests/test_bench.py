@@ -91,6 +91,30 @@ def test_synth_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         assert name in out
 
 
+def test_grounding_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
+    """The suite trains a grounding model and its table reports the three grounding scores
+    with numbers (a run that produced no grounding scores would fail to build the table)."""
+    out = bench(
+        "--suite",
+        "grounding",
+        "--posts",
+        "40",
+        "--epochs",
+        "1",
+        "--ungroundable",
+        "0.5",
+        "--model",
+        tiny_model,
+        "--work",
+        str(tmp_path),
+    )
+    for name in ("GMNER (span, type, region)", "MNER (span, type)", "EEG (span, region)"):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {name}"))
+        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+        assert len(cells) == 3 and all(c.replace(".", "", 1).isdigit() for c in cells), row
+    assert "entities left out of their image" in out
+
+
 def test_paired_bootstrap() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     from common import paired_bootstrap

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -55,10 +56,10 @@ CANVAS_PIXELS = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def server_url(model_root: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(predictor: Predictor) -> Iterator[str]:
     """uvicorn in a thread, on a socket bound to a free port (no race for the port)."""
-    app = create_app(Predictor.from_pretrained(model_root / "run" / "best"), ServeSettings())
+    app = create_app(predictor, ServeSettings())
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -68,32 +69,54 @@ def server_url(model_root: Path) -> Iterator[str]:
     while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@contextlib.contextmanager
+def local_page(browser: Any, server_url: str) -> Iterator[tuple[Any, list[str]]]:
+    """A page that may reach only ``server_url``; other requests are recorded and refused."""
+    problems: list[str] = []
+    page = browser.new_page()
+    page.set_default_timeout(10_000)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+
+    def only_local(route: Any) -> None:
+        if route.request.url.startswith(server_url):
+            route.continue_()
+        else:
+            problems.append(f"external request: {route.request.url}")
+            route.abort()
+
+    page.route("**/*", only_local)
+    try:
+        yield page, problems
+    finally:
+        page.close()
 
 
 @pytest.fixture(scope="module")
-def browser_page(server_url: str) -> Iterator[tuple[Any, list[str]]]:
-    """A page that may reach only the test server; other requests are recorded and refused."""
-    problems: list[str] = []
+def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(10_000)
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
 
-        def only_local(route: Any) -> None:
-            if route.request.url.startswith(server_url):
-                route.continue_()
-            else:
-                problems.append(f"external request: {route.request.url}")
-                route.abort()
 
-        page.route("**/*", only_local)
-        yield page, problems
-        browser.close()
+@pytest.fixture(scope="module")
+def server_url(model_root: Path) -> Iterator[str]:
+    with serving(Predictor.from_pretrained(model_root / "run" / "best")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser_page(browser: Any, server_url: str) -> Iterator[tuple[Any, list[str]]]:
+    with local_page(browser, server_url) as page_and_problems:
+        yield page_and_problems
 
 
 def mark_texts(page: Any) -> list[tuple[str, str]]:
@@ -292,3 +315,47 @@ def test_a_file_that_is_not_an_image_is_refused_in_plain_words(
     expect(alert).to_contain_text("formats: ")
     assert not any(mark in alert.inner_text() for mark in '{}[]"'), alert.inner_text()
     assert problems == []
+
+
+BOX_EDGES = """([x0, y0, x1, y1]) => {
+  // the colour in the middle of each edge of the box, 1 px inside it (the line is 2 px)
+  const canvas = document.getElementById("heatmap");
+  const context = canvas.getContext("2d");
+  const at = (x, y) => Array.from(context.getImageData(Math.round(x), Math.round(y), 1, 1).data);
+  [x0, y0, x1, y1] = [x0, y0, x1, y1].map(Math.round);  // the page draws on whole pixels
+  const cx = (x0 + x1) / 2, cy = (y0 + y1) / 2;
+  return [at(cx, y0 + 1), at(cx, y1 - 2), at(x0 + 1, cy), at(x1 - 2, cy)];
+}"""
+
+
+def test_a_grounding_model_s_box_is_outlined_over_the_image(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """On a wide (non-square) image, each entity's box is drawn where the JSON puts it, in
+    image pixels, and the caption says so."""
+    from PIL import Image
+
+    from tests.test_serve import trained_grounding_model
+
+    root = trained_grounding_model(tmp_path_factory)
+    predictor = Predictor.from_pretrained(root / "run" / "best")
+    predictor.model.config.grounding_threshold = 0.0  # every entity gets a box to draw
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (400, 200), (128, 128, 128)).save(wide)
+    with serving(predictor) as url, local_page(browser, url) as (page, problems):
+        page.goto(url + "/")
+        page.locator("#post-text").fill(POST)
+        page.locator("#post-image").set_input_files(wide)
+        with page.expect_response("**/v1/predict") as answer:
+            page.get_by_role("button", name="Predict").click()
+        entity = answer.value.json()["entities"][0]
+        x0, y0, x1, y1 = entity["box"]
+        assert 0 <= x0 < x1 <= 400 and 0 <= y0 < y1 <= 200
+        page.locator("#highlighted .entity").first.click()
+        sync_api.expect(page.locator("#heatmap")).to_be_visible()
+        assert (page.evaluate("document.getElementById('heatmap').width")) == 400
+        for red, green, blue, _ in page.evaluate(BOX_EDGES, entity["box"]):
+            assert red < 40 and green > 200 and blue > 220, (red, green, blue)
+        caption = page.locator("#explain-caption").inner_text()
+        assert "outlined in cyan" in caption
+        assert problems == []

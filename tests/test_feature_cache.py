@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save
 
-import smner.data.feature_cache as feature_cache
-from smner.data.feature_cache import ImageFeatureCache, cached_features
+import smner.feature_cache as feature_cache
 from smner.data.images import ImageStatus, ImageStore, UnsafeImageIdError, load_image_file
 from smner.encoders.image import ImageEncoder, ImageFeatures, ImagePreprocessing
+from smner.feature_cache import ImageFeatureCache, cached_features
 
 FINGERPRINT = "ab" * 32
 

@@ -51,3 +51,17 @@ def test_heatmaps_of_a_rotated_photo_follow_its_exif_orientation(tmp_path: Path)
     (drawn,) = (tmp_path / "heat").iterdir()
     assert drawn.name == "post_1-0-PER-George.png"
     assert Image.open(drawn).size == (40, 80)
+
+
+def test_a_grounding_box_is_outlined_where_it_is() -> None:
+    from smner.heatmap import BOX_COLOUR
+
+    image = Image.new("RGB", (400, 200), (0, 0, 0))
+    attention = np.zeros((7, 7))
+    out = np.asarray(
+        render_heatmap(image, attention.tolist(), (0, 0, 400, 200), entity_box=(100, 50, 300, 150))
+    ).astype(int)
+    for y, x in ((50, 200), (149, 200), (100, 100), (100, 299)):  # the four edges
+        assert tuple(out[y, x]) == BOX_COLOUR, (y, x)
+    assert tuple(out[100, 200]) == (0, 0, 0)  # inside stays as it was
+    assert tuple(out[20, 20]) == (0, 0, 0)  # and so does outside

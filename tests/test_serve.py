@@ -45,6 +45,34 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def trained_grounding_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny corpus with a box file per image (each post's first entity in the left
+    half), trained with the grounding head; once per session."""
+    import yaml
+
+    from smner.data.boxes import format_voc
+    from tests.tiny import fixture_posts
+
+    root = tmp_path_factory.getbasetemp() / "serve-grounding-model"
+    best = root / "run" / "best"
+    if not (best / "config.json").is_file():
+        corpus = write_corpus(root)
+        boxes = root / "boxes"
+        boxes.mkdir(exist_ok=True)
+        for example, picture in fixture_posts():
+            if picture is not None:
+                name = " ".join(example.tokens[example.entities[0].start : example.entities[0].end])
+                voc = format_voc(str(example.image_id), picture.size, [(name, (0, 0, 32, 64))])
+                (boxes / f"{example.image_id}.xml").write_text(voc, encoding="utf-8")
+        config = yaml.safe_load(corpus["config"].read_text())
+        config["data"]["box_dir"] = str(boxes)
+        config["model"]["grounding"] = True
+        corpus["config"].write_text(yaml.safe_dump(config))
+        argv = ["train", "--config", str(corpus["config"]), "--output", str(root / "run")]
+        assert main(argv) == 0
+    return root
+
+
 @pytest.fixture(scope="module")
 def image_bytes(model_root: Path) -> bytes:
     return (model_root / "images" / "0.jpg").read_bytes()
@@ -117,6 +145,29 @@ def test_model_info_of_a_bio_tagger_claims_no_alignment(tmp_path: Path) -> None:
         info = tagger_client.get("/v1/model").json()
     assert info["type"] == "bio-tagger" and info["use_image"] is True
     assert (info["use_ib"], info["use_cross_attention"], info["grid"]) == (False, False, None)
+
+
+def test_a_grounding_model_serves_each_entity_s_box_in_pixels(
+    tmp_path_factory: pytest.TempPathFactory, image_bytes: bytes
+) -> None:
+    """Boxes come in pixels of the posted image: the same numbers as the Python API's, and
+    for a post without an image no entity has a box or a box score."""
+    root = trained_grounding_model(tmp_path_factory)
+    predictor = Predictor.from_pretrained(root / "run" / "best")
+    with TestClient(create_app(predictor, ServeSettings())) as grounded:
+        assert grounded.get("/v1/model").json()["grounding"] is True
+        record = grounded.post("/v1/predict", json={"text": POST, "image": b64(image_bytes)}).json()
+        assert record["entities"], record
+        expected = predictor.predict(POST, image=root / "images" / "0.jpg").to_dict()
+        for served, direct in zip(record["entities"], expected["entities"], strict=True):
+            assert 0.0 <= served["box_score"] <= 1.0
+            assert served["box_score"] == pytest.approx(direct["box_score"], abs=1e-5)
+            if served["box"] is not None:
+                assert served["box"] == pytest.approx(direct["box"], abs=0.11)
+                x0, y0, x1, y1 = served["box"]
+                assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+        text_only = grounded.post("/v1/predict", json={"text": POST}).json()
+        assert all(e["box"] is None and e["box_score"] is None for e in text_only["entities"])
 
 
 def test_json_prediction_with_base64_image(client: TestClient, image_bytes: bytes) -> None:

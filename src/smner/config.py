@@ -162,6 +162,15 @@ class ModelConfig:
     #: cross-entropy between the boxes' coverage of the grid and the span's attention
     attention_supervision: float = _ranged(1.0, 0.0, _BIG)
 
+    # grounding (which entities are in the image, and their boxes)
+    #: a grounding head on the span attention, trained on data.box_dir's boxes: each predicted
+    #: entity gets a probability of being in the image and a box (SMNER with cross-attention)
+    grounding: bool = False
+    #: weight of the grounding loss (presence cross-entropy + 5 L1 + 2 generalised IoU)
+    grounding_weight: float = _ranged(1.0, 0.0, _BIG)
+    #: an entity is said to be in the image when that probability is at least this
+    grounding_threshold: float = _ranged(0.5, 0.0, 1.0)
+
     # losses
     ib_alpha: float = _ranged(0.1, 0.0, _BIG)
     ib_beta: float = _ranged(0.001, 0.0, _BIG)
@@ -180,6 +189,13 @@ class ModelConfig:
         if "O" in self.labels:
             raise ConfigError("model.labels lists entity types only; 'O' is implicit")
         check_fields(self, "model")
+        if self.grounding and not (
+            self.type == "smner" and self.use_image and self.use_cross_attention
+        ):
+            raise ConfigError(
+                "model.grounding needs span-to-region attention: type smner with use_image and "
+                "use_cross_attention (the BIO taggers and the ablations without it do not ground)"
+            )
         if self.hidden_size % self.attention_heads:
             raise ConfigError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by "

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
+
+#: outline of a grounding model's box for the entity (cyan: apart from the red-yellow map)
+BOX_COLOUR = (0, 230, 255)
 
 if TYPE_CHECKING:
     from smner.encoders.image import ImagePreprocessing
@@ -20,12 +23,14 @@ def render_heatmap(
     attention: Sequence[Sequence[float]],
     crop_box: tuple[float, float, float, float] | None = None,
     opacity: float = 0.55,
+    entity_box: Sequence[float] | None = None,
 ) -> Image.Image:
     """Blend a red-yellow map of ``attention`` (``[h][w]``, any scale) over ``image``.
 
     The grid is normalised to its own maximum so the most attended cell is always visible,
     then smoothly upsampled over ``crop_box`` (the part of the image the model saw, see
     ``ImagePreprocessing.crop_box``; the whole image when None). Outside it the image is dimmed.
+    ``entity_box`` (pixels, from a grounding model) is outlined in cyan on top.
     """
     rgb = image.convert("RGB")
     x0, y0, x1, y1 = (round(v) for v in (crop_box or (0, 0, *rgb.size)))
@@ -44,7 +49,13 @@ def render_heatmap(
     colour = np.stack([np.ones_like(heat), heat, np.zeros_like(heat)], axis=-1) * 255
     alpha = (opacity * heat)[..., None]
     blended = base * (1 - alpha) + colour * alpha
-    return Image.fromarray(blended.clip(0, 255).astype(np.uint8))
+    result = Image.fromarray(blended.clip(0, 255).astype(np.uint8))
+    if entity_box is not None:
+        width = max(2, round(min(rgb.size) / 100))
+        ImageDraw.Draw(result).rectangle(
+            [round(v) for v in entity_box], outline=BOX_COLOUR, width=width
+        )
+    return result
 
 
 def save_entity_heatmaps(
@@ -58,7 +69,8 @@ def save_entity_heatmaps(
     by the entity's index ``n``.
 
     ``picture`` must be the image as the model read it (upright, see ``load_image_file``) so
-    the grid lands where the model looked; ``preprocessing`` gives the crop it saw.
+    the grid lands where the model looked; ``preprocessing`` gives the crop it saw. An
+    entity's box (grounding models) is outlined over its heatmap.
     """
     folder.mkdir(parents=True, exist_ok=True)
     safe_stem = re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64]
@@ -69,6 +81,6 @@ def save_entity_heatmaps(
             continue
         safe_text = re.sub(r"[^A-Za-z0-9_-]", "_", mention.text)[:40]
         target = folder / f"{safe_stem}-{n}-{mention.type}-{safe_text}.png"
-        render_heatmap(picture, mention.attention, box).save(target)
+        render_heatmap(picture, mention.attention, box, entity_box=mention.box).save(target)
         written[n] = target
     return written

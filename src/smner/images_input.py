@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from smner.data.batching import ImageInput
-from smner.data.feature_cache import ImageFeatureCache, cached_features
 from smner.data.images import ImageStore
 from smner.data.types import Example
+from smner.feature_cache import ImageFeatureCache, cached_features
 from smner.model.base import NERModel
 
 
@@ -31,8 +31,8 @@ class ImageProvider:
         self.examples = examples
         self.store = store
         self.features: list[ImageInput | None] | None = None
-        image = getattr(model, "image", None)
-        self.enabled = bool(model.config.use_image) and image is not None
+        image = model.image_encoder
+        self.enabled = image is not None
         if not self.enabled:
             return
         if not model.config.train_image_encoder:

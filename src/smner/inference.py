@@ -16,13 +16,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from smner.data.batching import Batch, Collator
+from smner.data.batching import Batch, BoxCoords, Collator
 from smner.data.conll import Corpus, read_conll
 from smner.data.images import ImageStore
 from smner.data.types import Entity, Example
 from smner.encoders.image import ImagePreprocessing
 from smner.encoders.text import load_tokenizer
 from smner.errors import SmnerError
+from smner.grounding import GroundingScores, score_grounding, write_box_files
 from smner.images_input import ImageProvider
 from smner.metrics import EntityScorer, Scores
 from smner.model import NERModel, build_collator
@@ -65,6 +66,7 @@ def collate(
     images: ImageProvider,
     with_labels: bool,
     attention_targets: Sequence[dict[Entity, np.ndarray] | None] | None = None,
+    box_targets: Sequence[dict[Entity, list[BoxCoords]] | None] | None = None,
 ) -> Batch:
     chosen = [examples[i] for i in indices]
     return collator(
@@ -72,6 +74,7 @@ def collate(
         [ex.entities for ex in chosen] if with_labels else None,
         images(indices),
         [attention_targets[i] for i in indices] if attention_targets is not None else None,
+        [box_targets[i] for i in indices] if box_targets is not None else None,
     )
 
 
@@ -127,10 +130,30 @@ class Evaluation:
     #: how the model cropped and resized images (None for a text-only model)
     preprocessing: ImagePreprocessing | None = None
     image_dir: Path | None = None
+    #: whether the model says where each entity is (a grounding head)
+    grounds: bool = False
 
     def alignment(self, boxes_file: str | Path) -> AlignmentScores:
         """How well the attention points at each entity's box (see :mod:`smner.pointing`)."""
         return score_alignment(
+            self.corpus.examples,
+            self.predictions,
+            load_entity_boxes(boxes_file, self.corpus.examples),
+            ImageStore(self.image_dir),
+            self.preprocessing,
+        )
+
+    def write_boxes(self, folder: str | Path) -> int:
+        """The predicted boxes as VOC files in ``folder`` (see
+        :func:`smner.grounding.write_box_files`); how many files were written."""
+        return write_box_files(
+            folder, self.corpus.examples, self.predictions, ImageStore(self.image_dir),
+            self.preprocessing,
+        )  # fmt: skip
+
+    def grounding(self, boxes_file: str | Path) -> GroundingScores:
+        """GMNER, MNER and EEG scores of the predicted boxes (see :mod:`smner.grounding`)."""
+        return score_grounding(
             self.corpus.examples,
             self.predictions,
             load_entity_boxes(boxes_file, self.corpus.examples),
@@ -166,4 +189,5 @@ def evaluate_saved_model(
         image_summary=store.summary() if images.enabled else None,
         preprocessing=model.image.preprocessing if model.config.use_image else None,
         image_dir=Path(image_dir) if image_dir is not None else None,
+        grounds=model.grounds,
     )

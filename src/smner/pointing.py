@@ -225,8 +225,9 @@ def load_entity_boxes(
     """Entity boxes by image id: from a folder of VOC XML files (matched to the ``examples``'
     entities by text, see :mod:`smner.data.boxes`) or a generated corpus's ``meta.jsonl``.
 
-    A post's ``i``-th cue belongs to its ``i``-th entity when their types agree; a post with a
-    mismatched image (``noisy``) shows cues of other entities, so its entities get no box.
+    A cue names the entity it shows (``"entity": i``; null on a mismatched image, whose cues
+    are other posts'); in older files without that key, a post's ``i``-th cue belongs to its
+    ``i``-th entity when their types agree, and a ``noisy`` post's entities get no box.
     """
     path = Path(path)
     if path.is_dir():
@@ -242,7 +243,10 @@ def load_entity_boxes(
         try:
             record = json.loads(line)
             entities = [Entity(int(s), int(e), str(label)) for s, e, label in record["entities"]]
-            cues = [(str(c["type"]), tuple(float(v) for v in c["box"])) for c in record["cues"]]
+            cues = [
+                (str(c["type"]), tuple(float(v) for v in c["box"]), c.get("entity", -1))
+                for c in record["cues"]
+            ]
             image_id, noisy = str(record["image_id"]), bool(record.get("noisy", False))
         except (ValueError, KeyError, TypeError) as exc:
             raise DataFormatError(
@@ -251,10 +255,15 @@ def load_entity_boxes(
                 f"expected a meta.jsonl record with image_id, entities and cues ({exc})",
             ) from None
         own: dict[Entity, list[Box]] = {}
-        if not noisy:
-            for entity, (kind, box) in zip(entities, cues, strict=False):
-                if kind == entity.label and len(box) == 4:
-                    own[entity] = [box]  # type: ignore[list-item]
+        for slot, (kind, box, index) in enumerate(cues):
+            legacy = index == -1
+            if legacy:
+                index = None if noisy else slot
+            if not isinstance(index, int) or not 0 <= index < len(entities) or len(box) != 4:
+                continue
+            entity = entities[index]
+            if kind == entity.label or not legacy:
+                own.setdefault(entity, []).append(box)  # type: ignore[arg-type]
         boxes[image_id] = own
     return boxes
 

@@ -18,9 +18,11 @@ import torch
 from PIL import Image
 
 from smner.data.batching import ImageInput
+from smner.data.boxes import Box
 from smner.data.images import ImageLimits, ImageStatus, load_image_bytes, load_image_file
 from smner.data.tweet_tokenizer import Token
 from smner.encoders.text import load_tokenizer
+from smner.grounding import box_to_pixels
 from smner.inference import resolve_device
 from smner.inputs import DEFAULT_MAX_TOKENS, ImageLike, PostInput, as_post, post_words, with_image
 from smner.model import NERModel, build_collator
@@ -49,6 +51,11 @@ class Mention:
             without an image or cross-attention.
         global_attention: the weight this entity put on the image as a whole (the global
             visual token); ``attention`` holds the rest.
+        box: where the entity is in the image, ``[x0, y0, x1, y1]`` in pixels of the image as
+            shown (EXIF rotation applied), or None when the model says it is not in the image
+            (models with a grounding head only; see ``box_score``).
+        box_score: the model's probability that the entity is in the image (None for models
+            without a grounding head, and for posts without an image).
     """
 
     text: str
@@ -60,9 +67,13 @@ class Mention:
     score: float
     attention: list[list[float]] | None = None  # [h][w] over the image grid
     global_attention: float | None = None
+    box: list[float] | None = None
+    box_score: float | None = None
 
     def to_dict(self, explain: bool = False) -> dict[str, Any]:
-        """The entity as in ``smner predict``'s JSONL (``explain`` adds the attention)."""
+        """The entity as in ``smner predict``'s JSONL (``explain`` adds the attention); the
+        ``box`` and ``box_score`` keys are there when the model grounds and the post has an
+        image."""
         record: dict[str, Any] = {
             "text": self.text,
             "type": self.type,
@@ -72,6 +83,9 @@ class Mention:
             "char_end": self.char_end,
             "score": round(self.score, 6),
         }
+        if self.box_score is not None:
+            record["box"] = self.box
+            record["box_score"] = self.box_score
         if explain:
             record["attention"] = self.attention
             record["global_attention"] = self.global_attention
@@ -268,10 +282,14 @@ class Predictor:
             image_inputs = inputs
         batch = self.collator([w for w, _ in prepared], None, image_inputs).to(self.device)
         output_entities = self.model.predict(batch)
+        frames = [self._frame(picture) for picture, _ in loaded]
         return [
             PostPrediction(
                 tokens=words,
-                entities=[self._mention(p, words, spans, text=posts[i].text) for p in predicted],
+                entities=[
+                    self._mention(p, words, spans, text=posts[i].text, frame=frames[i])
+                    for p in predicted
+                ],
                 image_status=status
                 if self.model.config.use_image or status == "no image"
                 else "ignored (text-only model)",
@@ -283,11 +301,25 @@ class Predictor:
             )
         ]
 
+    def _frame(self, picture: Image.Image | None) -> tuple[Box, tuple[int, int]] | None:
+        """The crop the model saw of a picture and the picture's size, for mapping boxes back
+        to its pixels (None without a picture or a grounding head)."""
+        if picture is None or not self.model.grounds:
+            return None
+        return self.model.image.preprocessing.crop_box(*picture.size), picture.size
+
     @staticmethod
     def _mention(
-        predicted: PredictedEntity, words: list[str], spans: list[Token], text: str | None
+        predicted: PredictedEntity,
+        words: list[str],
+        spans: list[Token],
+        text: str | None,
+        frame: tuple[Box, tuple[int, int]] | None = None,
     ) -> Mention:
         e = predicted.entity
+        box = None
+        if predicted.box_in_crop is not None and frame is not None:
+            box = [round(v, 1) for v in box_to_pixels(predicted.box_in_crop, *frame)]
         char_start, char_end = spans[e.start].start, spans[e.end - 1].end
         surface = (
             text[char_start:char_end] if text is not None else " ".join(words[e.start : e.end])
@@ -306,4 +338,6 @@ class Predictor:
             global_attention=None
             if predicted.global_attention is None
             else round(predicted.global_attention, 6),
+            box=box,
+            box_score=None if predicted.in_image is None else round(predicted.in_image, 6),
         )

@@ -25,12 +25,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from smner.box_targets import BoxSupervision, box_supervision
 from smner.config import ExperimentConfig, from_dict, to_dict
 from smner.data.batching import Collator, ImageInput
-from smner.data.boxes import load_box_dir, upright_size
 from smner.data.conll import Corpus, read_conll
 from smner.data.images import ImageStore
-from smner.data.types import Entity, Example
+from smner.data.types import Example
 from smner.distributed import DistributedContext
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
 from smner.errors import DataFormatError, SmnerError
@@ -47,7 +47,6 @@ from smner.inference import (
 from smner.metrics import EntityScorer, Scores
 from smner.model import NERModel, build_collator, build_model
 from smner.model.base import TOKENIZER_DIR, file_sha256, write_errors
-from smner.pointing import cell_coverage
 from smner.runlock import RunLock
 
 STATE_FILE = "trainer_state.pt"
@@ -68,29 +67,12 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_examples, generator=generator).tolist()
 
 
-def attention_targets(
-    model: NERModel, examples: Sequence[Example], box_dir: str | Path, image_dir: str | None
-) -> list[dict[Entity, np.ndarray] | None] | None:
-    """Per post, the target attention of each gold entity that has a box (see
-    :func:`smner.pointing.cell_coverage`); None when the model has no attention to supervise."""
-    if not model.explains or model.config.attention_supervision <= 0:
-        return None
-    boxes = load_box_dir(box_dir, examples)
-    store = ImageStore(image_dir)
-    preprocessing, grid = model.image.preprocessing, model.image.output_grid()
-    targets: list[dict[Entity, np.ndarray] | None] = []
-    for example in examples:
-        own = boxes.get(example.image_id) if example.image_id else None
-        size = upright_size(store.path_for(example.image_id)) if own else None
-        found: dict[Entity, np.ndarray] = {}
-        if own and size is not None:
-            crop = preprocessing.crop_box(*size)
-            for entity, entity_boxes in own.items():
-                target = cell_coverage(entity_boxes, crop, grid)
-                if target is not None:
-                    found[entity] = target
-        targets.append(found or None)
-    return targets
+def _clip_groups(model: NERModel) -> list[list[torch.nn.Parameter]]:
+    """Trainable parameters in groups clipped apart: each detached head, then the rest."""
+    heads = [[p for p in head.parameters() if p.requires_grad] for head in model.detached_heads()]
+    apart = {id(p) for group in heads for p in group}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in apart]
+    return [group for group in [rest, *heads] if group]
 
 
 def _prf(scores: Scores) -> str:
@@ -119,8 +101,8 @@ class _Run:
     dev: list[Example]
     train_images: ImageProvider
     dev_images: ImageProvider
-    #: per training post, the target attention of its boxed entities (None: no boxes)
-    train_targets: list[dict[Entity, np.ndarray] | None] | None
+    #: what the training posts' boxes teach (attention and grounding targets)
+    train_targets: BoxSupervision
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler | None
@@ -250,19 +232,20 @@ class Trainer:
             self.facts.setdefault("images", {})[name] = {**counts, "without_id": store.without_id}
         return provider
 
-    def _attention_targets(
-        self, model: NERModel, train: list[Example]
-    ) -> list[dict[Entity, np.ndarray] | None] | None:
+    def _box_supervision(self, model: NERModel, train: list[Example]) -> BoxSupervision:
         data = self.config.data
         if not data.box_dir:
-            return None
-        targets = attention_targets(model, train, data.box_dir, data.image_dir)
-        if targets is None:
+            if model.grounds:
+                raise SmnerError(
+                    "model.grounding is on, but data.box_dir is not set: the grounding head "
+                    "learns from the boxes of a folder of VOC XML files"
+                )
+            return BoxSupervision(None, None)
+        targets = box_supervision(model, train, data.box_dir, data.image_dir)
+        if targets.attention is None and targets.grounding is None:
             self.log("data.box_dir is set, but this model has no span attention to supervise")
         else:
-            boxed = sum(len(t) for t in targets if t)
-            total = sum(len(ex.entities) for ex in train)
-            self.log(f"attention supervised for {boxed} of {total} training entities (boxes)")
+            self.log(targets.summary(train))
         return targets
 
     def _prepare(self) -> _Run:
@@ -338,7 +321,7 @@ class Trainer:
             dev=dev,
             train_images=self._images(model, train, "train"),
             dev_images=self._images(model, dev, "dev"),
-            train_targets=self._attention_targets(model, train),
+            train_targets=self._box_supervision(model, train),
             optimizer=optimizer,
             scheduler=scheduler,
             scaler=scaler,
@@ -566,7 +549,8 @@ class Trainer:
                 part,
                 run.train_images,
                 with_labels=True,
-                attention_targets=run.train_targets,
+                attention_targets=run.train_targets.attention,
+                box_targets=run.train_targets.grounding,
             )
             batch = batch.to(self.device)
             last = n == len(parts) - 1
@@ -582,9 +566,8 @@ class Trainer:
         if run.scaler is not None:
             run.scaler.unscale_(run.optimizer)
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in run.model.parameters() if p.requires_grad], cfg.grad_clip
-            )
+            for group in _clip_groups(run.model):
+                torch.nn.utils.clip_grad_norm_(group, cfg.grad_clip)
         if run.scaler is not None:
             run.scaler.step(run.optimizer)
             run.scaler.update()

@@ -14,6 +14,7 @@ from smner.commands import (
     parse_aliases,
     positive_int,
 )
+from smner.errors import SmnerError
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -29,13 +30,22 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", metavar="DIR", help="folder holding <IMGID>.jpg files")
     parser.add_argument(
         "--boxes",
-        metavar="FILE",
-        help="where each entity is in its image (the meta.jsonl 'smner synth' writes): adds "
-        "the alignment scores of the model's attention (pointing accuracy, attention mass in "
-        "the entity's box) and the posts fully right, by number of entities",
+        metavar="DIR|FILE",
+        help="where each entity is in its image: a folder of <image id>.xml Pascal VOC files "
+        "(grounded-NER data, 'smner synth''s boxes/) or the meta.jsonl 'smner synth' writes. "
+        "Adds the alignment scores of the model's attention (pointing accuracy, attention mass "
+        "in the entity's box), the posts fully right by number of entities, and, for a model "
+        "with a grounding head, GMNER, MNER and EEG precision/recall/F1",
     )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     parser.add_argument("--predictions", metavar="OUT", help="write predicted tags to OUT")
+    parser.add_argument(
+        "--predicted-boxes",
+        metavar="DIR",
+        help="write the predicted boxes (models with a grounding head) as <image id>.xml VOC "
+        "files into DIR, the layout of grounded-NER data; 'smner score --pred-boxes DIR' "
+        "scores them with the tags of --predictions",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     add_alias_option(parser)
@@ -45,6 +55,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smner.data.conll import write_predictions
+    from smner.grounding import format_grounding
     from smner.inference import evaluate_saved_model, resolve_device
     from smner.metrics import format_scores
     from smner.pointing import format_alignment
@@ -68,17 +79,28 @@ def run(args: argparse.Namespace) -> int:
             [[p.entity for p in post] for post in result.predictions],
             result.corpus.aliases,
         )
+    if args.predicted_boxes:
+        if not result.grounds:
+            raise SmnerError("--predicted-boxes: this model has no grounding head, so no boxes")
+        count = result.write_boxes(args.predicted_boxes)
+        print(f"wrote {count} box files to {args.predicted_boxes}", file=sys.stderr)
     scores = result.scores
-    alignment = None
+    alignment = grounding = None
     if args.boxes:
         alignment = result.alignment(args.boxes)
+        if result.grounds:
+            grounding = result.grounding(args.boxes)
     if args.json:
         payload = scores.to_dict()
         if alignment is not None:
             payload["alignment"] = alignment.to_dict()
+        if grounding is not None:
+            payload["grounding"] = grounding.to_dict()
         print(json.dumps(payload, indent=2))
     else:
         print(format_scores(scores))
         if alignment is not None:
             print(format_alignment(alignment))
+        if grounding is not None:
+            print(format_grounding(grounding))
     return 0

@@ -24,6 +24,18 @@ def register(verbs: argparse._SubParsersAction) -> None:
     score.add_argument(
         "--json", action="store_true", help="print fractions in [0, 1] as one JSON object"
     )
+    score.add_argument(
+        "--boxes",
+        metavar="DIR",
+        help="gold boxes: <image id>.xml VOC files (grounded-NER data); with --pred-boxes, "
+        "adds GMNER, MNER and EEG precision/recall/F1",
+    )
+    score.add_argument(
+        "--pred-boxes",
+        metavar="DIR",
+        help="predicted boxes in the same layout ('smner evaluate --predicted-boxes DIR'); a "
+        "predicted entity without a box is 'not in the image'",
+    )
     add_alias_option(score)
     add_input_limit_option(score)
     score.set_defaults(handler=run_score)
@@ -62,8 +74,29 @@ def score_files(
 
 
 def run_score(args: argparse.Namespace) -> int:
-    scores = score_files(
-        args.gold, args.pred, parse_aliases(args.label_alias), args.max_input_mb * 2**20
-    )
-    print(json.dumps(scores.to_dict(), indent=2) if args.json else format_scores(scores))
+    if bool(args.boxes) != bool(args.pred_boxes):
+        raise SmnerError("--boxes and --pred-boxes go together (gold and predicted boxes)")
+    aliases, max_bytes = parse_aliases(args.label_alias), args.max_input_mb * 2**20
+    scores = score_files(args.gold, args.pred, aliases, max_bytes)
+    grounding = None
+    if args.boxes:
+        from smner.data.boxes import load_box_dir
+        from smner.grounding import score_box_files
+
+        gold = read_conll(args.gold, aliases, max_bytes).examples
+        pred = read_conll(args.pred, aliases, max_bytes).examples
+        grounding = score_box_files(
+            gold, pred, load_box_dir(args.boxes, gold), load_box_dir(args.pred_boxes, pred)
+        )
+    if args.json:
+        payload = scores.to_dict()
+        if grounding is not None:
+            payload["grounding"] = grounding.to_dict()
+        print(json.dumps(payload, indent=2))
+    else:
+        print(format_scores(scores))
+        if grounding is not None:
+            from smner.grounding import format_grounding
+
+            print(format_grounding(grounding))
     return 0

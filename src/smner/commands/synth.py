@@ -45,6 +45,16 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "entities (labels stay those of the text; default: %(default)s)",
     )
     parser.add_argument(
+        "--ungroundable",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of entities, 0 to 1, whose cue is left out of the image; the text names "
+        'their type instead ("the town of ..."), and their box file lists no box for them: '
+        "data for grounded NER, where some entities are not in the picture "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--image-size",
         type=int,
         default=224,
@@ -63,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         noise=args.noise,
         image_size=args.image_size,
+        ungroundable=args.ungroundable,
         progress=sys.stderr.isatty(),
     )
     print(summary.format())

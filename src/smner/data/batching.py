@@ -10,13 +10,16 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from smner.data.types import Entity
-from smner.encoders.text import WordTokenizer
 from smner.spans import batch_spans, span_label_ids
+
+if TYPE_CHECKING:  # the data layer only calls it; the encoders sit a floor above
+    from smner.encoders.text import WordTokenizer
 
 # Word-shape classes. The offline encoders lowercase their input, so case lives here.
 SHAPES = (
@@ -58,6 +61,10 @@ def word_shape(token: str) -> int:
     return _SHAPE_ID["mixed"]
 
 
+#: a box (x0, y0, x1, y1) in [0, 1] coordinates of the crop the model sees
+BoxCoords = tuple[float, float, float, float]
+
+
 @dataclass
 class Batch:
     """Tensors for one batch. ``T`` words, ``L`` sub-words, ``S`` spans, ``K`` image regions."""
@@ -79,6 +86,12 @@ class Batch:
     #: supervised span attention: (post, span) pairs [N, 2] and their target over regions [N, K]
     attention_target_index: torch.Tensor | None = None
     attention_target: torch.Tensor | None = None
+    #: grounding: gold entities (post, span) [N, 2] of posts whose boxes are known, whether each
+    #: is in the image [N], and its boxes in crop coordinates [N, M, 4] with their mask [N, M]
+    ground_index: torch.Tensor | None = None
+    ground_in_image: torch.Tensor | None = None
+    ground_boxes: torch.Tensor | None = None
+    ground_box_mask: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -123,6 +136,7 @@ class Collator:
         entities: Sequence[Sequence[Entity]] | None = None,
         images: Sequence[ImageInput | None] | None = None,
         attention_targets: Sequence[Mapping[Entity, np.ndarray] | None] | None = None,
+        box_targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None] | None = None,
     ) -> Batch:
         lengths = [len(t) for t in tokens]
         encoded = self.tokenizer(tokens)
@@ -158,7 +172,41 @@ class Collator:
             self._add_images(batch, images)
         if attention_targets is not None:
             self._add_attention_targets(batch, spans, attention_targets)
+        if box_targets is not None:
+            self._add_box_targets(batch, spans, box_targets)
         return batch
+
+    @staticmethod
+    def _add_box_targets(
+        batch: Batch,
+        spans: np.ndarray,
+        targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None],
+    ) -> None:
+        """Every gold entity of a post with an image and known boxes: its span's index,
+        whether it is in the image, and its boxes (crop coordinates)."""
+        index_of = {(int(s), int(e)): i for i, (s, e) in enumerate(spans)}
+        pairs: list[tuple[int, int]] = []
+        rows: list[Sequence[BoxCoords]] = []
+        for b, own in enumerate(targets):
+            if own is None or not bool(batch.has_image[b]):
+                continue
+            for entity, boxes in own.items():
+                span = index_of.get((entity.start, entity.end))
+                if span is not None:
+                    pairs.append((b, span))
+                    rows.append(boxes)
+        if not pairs:
+            return
+        most = max(1, max(len(r) for r in rows))
+        boxes_tensor = torch.zeros((len(rows), most, 4))
+        mask = torch.zeros((len(rows), most), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            if row:
+                boxes_tensor[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
+                mask[i, : len(row)] = True
+        batch.ground_index = torch.tensor(pairs, dtype=torch.long)
+        batch.ground_in_image = mask.any(-1).float()
+        batch.ground_boxes, batch.ground_box_mask = boxes_tensor, mask
 
     @staticmethod
     def _add_attention_targets(

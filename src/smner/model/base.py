@@ -37,6 +37,7 @@ from smner.fileio import (
     read_input_bytes,
     replace_directory,
 )
+from smner.model.grounding import GroundingOutput
 from smner.version import __version__
 
 #: Bumped when a saved folder's layout or meaning changes incompatibly.
@@ -53,6 +54,8 @@ class ModelOutput:
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # its parts
     attention: torch.Tensor | None = None  # [B, S, N] span -> visual-token weights
     grid: tuple[int, int] | None = None  # (h, w) of the region tokens
+    #: per span: in-image logit and box (models with a grounding head, posts with images)
+    grounding: GroundingOutput | None = None
 
 
 @dataclass
@@ -63,6 +66,11 @@ class PredictedEntity:
     attention: np.ndarray | None = None
     #: attention on the global visual token
     global_attention: float | None = None
+    #: probability that the entity is in the image (models with a grounding head)
+    in_image: float | None = None
+    #: its box ``(x0, y0, x1, y1)`` in [0, 1] coordinates of the crop the model saw, when
+    #: ``in_image`` reaches the model's threshold; values past 0 or 1 reach outside the crop
+    box_in_crop: tuple[float, float, float, float] | None = None
 
 
 class NERModel(nn.Module):
@@ -84,6 +92,31 @@ class NERModel(nn.Module):
     def explains(self) -> bool:
         """Whether predictions carry span-to-region attention (and training can supervise it)."""
         return False
+
+    @property
+    def image_encoder(self) -> ImageEncoder | None:
+        """The image backbone (with its preprocessing), or None for a text-only model."""
+        return self.image if self.config.use_image else None
+
+    @property
+    def attention_grid(self) -> tuple[int, int] | None:
+        """``(h, w)`` of the region grid predictions' attention covers; None when they carry
+        none (text-only models, models without cross-attention, the BIO taggers)."""
+        encoder = self.image_encoder
+        if not self.explains or encoder is None:
+            return None
+        height, width = encoder.output_grid()
+        return int(height), int(width)
+
+    @property
+    def grounds(self) -> bool:
+        """Whether predictions say if each entity is in the image, and where (a box)."""
+        return False
+
+    def detached_heads(self) -> list[nn.Module]:
+        """Heads trained on detached inputs: their losses reach only their own weights, so
+        training clips their gradients apart (their norm must not shrink everyone else's)."""
+        return []
 
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> ModelOutput:
         raise NotImplementedError
@@ -134,7 +167,7 @@ class NERModel(nn.Module):
 
     def pretrained_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters that came pretrained (they get their own learning rate)."""
-        encoders = [self.text, getattr(self, "image", None)]
+        encoders = [self.text, self.image_encoder]
         return [p for e in encoders if e is not None for p in e.parameters() if p.requires_grad]
 
     # --- saving and loading ---------------------------------------------------------------

@@ -163,6 +163,16 @@ class EntityOut(BaseModel):
         description="[h][w] attention over the image regions; null when no image was used"
     )
     global_attention: float | None = Field(description="attention on the whole-image token")
+    box: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="[x0, y0, x1, y1] of the entity in the (upright) image, in its pixels; null "
+        "when the model says it is not in the image, or the model does not ground",
+    )
+    box_score: float | None = Field(
+        default=None,
+        description="probability that the entity is in the image (models with a grounding "
+        "head, posts with an image); null otherwise",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -196,6 +206,9 @@ class ModelInfo(BaseModel):
     use_ib: bool
     use_cross_attention: bool
     grid: tuple[int, int] | None
+    grounding: bool = Field(
+        default=False, description="whether entities come with their box in the image"
+    )
     version: str = Field(description="smner version")
     limits: Limits
 
@@ -585,16 +598,6 @@ def _public_name(name: str) -> str:
     return f"{scheme}{sep}{rest}"
 
 
-def _model_grid(predictor: Predictor) -> tuple[int, int] | None:
-    config = predictor.model.config
-    encoder = getattr(predictor.model, "image", None)
-    explains = config.type == "smner" and config.use_image and config.use_cross_attention
-    if not explains or encoder is None:
-        return None
-    height, width = encoder.output_grid()
-    return int(height), int(width)
-
-
 #: Images above this many pixels decode in the "large" slots (a 12-megapixel photo is not).
 LARGE_IMAGE_PIXELS = 16_000_000
 
@@ -608,15 +611,15 @@ def _lower_thread_priority() -> None:
 def _decode_side(predictor: Predictor) -> int | None:
     """The shorter side large images are reduced to while decoding: three times the model's
     resize (its resampling reduces by the same factor first, ``reducing_gap=3``)."""
-    preprocessing = getattr(getattr(predictor.model, "image", None), "preprocessing", None)
-    return 3 * int(preprocessing.resize) if preprocessing is not None else None
+    encoder = predictor.model.image_encoder
+    return 3 * int(encoder.preprocessing.resize) if encoder is not None else None
 
 
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
     """The API (``/health``, ``/v1/model``, ``/v1/predict``) and the page (``/``)."""
     settings = settings or ServeSettings()
     config = predictor.model.config
-    grid = _model_grid(predictor)
+    grid = predictor.model.attention_grid
     image_limits = ImageLimits(
         settings.max_request_bytes, settings.max_image_pixels, decode_side=_decode_side(predictor)
     )
@@ -649,6 +652,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         use_ib=spans_model and config.use_image and config.use_ib,
         use_cross_attention=spans_model and config.use_image and config.use_cross_attention,
         grid=grid,
+        grounding=predictor.model.grounds,
         version=__version__,
         limits=Limits(
             max_request_bytes=settings.max_request_bytes,

@@ -28,7 +28,7 @@ from smner.errors import SmnerError
 from smner.fileio import atomic_write_text, replace_directory
 from smner.spans import entities_to_bio
 from smner.synth.drawing import Box, render_image
-from smner.synth.text import NAMES, TYPES, compose_post
+from smner.synth.text import NAMES, TYPE_HINTS, TYPES, compose_post, with_type_hints
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 _SPLIT_SHARES = (0.70, 0.15, 0.15)
@@ -47,10 +47,12 @@ _PAIR_SIDE = (0.6, 0.96)
 
 @dataclass(frozen=True, slots=True)
 class Cue:
-    """What was drawn where: a cue of ``type`` inside ``box`` = (x0, y0, x1, y1), ends exclusive."""
+    """What was drawn where: a cue of ``type`` inside ``box`` = (x0, y0, x1, y1), ends exclusive,
+    showing the post's ``entity``-th entity (None: another post's cue, on a mismatched image)."""
 
     type: str
     box: Box
+    entity: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +80,12 @@ class SynthPost:
 
     def voc(self, image_size: int) -> str:
         """The post's entity boxes as VOC XML: each entity's own cue, named by its text (a post
-        with a mismatched image shows other posts' cues, so its entities have none)."""
+        with a mismatched image shows other posts' cues, so its entities have none, and an
+        entity whose cue was left out has none either)."""
         objects = []
-        if not self.noisy:
-            for entity, cue in zip(self.entities, self.cues, strict=False):
+        for cue in self.cues:
+            if cue.entity is not None:
+                entity = self.entities[cue.entity]
                 objects.append((" ".join(self.tokens[entity.start : entity.end]), cue.box))
         return format_voc(self.image_id, (image_size, image_size), objects)
 
@@ -92,7 +96,7 @@ class SynthPost:
             "image_id": self.image_id,
             "tokens": list(self.tokens),
             "entities": [[e.start, e.end, e.label] for e in self.entities],
-            "cues": [{"type": c.type, "box": list(c.box)} for c in self.cues],
+            "cues": [{"type": c.type, "box": list(c.box), "entity": c.entity} for c in self.cues],
             "noisy": self.noisy,
         }
 
@@ -106,6 +110,8 @@ class SynthSummary:
     entities: dict[str, int]
     noisy: int
     images: int
+    #: entities of posts with their own image whose cue was left out
+    ungroundable: int = 0
 
     def format(self) -> str:
         """A few lines for the command line."""
@@ -116,7 +122,8 @@ class SynthSummary:
             f"  posts: {splits}\n"
             f"  entities: {types}\n"
             f"  noisy images: {self.noisy}\n"
-            f"  images: {self.images}"
+            + (f"  entities not in their image: {self.ungroundable}\n" if self.ungroundable else "")
+            + f"  images: {self.images}"
         )
 
 
@@ -195,12 +202,19 @@ def _donor_types(
 
 
 def build_posts(
-    posts: int, seed: int = 0, noise: float = 0.0, image_size: int = 224
+    posts: int,
+    seed: int = 0,
+    noise: float = 0.0,
+    image_size: int = 224,
+    ungroundable: float = 0.0,
 ) -> list[SynthPost]:
     """Plan the corpus: texts, labels and cue boxes of every post, in split order.
 
     Types are dealt from reshuffled decks (single types, and ordered pairs of different types)
     and names from one deck per type, so every name is used as every type about equally often.
+    With ``ungroundable`` > 0, that share of the entities of posts with their own image is not
+    drawn; the text names its type instead ("the town of Velmora"). At 0 no extra random numbers
+    are drawn, so such a corpus is the one earlier versions wrote.
     """
     rng = random.Random(seed)
     sizes = split_sizes(posts)
@@ -218,11 +232,28 @@ def build_posts(
         chosen: list[str] = []
         for kind in types:
             chosen.append(names[kind].deal(avoid=chosen[0] if chosen else None))
-        tokens, spans = compose_post(rng, chosen)
+        hints: list[str | None] = [None] * len(types)
+        if ungroundable > 0 and index not in noisy:
+            hints = [
+                rng.choice(TYPE_HINTS[kind]) if rng.random() < ungroundable else None
+                for kind in types
+            ]
+        reserve = sum(len(hint.split()) for hint in hints if hint)
+        tokens, spans = compose_post(rng, chosen, reserve)
+        if reserve:
+            tokens, spans = with_type_hints(tokens, spans, hints)
         entities = tuple(
             Entity(start, end, kind) for (start, end), kind in zip(spans, types, strict=True)
         )
-        cue_types = _donor_types(types, all_types, rng) if index in noisy else types
+        if index in noisy:
+            cues = _layout(_donor_types(types, all_types, rng), image_size, rng)
+        else:
+            laid_out = _layout(types, image_size, rng)
+            cues = tuple(
+                Cue(cue.type, cue.box, slot)
+                for slot, cue in enumerate(laid_out)
+                if hints[slot] is None
+            )
         planned.append(
             SynthPost(
                 index=index,
@@ -230,7 +261,7 @@ def build_posts(
                 image_id=f"synth{seed}-{index:05d}",
                 tokens=tuple(tokens),
                 entities=entities,
-                cues=_layout(cue_types, image_size, rng),
+                cues=cues,
                 noisy=index in noisy,
             )
         )
@@ -284,7 +315,12 @@ def _write_boxes(output: Path, planned: Sequence[SynthPost], image_size: int) ->
     replace_directory(staging, output / "boxes")
 
 
-def _validate(posts: int, seed: int, noise: float, image_size: int) -> None:
+def _validate(posts: int, seed: int, noise: float, image_size: int, ungroundable: float) -> None:
+    if not 0.0 <= ungroundable <= 1.0:
+        raise SmnerError(
+            f"ungroundable is the share of entities left out of their image: 0 to 1, "
+            f"got {ungroundable}"
+        )
     if posts < MIN_POSTS:
         raise SmnerError(f"a synthetic corpus needs at least {MIN_POSTS} posts, got {posts}")
     if not 0.0 <= noise <= 1.0:
@@ -303,6 +339,7 @@ def generate_corpus(
     image_size: int = 224,
     progress: bool = False,
     draw_images: bool = True,
+    ungroundable: float = 0.0,
 ) -> SynthSummary:
     """Write a synthetic corpus: ``train/valid/test.txt``, ``images/``, ``boxes/`` (each
     entity's cue box, VOC XML) and ``meta.jsonl``.
@@ -311,10 +348,10 @@ def generate_corpus(
     files and ``meta.jsonl`` (identical to those written with images), for fast checks of the
     text. Images are written before the data files that name them.
     """
-    _validate(posts, seed, noise, image_size)
+    _validate(posts, seed, noise, image_size, ungroundable)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    planned = build_posts(posts, seed, noise, image_size)
+    planned = build_posts(posts, seed, noise, image_size, ungroundable)
     if draw_images:
         _write_images(output, planned, seed, image_size, progress)
         _write_boxes(output, planned, image_size)
@@ -330,4 +367,9 @@ def generate_corpus(
         entities={kind: entities[kind] for kind in TYPES},
         noisy=sum(post.noisy for post in planned),
         images=len(planned) if draw_images else 0,
+        ungroundable=sum(
+            len(post.entities) - sum(cue.entity is not None for cue in post.cues)
+            for post in planned
+            if not post.noisy
+        ),
     )

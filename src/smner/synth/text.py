@@ -117,6 +117,14 @@ HASHTAGS: tuple[str, ...] = (
     "#friday", "#nofilter", "#mondaymotivation", "#trending", "#latergram",
 )  # fmt: skip
 
+#: Words put before a name that is not in the image, so that the text tells its type instead.
+TYPE_HINTS: dict[str, tuple[str, ...]] = {
+    "PER": ("my friend", "our coach", "the singer"),
+    "LOC": ("the town of", "the island of", "the city of"),
+    "ORG": ("the company", "the club", "the agency"),
+    "MISC": ("the new album", "the gadget", "the film"),
+}
+
 _TEMPLATES_BY_COUNT: dict[int, tuple[str, ...]] = {
     0: TEMPLATES_NONE,
     1: TEMPLATES_ONE,
@@ -153,13 +161,37 @@ def _fill(template: str, names: Sequence[str]) -> tuple[list[str], list[tuple[in
     return tokens, spans
 
 
+def with_type_hints(
+    tokens: Sequence[str],
+    spans: Sequence[tuple[int, int]],
+    hints: Sequence[str | None],
+) -> tuple[list[str], list[tuple[int, int]]]:
+    """``tokens`` with each hint's words put right before its name's span, and the spans moved
+    to match (a ``None`` hint leaves its name as it is)."""
+    out = list(tokens)
+    moved = list(spans)
+    # right to left, so the spans still to handle keep their offsets
+    for index in sorted(range(len(spans)), key=lambda i: spans[i][0], reverse=True):
+        hint = hints[index]
+        if hint is None:
+            continue
+        words = hint.split()
+        start = spans[index][0]
+        out[start:start] = words
+        for other, (s, e) in enumerate(moved):
+            if s >= start:
+                moved[other] = (s + len(words), e + len(words))
+    return out, moved
+
+
 def compose_post(
-    rng: random.Random, names: Sequence[str]
+    rng: random.Random, names: Sequence[str], reserve: int = 0
 ) -> tuple[list[str], list[tuple[int, int]]]:
     """A tweet-like post mentioning ``names`` in order: tokens and each name's ``(start, end)``.
 
     Decorations (retweet prefix, @mentions, hashtags, a link) are chosen independently of the
-    types, so they carry no information about them; the post always has 5-25 tokens.
+    types, so they carry no information about them; the post always has 5-25 tokens, counting
+    ``reserve`` tokens that the caller adds afterwards (type hints).
     """
     template = rng.choice(_TEMPLATES_BY_COUNT[len(names)])
     body, spans = _fill(template, names)
@@ -172,12 +204,12 @@ def compose_post(
     suffix = rng.sample(HASHTAGS, k=rng.choice((0, 0, 1, 2)))
     if rng.random() < 0.3:
         suffix.append(_url(rng))
-    while len(prefix) + len(body) + len(suffix) > MAX_TOKENS and (prefix or suffix):
+    while len(prefix) + len(body) + len(suffix) + reserve > MAX_TOKENS and (prefix or suffix):
         if suffix:
             suffix.pop()
         else:
             prefix = []
-    while len(prefix) + len(body) + len(suffix) < MIN_TOKENS:
+    while len(prefix) + len(body) + len(suffix) + reserve < MIN_TOKENS:
         suffix.append(rng.choice(HASHTAGS))
     shift = len(prefix)
     return prefix + body + suffix, [(start + shift, end + shift) for start, end in spans]

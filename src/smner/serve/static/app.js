@@ -8,6 +8,7 @@
     "#d9f99d", "#e5e7eb"];
   const HEAT_OPACITY = 0.6;
   const MAX_CANVAS_SIDE = 640;
+  const BOX_COLOUR = "rgb(0, 230, 255)";  // the entity's box: cyan, apart from the heat map
   const MIN_CANVAS_SIDE = 320; // small images are scaled up, so that the grid stays visible
 
   const $ = (id) => document.getElementById(id);
@@ -305,8 +306,16 @@
       global = ` ${whole}% of its attention went to the image as a whole, ` +
         `${100 - whole}% to the ${rows}×${cols} regions drawn here.`;
     }
+    let grounded = "";
+    if (entity.box_score !== null && entity.box_score !== undefined) {
+      const chance = Math.round(100 * entity.box_score);
+      grounded = entity.box
+        ? ` Its box, outlined in cyan, is where the model places it in the image (${chance}% sure it is there).`
+        : ` The model says it is not in the image (${chance}% that it is).`;
+    }
+    if (entity.box) drawBox(els.canvas, state.image, entity.box);
     els.caption.textContent =
-      `Attention of ${name} over the ${rows}×${cols} image regions, ${where}.${global}`;
+      `Attention of ${name} over the ${rows}×${cols} image regions, ${where}.${global}${grounded}`;
     els.canvas.setAttribute("aria-label", `Image with the attention heatmap of ${name}, ${where}`);
     els.canvas.dataset.entity = String(index);
     els.canvas.hidden = false;
@@ -355,6 +364,17 @@
     context.imageSmoothingQuality = "high";
     context.drawImage(grid, x0, y0, x1 - x0, y1 - y0);
     return peak;
+  }
+
+  // Outlines an entity's box ([x0, y0, x1, y1] in image pixels) over the drawn canvas.
+  function drawBox(canvas, image, box) {
+    const scale = canvas.width / image.naturalWidth;
+    const [x0, y0, x1, y1] = box.map((value) => Math.round(value * scale));  // crisp lines
+    const context = canvas.getContext("2d");
+    const line = Math.max(2, Math.round(Math.min(canvas.width, canvas.height) / 100));
+    context.strokeStyle = BOX_COLOUR;
+    context.lineWidth = line;
+    context.strokeRect(x0 + line / 2, y0 + line / 2, x1 - x0 - line, y1 - y0 - line);
   }
 
   els.form.addEventListener("submit", onSubmit);
