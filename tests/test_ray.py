@@ -124,3 +124,30 @@ def test_engine_ray_writes_the_local_output(
     rows = pq.read_table(out).to_pylist()
     assert sorted(r["id"] for r in rows) == sorted(p["id"] for p in posts)
     assert {r["id"]: r["tokens"] for r in rows} == {r["id"]: r.get("tokens") for r in local}
+
+
+def test_a_grounding_model_adds_boxes_with_their_arrow_type(tmp_path: Path) -> None:
+    """The batch function alone (no Ray): box and box_score are struct fields of entities."""
+    pa = pytest.importorskip("pyarrow")
+    from smner.encoders.text import load_tokenizer
+    from smner.integrations.ray import PredictBatch
+    from smner.model import build_model
+    from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
+
+    text, image = make_text_encoder(tmp_path / "t"), make_image_encoder(tmp_path / "i")
+    build_model(tiny_config(text, image, grounding=True)).save_pretrained(
+        tmp_path / "m", tokenizer=load_tokenizer(text)
+    )
+    solid_image((200, 40, 40)).save(tmp_path / "red.jpg")
+    batch = pa.Table.from_pylist(
+        [{"id": "a", "text": "George visited Paris", "image": "red.jpg"}, {"id": "b", "text": ""}]
+    )
+    table = PredictBatch(str(tmp_path / "m"), image_root=str(tmp_path))(batch)
+    fields = {f.name for f in table.schema.field("entities").type.value_type}
+    assert {"box", "box_score"} <= fields
+    first, second = table.to_pylist()
+    alone = Predictor.from_pretrained(tmp_path / "m").predict(
+        "George visited Paris", image=tmp_path / "red.jpg"
+    )
+    assert [e["box"] for e in first["entities"]] == [m.box for m in alone.entities]
+    assert second["entities"] is None and "no tokens" in second["error"]

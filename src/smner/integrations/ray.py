@@ -44,8 +44,9 @@ def _ray() -> Any:
     return import_extra("ray", "ray", "Prediction with Ray Data")
 
 
-def entity_type(explain: bool = False) -> Any:
-    """The Arrow type of the ``entities`` column (as ``Mention.to_dict`` writes them)."""
+def entity_type(explain: bool = False, grounds: bool = False) -> Any:
+    """The Arrow type of the ``entities`` column (as ``Mention.to_dict`` writes them; a
+    grounding model adds ``box`` and ``box_score``)."""
     import pyarrow as pa
 
     fields = [
@@ -57,6 +58,9 @@ def entity_type(explain: bool = False) -> Any:
         pa.field("char_end", pa.int64()),
         pa.field("score", pa.float64()),
     ]
+    if grounds:
+        fields.append(pa.field("box", pa.list_(pa.float64())))
+        fields.append(pa.field("box_score", pa.float64()))
     if explain:
         fields.append(pa.field("attention", pa.list_(pa.list_(pa.float64()))))
         fields.append(pa.field("global_attention", pa.float64()))
@@ -79,6 +83,7 @@ class PredictBatch:
         from smner.predict import Predictor
 
         self.predictor = Predictor.from_pretrained(model, device=device, revision=revision)
+        self.grounds = self.predictor.model.grounds
         self.batch_size = batch_size
         self.explain = explain
         self.image_root = Path(image_root) if image_root is not None else None
@@ -120,7 +125,7 @@ class PredictBatch:
         types = {
             "tokens": pa.list_(pa.string()),
             "image_status": pa.string(),
-            "entities": entity_type(self.explain),
+            "entities": entity_type(self.explain, self.grounds),
             "error": pa.string(),
         }
         table = batch
