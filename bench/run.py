@@ -1,4 +1,4 @@
-"""Benchmark entry point: ``python bench/run.py --suite {grounding,quality,speed,synth}``.
+"""Benchmark entry point: ``python bench/run.py --suite {grounding,quality,scale,speed,synth}``.
 
 Results go to ``bench/results/<suite>.json`` and the tables of ``docs/BENCHMARKS.md`` are
 regenerated from every results file, with machine, date, commit and the exact command.
@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import grounding_suite
 import quality_suite
+import scale
 import speed_suite
 import synth_suite
 from common import RESULTS, ROOT, save
@@ -26,6 +27,7 @@ DOC = ROOT / "docs" / "BENCHMARKS.md"
 TABLES = {
     "grounding": grounding_suite.table,
     "quality": quality_suite.table,
+    "scale": scale.table,
     "speed": speed_suite.table,
     "synth": synth_suite.table,
 }
@@ -78,7 +80,11 @@ def main() -> None:
         help="quality: folder holding twitter2015/, twitter2017/ and images/",
     )
     parser.add_argument(
-        "--posts", type=int, default=1000, help="synth: corpus size; speed: how many posts to time"
+        "--posts",
+        type=int,
+        default=1000,
+        help="synth: corpus size; speed: how many posts to time; scale: the larger file "
+        "(the smaller holds a tenth)",
     )
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument(
@@ -102,6 +108,10 @@ def main() -> None:
     started = time.perf_counter()
     if args.suite == "speed":
         results = speed_suite.run(args.data, args.images, args.posts, args.repeats, overrides)
+    elif args.suite == "scale":
+        model = scale.build_untrained_model(work / "model", overrides)
+        sizes = [max(1, args.posts // 10), args.posts]
+        results = scale.run(model, work / "scale", sizes, [1, 2], ["local", "ray"], args.images)
     elif args.suite == "quality":
         results = quality_suite.run(work, seeds, args.epochs, Path(args.data_root), overrides)
     elif args.suite == "grounding":

@@ -195,3 +195,24 @@ def test_load_with_clients_posting_a_39_megapixel_png(tmp_path: Path) -> None:
     assert record["mixed"]["wrong_answers"] == 0 and record["mixed"]["errors"] == 0
     assert record["valid_throughput_kept"] >= 0.5
     assert record["settle"]["within_20pct_after_s"] is not None
+
+
+def test_scale_suite_smoke(tmp_path: Path) -> None:
+    from tests.tiny import save_tiny_model
+
+    model = save_tiny_model(tmp_path)
+    options = ["--posts", "100", "--workers", "1", "--engines", "local", "--work", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scale.py"), "--model", str(model), *options],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(proc.stdout.splitlines()[0])
+    (row,) = record["rows"]
+    assert row["posts"] == 100 and row["engine"] == "local" and row["workers"] == 1
+    assert row["peak_rss_mib"] > 0 and row["posts_per_s"] > 0
+    assert "| 100 | local | 1 |" in proc.stdout

@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo) under torchrun give the same model as one process."""
+"""Two CPU processes (gloo) under torchrun, and under ``accelerate launch``, give the same
+model as one process."""
 
 from __future__ import annotations
 
@@ -87,6 +88,45 @@ def test_two_process_training_matches_one_process(tmp_path: Path) -> None:
     scores = json.loads(evaluated.stdout)
     assert scores["f1"] == pytest.approx(best["dev_f1"], abs=1e-9)
     assert scores["precision"] == pytest.approx(best["dev_precision"], abs=1e-9)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_accelerate_launch_of_two_cpu_processes_matches_one_process(tmp_path: Path) -> None:
+    """``accelerate launch`` starts two processes through torch.distributed.run (its
+    ``--multi_gpu`` launcher, which on a CPU machine runs gloo); ``--cpu`` alone would start
+    one process, as accelerate launches several CPU processes only through MPI."""
+    pytest.importorskip("accelerate", reason="accelerate is in the dev extra")
+    corpus = write_corpus(tmp_path)
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    common = ["train", "--config", str(corpus["config"]), *OVERRIDES]
+    run([*common, "--output", str(single)], distributed=False)
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    launcher += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    launcher += ["--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    proc = subprocess.run(
+        [*launcher, "-m", "smner.cli", *common, "--output", str(multi)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("epoch 2: dev") == 1  # rank 0 alone reports
+    state = torch.load(multi / "last" / "trainer_state.pt", weights_only=False)
+    assert state["world_size"] == 2
+    a = load_file(str(single / "last" / "model" / "model.safetensors"))
+    b = load_file(str(multi / "last" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
 
 
 def children(pid: int) -> list[int]:

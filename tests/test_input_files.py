@@ -110,9 +110,19 @@ def test_bad_jsonl_records_name_their_line(
 ) -> None:
     path = tmp_path / "in.jsonl"
     path.write_bytes(b'{"text": "George visited Paris"}\n' + line + b"\n")
-    assert main(["predict", "--model", str(model_dir), "--input", str(path)]) == 1
+    argv = ["predict", "--model", str(model_dir), "--input", str(path)]
+    assert main([*argv, "--strict"]) == 1
     err = error_line(capsys)
     assert f"{path}:2: " in err and message in err, err
+    assert capsys.readouterr().out == ""
+    # Without --strict the record keeps its place in the output, with the error.
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    first, second = map(json.loads, captured.out.splitlines())
+    assert first["entities"] is not None and "error" not in first
+    assert second["id"] == "2" and f"{path}:2: " in second["error"]
+    assert message in second["error"] and "entities" not in second
+    assert "1 of 2 posts could not be predicted" in captured.err
 
 
 def test_python_api_refuses_a_lone_surrogate(model_dir: Path) -> None:

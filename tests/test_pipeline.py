@@ -152,7 +152,7 @@ def test_predict_text_and_jsonl_with_explanations(
 def test_predict_rejects_bad_jsonl_with_file_and_line(trained: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"txt": 1}\n', encoding="utf-8")
-    proc = smner_cli("predict", "--model", str(trained / "best"), "--input", str(bad))
+    proc = smner_cli("predict", "--model", str(trained / "best"), "--input", str(bad), "--strict")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(f"smner: error: {bad}:2: expected")
 
@@ -184,9 +184,15 @@ def test_predict_refuses_posts_the_model_cannot_take_before_writing(
     source, out = tmp_path / "posts.jsonl", tmp_path / "out.jsonl"
     source.write_text("".join(f"{text}\n" for text in lines), encoding="utf-8")
     argv = ["predict", "--model", str(trained / "best"), "--input", str(source)]
-    assert main([*argv, "--output", str(out)]) == 1
+    assert main([*argv, "--output", str(out), "--strict"]) == 1
     assert capsys.readouterr().err.startswith(f"smner: error: {source}:{line}: {expected}")
-    assert not out.exists()
+    assert not out.exists() and not out.with_name("out.jsonl.partial").exists()
+    # Without --strict every record is written, the bad one with its error.
+    assert main([*argv, "--output", str(out)]) == 0
+    records = [json.loads(r) for r in out.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == sum(1 for text in lines if text.strip())
+    (bad,) = [r for r in records if "error" in r]
+    assert bad["error"].startswith(f"{source}:{line}: {expected}")
 
 
 def test_python_api(trained: Path, corpus: dict[str, Path]) -> None:

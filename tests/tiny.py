@@ -130,3 +130,16 @@ def fixture_posts() -> list[tuple[Example, Image.Image | None]]:
         (Example(tokens=t, entities=e, image_id=str(i), post_id=str(i)), img)
         for i, (t, e, img) in enumerate(posts)
     ]
+
+
+def save_tiny_model(root: Path) -> Path:
+    """A saved, untrained tiny SMNER folder under ``root`` (``root/model``): deterministic
+    predictions in a second, for tests of the prediction plumbing rather than of learning."""
+    from smner.encoders.text import load_tokenizer
+    from smner.model import build_model
+
+    text, image = make_text_encoder(root / "text"), make_image_encoder(root / "image")
+    build_model(tiny_config(text, image)).save_pretrained(
+        root / "model", tokenizer=load_tokenizer(text)
+    )
+    return root / "model"

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smner.errors import SmnerError
+from smner.errors import MissingExtra, SmnerError
 from smner.inputs import PostInput
 
 if TYPE_CHECKING:
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 ENTITY_COLUMNS = ("text", "type", "start", "end", "char_start", "char_end", "score")
 #: The columns of :func:`read_conll`.
 CONLL_COLUMNS = ("id", "image_id", "tokens", "tags", "entities", "line")
-
-
-class MissingExtra(SmnerError, ImportError):
-    """An optional dependency is not installed; the message says which extra installs it."""
 
 
 def _pandas() -> Any:

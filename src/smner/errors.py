@@ -22,3 +22,7 @@ class DataFormatError(SmnerError):
         self.message = message
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
+
+
+class MissingExtra(SmnerError, ImportError):
+    """An optional dependency is not installed; the message says which extra installs it."""

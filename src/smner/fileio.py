@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from smner.errors import SmnerError
 
@@ -214,3 +215,89 @@ def read_input_bytes(
     if len(data) > max_bytes:
         raise too_large()
     return data
+
+
+# --- reading input files line by line ---------------------------------------------------------
+
+
+class _BoundedReader:
+    """A binary file that raises :class:`InputFileError` once more than ``limit`` bytes are read
+    (the file may grow after the size was checked)."""
+
+    def __init__(self, handle: BinaryIO, path: str | Path, limit: int | None, too_large: str):
+        self._handle = handle
+        self._path = path
+        self._left = limit
+        self._too_large = too_large
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self._handle.readline(size)
+        if self._left is not None:
+            self._left -= len(data)
+            if self._left < 0:
+                raise InputFileError(self._path, self._too_large)
+        return data
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def check_input_file(
+    path: str | Path, max_bytes: int | None, what: str, option: str | None
+) -> tuple[int, str]:
+    """``(size, message for too large)`` of a regular file, or :class:`InputFileError`."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputFileError(path, f"is a folder; expected a {what} file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputFileError(
+            path, f"is not a regular file (a FIFO, socket or device); expected a {what} file"
+        )
+    raise_it = f" (raise it with {option})" if option else ""
+    too_large = f"larger than the limit of {max_bytes} bytes for a {what} file{raise_it}"
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise InputFileError(path, too_large)
+    return info.st_size, too_large
+
+
+@contextlib.contextmanager
+def open_input_file(
+    path: str | Path, max_bytes: int | None, what: str = "input", option: str | None = None
+) -> Iterator[Any]:
+    """A regular file opened for reading line by line, refused as :func:`read_input_bytes`
+    refuses it (a folder, FIFO or device; over ``max_bytes``, when that is not None)."""
+    _size, too_large = check_input_file(path, max_bytes, what, option)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (closed below, after the caller is done)
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read ({exc.strerror or exc})") from None
+    reader = _BoundedReader(handle, path, max_bytes, too_large)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def read_lines(handle: Any, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    """``(number, line without its newline)`` for each line of a binary stream, one at a time.
+
+    A line longer than ``max_line_bytes`` is given as None and skipped up to its end without
+    being held, so that memory stays bounded whatever the input (a file without newlines).
+    """
+    number = 0
+    while True:
+        raw = handle.readline(max_line_bytes + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = handle.readline(max_line_bytes)
+            yield number, None
+            continue
+        yield number, raw.rstrip(b"\n").removesuffix(b"\r")

@@ -21,6 +21,7 @@ from typing import Any
 
 from PIL import Image
 
+from smner.data.tweet_tokenizer import Token, tokenize_tweet
 from smner.errors import DataFormatError, SmnerError
 
 ImageLike = str | Path | bytes | Image.Image | None
@@ -133,21 +134,51 @@ def with_image(value: Any, image: ImageLike) -> PostInput:
     return post
 
 
-def _jsonl_lines(path: str | Path, max_bytes: int | None) -> Iterator[tuple[int, str]]:
-    """``(number, text)`` of each line of a regular file under the size cap; invalid UTF-8
-    is an error naming its line."""
-    from smner.data.conll import DEFAULT_MAX_FILE_MB
-    from smner.fileio import read_input_bytes
+#: The most tokens a post may have, unless a Predictor is built with another limit.
+DEFAULT_MAX_TOKENS = 200
 
-    limit = DEFAULT_MAX_FILE_MB * 2**20 if max_bytes is None else max_bytes
-    data = read_input_bytes(str(path), limit, "JSONL input", "--max-input-mb")
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        try:
-            yield number, raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataFormatError(
-                path, number, f"invalid UTF-8 at byte {exc.start} of the line; expected UTF-8"
-            ) from None
+#: The longest JSONL line (one record) that is read; a longer one is a bad record, so that
+#: a file without newlines cannot fill the memory.
+MAX_RECORD_BYTES = 16 * 2**20
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def post_words(
+    post: PostInput, max_tokens: int = DEFAULT_MAX_TOKENS
+) -> tuple[list[str], list[Token]]:
+    """The post's words and their character spans, or SmnerError if a model cannot take it.
+
+    A function of the post alone (no model), so that a reader can check every post before a
+    model is loaded, or in a process that holds none.
+    """
+    for value in [post.text, *(post.tokens or [])]:
+        if isinstance(value, str) and not _encodable(value):
+            raise SmnerError(
+                "the post holds a lone surrogate code point; expected text valid in UTF-8"
+            )
+    if post.tokens is not None:
+        words = [str(t) for t in post.tokens]
+        spans, offset = [], 0
+        for w in words:
+            spans.append(Token(w, offset, offset + len(w)))
+            offset += len(w) + 1
+    elif post.text is not None:
+        spans = tokenize_tweet(post.text)
+        words = [t.text for t in spans]
+    else:
+        raise SmnerError("a post needs 'text' or 'tokens'")
+    if not words:
+        raise SmnerError("the post has no tokens; expected non-empty text or tokens")
+    if len(words) > max_tokens:
+        raise SmnerError(f"the post has {len(words)} tokens; expected at most {max_tokens}")
+    return words, spans
 
 
 def _lone_surrogate(record: Mapping[str, Any]) -> str | None:
@@ -163,37 +194,70 @@ def _lone_surrogate(record: Mapping[str, Any]) -> str | None:
     return None
 
 
+def post_from_record(
+    record: Any, path: str | Path, line: int | None, base: Path | None, where: str | None = None
+) -> PostInput:
+    """The post of one record read from a file, or :class:`DataFormatError` naming its place.
+
+    ``line`` is the record's line (JSONL) or row (Parquet, with ``where`` saying ``row N``);
+    a record without an ``id`` gets its number. Relative image paths start at ``base``.
+    """
+
+    def bad(message: str) -> DataFormatError:
+        if where is not None:
+            return DataFormatError(path, None, f"{where}: {message}")
+        return DataFormatError(path, line, message)
+
+    if not isinstance(record, dict):
+        raise bad('expected an object with "text" (string) or "tokens" (list)')
+    problem = _lone_surrogate(record)
+    if problem:
+        raise bad(f"{problem}; expected text valid in UTF-8")
+    if record.get("image") is not None and not isinstance(record["image"], str):
+        raise bad('"image" must be a path (string)')
+    try:
+        post = from_mapping(record, "record", base)
+    except InvalidPost as exc:
+        raise bad(str(exc).removeprefix("record: ")) from None
+    if post.text is not None and post.tokens is not None:
+        raise bad('give "text" or "tokens", not both')
+    if post.id is None and line is not None:
+        post.id = str(line)
+    return post
+
+
+def parse_jsonl_line(raw: bytes, path: str | Path, number: int, base: Path | None) -> PostInput:
+    """The post of one JSONL line (bytes, without its newline); DataFormatError names the line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(
+            path, number, f"invalid UTF-8 at byte {exc.start} of the line; expected UTF-8"
+        ) from None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(path, number, f"not valid JSON ({exc.msg})") from None
+    return post_from_record(record, path, number, base)
+
+
 def read_jsonl(path: str | Path, max_bytes: int | None = None) -> Iterator[tuple[int, PostInput]]:
-    """``(line number, post)`` for each record of a JSONL file.
+    """``(line number, post)`` for each record of a JSONL file, read one line at a time.
 
     Relative image paths are read relative to the JSONL file's folder (absolute paths as
     they are); a record without an ``id`` gets its line number. A bad record raises
-    :class:`DataFormatError` naming the file and the line. Only a regular file of at most
-    ``max_bytes`` (default: ``data.max_file_mb``) is read.
+    :class:`DataFormatError` naming the file and the line. Only a regular file is read, of at
+    most ``max_bytes`` when that is given.
     """
+    from smner.fileio import open_input_file, read_lines
+
     base = Path(path).parent
-    for number, line in _jsonl_lines(path, max_bytes):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(path, number, f"not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise DataFormatError(
-                path, number, 'expected an object with "text" (string) or "tokens" (list)'
-            )
-        bad = _lone_surrogate(record)
-        if bad:
-            raise DataFormatError(path, number, f"{bad}; expected text valid in UTF-8")
-        if record.get("image") is not None and not isinstance(record["image"], str):
-            raise DataFormatError(path, number, '"image" must be a path (string)')
-        try:
-            post = from_mapping(record, "record", base)
-        except InvalidPost as exc:
-            raise DataFormatError(path, number, str(exc).removeprefix("record: ")) from None
-        if post.text is not None and post.tokens is not None:
-            raise DataFormatError(path, number, 'give "text" or "tokens", not both')
-        if post.id is None:
-            post.id = str(number)
-        yield number, post
+    with open_input_file(path, max_bytes, "JSONL input", "--max-input-mb") as handle:
+        for number, raw in read_lines(handle, MAX_RECORD_BYTES):
+            if raw is None:
+                raise DataFormatError(
+                    path, number, f"the line is longer than {MAX_RECORD_BYTES} bytes"
+                )
+            if not raw.strip():
+                continue
+            yield number, parse_jsonl_line(raw, path, number, base)

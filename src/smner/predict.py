@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from PIL import Image
@@ -20,19 +20,19 @@ from PIL import Image
 from smner.data.batching import ImageInput
 from smner.data.boxes import Box
 from smner.data.images import ImageLimits, ImageStatus, load_image_bytes, load_image_file
-from smner.data.tweet_tokenizer import Token, tokenize_tweet
+from smner.data.tweet_tokenizer import Token
 from smner.encoders.text import load_tokenizer
-from smner.errors import SmnerError
 from smner.grounding import box_to_pixels
-from smner.inference import batches, resolve_device
-from smner.inputs import ImageLike, PostInput, as_post, with_image
+from smner.inference import resolve_device
+from smner.inputs import DEFAULT_MAX_TOKENS, ImageLike, PostInput, as_post, post_words, with_image
 from smner.model import NERModel, build_collator
 from smner.model.base import TOKENIZER_DIR, PredictedEntity
+from smner.streaming import DEFAULT_WINDOW, ErrorPolicy, FailedPost, predict_stream
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ImageLike", "Mention", "PostInput", "PostPrediction", "Predictor"]
+__all__ = ["FailedPost", "ImageLike", "Mention", "PostInput", "PostPrediction", "Predictor"]
 
 
 @dataclass
@@ -141,7 +141,7 @@ class Predictor:
         tokenizer: Any,
         device: str = "cpu",
         limits: ImageLimits | None = None,
-        max_tokens: int = 200,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -189,11 +189,12 @@ class Predictor:
         return self.predict_many(posts)
 
     def predict_many(self, posts: Iterable[Any], batch_size: int = 32) -> list[PostPrediction]:
-        """Predictions in the order of ``posts``, each in any accepted form.
+        """Predictions in the order of ``posts`` (any iterable), each in any accepted form.
 
         Every post is checked before any is predicted: a post of an unknown form is a
         :class:`TypeError` naming its position. Batches group posts of similar length, so
-        short posts do not pay for the padding of long ones.
+        short posts do not pay for the padding of long ones. For more posts than fit in
+        memory, use :meth:`predict_stream`.
         """
         if isinstance(posts, str | PostInput | Mapping):
             raise TypeError(
@@ -201,13 +202,28 @@ class Predictor:
                 "for one post use predict"
             )
         converted = [as_post(post, i) for i, post in enumerate(posts)]
-        order = sorted(range(len(converted)), key=lambda i: _approximate_length(converted[i]))
-        results: list[PostPrediction | None] = [None] * len(converted)
-        for chunk in batches(order, batch_size):
-            predictions = self._predict_batch([converted[i] for i in chunk])
-            for i, prediction in zip(chunk, predictions, strict=True):
-                results[i] = prediction
-        return results  # type: ignore[return-value]
+        window = max(1, len(converted))  # all at once: they are in memory already
+        return cast(list[PostPrediction], list(self.predict_stream(converted, batch_size, window)))
+
+    def predict_stream(
+        self,
+        posts: Iterable[Any],
+        batch_size: int = 32,
+        window: int = DEFAULT_WINDOW,
+        errors: ErrorPolicy = "raise",
+    ) -> Iterator[PostPrediction | FailedPost]:
+        """Predictions for ``posts`` (any iterable, even an endless one), yielded in its order.
+
+        Posts are read ``window`` at a time and sorted by length inside the window, so memory
+        stays bounded whatever the input. With ``errors="raise"`` a post the model cannot take
+        raises (once the posts before its window have been yielded); with ``"record"`` it is
+        yielded as a :class:`~smner.streaming.FailedPost` with an ``error`` in its place.
+        """
+        if isinstance(posts, str | PostInput | Mapping):
+            raise TypeError(
+                f"predict_stream takes an iterable of posts, got one {type(posts).__name__}"
+            )
+        return predict_stream(posts, self._predict_batch, self.tokenize, batch_size, window, errors)
 
     def predict_dataframe(
         self,
@@ -232,29 +248,7 @@ class Predictor:
         Callers with many posts check each first, so that one bad post stops the run before
         any prediction is made.
         """
-        for value in [post.text, *(post.tokens or [])]:
-            if isinstance(value, str) and not _encodable(value):
-                raise SmnerError(
-                    "the post holds a lone surrogate code point; expected text valid in UTF-8"
-                )
-        if post.tokens is not None:
-            words = [str(t) for t in post.tokens]
-            spans, offset = [], 0
-            for w in words:
-                spans.append(Token(w, offset, offset + len(w)))
-                offset += len(w) + 1
-        elif post.text is not None:
-            spans = tokenize_tweet(post.text)
-            words = [t.text for t in spans]
-        else:
-            raise SmnerError("a post needs 'text' or 'tokens'")
-        if not words:
-            raise SmnerError("the post has no tokens; expected non-empty text or tokens")
-        if len(words) > self.max_tokens:
-            raise SmnerError(
-                f"the post has {len(words)} tokens; expected at most {self.max_tokens}"
-            )
-        return words, spans
+        return post_words(post, self.max_tokens)
 
     def _image(self, image: ImageLike) -> tuple[Image.Image | None, str]:
         if image is None:
@@ -347,18 +341,3 @@ class Predictor:
             box=box,
             box_score=None if predicted.in_image is None else round(predicted.in_image, 6),
         )
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _approximate_length(post: PostInput) -> int:
-    """Characters of the post, without tokenizing it: enough to sort posts by length."""
-    if post.tokens is not None:
-        return sum(len(str(t)) + 1 for t in post.tokens)
-    return len(post.text or "")

@@ -41,16 +41,20 @@ def parse_aliases(pairs: list[str] | None) -> dict[str, str]:
     return aliases
 
 
-def add_input_limit_option(parser: argparse.ArgumentParser) -> None:
+def add_input_limit_option(parser: argparse.ArgumentParser, streamed: bool = False) -> None:
+    """``--max-input-mb``; ``streamed`` inputs are read a record at a time, so their default
+    is no limit (memory does not grow with the file)."""
     from smner.data.conll import DEFAULT_MAX_FILE_MB
 
+    default = None if streamed else DEFAULT_MAX_FILE_MB
     parser.add_argument(
         "--max-input-mb",
         type=positive_int,
-        default=DEFAULT_MAX_FILE_MB,
+        default=default,
         metavar="MB",
-        help="refuse input files larger than this many MiB (default: %(default)s); FIFOs "
-        "and devices are never read",
+        help="refuse input files larger than this many MiB (default: "
+        + ("no limit" if streamed else "%(default)s")
+        + "); FIFOs and devices are never read",
     )
 
 

@@ -1,0 +1,57 @@
+"""``smner predict --workers N``: processes that each hold the model give the same output as
+one process, in input order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from smner.cli import main
+from smner.errors import SmnerError
+from smner.workers import WorkerPool, WorkerSpec, threads_per_worker
+from tests.tiny import save_tiny_model, solid_image
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("workers"))
+
+
+def test_threads_are_split_between_workers() -> None:
+    assert threads_per_worker(1, total=8) == 8
+    assert threads_per_worker(2, total=8) == 4
+    assert threads_per_worker(3, total=8) == 2
+    assert threads_per_worker(4, total=2) == 1  # never none
+
+
+def test_two_workers_write_exactly_what_one_writes(model_dir: Path, tmp_path: Path) -> None:
+    solid_image((40, 200, 40)).save(tmp_path / "green.jpg")
+    words = ["George", "visited", "Paris", "today", "with", "New", "York"]
+    records = [
+        {"id": i, "text": " ".join(words[: 1 + (i * 3) % 7])}
+        | ({"image": "green.jpg"} if i % 4 == 0 else {})
+        for i in range(41)
+    ]
+    lines = [json.dumps(r) for r in records]
+    lines[9] = '{"text": "not closed"'  # a bad record keeps its place
+    source = tmp_path / "posts.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    argv = ["predict", "--model", str(model_dir), "--input", str(source), "--window", "4"]
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    assert main([*argv, "--output", str(one), "--explain"]) == 0
+    assert main([*argv, "--output", str(two), "--explain", "--workers", "2"]) == 0
+    assert two.read_bytes() == one.read_bytes()
+    out = [json.loads(line) for line in two.read_text().splitlines()]
+    assert [r["id"] for r in out] == [*range(9), "10", *range(10, 41)]
+    assert "error" in out[9] and out[0]["image_status"] == "ok"
+
+
+def test_a_worker_that_cannot_load_the_model_stops_the_run(tmp_path: Path) -> None:
+    spec = WorkerSpec(str(tmp_path / "no-model"))
+    with (
+        pytest.raises(SmnerError, match="worker 0 could not load the model"),
+        WorkerPool(spec, workers=1) as pool,
+    ):
+        list(pool.run([["George visited Paris"]]))
