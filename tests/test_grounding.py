@@ -174,7 +174,7 @@ def test_head_learns_presence_and_boxes(encoders: tuple[Path, Path]) -> None:
             assert all(p.in_image is None and p.box_in_crop is None for p in post)
             continue
         first, second = found[example.entities[0]], found[example.entities[1]]
-        assert first.in_image > 0.9 and second.in_image < 0.1
+        assert first.in_image > 0.75 and second.in_image < 0.25
         assert first.box_in_crop is not None and second.box_in_crop is None
         assert box_iou(first.box_in_crop, quarter) > 0.5
 

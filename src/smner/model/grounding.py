@@ -1,12 +1,13 @@
 """The grounding head of SMNER: for each span, is it in the image, and where?
 
 The box starts from where the span's attention looked: the mean and spread of its attention
-over the region grid give a centre and a size (a uniform distribution over ``n`` cells has
-variance ``(n^2 - 1) / 12`` cells^2, so ``sqrt(12 var + cell^2)`` recovers its extent). A small
-network then refines that anchor from the span and what it found (offsets in units of the
-anchor's size, log-scale size changes; initialised to zero, so training starts at the anchor).
-Tying the box to the attention makes the box and the heatmap a user sees tell the same story,
-and lets a coarse grid give boxes finer than its cells. Whether the entity is in the image at
+over the region grid (squared, to damp what leaks outside the box) give a centre and a size (a
+uniform distribution over ``n`` cells has variance ``(n^2 - 1) / 12`` cells^2, so
+``sqrt(12 var + cell^2)`` recovers its extent). A small network then refines that anchor from
+the span, what it found and the anchors of other powers of the attention (offsets in units of
+the anchor's size, log-scale size changes; initialised to zero, so training starts at the
+anchor). Tying the box to the attention makes the box and the heatmap a user sees tell the
+same story, and lets a coarse grid give boxes finer than its cells. Whether the entity is in the image at
 all is a separate probability, read from the span, the attended visual context and how the
 attention is spread (a span that finds nothing tends to spread its weight or leave the grid).
 
@@ -78,13 +79,21 @@ def _attention_stats(attention: torch.Tensor, first_region: int) -> torch.Tensor
     )
 
 
+#: powers of the attention whose anchors the refinement sees; the box starts from the second.
+#: Attention that leaks outside the box inflates the plain moments; each power sharpens it
+#: (a cell 5x as attended as another weighs 25x, then 625x), so together they tell the
+#: refinement how the weight falls off around the box
+_ANCHOR_POWERS = (1.0, 2.0, 4.0)
+_BASE_ANCHOR = 1
+
+
 class GroundingHead(nn.Module):
     """``(spans, attended context, attention) -> (in-image logit, box)`` for every span."""
 
     def __init__(self, dim: int, dropout: float) -> None:
         super().__init__()
         self.presence = _mlp(2 * dim + _STATS, dim, 1, dropout)
-        self.refine = _mlp(2 * dim + 4, dim, 4, dropout)
+        self.refine = _mlp(2 * dim + 4 * len(_ANCHOR_POWERS), dim, 4, dropout)
         nn.init.zeros_(self.refine[-1].weight)
         nn.init.zeros_(self.refine[-1].bias)
 
@@ -98,8 +107,11 @@ class GroundingHead(nn.Module):
     ) -> GroundingOutput:
         stats = _attention_stats(attention, first_region)
         logit = self.presence(torch.cat([spans, attended, stats], dim=-1)).squeeze(-1)
-        anchor = attention_anchor(attention[..., first_region:], grid)
-        delta = self.refine(torch.cat([spans, attended, anchor], dim=-1))
+        regions = attention[..., first_region:]
+        peak = regions.amax(-1, keepdim=True).clamp_min(1e-8)
+        anchors = [attention_anchor((regions / peak) ** p, grid) for p in _ANCHOR_POWERS]
+        anchor = anchors[_BASE_ANCHOR]
+        delta = self.refine(torch.cat([spans, attended, *anchors], dim=-1))
         cx = anchor[..., 0] + delta[..., 0] * anchor[..., 2]
         cy = anchor[..., 1] + delta[..., 1] * anchor[..., 3]
         w = anchor[..., 2] * delta[..., 2].clamp(-_MAX_LOG_SCALE, _MAX_LOG_SCALE).exp()
