@@ -7,9 +7,10 @@ uniform distribution over ``n`` cells has variance ``(n^2 - 1) / 12`` cells^2, s
 the span, what it found and the anchors of other powers of the attention (offsets in units of
 the anchor's size, log-scale size changes; initialised to zero, so training starts at the
 anchor). Tying the box to the attention makes the box and the heatmap a user sees tell the
-same story, and lets a coarse grid give boxes finer than its cells. Whether the entity is in the image at
-all is a separate probability, read from the span, the attended visual context and how the
-attention is spread (a span that finds nothing tends to spread its weight or leave the grid).
+same story, and lets a coarse grid give boxes finer than its cells. Whether the entity is in
+the image at all is a separate probability, read from the span, the attended visual context and
+how the attention is spread (a span that finds nothing tends to spread its weight or leave the
+grid).
 
 Boxes are ``(x0, y0, x1, y1)`` in ``[0, 1]`` coordinates of the crop the model saw; values past
 0 or 1 reach outside the crop (an object cut by the crop goes on beyond it).
