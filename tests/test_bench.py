@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,43 @@ def bench(*args: str) -> str:
     return proc.stdout
 
 
+def tables(out: str, header: str) -> list[list[list[str]]]:
+    """The cells of every Markdown table whose header row starts with ``header``."""
+    lines = out.splitlines()
+    found = []
+    for start in (i for i, line in enumerate(lines) if line.startswith(header)):
+        rows = []
+        for line in lines[start + 2 :]:  # past the header and its |---| line
+            if not line.startswith("|"):
+                break
+            rows.append([c.strip() for c in line.strip()[1:-1].split("|")])
+        assert rows, f"no rows under {header!r}"
+        found.append(rows)
+    assert found, f"no table {header!r} in:\n{out}"
+    return found
+
+
+def table_rows(out: str, header: str) -> dict[str, list[str]]:
+    """The one table under ``header``, by its first cell."""
+    (rows,) = tables(out, header)
+    return {cells[0]: cells[1:] for cells in rows}
+
+
+def number(cell: str) -> float:
+    """The value of a cell such as ``84.9``, ``84.9 ± 1.2`` or ``12 / 30`` (its first number)."""
+    match = re.match(r"^-?\d+(\.\d+)?", cell)
+    assert match, f"not a number: {cell!r}"
+    return float(match.group())
+
+
+def percent(cell: str) -> float:
+    """A score cell in percent: a mean, with its std when there are seeds, in [0, 100]."""
+    assert re.fullmatch(r"\d+\.\d( ± \d+\.\d)?", cell), f"not a percentage: {cell!r}"
+    value = number(cell)
+    assert 0.0 <= value <= 100.0, cell
+    return value
+
+
 def test_speed_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
     data = tmp_path / "posts.txt"
     data.write_text("IMGID:1\nGeorge\tB-PER\nin\tO\nParis\tB-LOC\n\n" * 8, encoding="utf-8")
@@ -63,9 +101,15 @@ def test_speed_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         "--model",
         tiny_model,
     )
-    for subject in ("encoder floor", "SMNER", "SMNER text-only", "BIO-softmax"):
-        assert f"| {subject} |" in out
-    assert "cached image features vs text-only" in out
+    rows = table_rows(out, "| model | inference")
+    assert set(rows) >= {"encoder floor", "SMNER", "SMNER text-only", "BIO-softmax"}
+    for subject, (speed, floor_ratio, latency, train, train_ratio, rss) in rows.items():
+        p50, p95 = (number(part) for part in latency.split(" / "))
+        assert 0 < p50 <= p95, (subject, latency)
+        assert all(number(c) > 0 for c in (speed, floor_ratio, train, train_ratio, rss)), subject
+    assert float(rows["encoder floor"][1]) == pytest.approx(1.0, abs=0.005)
+    ratio = re.search(r"cached image features vs text-only: (\d+\.\d+)x", out)
+    assert ratio and float(ratio.group(1)) > 0, out
 
 
 def test_synth_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
@@ -89,6 +133,12 @@ def test_synth_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         "30% mismatched images",
     ):
         assert name in out
+    (rows,) = tables(out, "| images | model |")
+    for _images, model, f1, p, one, two, _pointing, _mass in rows:
+        percent(f1)
+        assert p == "" or 0.0 <= float(p) <= 1.0, (model, p)
+        for cell in (one, two):
+            assert cell == "-" or percent(cell) >= 0, (model, cell)
 
 
 def test_grounding_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
@@ -108,10 +158,12 @@ def test_grounding_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         "--work",
         str(tmp_path),
     )
-    for name in ("GMNER (span, type, region)", "MNER (span, type)", "EEG (span, region)"):
-        row = next(line for line in out.splitlines() if line.startswith(f"| {name}"))
-        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
-        assert len(cells) == 3 and all(c.replace(".", "", 1).isdigit() for c in cells), row
+    rows = table_rows(out, "| metric |")
+    assert set(rows) == {"GMNER (span, type, region)", "MNER (span, type)", "EEG (span, region)"}
+    for name, cells in rows.items():
+        assert len(cells) == 3, name
+        for cell in cells:
+            percent(cell)
     assert "entities left out of their image" in out
 
 
@@ -157,6 +209,15 @@ def test_quality_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
     )
     for text in ("Twitter-2015 (test)", "Twitter-2017 (dev)", "| BIO-CRF |", "Paired bootstrap"):
         assert text in out
+    datasets = tables(out, "| model | F1 |")
+    assert len(datasets) == 2
+    for rows in datasets:
+        assert {"SMNER", "BIO-CRF"} <= {cells[0] for cells in rows}
+        for _model, *cells in rows:  # overall F1, then per type
+            for cell in cells:
+                percent(cell)
+    p_values = re.findall(r"SMNER vs .*: p = (\d+\.\d+)", out)
+    assert len(p_values) == 2 and all(0.0 <= float(p) <= 1.0 for p in p_values), out
 
 
 @pytest.mark.slow
