@@ -29,9 +29,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     )
 
 
-def bench(*args: str) -> str:
+def run_bench(script: str, *args: str) -> str:
+    """The output of ``bench/SCRIPT ARGS`` run from the repository root; it must succeed."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--no-doc", *args],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -40,6 +41,10 @@ def bench(*args: str) -> str:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
+
+
+def bench(*args: str) -> str:
+    return run_bench("run.py", "--no-doc", *args)
 
 
 def tables(out: str, header: str) -> list[list[list[str]]]:
@@ -227,31 +232,21 @@ def test_load_with_clients_posting_a_39_megapixel_png(tmp_path: Path) -> None:
     the valid clients keep half their throughput, and RSS falls back within a minute."""
     from PIL import Image
 
-    from smner.encoders.text import load_tokenizer
-    from smner.model import build_model
-    from tests.tiny import tiny_config
+    from tests.tiny import save_tiny_model
 
-    text, image = make_text_encoder(tmp_path / "t"), make_image_encoder(tmp_path / "i")
-    build_model(tiny_config(text, image)).save_pretrained(
-        tmp_path / "m", tokenizer=load_tokenizer(text)
-    )
+    model = save_tiny_model(tmp_path)
     Image.new("RGBA", (7000, 5670), (10, 120, 200, 128)).save(tmp_path / "bomb.png")
     Image.new("RGB", (640, 480), (200, 30, 30)).save(tmp_path / "ok.jpg")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "load.py"),
-            "--model", str(tmp_path / "m"),
-            "--clients", "32",
-            "--bad-clients", "8",
-            "--bad-image", str(tmp_path / "bomb.png"),
-            "--image", str(tmp_path / "ok.jpg"),
-            "--seconds", "15",
-        ],
-        capture_output=True, text=True, timeout=600, check=False, cwd=ROOT,
+    out = run_bench(
+        "load.py",
+        "--model", str(model),
+        "--clients", "32",
+        "--bad-clients", "8",
+        "--bad-image", str(tmp_path / "bomb.png"),
+        "--image", str(tmp_path / "ok.jpg"),
+        "--seconds", "15",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads(proc.stdout)
+    record = json.loads(out)
     assert record["peak_over_idle_mib"] <= 2048
     assert record["mixed"]["wrong_answers"] == 0 and record["mixed"]["errors"] == 0
     assert record["valid_throughput_kept"] >= 0.5
@@ -263,17 +258,9 @@ def test_scale_suite_smoke(tmp_path: Path) -> None:
 
     model = save_tiny_model(tmp_path)
     options = ["--posts", "100", "--workers", "1", "--engines", "local", "--work", str(tmp_path)]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "scale.py"), "--model", str(model), *options],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads(proc.stdout.splitlines()[0])
+    out = run_bench("scale.py", "--model", str(model), *options)
+    record = json.loads(out.splitlines()[0])
     (row,) = record["rows"]
     assert row["posts"] == 100 and row["engine"] == "local" and row["workers"] == 1
     assert row["peak_rss_mib"] > 0 and row["posts_per_s"] > 0
-    assert "| 100 | local | 1 |" in proc.stdout
+    assert "| 100 | local | 1 |" in out

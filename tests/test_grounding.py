@@ -25,7 +25,7 @@ from smner.grounding import (
 from smner.model.grounding import attention_anchor, generalized_iou
 from smner.synth.corpus import build_posts, generate_corpus
 from smner.synth.text import TYPE_HINTS
-from tests.tiny import fixture_batch, fixture_posts, tiny_model
+from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
 
 # --- metrics -------------------------------------------------------------------------------
 
@@ -142,15 +142,9 @@ def test_head_learns_presence_and_boxes(encoders: tuple[Path, Path]) -> None:
     batch = fixture_batch(model, collator, box_targets=targets)
     assert batch.ground_index is not None and batch.ground_index.shape == (6, 2)
     assert batch.ground_in_image.tolist() == [1.0, 0.0] * 3
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    for _ in range(60):
-        model.train()
-        optimizer.zero_grad()
-        output = model(batch, labels=batch.span_labels)
-        assert "grounding" in output.losses
-        output.loss.backward()
-        optimizer.step()
+    train_steps(model, batch, 60, lr=3e-3, optimizer=torch.optim.Adam)
     predictions = model.predict(batch)
+    assert "grounding" in model(batch, labels=batch.span_labels).losses
     for (example, image), post in zip(posts, predictions, strict=True):
         found = {p.entity: p for p in post}
         if image is None:

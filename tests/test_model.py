@@ -12,7 +12,7 @@ from smner.metrics import score_entities
 from smner.model import NERModel
 from smner.model.alignment import gaussian_kl, jensen_shannon_mi
 from smner.model.base import load_config
-from tests.tiny import fixture_batch, fixture_posts, tiny_model
+from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
 
 # Eval determinism, masked image slots, save/load, gradients and learning of every model type
 # and ablation: tests/test_model_contract.py. Here: what is particular to SMNER.
@@ -80,12 +80,7 @@ def test_jensen_shannon_estimate_is_zero_at_chance_and_grows_with_separation() -
 def test_overfits_four_posts(encoders: tuple[Path, Path]) -> None:
     model, collator = tiny_model(encoders, train_text_encoder=True)
     batch = fixture_batch(model, collator)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    model.train()
-    for _ in range(150):
-        optimizer.zero_grad()
-        model(batch, labels=batch.span_labels).loss.backward()  # type: ignore[union-attr]
-        optimizer.step()
+    train_steps(model, batch, 150, lr=3e-3)
     predicted = model.predict(batch)
     gold = [ex.entities for ex, _ in fixture_posts()]
     scores = score_entities(gold, [[p.entity for p in post] for post in predicted])
@@ -179,12 +174,6 @@ def test_attention_supervision_moves_the_attention_into_the_box(
         return float((regions[:, inside].sum(-1) / regions.sum(-1)).mean())
 
     before = mass_in_box()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(30):
-        model.train()
-        optimizer.zero_grad()
-        output = model(batch, labels=batch.span_labels)
-        assert "attention" in output.losses
-        output.losses["attention"].backward()
-        optimizer.step()
+    attention_loss = lambda output: output.losses["attention"]  # noqa: E731
+    train_steps(model, batch, 30, lr=1e-2, objective=attention_loss, optimizer=torch.optim.Adam)
     assert before < 0.5 and mass_in_box() > 0.9, (before, mass_in_box())

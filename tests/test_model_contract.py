@@ -14,7 +14,7 @@ import torch
 from smner.data.batching import Batch
 from smner.encoders.text import load_tokenizer
 from smner.model import NERModel
-from tests.tiny import fixture_batch, fixture_posts, tiny_model
+from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
 
 #: case name -> model config overrides (see tests.tiny.tiny_config)
 CASES: dict[str, dict[str, object]] = {
@@ -155,12 +155,7 @@ def test_the_loss_goes_down_when_overfitting_the_fixture(built: tuple[NERModel, 
     model.eval()
     with torch.no_grad():
         before = float(loss(model, batch))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    model.train()
-    for _ in range(5):
-        optimizer.zero_grad()
-        loss(model, batch).backward()
-        optimizer.step()
+    train_steps(model, batch, 5, lr=3e-3)
     model.eval()
     with torch.no_grad():
         after = float(loss(model, batch))

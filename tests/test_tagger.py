@@ -9,7 +9,7 @@ import torch
 from smner.metrics import score_entities
 from smner.model import BIOTagger
 from smner.model.crf import CRF
-from tests.tiny import fixture_batch, fixture_posts, tiny_model
+from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
 
 
 def test_crf_matches_brute_force() -> None:
@@ -43,12 +43,7 @@ def test_tagger_learns_the_fixture(encoders: tuple[Path, Path], head: str, use_i
     model, collator = tiny_model(encoders, type="bio-tagger", tagger_head=head, use_image=use_image)
     assert isinstance(model, BIOTagger)
     batch = fixture_batch(model, collator)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
-    model.train()
-    for _ in range(120):
-        optimizer.zero_grad()
-        model(batch, labels=model.labels_of(batch)).loss.backward()  # type: ignore[union-attr]
-        optimizer.step()
+    train_steps(model, batch, 120, lr=5e-3)
     predicted = model.predict(batch)
     gold = [e.entities for e, _ in fixture_posts()]
     assert score_entities(gold, [[p.entity for p in x] for x in predicted]).f1 == 1.0

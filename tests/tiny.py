@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +184,26 @@ def fixture_batch(
         attention_targets,
         box_targets,
     )
+
+
+def train_steps(
+    model: NERModel,
+    batch: Batch,
+    steps: int,
+    lr: float,
+    objective: Callable[[Any], torch.Tensor] | None = None,
+    optimizer: type[torch.optim.Optimizer] = torch.optim.AdamW,
+) -> None:
+    """``steps`` optimizer steps on one batch in training mode, minimising the model's loss or
+    ``objective(output)``."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    step = optimizer(trainable, lr=lr)
+    model.train()
+    for _ in range(steps):
+        step.zero_grad()
+        output = model(batch, labels=model.labels_of(batch))
+        (output.loss if objective is None else objective(output)).backward()
+        step.step()
 
 
 def save_tiny_model(root: Path) -> Path:
