@@ -45,13 +45,7 @@ from smner.inference import (
 from smner.metrics import EntityScorer, Scores
 from smner.model import NERModel, build_collator, build_model
 from smner.model.base import write_errors
-from smner.optimization import (
-    apply_gradients,
-    autocast,
-    build_optimizer,
-    build_scheduler,
-    clip_groups,
-)
+from smner.optimization import apply_gradients, autocast, build_optimizer, build_scheduler
 from smner.run_folder import (
     CHECKSUMS_FILE,
     LOG_FILE,
@@ -72,8 +66,7 @@ from smner.run_folder import (
 from smner.runlock import RunLock
 from smner.training_data import box_targets, check_labels, read_training_data, run_card_facts
 
-#: kept importable from here: earlier code and tests import these from smner.training
-_clip_groups = clip_groups
+#: the public names, those that moved to smner.run_folder included
 __all__ = [
     "CHECKSUMS_FILE",
     "STATE_FILE",
