@@ -49,6 +49,7 @@ def _decode_base64(value: str) -> bytes:
 
 
 async def read_json(request: Request) -> PostInput:
+    """A :class:`PredictRequest` body; its image, if any, as the file's bytes (not decoded)."""
     try:
         parsed = PredictRequest.model_validate_json(await request.body())
     except ValidationError as error:
@@ -131,6 +132,7 @@ def _same_origin(request: Request) -> bool:
 
 
 async def read_form(request: Request, settings: ServeSettings) -> PostInput:
+    """A form with one ``text`` field and, in multipart, an optional ``image`` file."""
     if not _same_origin(request):
         raise ApiError(403, "cross-origin form post", "post forms from this server's own page")
     form = await _parse_form(request, 4 * settings.max_text_chars + 64)
