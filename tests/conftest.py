@@ -18,6 +18,14 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny text and image encoders of :mod:`tests.tiny`, written once per session."""
+    from tests.tiny import make_encoders
+
+    return make_encoders(tmp_path_factory.mktemp("encoders"))
+
+
 def real_files() -> list[Path]:
     return sorted(SHARED_DATA.glob("twitter20*/*.txt"))
 

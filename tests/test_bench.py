@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     )
 
 
-def bench(*args: str) -> str:
+def run_bench(script: str, *args: str) -> str:
+    """The output of ``bench/SCRIPT ARGS`` run from the repository root; it must succeed."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--no-doc", *args],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -39,6 +41,47 @@ def bench(*args: str) -> str:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
+
+
+def bench(*args: str) -> str:
+    return run_bench("run.py", "--no-doc", *args)
+
+
+def tables(out: str, header: str) -> list[list[list[str]]]:
+    """The cells of every Markdown table whose header row starts with ``header``."""
+    lines = out.splitlines()
+    found = []
+    for start in (i for i, line in enumerate(lines) if line.startswith(header)):
+        rows = []
+        for line in lines[start + 2 :]:  # past the header and its |---| line
+            if not line.startswith("|"):
+                break
+            rows.append([c.strip() for c in line.strip()[1:-1].split("|")])
+        assert rows, f"no rows under {header!r}"
+        found.append(rows)
+    assert found, f"no table {header!r} in:\n{out}"
+    return found
+
+
+def table_rows(out: str, header: str) -> dict[str, list[str]]:
+    """The one table under ``header``, by its first cell."""
+    (rows,) = tables(out, header)
+    return {cells[0]: cells[1:] for cells in rows}
+
+
+def number(cell: str) -> float:
+    """The value of a cell such as ``84.9``, ``84.9 ± 1.2`` or ``12 / 30`` (its first number)."""
+    match = re.match(r"^-?\d+(\.\d+)?", cell)
+    assert match, f"not a number: {cell!r}"
+    return float(match.group())
+
+
+def percent(cell: str) -> float:
+    """A score cell in percent: a mean, with its std when there are seeds, in [0, 100]."""
+    assert re.fullmatch(r"\d+\.\d( ± \d+\.\d)?", cell), f"not a percentage: {cell!r}"
+    value = number(cell)
+    assert 0.0 <= value <= 100.0, cell
+    return value
 
 
 def test_speed_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
@@ -63,9 +106,15 @@ def test_speed_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         "--model",
         tiny_model,
     )
-    for subject in ("encoder floor", "SMNER", "SMNER text-only", "BIO-softmax"):
-        assert f"| {subject} |" in out
-    assert "cached image features vs text-only" in out
+    rows = table_rows(out, "| model | inference")
+    assert set(rows) >= {"encoder floor", "SMNER", "SMNER text-only", "BIO-softmax"}
+    for subject, (speed, floor_ratio, latency, train, train_ratio, rss) in rows.items():
+        p50, p95 = (number(part) for part in latency.split(" / "))
+        assert 0 < p50 <= p95, (subject, latency)
+        assert all(number(c) > 0 for c in (speed, floor_ratio, train, train_ratio, rss)), subject
+    assert float(rows["encoder floor"][1]) == pytest.approx(1.0, abs=0.005)
+    ratio = re.search(r"cached image features vs text-only: (\d+\.\d+)x", out)
+    assert ratio and float(ratio.group(1)) > 0, out
 
 
 def test_synth_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
@@ -89,6 +138,12 @@ def test_synth_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         "30% mismatched images",
     ):
         assert name in out
+    (rows,) = tables(out, "| images | model |")
+    for _images, model, f1, p, one, two, _pointing, _mass in rows:
+        percent(f1)
+        assert p == "" or 0.0 <= float(p) <= 1.0, (model, p)
+        for cell in (one, two):
+            assert cell == "-" or percent(cell) >= 0, (model, cell)
 
 
 def test_grounding_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
@@ -108,10 +163,12 @@ def test_grounding_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         "--work",
         str(tmp_path),
     )
-    for name in ("GMNER (span, type, region)", "MNER (span, type)", "EEG (span, region)"):
-        row = next(line for line in out.splitlines() if line.startswith(f"| {name}"))
-        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
-        assert len(cells) == 3 and all(c.replace(".", "", 1).isdigit() for c in cells), row
+    rows = table_rows(out, "| metric |")
+    assert set(rows) == {"GMNER (span, type, region)", "MNER (span, type)", "EEG (span, region)"}
+    for name, cells in rows.items():
+        assert len(cells) == 3, name
+        for cell in cells:
+            percent(cell)
     assert "entities left out of their image" in out
 
 
@@ -157,6 +214,15 @@ def test_quality_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
     )
     for text in ("Twitter-2015 (test)", "Twitter-2017 (dev)", "| BIO-CRF |", "Paired bootstrap"):
         assert text in out
+    datasets = tables(out, "| model | F1 |")
+    assert len(datasets) == 2
+    for rows in datasets:
+        assert {"SMNER", "BIO-CRF"} <= {cells[0] for cells in rows}
+        for _model, *cells in rows:  # overall F1, then per type
+            for cell in cells:
+                percent(cell)
+    p_values = re.findall(r"SMNER vs .*: p = (\d+\.\d+)", out)
+    assert len(p_values) == 2 and all(0.0 <= float(p) <= 1.0 for p in p_values), out
 
 
 @pytest.mark.slow
@@ -166,31 +232,21 @@ def test_load_with_clients_posting_a_39_megapixel_png(tmp_path: Path) -> None:
     the valid clients keep half their throughput, and RSS falls back within a minute."""
     from PIL import Image
 
-    from smner.encoders.text import load_tokenizer
-    from smner.model import build_model
-    from tests.tiny import tiny_config
+    from tests.tiny import save_tiny_model
 
-    text, image = make_text_encoder(tmp_path / "t"), make_image_encoder(tmp_path / "i")
-    build_model(tiny_config(text, image)).save_pretrained(
-        tmp_path / "m", tokenizer=load_tokenizer(text)
-    )
+    model = save_tiny_model(tmp_path)
     Image.new("RGBA", (7000, 5670), (10, 120, 200, 128)).save(tmp_path / "bomb.png")
     Image.new("RGB", (640, 480), (200, 30, 30)).save(tmp_path / "ok.jpg")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "load.py"),
-            "--model", str(tmp_path / "m"),
-            "--clients", "32",
-            "--bad-clients", "8",
-            "--bad-image", str(tmp_path / "bomb.png"),
-            "--image", str(tmp_path / "ok.jpg"),
-            "--seconds", "15",
-        ],
-        capture_output=True, text=True, timeout=600, check=False, cwd=ROOT,
+    out = run_bench(
+        "load.py",
+        "--model", str(model),
+        "--clients", "32",
+        "--bad-clients", "8",
+        "--bad-image", str(tmp_path / "bomb.png"),
+        "--image", str(tmp_path / "ok.jpg"),
+        "--seconds", "15",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads(proc.stdout)
+    record = json.loads(out)
     assert record["peak_over_idle_mib"] <= 2048
     assert record["mixed"]["wrong_answers"] == 0 and record["mixed"]["errors"] == 0
     assert record["valid_throughput_kept"] >= 0.5
@@ -202,17 +258,9 @@ def test_scale_suite_smoke(tmp_path: Path) -> None:
 
     model = save_tiny_model(tmp_path)
     options = ["--posts", "100", "--workers", "1", "--engines", "local", "--work", str(tmp_path)]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "scale.py"), "--model", str(model), *options],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads(proc.stdout.splitlines()[0])
+    out = run_bench("scale.py", "--model", str(model), *options)
+    record = json.loads(out.splitlines()[0])
     (row,) = record["rows"]
     assert row["posts"] == 100 and row["engine"] == "local" and row["workers"] == 1
     assert row["peak_rss_mib"] > 0 and row["posts_per_s"] > 0
-    assert "| 100 | local | 1 |" in proc.stdout
+    assert "| 100 | local | 1 |" in out

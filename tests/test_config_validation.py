@@ -183,7 +183,7 @@ def test_devices_that_are_not_here_are_one_line_errors() -> None:
 
 def test_empty_training_or_dev_file_is_refused(tmp_path: Path) -> None:
     from smner.errors import DataFormatError
-    from smner.training import Trainer
+    from smner.training_data import read_training_data
 
     good = tmp_path / "good.txt"
     good.write_text("IMGID:1\nGeorge\tB-PER\n\n")
@@ -195,7 +195,7 @@ def test_empty_training_or_dev_file_is_refused(tmp_path: Path) -> None:
             {"data": {"train_file": str(train), "dev_file": str(dev)}, "train": {"device": "cpu"}},
         )
         with pytest.raises(DataFormatError, match=rf"^{bad}: has no posts"):
-            Trainer(config, tmp_path / "run")._read_data()
+            read_training_data(config)
 
 
 def test_cli_refuses_a_negative_batch_size(capsys: pytest.CaptureFixture[str]) -> None:

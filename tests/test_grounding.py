@@ -11,11 +11,9 @@ import pytest
 import torch
 
 from smner.config import ConfigError, ModelConfig
-from smner.data.batching import ImageInput
 from smner.data.boxes import read_voc
 from smner.data.types import Entity
 from smner.encoders.image import ImagePreprocessing
-from smner.encoders.text import load_tokenizer
 from smner.grounding import (
     GroundingScorer,
     box_iou,
@@ -24,11 +22,10 @@ from smner.grounding import (
     format_grounding,
     region_right,
 )
-from smner.model import build_collator, build_model
 from smner.model.grounding import attention_anchor, generalized_iou
 from smner.synth.corpus import build_posts, generate_corpus
 from smner.synth.text import TYPE_HINTS
-from tests.tiny import fixture_posts, make_image_encoder, make_text_encoder, tiny_config
+from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
 
 # --- metrics -------------------------------------------------------------------------------
 
@@ -130,44 +127,24 @@ def test_generalized_iou_by_hand() -> None:
     assert float(generalized_iou(a, half)) == pytest.approx(1 / 3)
 
 
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("encoders")
-    return make_text_encoder(root / "text"), make_image_encoder(root / "image")
-
-
 def test_head_learns_presence_and_boxes(encoders: tuple[Path, Path]) -> None:
     """On the fixture posts, the first entity of each post with an image is in its top-left
     quarter and the second is not in the image; after a short training the predictions say
     so, with boxes of IoU > 0.5, and the post without an image gets no box at all."""
-    torch.manual_seed(0)
-    model = build_model(tiny_config(*encoders, grounding=True))
+    model, collator = tiny_model(encoders, grounding=True)
     assert model.grounds
-    collator = build_collator(model.config, load_tokenizer(encoders[0]))
     posts = fixture_posts()
-    images = [
-        ImageInput(pixels=model.image.preprocessing([img])[0]) if img is not None else None
-        for _, img in posts
-    ]
     quarter = (0.0, 0.0, 0.5, 0.5)
     targets = [
         {ex.entities[0]: [quarter], ex.entities[1]: []} if img is not None else None
         for ex, img in posts
     ]
-    batch = collator(  # type: ignore[operator]
-        [ex.tokens for ex, _ in posts], [ex.entities for ex, _ in posts], images, None, targets
-    )
+    batch = fixture_batch(model, collator, box_targets=targets)
     assert batch.ground_index is not None and batch.ground_index.shape == (6, 2)
     assert batch.ground_in_image.tolist() == [1.0, 0.0] * 3
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    for _ in range(60):
-        model.train()
-        optimizer.zero_grad()
-        output = model(batch, labels=batch.span_labels)
-        assert "grounding" in output.losses
-        output.loss.backward()
-        optimizer.step()
+    train_steps(model, batch, 60, lr=3e-3, optimizer=torch.optim.Adam)
     predictions = model.predict(batch)
+    assert "grounding" in model(batch, labels=batch.span_labels).losses
     for (example, image), post in zip(posts, predictions, strict=True):
         found = {p.entity: p for p in post}
         if image is None:
@@ -393,22 +370,14 @@ def test_twitter_gmner_layout_trains_evaluates_and_predicts(
 def test_the_grounding_loss_reaches_only_its_own_head(encoders: tuple[Path, Path]) -> None:
     """Grounding costs the entity types nothing: the same step with and without the grounding
     loss gives every other weight the same gradient, and training clips the head apart."""
-    from smner.training import _clip_groups
+    from smner.optimization import clip_groups
 
     posts = fixture_posts()
     grads = []
     for weight in (0.0, 1.0):
-        torch.manual_seed(0)
-        model = build_model(tiny_config(*encoders, grounding=True, grounding_weight=weight))
-        collator = build_collator(model.config, load_tokenizer(encoders[0]))
-        images = [
-            ImageInput(pixels=model.image.preprocessing([img])[0]) if img is not None else None
-            for _, img in posts
-        ]
+        model, collator = tiny_model(encoders, grounding=True, grounding_weight=weight)
         targets = [{ex.entities[0]: [(0.0, 0.0, 0.5, 0.5)]} if img else None for ex, img in posts]
-        batch = collator(  # type: ignore[operator]
-            [ex.tokens for ex, _ in posts], [ex.entities for ex, _ in posts], images, None, targets
-        )
+        batch = fixture_batch(model, collator, box_targets=targets)
         model.train()
         torch.manual_seed(1)
         model(batch, labels=batch.span_labels).loss.backward()
@@ -417,5 +386,5 @@ def test_the_grounding_loss_reaches_only_its_own_head(encoders: tuple[Path, Path
     assert others and all(torch.equal(grads[0][n], grads[1][n]) for n in others)
     assert any(n.startswith("grounding_head.") and grads[1][n].abs().sum() > 0 for n in grads[1])
     head = {id(p) for p in model.grounding_head.parameters()}
-    groups = _clip_groups(model)
+    groups = clip_groups(model)
     assert len(groups) == 2 and {id(p) for p in groups[1]} == head

@@ -7,59 +7,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from smner.data.batching import Batch, ImageInput
-from smner.encoders.text import load_tokenizer
 from smner.errors import SmnerError
 from smner.metrics import score_entities
-from smner.model import SMNER, NERModel, build_collator, build_model
+from smner.model import NERModel
 from smner.model.alignment import gaussian_kl, jensen_shannon_mi
 from smner.model.base import load_config
-from tests.tiny import fixture_posts, make_image_encoder, make_text_encoder, tiny_config
+from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
 
-ABLATIONS = {
-    "full": {},
-    "no_ib": {"use_ib": False},
-    "no_cross_attention": {"use_cross_attention": False},
-    "text_only": {"use_image": False},
-    "positions": {
-        "region_positions": True,
-        "query_positions": True,
-        "visual_context": "context",
-        "word_context_layers": 1,
-    },
-}
-
-
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("encoders")
-    return make_text_encoder(root / "text"), make_image_encoder(root / "image")
-
-
-def make(encoders: tuple[Path, Path], **overrides: object) -> tuple[NERModel, object]:
-    torch.manual_seed(0)
-    model = build_model(tiny_config(*encoders, **overrides))
-    return model, build_collator(model.config, load_tokenizer(encoders[0]))
-
-
-def collate(model: NERModel, collator: object, labels: bool = True) -> Batch:
-    posts = fixture_posts()
-    images = [
-        ImageInput(pixels=model.image.preprocessing([img])[0])
-        if img is not None and model.config.use_image
-        else None
-        for _, img in posts
-    ]
-    return collator(  # type: ignore[operator]
-        [ex.tokens for ex, _ in posts],
-        [ex.entities for ex, _ in posts] if labels else None,
-        images,
-    )
+# Eval determinism, masked image slots, save/load, gradients and learning of every model type
+# and ablation: tests/test_model_contract.py. Here: what is particular to SMNER.
 
 
 def test_output_shapes_and_loss_parts(encoders: tuple[Path, Path]) -> None:
-    model, collator = make(encoders)
-    batch = collate(model, collator)
+    model, collator = tiny_model(encoders)
+    batch = fixture_batch(model, collator)
     out = model(batch, labels=batch.span_labels)
     num_spans = batch.spans.size(0)
     assert out.logits.shape == (4, num_spans, 4)
@@ -75,55 +36,8 @@ def test_output_shapes_and_loss_parts(encoders: tuple[Path, Path]) -> None:
     assert model(batch).loss is None  # no labels, no loss
 
 
-@pytest.mark.parametrize("ablation", sorted(ABLATIONS))
-def test_every_trainable_parameter_gets_a_gradient(
-    encoders: tuple[Path, Path], ablation: str
-) -> None:
-    model, collator = make(encoders, **ABLATIONS[ablation])
-    model.train()
-    batch = collate(model, collator)
-    model(batch, labels=batch.span_labels).loss.backward()  # type: ignore[union-attr]
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable
-    for name, p in trainable:
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
-    if ablation == "text_only":
-        assert not hasattr(model, "image")
-    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-    if model.config.use_image:
-        assert any(n.startswith("image.") for n in frozen)  # backbone frozen by default
-
-
-def test_trainable_image_backbone_gets_gradients(encoders: tuple[Path, Path]) -> None:
-    model, collator = make(encoders, train_image_encoder=True)
-    batch = collate(model, collator)
-    model(batch, labels=batch.span_labels).loss.backward()  # type: ignore[union-attr]
-    grads = [p.grad for n, p in model.named_parameters() if n.startswith("image.")]
-    assert grads and all(g is not None for g in grads)
-
-
-def test_save_then_load_gives_identical_logits(encoders: tuple[Path, Path], tmp_path: Path) -> None:
-    model, collator = make(encoders)
-    model.eval()
-    batch = collate(model, collator, labels=False)
-    before = model(batch).logits
-    model.save_pretrained(tmp_path / "saved", tokenizer=collator.tokenizer.tokenizer)  # type: ignore[attr-defined]
-    assert {p.name for p in (tmp_path / "saved").iterdir()} == {
-        "README.md",
-        "config.json",
-        "model.safetensors",
-        "tokenizer",
-    }
-    loaded = NERModel.from_pretrained(tmp_path / "saved")
-    assert isinstance(loaded, SMNER) and loaded.config == model.config
-    assert torch.equal(loaded(batch).logits, before)
-    assert load_tokenizer(tmp_path / "saved" / "tokenizer") is not None
-
-
 def test_loading_a_newer_format_fails_clearly(encoders: tuple[Path, Path], tmp_path: Path) -> None:
-    model, _collator = make(encoders, use_image=False)
+    model, _collator = tiny_model(encoders, use_image=False)
     model.save_pretrained(tmp_path / "m")
     path = tmp_path / "m" / "config.json"
     path.write_text(path.read_text().replace('"format_version": 1', '"format_version": 99'))
@@ -136,33 +50,11 @@ def test_loading_a_newer_format_fails_clearly(encoders: tuple[Path, Path], tmp_p
         NERModel.from_pretrained(tmp_path)
 
 
-def test_eval_mode_is_deterministic_and_training_samples(encoders: tuple[Path, Path]) -> None:
-    model, collator = make(encoders)
-    batch = collate(model, collator, labels=False)
-    model.eval()
-    assert torch.equal(model(batch).logits, model(batch).logits)
+def test_training_mode_samples_the_bottleneck(encoders: tuple[Path, Path]) -> None:
+    model, collator = tiny_model(encoders)
+    batch = fixture_batch(model, collator, labels=False)
     model.train()
-    assert not torch.equal(model(batch).logits, model(batch).logits)  # IB samples
-
-
-def test_post_without_image_ignores_its_masked_slots(encoders: tuple[Path, Path]) -> None:
-    model, collator = make(encoders)
-    model.eval()
-    batch = collate(model, collator, labels=False)
-    features = model.image(batch.pixel_values)
-    batch.pixel_values = None
-    batch.image_pooled, batch.image_regions = features.pooled.clone(), features.regions.clone()
-    no_image = 2
-    assert not batch.has_image[no_image]
-    reference = model(batch).logits
-    batch.image_pooled[no_image] = torch.randn_like(batch.image_pooled[no_image]) * 100
-    batch.image_regions[no_image] = float("nan")
-    changed = model(batch).logits
-    assert torch.isfinite(changed).all()
-    assert torch.equal(changed, reference)
-    # ... while a post WITH an image does depend on its image
-    batch.image_regions[0] = torch.randn_like(batch.image_regions[0])
-    assert not torch.equal(model(batch).logits[0], reference[0])
+    assert not torch.equal(model(batch).logits, model(batch).logits)
 
 
 def test_closed_form_kl() -> None:
@@ -186,14 +78,9 @@ def test_jensen_shannon_estimate_is_zero_at_chance_and_grows_with_separation() -
 
 
 def test_overfits_four_posts(encoders: tuple[Path, Path]) -> None:
-    model, collator = make(encoders, train_text_encoder=True)
-    batch = collate(model, collator)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    model.train()
-    for _ in range(150):
-        optimizer.zero_grad()
-        model(batch, labels=batch.span_labels).loss.backward()  # type: ignore[union-attr]
-        optimizer.step()
+    model, collator = tiny_model(encoders, train_text_encoder=True)
+    batch = fixture_batch(model, collator)
+    train_steps(model, batch, 150, lr=3e-3)
     predicted = model.predict(batch)
     gold = [ex.entities for ex, _ in fixture_posts()]
     scores = score_entities(gold, [[p.entity for p in post] for post in predicted])
@@ -267,19 +154,13 @@ def test_attention_supervision_moves_the_attention_into_the_box(
     (the top-left quarter of the grid), and the loss is reported as its own part."""
     from smner.pointing import cell_coverage
 
-    model, collator = make(encoders, region_positions=True)
+    model, collator = tiny_model(encoders, region_positions=True)
     posts = fixture_posts()
     crop = model.image.preprocessing.crop_box(64, 64)
     target = cell_coverage([(0, 0, 32, 32)], crop, model.image.output_grid())
     assert target is not None
     targets = [{ex.entities[0]: target} if img is not None else None for ex, img in posts]
-    images = [
-        ImageInput(pixels=model.image.preprocessing([img])[0]) if img is not None else None
-        for _, img in posts
-    ]
-    batch = collator(  # type: ignore[operator]
-        [ex.tokens for ex, _ in posts], [ex.entities for ex, _ in posts], images, targets
-    )
+    batch = fixture_batch(model, collator, attention_targets=targets)
     assert batch.attention_target_index is not None
     assert batch.attention_target_index.shape == (3, 2)  # the post without image has none
     inside = torch.from_numpy(target > 0)
@@ -293,12 +174,6 @@ def test_attention_supervision_moves_the_attention_into_the_box(
         return float((regions[:, inside].sum(-1) / regions.sum(-1)).mean())
 
     before = mass_in_box()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(30):
-        model.train()
-        optimizer.zero_grad()
-        output = model(batch, labels=batch.span_labels)
-        assert "attention" in output.losses
-        output.losses["attention"].backward()
-        optimizer.step()
+    attention_loss = lambda output: output.losses["attention"]  # noqa: E731
+    train_steps(model, batch, 30, lr=1e-2, objective=attention_loss, optimizer=torch.optim.Adam)
     assert before < 0.5 and mass_in_box() > 0.9, (before, mass_in_box())

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from PIL import Image
 from transformers import BertConfig, BertModel, BertTokenizer, ResNetConfig, ResNetModel
 
 from smner.config import ModelConfig
+from smner.data.batching import Batch, Collator, ImageInput
 from smner.data.types import Entity, Example
+
+if TYPE_CHECKING:
+    from smner.model import NERModel
 
 WORDS = [
     "george",
@@ -130,6 +137,73 @@ def fixture_posts() -> list[tuple[Example, Image.Image | None]]:
         (Example(tokens=t, entities=e, image_id=str(i), post_id=str(i)), img)
         for i, (t, e, img) in enumerate(posts)
     ]
+
+
+def make_encoders(root: Path) -> tuple[Path, Path]:
+    """The tiny text and image encoders under ``root``, the same weights whatever ran before
+    (the global random state is left as it was)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return make_text_encoder(root / "text"), make_image_encoder(root / "image")
+
+
+def tiny_model(encoders: tuple[Path, Path], **overrides: object) -> tuple[NERModel, Collator]:
+    """A new model of :func:`tiny_config` (seeded) and the collator that feeds it."""
+    from smner.encoders.text import load_tokenizer
+    from smner.model import build_collator, build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(*encoders, **overrides))
+    return model, build_collator(model.config, load_tokenizer(encoders[0]))
+
+
+def fixture_images(model: NERModel) -> list[ImageInput | None] | None:
+    """The fixture posts' images as pixels the model takes; None for a text-only model."""
+    encoder = model.image_encoder
+    if encoder is None:
+        return None
+    return [
+        ImageInput(pixels=encoder.preprocessing([img])[0]) if img is not None else None
+        for _, img in fixture_posts()
+    ]
+
+
+def fixture_batch(
+    model: NERModel,
+    collator: Collator,
+    labels: bool = True,
+    attention_targets: Sequence[Mapping[Entity, Any] | None] | None = None,
+    box_targets: Sequence[Mapping[Entity, Any] | None] | None = None,
+) -> Batch:
+    """The four fixture posts as one batch, with their images when the model uses images."""
+    posts = fixture_posts()
+    return collator(
+        [ex.tokens for ex, _ in posts],
+        [ex.entities for ex, _ in posts] if labels else None,
+        fixture_images(model),
+        attention_targets,
+        box_targets,
+    )
+
+
+def train_steps(
+    model: NERModel,
+    batch: Batch,
+    steps: int,
+    lr: float,
+    objective: Callable[[Any], torch.Tensor] | None = None,
+    optimizer: type[torch.optim.Optimizer] = torch.optim.AdamW,
+) -> None:
+    """``steps`` optimizer steps on one batch in training mode, minimising the model's loss or
+    ``objective(output)``."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    step = optimizer(trainable, lr=lr)
+    model.train()
+    for _ in range(steps):
+        step.zero_grad()
+        output = model(batch, labels=model.labels_of(batch))
+        (output.loss if objective is None else objective(output)).backward()
+        step.step()
 
 
 def save_tiny_model(root: Path) -> Path:

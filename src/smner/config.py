@@ -2,49 +2,47 @@
 
 A model's :class:`ModelConfig` is its only constructor argument and travels inside every saved
 model folder, together with the encoder architectures, so a folder rebuilds without a network.
+The checking of values against these dataclasses is :mod:`smner.config_check`'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
 import re
-import types
-import typing
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal
 
-from smner.errors import SmnerError
+from smner.config_check import (
+    ConfigError,
+    bounds,
+    check_fields,
+    field_problem,
+    from_dict,
+    ranged,
+    suggest,
+    to_dict,
+)
 
-T = TypeVar("T")
-
-
-class ConfigError(SmnerError):
-    """A configuration value is unknown, missing, of the wrong type or out of range."""
-
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "ConfigError",
+    "DataConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "check_fields",
+    "field_problem",
+    "from_dict",
+    "load_experiment",
+    "parse_yaml",
+    "read_config_text",
+    "to_dict",
+]
 
 #: Largest value of any size, count or step field: far above every real setting, far below
 #: what would exhaust memory before a step is taken.
 _BIG = 1_000_000
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|meta|(cuda|xpu)(:\d{1,3})?)$")
-
-
-def _bounds(
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    high_open: bool = False,
-    check: Callable[[Any], str | None] | None = None,
-) -> dict[str, Any]:
-    """Field metadata: the closed range ``[low, high]`` (``[low, high)`` with ``high_open``)
-    and an optional ``check(value) -> problem``, enforced by :func:`field_problem`."""
-    return {"low": low, "high": high, "high_open": high_open, "check": check}
-
-
-def _ranged(default: Any, low: float | None, high: float | None = None, **kw: Any) -> Any:
-    return field(default=default, metadata=_bounds(low, high, **kw))
 
 
 def _device_problem(value: Any) -> str | None:
@@ -78,56 +76,23 @@ def _aliases_problem(value: Any) -> str | None:
     return None
 
 
-def field_problem(f: dataclasses.Field, value: Any) -> str | None:
-    """Why ``value`` is out of ``f``'s range (see :func:`_bounds`), or None if it is not."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{value!r} is not a finite number"
-    meta = f.metadata
-    check = meta.get("check")
-    if check is not None and value is not None:
-        problem = check(value)
-        if problem:
-            return f"{value!r}: {problem}" if not isinstance(value, list | dict) else problem
-    low, high = meta.get("low"), meta.get("high")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if low is not None and value < low:
-            above = f"at least {low}"
-            return f"{value!r} is out of range: expected {above}" + (
-                f" and {'below' if meta['high_open'] else 'at most'} {high}"
-                if high is not None
-                else ""
-            )
-        if high is not None and (value >= high if meta["high_open"] else value > high):
-            bound = f"below {high}" if meta["high_open"] else f"at most {high}"
-            return f"{value!r} is out of range: expected {bound}"
-    return None
-
-
-def check_fields(config: Any, section: str) -> None:
-    """Raise :class:`ConfigError` naming ``section.key`` for the first field out of range."""
-    for f in dataclasses.fields(config):
-        problem = field_problem(f, getattr(config, f.name))
-        if problem:
-            raise ConfigError(f"{section}.{f.name}: {problem}")
-
-
 @dataclass
 class ModelConfig:
     """Every hyper-parameter of a model. Defaults are the CPU-friendly offline setting."""
 
     type: Literal["smner", "bio-tagger"] = "smner"
     #: entity types, without ``O``; filled from the training data when empty
-    labels: list[str] = field(default_factory=list, metadata=_bounds(check=_labels_problem))
+    labels: list[str] = field(default_factory=list, metadata=bounds(check=_labels_problem))
 
     # text side
-    text_encoder: str = field(default="minilm", metadata=_bounds(check=_non_empty))
+    text_encoder: str = field(default="minilm", metadata=bounds(check=_non_empty))
     word_pooling: Literal["first", "mean"] = "first"
     sentence_pooling: Literal["cls", "mean", "pooler"] = "mean"
     train_text_encoder: bool = True
-    max_subwords_per_word: int = _ranged(10, 1, 512)
+    max_subwords_per_word: int = ranged(10, 1, 512)
 
     # image side
-    image_encoder: str = field(default="efficientnet-lite0", metadata=_bounds(check=_non_empty))
+    image_encoder: str = field(default="efficientnet-lite0", metadata=bounds(check=_non_empty))
     train_image_encoder: bool = False
 
     # ablations
@@ -136,16 +101,16 @@ class ModelConfig:
     use_cross_attention: bool = True
 
     # sizes
-    hidden_size: int = _ranged(256, 1, 16384)
-    max_span_width: int = _ranged(6, 1, 512)
-    width_embedding_dim: int = _ranged(50, 1, 16384)
-    shape_embedding_dim: int = _ranged(50, 1, 16384)
-    attention_heads: int = _ranged(4, 1, 1024)
-    dropout: float = _ranged(0.2, 0.0, 1.0, high_open=True)
+    hidden_size: int = ranged(256, 1, 16384)
+    max_span_width: int = ranged(6, 1, 512)
+    width_embedding_dim: int = ranged(50, 1, 16384)
+    shape_embedding_dim: int = ranged(50, 1, 16384)
+    attention_heads: int = ranged(4, 1, 1024)
+    dropout: float = ranged(0.2, 0.0, 1.0, high_open=True)
 
     #: transformer layers over word vector + shape + position before spans are built (0: none),
     #: so that the case pattern and order of the neighbours reach every word
-    word_context_layers: int = _ranged(0, 0, 12)
+    word_context_layers: int = ranged(0, 0, 12)
 
     # local alignment (span -> region cross-attention)
     #: learned row and column embeddings added to the region tokens, so keys know where they are
@@ -154,28 +119,28 @@ class ModelConfig:
     query_positions: bool = True
     #: initial scale (std) of those position embeddings: large enough to compete with the
     #: content of queries and keys from the first step (at 0.02 they never took effect)
-    position_scale: float = _ranged(1.0, 0.0, 100.0)
+    position_scale: float = ranged(1.0, 0.0, 100.0)
     #: what the classifier sees of the cross-attention: "block" (the transformer block's output,
     #: query residual included) or "context" (the attended visual context alone)
     visual_context: Literal["block", "context"] = "context"
     #: weight of the attention-supervision loss where data.box_dir gives an entity's box: the
     #: cross-entropy between the boxes' coverage of the grid and the span's attention
-    attention_supervision: float = _ranged(1.0, 0.0, _BIG)
+    attention_supervision: float = ranged(1.0, 0.0, _BIG)
 
     # grounding (which entities are in the image, and their boxes)
     #: a grounding head on the span attention, trained on data.box_dir's boxes: each predicted
     #: entity gets a probability of being in the image and a box (SMNER with cross-attention)
     grounding: bool = False
     #: weight of the grounding loss (presence cross-entropy + 5 L1 + 2 generalised IoU)
-    grounding_weight: float = _ranged(1.0, 0.0, _BIG)
+    grounding_weight: float = ranged(1.0, 0.0, _BIG)
     #: an entity is said to be in the image when that probability is at least this
-    grounding_threshold: float = _ranged(0.5, 0.0, 1.0)
+    grounding_threshold: float = ranged(0.5, 0.0, 1.0)
 
     # losses
-    ib_alpha: float = _ranged(0.1, 0.0, _BIG)
-    ib_beta: float = _ranged(0.001, 0.0, _BIG)
-    entity_weight: float = _ranged(1.0, 0.0, _BIG)
-    non_entity_weight: float = _ranged(0.5, 0.0, _BIG)
+    ib_alpha: float = ranged(0.1, 0.0, _BIG)
+    ib_beta: float = ranged(0.001, 0.0, _BIG)
+    entity_weight: float = ranged(1.0, 0.0, _BIG)
+    non_entity_weight: float = ranged(0.5, 0.0, _BIG)
 
     # BIO-tagger baselines
     tagger_head: Literal["softmax", "crf"] = "softmax"
@@ -212,140 +177,6 @@ class ModelConfig:
         return {label: i for i, label in enumerate(self.id_to_label)}
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-class _Where:
-    """Where the values being checked came from: a file (or "config") and ``--set`` items."""
-
-    def __init__(self, source: str | None, origins: Mapping[str, str] | None = None) -> None:
-        self.source = source
-        self.origins = dict(origins or {})
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        """``SOURCE: key: problem``, SOURCE being the ``--set`` item that gave ``key``, if any."""
-        origin = self.source
-        parts = key.split(".")
-        for n in range(len(parts), 0, -1):
-            if ".".join(parts[:n]) in self.origins:
-                origin = self.origins[".".join(parts[:n])]
-                break
-        return ConfigError(f"{origin}: {key}: {problem}" if origin else f"{key}: {problem}")
-
-
-def _join(prefix: str, key: object) -> str:
-    """``prefix.key``; a key that is not a plain word is shown quoted (it may hold a newline)."""
-    name = key if isinstance(key, str) and key.isprintable() and key.strip() == key else repr(key)
-    return f"{prefix}.{name}" if prefix else str(name)
-
-
-def _check_type(value: Any, annotation: Any, key: str, where: _Where) -> Any:
-    """Validate (and gently coerce int -> float) one value against its annotation."""
-    origin = get_origin(annotation)
-    if annotation is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check_type(value, option, key, where)
-            except ConfigError:
-                continue
-        names = " or ".join(
-            "null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options
-        )
-        raise where.error(key, f"expected {names}, got {value!r}")
-    if origin is Literal:
-        if value not in get_args(annotation):
-            choices = ", ".join(map(repr, get_args(annotation)))
-            raise where.error(key, f"{value!r} is not one of {choices}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise where.error(key, f"expected a list, got {value!r}")
-        (item_type,) = get_args(annotation) or (Any,)
-        return [_check_type(v, item_type, f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise where.error(key, f"expected a mapping, got {value!r}")
-        key_type, value_type = get_args(annotation) or (Any, Any)
-        return {
-            _check_type(k, key_type, f"{key} (a key)", where): _check_type(
-                v, value_type, _join(key, k), where
-            )
-            for k, v in value.items()
-        }
-    if dataclasses.is_dataclass(annotation):
-        return _from_dict(annotation, value, key, where)
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is float and isinstance(value, str):
-        # YAML 1.1 reads "1e-3" (no dot) as a string; accept what Python reads as a number.
-        try:
-            return float(value)
-        except ValueError:
-            raise where.error(key, f"expected a number, got {value!r}") from None
-    if annotation is bool and not isinstance(value, bool):
-        raise where.error(key, f"expected true or false, got {value!r}")
-    if annotation is int and isinstance(value, bool):
-        raise where.error(key, f"expected an integer, got {value!r}")
-    if isinstance(annotation, type) and not isinstance(value, annotation):
-        noun = {int: "an integer", float: "a number", str: "a string"}.get(
-            annotation, annotation.__name__
-        )
-        raise where.error(key, f"expected {noun}, got {value!r}")
-    return value
-
-
-def _suggest(name: str, known: list[str], prefix: str) -> str:
-    close = difflib.get_close_matches(name, known, n=1) if isinstance(name, str) else []
-    return f"did you mean {_join(prefix, close[0])}?" if close else ""
-
-
-def _from_dict(cls: type[T], data: Any, prefix: str, where: _Where) -> T:
-    if not isinstance(data, dict):
-        raise where.error(prefix or "config", f"expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for name in data:
-        if name not in fields:
-            known = sorted(fields)
-            hint = _suggest(name, known, prefix) or f"known keys: {', '.join(known)}"
-            raise where.error(_join(prefix, name), f"unknown key; {hint}")
-    values = {}
-    for name, value in data.items():
-        key = _join(prefix, name)
-        checked = _check_type(value, hints[name], key, where)
-        problem = field_problem(fields[name], checked)
-        if problem:
-            raise where.error(key, problem)
-        values[name] = checked
-    try:
-        return cls(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"{where.source}: {exc}" if where.source else str(exc)) from None
-    except TypeError as exc:
-        raise where.error(prefix or "config", str(exc)) from None
-
-
-def from_dict(
-    cls: type[T],
-    data: Any,
-    where: str = "",
-    source: str | None = None,
-    origins: Mapping[str, str] | None = None,
-) -> T:
-    """Build a config dataclass from a mapping; unknown keys, wrong types and values out of
-    range are errors naming the key (``where`` is its prefix, e.g. ``model``), the ``source``
-    (a file name) and, for keys in ``origins``, the ``--set`` item that gave them."""
-    return _from_dict(cls, data, where, _Where(source, origins))
-
-
 @dataclass
 class DataConfig:
     """Where the posts and images are. Relative paths are relative to the working directory."""
@@ -356,7 +187,7 @@ class DataConfig:
     image_dir: str | None = None
     #: rename entity types while reading, e.g. {"OTHER": "MISC"}
     label_aliases: dict[str, str] = field(
-        default_factory=dict, metadata=_bounds(check=_aliases_problem)
+        default_factory=dict, metadata=bounds(check=_aliases_problem)
     )
     #: where frozen-backbone image features are cached; null disables the cache
     feature_cache_dir: str | None = "~/.cache/smner/features"
@@ -365,7 +196,7 @@ class DataConfig:
     box_dir: str | None = None
 
     #: largest data file read, in MiB (a FIFO or device is never read)
-    max_file_mb: int = _ranged(1024, 1, _BIG)
+    max_file_mb: int = ranged(1024, 1, _BIG)
 
     def __post_init__(self) -> None:
         check_fields(self, "data")
@@ -373,27 +204,27 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = _ranged(10, 1, _BIG)
-    batch_size: int = _ranged(16, 1, _BIG)
-    eval_batch_size: int = _ranged(64, 1, _BIG)
+    epochs: int = ranged(10, 1, _BIG)
+    batch_size: int = ranged(16, 1, _BIG)
+    eval_batch_size: int = ranged(64, 1, _BIG)
     #: learning rate of the pretrained encoders
-    encoder_lr: float = _ranged(5e-5, 0.0, 1.0)
+    encoder_lr: float = ranged(5e-5, 0.0, 1.0)
     #: learning rate of the layers smner adds
-    head_lr: float = _ranged(1e-3, 0.0, 1.0)
-    warmup_ratio: float = _ranged(0.1, 0.0, 1.0)
-    weight_decay: float = _ranged(0.01, 0.0, _BIG)
+    head_lr: float = ranged(1e-3, 0.0, 1.0)
+    warmup_ratio: float = ranged(0.1, 0.0, 1.0)
+    weight_decay: float = ranged(0.01, 0.0, _BIG)
     #: AdamW's epsilon; larger values damp updates of parameters with near-zero gradients
-    adam_epsilon: float = _ranged(1e-8, 1e-30, 1.0)
-    grad_clip: float = _ranged(1.0, 0.0, _BIG)
+    adam_epsilon: float = ranged(1e-8, 1e-30, 1.0)
+    grad_clip: float = ranged(1.0, 0.0, _BIG)
     #: stop after this many epochs without a better dev F1 (0 = never stop early)
-    patience: int = _ranged(5, 0, _BIG)
-    seed: int = _ranged(1234, 0, 2**32 - 1)
+    patience: int = ranged(5, 0, _BIG)
+    seed: int = ranged(1234, 0, 2**32 - 1)
     #: "auto" picks cuda when available, else cpu
-    device: str = field(default="auto", metadata=_bounds(check=_device_problem))
+    device: str = field(default="auto", metadata=bounds(check=_device_problem))
     #: also save DIR/last every this many optimizer steps (0 = only at the end of each epoch)
-    checkpoint_every: int = _ranged(0, 0, 10**9)
+    checkpoint_every: int = ranged(0, 0, 10**9)
     #: gradient accumulation steps (the effective batch is batch_size x this)
-    accumulate: int = _ranged(1, 1, 10_000)
+    accumulate: int = ranged(1, 1, 10_000)
     #: "no", "bf16" or "fp16" (GPUs)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     progress: bool = True
@@ -468,7 +299,7 @@ def apply_overrides(
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
         if section not in result and section not in ("data", "model", "train"):
             sections = ["data", "model", "train"]
-            hint = _suggest(section, sections, "") or "expected data, model or train"
+            hint = suggest(section, sections, "") or "expected data, model or train"
             raise ConfigError(f"--set {item}: unknown section {section}; {hint}")
         target = result.setdefault(section, {})
         if not isinstance(target, dict):

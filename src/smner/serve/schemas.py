@@ -1,0 +1,130 @@
+"""The API's request and response bodies, as pydantic models (they make ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class PredictRequest(BaseModel):
+    """A post as JSON: exactly one of ``text`` and ``tokens``, and optionally an image."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"text": "George visited Paris today"}]},
+    )
+
+    text: str | None = Field(None, description="raw post text, split by a tweet-aware tokenizer")
+    tokens: list[str] | None = Field(None, description="pre-split tokens, instead of text")
+    image: str | None = Field(
+        None,
+        description="base64 of the image file (JPEG, PNG, GIF, WebP, BMP or TIFF); a "
+        "'data:<type>;base64,' prefix is allowed. URLs are not fetched.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PredictRequest:
+        if (self.text is None) == (self.tokens is None):
+            raise ValueError("give exactly one of 'text' and 'tokens'")
+        return self
+
+
+FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {
+        "text": {"type": "string", "description": "raw post text"},
+        "image": {"type": "string", "format": "binary", "description": "the image file"},
+    },
+}
+
+
+TEXT_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {"text": FORM_SCHEMA["properties"]["text"]},
+}
+
+
+class EntityOut(BaseModel):
+    text: str = Field(description="the entity as written in the post")
+    type: str
+    start: int = Field(description="first token, 0-based")
+    end: int = Field(description="token after the last one (exclusive)")
+    char_start: int = Field(description="first character (Unicode code point), 0-based")
+    char_end: int = Field(description="character after the last one (exclusive)")
+    score: float
+    attention: list[list[float]] | None = Field(
+        description="[h][w] attention over the image regions; null when no image was used"
+    )
+    global_attention: float | None = Field(description="attention on the whole-image token")
+    box: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="[x0, y0, x1, y1] of the entity in the (upright) image, in its pixels; null "
+        "when the model says it is not in the image, or the model does not ground",
+    )
+    box_score: float | None = Field(
+        default=None,
+        description="probability that the entity is in the image (models with a grounding "
+        "head, posts with an image); null otherwise",
+    )
+
+
+class PredictResponse(BaseModel):
+    tokens: list[str]
+    image_status: str = Field(description="'ok', 'no image' or 'ignored (text-only model)'")
+    entities: list[EntityOut]
+    grid: tuple[int, int] | None = Field(
+        description="[h, w] of the attention grids; null when the image was not attended to"
+    )
+    crop_box: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="[x0, y0, x1, y1]: the part of the (upright) image the model saw, in its "
+        "pixels; the attention grid covers this box; null when the image was not attended to",
+    )
+
+
+class Limits(BaseModel):
+    max_request_bytes: int
+    max_image_pixels: int
+    max_text_chars: int
+    max_tokens: int
+
+
+class ModelInfo(BaseModel):
+    labels: list[str]
+    type: str
+    text_encoder: str
+    image_encoder: str
+    max_span_width: int
+    use_image: bool
+    use_ib: bool
+    use_cross_attention: bool
+    grid: tuple[int, int] | None
+    grounding: bool = Field(
+        default=False, description="whether entities come with their box in the image"
+    )
+    version: str = Field(description="smner version")
+    limits: Limits
+
+
+class Health(BaseModel):
+    status: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: Any = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in [
+        (413, "body or image too large"),
+        (415, "not JSON or multipart/form-data"),
+        (422, "invalid post, fields, base64 or image"),
+        (503, "too many waiting requests, or shutting down"),
+    ]
+}

@@ -1,0 +1,116 @@
+"""What a run learns from: its posts, read and checked before the first step, what their
+boxes teach, and the facts of its data that the model card states."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from smner.box_targets import BoxSupervision, box_supervision
+from smner.config import DataConfig, ExperimentConfig, to_dict
+from smner.data.conll import Corpus, read_conll
+from smner.data.types import Example
+from smner.errors import DataFormatError, SmnerError
+from smner.model import NERModel
+
+
+def read_training_data(config: ExperimentConfig) -> tuple[list[Example], list[Example]]:
+    """The training and dev posts; the test file is only checked (it is scored at the end)."""
+    data = config.data
+    if not data.train_file or not data.dev_file:
+        raise SmnerError("data.train_file and data.dev_file must both be set")
+    limit = data.max_file_mb * 2**20
+    if data.test_file:
+        # Checked now, scored only after training: a broken file should not wait that long.
+        if not Path(data.test_file).is_file():
+            raise SmnerError(f"data.test_file: {data.test_file} does not exist")
+        read_conll(data.test_file, data.label_aliases, limit)
+    train = read_conll(data.train_file, data.label_aliases, limit).examples
+    dev = read_conll(data.dev_file, data.label_aliases, limit).examples
+    for path, examples in ((data.train_file, train), (data.dev_file, dev)):
+        if not examples:
+            raise DataFormatError(path, None, "has no posts; expected at least one")
+    return train, dev
+
+
+def check_labels(
+    config: ExperimentConfig, labels: Sequence[str], train: list[Example], dev: list[Example]
+) -> None:
+    """Refuse a training entity type the model has no label for, before any step fails on it.
+
+    Dev types are checked only against labels set in the config: with labels taken from
+    the training file, a dev type it lacks is scored as a miss.
+    """
+    data = config.data
+    files = [(data.train_file, train)]
+    if config.model.labels:
+        files.append((data.dev_file, dev))
+    known = set(labels)
+    for path, examples in files:
+        for ex in examples:
+            for e in ex.entities:
+                if e.label in known:
+                    continue
+                name = repr(e.label)
+                raw = ex.tags[e.start][2:] if ex.tags else e.label
+                if raw != e.label:
+                    name = f"{raw!r} (read as {e.label!r} through data.label_aliases)"
+                raise DataFormatError(
+                    path,
+                    ex.token_line(e.start),
+                    f"entity type {name} is not in model.labels {list(labels)}; add it "
+                    "there or map it to one of them with data.label_aliases",
+                )
+
+
+def box_targets(
+    model: NERModel, train: list[Example], data: DataConfig, log: Callable[[str], None]
+) -> BoxSupervision:
+    """What ``data.box_dir``'s boxes teach the model (nothing when it is not set)."""
+    if not data.box_dir:
+        if model.grounds:
+            raise SmnerError(
+                "model.grounding is on, but data.box_dir is not set: the grounding head "
+                "learns from the boxes of a folder of VOC XML files"
+            )
+        return BoxSupervision(None, None)
+    targets = box_supervision(model, train, data.box_dir, data.image_dir)
+    if targets.attention is None and targets.grounding is None:
+        log("data.box_dir is set, but this model has no span attention to supervise")
+    else:
+        log(targets.summary(train))
+    return targets
+
+
+def run_card_facts(
+    config: ExperimentConfig,
+    train: list[Example],
+    dev: list[Example],
+    command: str | None,
+    resumed: bool,
+) -> dict[str, Any]:
+    """What the model card states of the data and the run (see :mod:`smner.card`)."""
+    from smner.card import data_facts, environment
+    from smner.data.stats import corpus_stats
+
+    data, width = config.data, config.model.max_span_width
+    splits = {
+        "train": (data.train_file, train),
+        "dev": (data.dev_file, dev),
+    }
+    facts_data = {
+        split: data_facts(path, corpus_stats(Corpus(path, examples), width))
+        for split, (path, examples) in splits.items()
+    }
+    if data.test_file:
+        test = read_conll(data.test_file, data.label_aliases)
+        facts_data["test"] = data_facts(data.test_file, corpus_stats(test, width))
+    return {
+        "command": command,
+        "resumed": resumed,
+        "data": facts_data,
+        "images": {},
+        "config": to_dict(config),
+        "environment": environment(),
+    }
