@@ -129,8 +129,11 @@ def test_generalized_iou_by_hand() -> None:
 
 def test_head_learns_presence_and_boxes(encoders: tuple[Path, Path]) -> None:
     """On the fixture posts, the first entity of each post with an image is in its top-left
-    quarter and the second is not in the image; after a short training the predictions say
-    so, with boxes of IoU > 0.5, and the post without an image gets no box at all."""
+    quarter and the second is not in the image; after a short training (the attention
+    supervised as training does where boxes are given) the predictions say so, with boxes of
+    IoU > 0.5, and the post without an image gets no box at all."""
+    from smner.pointing import cell_coverage
+
     model, collator = tiny_model(encoders, grounding=True)
     assert model.grounds
     posts = fixture_posts()
@@ -139,7 +142,12 @@ def test_head_learns_presence_and_boxes(encoders: tuple[Path, Path]) -> None:
         {ex.entities[0]: [quarter], ex.entities[1]: []} if img is not None else None
         for ex, img in posts
     ]
-    batch = fixture_batch(model, collator, box_targets=targets)
+    crop = model.image.preprocessing.crop_box(64, 64)
+    side = crop[2] - crop[0]
+    pixels = (crop[0], crop[1], crop[0] + side / 2, crop[1] + side / 2)  # the crop's quarter
+    coverage = cell_coverage([pixels], crop, model.image.output_grid())
+    looks = [{ex.entities[0]: coverage} if img is not None else None for ex, img in posts]
+    batch = fixture_batch(model, collator, attention_targets=looks, box_targets=targets)
     assert batch.ground_index is not None and batch.ground_index.shape == (6, 2)
     assert batch.ground_in_image.tolist() == [1.0, 0.0] * 3
     train_steps(model, batch, 60, lr=3e-3, optimizer=torch.optim.Adam)

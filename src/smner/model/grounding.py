@@ -4,7 +4,7 @@ The box starts from where the span's attention looked: the mean and spread of it
 over the region grid (squared, to damp what leaks outside the box) give a centre and a size (a
 uniform distribution over ``n`` cells has variance ``(n^2 - 1) / 12`` cells^2, so
 ``sqrt(12 var + cell^2)`` recovers its extent). A small network then refines that anchor from
-the span, what it found and the anchors of other powers of the attention (offsets in units of
+the anchors of other powers of the attention and how it is spread (offsets in units of
 the anchor's size, log-scale size changes; initialised to zero, so training starts at the
 anchor). Tying the box to the attention makes the box and the heatmap a user sees tell the
 same story, and lets a coarse grid give boxes finer than its cells. Whether the entity is in
@@ -84,7 +84,7 @@ def _attention_stats(attention: torch.Tensor, first_region: int) -> torch.Tensor
 #: Attention that leaks outside the box inflates the plain moments; each power sharpens it
 #: (a cell 5x as attended as another weighs 25x, then 625x), so together they tell the
 #: refinement how the weight falls off around the box
-_ANCHOR_POWERS = (1.0, 2.0, 4.0)
+_ANCHOR_POWERS = (1.0, 2.0, 4.0, 8.0)
 _BASE_ANCHOR = 1
 
 
@@ -94,7 +94,10 @@ class GroundingHead(nn.Module):
     def __init__(self, dim: int, dropout: float) -> None:
         super().__init__()
         self.presence = _mlp(2 * dim + _STATS, dim, 1, dropout)
-        self.refine = _mlp(2 * dim + 4 * len(_ANCHOR_POWERS), dim, 4, dropout)
+        # The refinement sees only the attention's geometry: given the span's vector as well,
+        # it learnt the training boxes by heart (IoU > 0.5 for 99% of training entities, 69%
+        # of test entities on the generated corpus).
+        self.refine = _mlp(4 * len(_ANCHOR_POWERS) + _STATS, dim, 4, dropout)
         nn.init.zeros_(self.refine[-1].weight)
         nn.init.zeros_(self.refine[-1].bias)
 
@@ -112,7 +115,7 @@ class GroundingHead(nn.Module):
         peak = regions.amax(-1, keepdim=True).clamp_min(1e-8)
         anchors = [attention_anchor((regions / peak) ** p, grid) for p in _ANCHOR_POWERS]
         anchor = anchors[_BASE_ANCHOR]
-        delta = self.refine(torch.cat([spans, attended, *anchors], dim=-1))
+        delta = self.refine(torch.cat([*anchors, stats], dim=-1))
         cx = anchor[..., 0] + delta[..., 0] * anchor[..., 2]
         cy = anchor[..., 1] + delta[..., 1] * anchor[..., 3]
         w = anchor[..., 2] * delta[..., 2].clamp(-_MAX_LOG_SCALE, _MAX_LOG_SCALE).exp()
