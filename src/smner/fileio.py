@@ -186,34 +186,14 @@ def read_input_bytes(
     FIFO without a writer never starts), and so is a file over the limit; ``option`` names
     the setting that raises the limit in the message.
     """
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise InputFileError(path, "file not found") from None
-    except OSError as exc:
-        raise InputFileError(path, f"cannot read ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise InputFileError(path, f"is a folder; expected a {what} file")
-    if not stat.S_ISREG(info.st_mode):
-        raise InputFileError(
-            path, f"is not a regular file (a FIFO, socket or device); expected a {what} file"
-        )
-
-    def too_large() -> InputFileError:
-        raise_it = f" (raise it with {option})" if option else ""
-        return InputFileError(
-            path, f"larger than the limit of {max_bytes} bytes for a {what} file{raise_it}"
-        )
-
-    if info.st_size > max_bytes:
-        raise too_large()
+    _size, too_large = check_input_file(path, max_bytes, what, option)
     try:
         with open(path, "rb") as handle:
             data = handle.read(max_bytes + 1)  # the file may grow after stat()
     except OSError as exc:
         raise InputFileError(path, f"cannot read ({exc.strerror or exc})") from None
     if len(data) > max_bytes:
-        raise too_large()
+        raise InputFileError(path, too_large)
     return data
 
 
