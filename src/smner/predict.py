@@ -265,8 +265,8 @@ class Predictor:
         prepared = [self.tokenize(p) for p in posts]
         loaded = [self._image(p.image) for p in posts]
         image_inputs: list[ImageInput | None] | None = None
-        encoder = getattr(self.model, "image", None)
-        if self.model.config.use_image and encoder is not None:
+        encoder = self.model.image_encoder
+        if encoder is not None:
             pictures = [pic for pic, _ in loaded if pic is not None]
             inputs: list[ImageInput | None] = [None] * len(posts)
             if pictures:
@@ -306,7 +306,9 @@ class Predictor:
         to its pixels (None without a picture or a grounding head)."""
         if picture is None or not self.model.grounds:
             return None
-        return self.model.image.preprocessing.crop_box(*picture.size), picture.size
+        encoder = self.model.image_encoder
+        assert encoder is not None  # a grounding model uses images
+        return encoder.preprocessing.crop_box(*picture.size), picture.size
 
     @staticmethod
     def _mention(

@@ -448,7 +448,8 @@ def save_heatmaps(
     picture, _status = load_image_file(Path(image_path), predictor.limits)
     if picture is None:
         return
-    preprocessing = getattr(getattr(predictor.model, "image", None), "preprocessing", None)
+    encoder = predictor.model.image_encoder
+    preprocessing = encoder.preprocessing if encoder is not None else None
     drawn = save_entity_heatmaps(folder, post_id, picture, prediction.entities, preprocessing)
     for path in drawn.values():
         print(f"heatmap: {path}", file=sys.stderr)
