@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from smner.errors import SmnerError
 
@@ -86,3 +89,21 @@ def model_folder(args: argparse.Namespace) -> Path:
     from smner.hub import resolve_model_dir
 
     return resolve_model_dir(args.model, revision=args.revision)
+
+
+def print_scores(
+    scores: Any, parts: list[tuple[str, Any, Callable[[Any], str]]], as_json: bool
+) -> None:
+    """P/R/F1 and the optional ``(key, scores, formatter)`` parts beside them (None parts are
+    left out): one JSON object, or the table then each part's lines."""
+    from smner.metrics import format_scores
+
+    present = [(key, value, fmt) for key, value, fmt in parts if value is not None]
+    if as_json:
+        payload = scores.to_dict()
+        payload.update({key: value.to_dict() for key, value, _ in present})
+        print(json.dumps(payload, indent=2))
+        return
+    print(format_scores(scores))
+    for _, value, fmt in present:
+        print(fmt(value))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from smner.commands import (
@@ -13,6 +12,7 @@ from smner.commands import (
     model_folder,
     parse_aliases,
     positive_int,
+    print_scores,
 )
 from smner.errors import SmnerError
 
@@ -57,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
     from smner.data.conll import write_predictions
     from smner.grounding import format_grounding
     from smner.inference import evaluate_saved_model, resolve_device
-    from smner.metrics import format_scores
     from smner.pointing import format_alignment
 
     result = evaluate_saved_model(
@@ -90,17 +89,9 @@ def run(args: argparse.Namespace) -> int:
         alignment = result.alignment(args.boxes)
         if result.grounds:
             grounding = result.grounding(args.boxes)
-    if args.json:
-        payload = scores.to_dict()
-        if alignment is not None:
-            payload["alignment"] = alignment.to_dict()
-        if grounding is not None:
-            payload["grounding"] = grounding.to_dict()
-        print(json.dumps(payload, indent=2))
-    else:
-        print(format_scores(scores))
-        if alignment is not None:
-            print(format_alignment(alignment))
-        if grounding is not None:
-            print(format_grounding(grounding))
+    parts = [
+        ("alignment", alignment, format_alignment),
+        ("grounding", grounding, format_grounding),
+    ]
+    print_scores(scores, parts, args.json)
     return 0

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from smner.commands import add_alias_option, add_input_limit_option, parse_aliases
+from smner.commands import (
+    add_alias_option,
+    add_input_limit_option,
+    parse_aliases,
+    print_scores,
+)
 from smner.data.conll import Corpus, read_conll
 from smner.errors import SmnerError
-from smner.metrics import Scores, format_scores, score_entities
+from smner.metrics import Scores, score_entities
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -88,15 +92,7 @@ def run_score(args: argparse.Namespace) -> int:
         grounding = score_box_files(
             gold, pred, load_box_dir(args.boxes, gold), load_box_dir(args.pred_boxes, pred)
         )
-    if args.json:
-        payload = scores.to_dict()
-        if grounding is not None:
-            payload["grounding"] = grounding.to_dict()
-        print(json.dumps(payload, indent=2))
-    else:
-        print(format_scores(scores))
-        if grounding is not None:
-            from smner.grounding import format_grounding
+    from smner.grounding import format_grounding
 
-            print(format_grounding(grounding))
+    print_scores(scores, [("grounding", grounding, format_grounding)], args.json)
     return 0
