@@ -396,3 +396,15 @@ def test_the_grounding_loss_reaches_only_its_own_head(encoders: tuple[Path, Path
     head = {id(p) for p in model.grounding_head.parameters()}
     groups = clip_groups(model)
     assert len(groups) == 2 and {id(p) for p in groups[1]} == head
+
+
+def test_synth_command_takes_ungroundable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from smner.cli import main
+
+    argv = ["synth", "--output", str(tmp_path), "--posts", "40", "--image-size", "64"]
+    assert main([*argv, "--ungroundable", "0.5"]) == 0
+    assert "entities not in their image:" in capsys.readouterr().out
+    assert main([*argv, "--ungroundable", "2"]) != 0
+    assert "ungroundable" in capsys.readouterr().err
