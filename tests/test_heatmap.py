@@ -29,7 +29,7 @@ def test_heatmaps_of_a_rotated_photo_follow_its_exif_orientation(tmp_path: Path)
     it upright, so the heatmap must be drawn over the upright picture too."""
     from types import SimpleNamespace
 
-    from smner.commands.predict import save_heatmaps
+    from smner.commands.predict_output import save_heatmaps
     from smner.data.images import DEFAULT_LIMITS
     from smner.predict import Mention
 

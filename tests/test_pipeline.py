@@ -21,7 +21,7 @@ from smner.commands.score import score_files
 from smner.config import load_experiment
 from smner.errors import DataFormatError, SmnerError
 from smner.model import NERModel
-from smner.training import write_state_checksum
+from smner.run_folder import write_state_checksum
 from tests.pipeline_fixture import write_corpus
 
 

@@ -71,3 +71,13 @@ class ImageProvider:
                 else None
             )
         return inputs
+
+
+class SubsetImages:
+    """An :class:`ImageProvider` restricted to some of its examples (a rank's dev share)."""
+
+    def __init__(self, provider: ImageProvider, indices: list[int]) -> None:
+        self.provider, self.indices = provider, indices
+
+    def __call__(self, local: Sequence[int]) -> list[ImageInput | None] | None:
+        return self.provider([self.indices[i] for i in local])

@@ -107,6 +107,11 @@ def score_entities(
     return scorer.result()
 
 
+def format_prf(scores: Scores) -> str:
+    """One line of overall P/R/F1 in percent, as the training log prints them."""
+    return f"P {100 * scores.precision:.2f} R {100 * scores.recall:.2f} F1 {100 * scores.f1:.2f}"
+
+
 def format_scores(scores: Scores) -> str:
     """A fixed-width table: overall and per type, as percentages."""
     rows = [f"{'':<8}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]

@@ -193,3 +193,15 @@ def finish_run_folder(output_dir: Path, keep_last: bool, log: Callable[[str], No
         for name in ("last", "last.old"):
             shutil.rmtree(output_dir / name, ignore_errors=True)
         log(f"removed {output_dir / 'last'} (train.keep_last is false)")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled order of one epoch; a function of (seed, epoch) only, so resume replays it."""
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return torch.randperm(num_examples, generator=generator).tolist()

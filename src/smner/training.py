@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -20,20 +19,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from smner.box_targets import BoxSupervision
 from smner.config import ExperimentConfig, from_dict, to_dict
-from smner.data.batching import Collator, ImageInput
+from smner.data.batching import Collator
 from smner.data.images import ImageStore
 from smner.data.types import Example
 from smner.distributed import DistributedContext
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
 from smner.fileio import atomic_write_text
-from smner.images_input import ImageProvider
+from smner.images_input import ImageProvider, SubsetImages
 from smner.inference import (
     batches,
     collate,
@@ -42,60 +40,29 @@ from smner.inference import (
     predict_examples,
     resolve_device,
 )
-from smner.metrics import EntityScorer, Scores
+from smner.metrics import EntityScorer, Scores, format_prf
 from smner.model import NERModel, build_collator, build_model
 from smner.model.base import write_errors
 from smner.optimization import apply_gradients, autocast, build_optimizer, build_scheduler
 from smner.run_folder import (
-    CHECKSUMS_FILE,
     LOG_FILE,
-    STATE_FILE,
     TEST_SCORES_FILE,
     check_resumable,
+    epoch_order,
     finish_run_folder,
     load_checkpoint_model,
     load_last,
     remove_stale_staging,
     rng_state,
     save_last,
+    seed_everything,
     set_rng_state,
     trim_log,
-    verify_state_checksum,
-    write_state_checksum,
 )
 from smner.runlock import RunLock
 from smner.training_data import box_targets, check_labels, read_training_data, run_card_facts
 
-#: the public names, those that moved to smner.run_folder included
-__all__ = [
-    "CHECKSUMS_FILE",
-    "STATE_FILE",
-    "TEST_SCORES_FILE",
-    "TrainResult",
-    "Trainer",
-    "epoch_order",
-    "run_card_facts",
-    "seed_everything",
-    "train",
-    "verify_state_checksum",
-    "write_state_checksum",
-]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
-    """The shuffled order of one epoch; a function of (seed, epoch) only, so resume replays it."""
-    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return torch.randperm(num_examples, generator=generator).tolist()
-
-
-def _prf(scores: Scores) -> str:
-    return f"P {100 * scores.precision:.2f} R {100 * scores.recall:.2f} F1 {100 * scores.f1:.2f}"
+__all__ = ["TrainResult", "Trainer", "train"]
 
 
 @dataclass
@@ -353,7 +320,7 @@ class Trainer:
         if result.image_summary:
             record["image_summary"] = result.image_summary
         atomic_write_text(self.output_dir / TEST_SCORES_FILE, json.dumps(record, indent=2))
-        self.log(f"test ({data.test_file}): {_prf(scores)}")
+        self.log(f"test ({data.test_file}): {format_prf(scores)}")
         return scores
 
     def _train_epoch(self, run: _Run, epoch: int, start_step: int) -> None:
@@ -419,7 +386,7 @@ class Trainer:
         cfg = self.config.train
         mine = self.context.shard(list(range(len(run.dev))))
         examples = [run.dev[i] for i in mine]
-        images = _SubsetImages(run.dev_images, mine)
+        images = SubsetImages(run.dev_images, mine)
         with autocast(self.device, cfg.mixed_precision):
             predictions = predict_examples(
                 run.model,
@@ -459,22 +426,12 @@ class Trainer:
         if self.context.is_main:
             with open(self.output_dir / LOG_FILE, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
-        self.log(f"epoch {epoch + 1}: dev {_prf(scores)}" + (" (best)" if improved else ""))
+        self.log(f"epoch {epoch + 1}: dev {format_prf(scores)}" + (" (best)" if improved else ""))
         stop = bool(cfg.patience) and state["bad_epochs"] >= cfg.patience
         state.update(step_in_epoch=0, epoch=epoch + 1, stopped=stop)
         self._save_last(run, epoch + 1, 0, stopped=stop)
         if stop:
             self.log(f"no dev improvement for {cfg.patience} epochs: stopping early")
-
-
-class _SubsetImages:
-    """An :class:`ImageProvider` restricted to some of its examples (a rank's dev share)."""
-
-    def __init__(self, provider: ImageProvider, indices: list[int]) -> None:
-        self.provider, self.indices = provider, indices
-
-    def __call__(self, local: Sequence[int]) -> list[ImageInput | None] | None:
-        return self.provider([self.indices[i] for i in local])
 
 
 def train(

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,8 +17,9 @@ import torch
 from smner.data.types import Entity
 from smner.spans import batch_spans, span_label_ids
 
-if TYPE_CHECKING:  # the data layer only calls it; the encoders sit a floor above
-    from smner.encoders.text import WordTokenizer
+#: words of each post -> ``input_ids``, ``attention_mask``, ``word_index``, ``subword_word``
+#: (an :class:`smner.encoders.text.WordTokenizer`; the data layer only calls it)
+WordPieces = Callable[[Sequence[Sequence[str]]], Mapping[str, torch.Tensor]]
 
 # Word-shape classes. The offline encoders lowercase their input, so case lives here.
 SHAPES = (
@@ -120,7 +120,7 @@ class Collator:
 
     def __init__(
         self,
-        tokenizer: WordTokenizer,
+        tokenizer: WordPieces,
         label_to_id: dict[str, int],
         max_span_width: int,
         bio_label_to_id: dict[str, int] | None = None,
