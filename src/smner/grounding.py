@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smner.data.boxes import Box
+from smner.data.boxes import Box, upright_size
 from smner.data.types import Entity
 
 #: a predicted box is right above this IoU with a gold box
@@ -176,13 +176,13 @@ def pixel_boxes(
     example: Any, post: Sequence[Any], store: Any, preprocessing: Any
 ) -> tuple[tuple[int, int] | None, list[tuple[Entity, Box | None]]]:
     """The image's size and each predicted entity with its box in pixels (None: not in the
-    image), mapped from the crop the model saw (``preprocessing``) of the image as ``store``
-    loads it."""
+    image), mapped from the crop the model saw (``preprocessing``) of the image ``store`` finds;
+    only the image's header is read."""
     crop = size = None
     if preprocessing is not None and any(p.box_in_crop is not None for p in post):
-        picture, _ = store.load(example.image_id, count=False)
-        if picture is not None:
-            size = picture.size
+        # the size from the header (EXIF rotation applied), as the model saw the image
+        size = upright_size(store.path_for(example.image_id))
+        if size is not None:
             crop = preprocessing.crop_box(*size)
     pairs: list[tuple[Entity, Box | None]] = []
     for item in post:
