@@ -11,7 +11,7 @@ from smner.errors import SmnerError
 from smner.metrics import score_entities
 from smner.model import NERModel
 from smner.model.alignment import gaussian_kl, jensen_shannon_mi
-from smner.model.base import load_config
+from smner.saved_folder import load_config
 from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
 
 # Eval determinism, masked image slots, save/load, gradients and learning of every model type

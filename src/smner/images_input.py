@@ -1,7 +1,8 @@
 """What each post contributes of its image to a batch, for any model and backbone setting.
 
 A frozen backbone's features are computed once per distinct image (and cached on disk across
-runs); a trainable backbone gets pixels, loaded and preprocessed batch by batch.
+runs, keyed by the encoder's weights and preprocessing); a trainable backbone gets pixels,
+loaded and prepared by the model's :class:`~smner.processor.Processor` batch by batch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from smner.data.images import ImageStore
 from smner.data.types import Example
 from smner.feature_cache import ImageFeatureCache, cached_features
 from smner.model.base import NERModel
+from smner.processor import Processor
 
 
 class ImageProvider:
@@ -22,12 +24,14 @@ class ImageProvider:
     def __init__(
         self,
         model: NERModel,
+        processor: Processor,
         examples: Sequence[Example],
         store: ImageStore,
         cache_dir: str | Path | None = None,
         progress: bool = False,
     ) -> None:
         self.model = model
+        self.processor = processor
         self.examples = examples
         self.store = store
         self.features: list[ImageInput | None] | None = None
@@ -61,12 +65,11 @@ class ImageProvider:
             return None
         if self.features is not None:
             return [self.features[i] for i in indices]
-        image = self.model.image  # type: ignore[attr-defined]
         inputs: list[ImageInput | None] = []
         for i in indices:
             picture, _ = self.store.load(self.examples[i].image_id, count=False)
             inputs.append(
-                ImageInput(pixels=image.preprocessing([picture])[0])
+                ImageInput(pixels=self.processor.pixels([picture])[0])
                 if picture is not None
                 else None
             )

@@ -21,14 +21,14 @@ from smner.data.conll import Corpus, read_conll
 from smner.data.images import ImageStore
 from smner.data.types import Entity, Example
 from smner.encoders.image import ImagePreprocessing
-from smner.encoders.text import load_tokenizer
 from smner.errors import SmnerError
 from smner.grounding import GroundingScores, score_grounding, write_box_files
 from smner.images_input import ImageProvider
 from smner.metrics import EntityScorer, Scores
-from smner.model import NERModel, build_collator
-from smner.model.base import TOKENIZER_DIR, PredictedEntity
+from smner.model import NERModel
+from smner.model.base import PredictedEntity
 from smner.pointing import AlignmentScores, load_entity_boxes, score_alignment
+from smner.processor import Processor
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,7 +60,7 @@ def batches(order: Sequence[int], size: int) -> Iterator[list[int]]:
 
 
 def collate(
-    collator: Collator,
+    processor: Processor | Collator,
     examples: Sequence[Example],
     indices: Sequence[int],
     images: ImageProvider,
@@ -69,7 +69,7 @@ def collate(
     box_targets: Sequence[dict[Entity, list[BoxCoords]] | None] | None = None,
 ) -> Batch:
     chosen = [examples[i] for i in indices]
-    return collator(
+    return processor(
         [ex.tokens for ex in chosen],
         [ex.entities for ex in chosen] if with_labels else None,
         images(indices),
@@ -81,7 +81,7 @@ def collate(
 @torch.no_grad()
 def predict_examples(
     model: NERModel,
-    collator: Collator,
+    processor: Processor | Collator,
     examples: Sequence[Example],
     images: ImageProvider,
     batch_size: int = 64,
@@ -95,7 +95,7 @@ def predict_examples(
     results: list[list[PredictedEntity]] = [[] for _ in examples]
     bar = tqdm(total=len(examples), desc=description, disable=not progress, unit="post")
     for chunk in batches(order, batch_size):
-        batch = collate(collator, examples, chunk, images, with_labels=False).to(device)
+        batch = collate(processor, examples, chunk, images, with_labels=False).to(device)
         for i, post in zip(chunk, model.predict(batch), strict=True):
             results[i] = post
         bar.update(len(chunk))
@@ -176,18 +176,20 @@ def evaluate_saved_model(
     """Load ``model_dir``, predict every post of ``data_file`` and score it against its tags."""
     corpus = read_conll(data_file, label_aliases, max_file_bytes)
     model = NERModel.from_pretrained(model_dir).to(device)
-    collator = build_collator(model.config, load_tokenizer(Path(model_dir) / TOKENIZER_DIR))
+    processor = Processor.from_pretrained(model_dir)
     store = ImageStore(image_dir)
-    images = ImageProvider(model, corpus.examples, store, feature_cache_dir, progress=progress)
+    images = ImageProvider(
+        model, processor, corpus.examples, store, feature_cache_dir, progress=progress
+    )
     predictions = predict_examples(
-        model, collator, corpus.examples, images, batch_size, device, progress
+        model, processor, corpus.examples, images, batch_size, device, progress
     )
     return Evaluation(
         corpus=corpus,
         predictions=predictions,
         scores=score_predictions(corpus.examples, predictions),
         image_summary=store.summary() if images.enabled else None,
-        preprocessing=model.image.preprocessing if model.config.use_image else None,
+        preprocessing=processor.image,
         image_dir=Path(image_dir) if image_dir is not None else None,
         grounds=model.grounds,
     )

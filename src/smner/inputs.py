@@ -58,6 +58,29 @@ class PostInput:
     image: ImageLike = None
     id: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the split of the post's text (see :meth:`words`), kept with what it was made from
+    _split: tuple[Any, list[Token]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def words(self) -> list[Token]:
+        """The post's words with their character spans: the tweet-aware split of ``text``, or
+        ``tokens`` at their offsets in the tokens joined by spaces. Split once per post,
+        however many checks and predictions read it."""
+        source = (self.text, tuple(self.tokens)) if self.tokens is not None else self.text
+        if self._split is not None and self._split[0] == source:
+            return self._split[1]
+        if self.tokens is not None:
+            spans, offset = [], 0
+            for word in self.tokens:
+                spans.append(Token(str(word), offset, offset + len(word)))
+                offset += len(word) + 1
+        elif self.text is not None:
+            spans = tokenize_tweet(self.text)
+        else:
+            raise SmnerError("a post needs 'text' or 'tokens'")
+        self._split = (source, spans)
+        return spans
 
     def record(self) -> dict[str, Any]:
         """The input keys of the output record: ``id``, ``text``, the image path, ``extra``."""
@@ -163,17 +186,8 @@ def post_words(
             raise SmnerError(
                 "the post holds a lone surrogate code point; expected text valid in UTF-8"
             )
-    if post.tokens is not None:
-        words = [str(t) for t in post.tokens]
-        spans, offset = [], 0
-        for w in words:
-            spans.append(Token(w, offset, offset + len(w)))
-            offset += len(w) + 1
-    elif post.text is not None:
-        spans = tokenize_tweet(post.text)
-        words = [t.text for t in spans]
-    else:
-        raise SmnerError("a post needs 'text' or 'tokens'")
+    spans = post.words()
+    words = [t.text for t in spans]
     if not words:
         raise SmnerError("the post has no tokens; expected non-empty text or tokens")
     if len(words) > max_tokens:

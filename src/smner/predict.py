@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -21,12 +21,12 @@ from smner.data.batching import ImageInput
 from smner.data.boxes import Box
 from smner.data.images import ImageLimits, ImageStatus, load_image_bytes, load_image_file
 from smner.data.tweet_tokenizer import Token
-from smner.encoders.text import load_tokenizer
 from smner.grounding import box_to_pixels
 from smner.inference import resolve_device
-from smner.inputs import DEFAULT_MAX_TOKENS, ImageLike, PostInput, as_post, post_words, with_image
-from smner.model import NERModel, build_collator
-from smner.model.base import TOKENIZER_DIR, PredictedEntity
+from smner.inputs import ImageLike, PostInput, as_post, with_image
+from smner.model import NERModel
+from smner.model.base import PredictedEntity
+from smner.processor import Processor
 from smner.streaming import DEFAULT_WINDOW, ErrorPolicy, FailedPost, predict_stream
 
 if TYPE_CHECKING:
@@ -126,7 +126,8 @@ class Predictor:
     Attributes:
         model: the :class:`~smner.model.NERModel`, in eval mode, on ``device``.
         device: the torch device predictions run on.
-        collator: turns tokens and image features into model batches (the model's tokenizer).
+        processor: the model's :class:`~smner.processor.Processor`: how a post's text and
+            image become model input (saved with the model).
         limits: the byte and pixel limits every image is checked against before decoding.
         max_tokens: the most tokens a post may have; longer posts are refused.
 
@@ -138,16 +139,34 @@ class Predictor:
     def __init__(
         self,
         model: NERModel,
-        tokenizer: Any,
+        processor: Processor | Any,
         device: str = "cpu",
         limits: ImageLimits | None = None,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_tokens: int | None = None,
     ) -> None:
+        """``processor`` is the model's :class:`Processor` (or its Hugging Face tokenizer, from
+        which the processor of the model's config is made); ``max_tokens`` overrides its
+        token limit."""
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
-        self.collator = build_collator(model.config, tokenizer)
+        if not isinstance(processor, Processor):
+            processor = Processor.for_model(model.config, processor)
+        if max_tokens is not None and max_tokens != processor.max_tokens:
+            processor = Processor(
+                processor.tokenizer, replace(processor.config, max_tokens=max_tokens)
+            )
+        processor.check_model(model.config, "Predictor")
+        self.processor = processor
         self.limits = limits or ImageLimits()
-        self.max_tokens = max_tokens
+
+    @property
+    def max_tokens(self) -> int:
+        return self.processor.max_tokens
+
+    @property
+    def collator(self) -> Processor:
+        """The processor, by the name earlier versions gave it (it collates batches)."""
+        return self.processor
 
     @classmethod
     def from_pretrained(
@@ -169,8 +188,12 @@ class Predictor:
             name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
         )
         model = NERModel.from_pretrained(directory)
-        tokenizer = load_tokenizer(Path(directory) / TOKENIZER_DIR)
-        return cls(model, tokenizer, device=device, **kwargs)
+        return cls(model, Processor.from_pretrained(directory), device=device, **kwargs)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write the model and its processor as a model folder (atomically), loadable by
+        :meth:`from_pretrained`."""
+        self.model.save_pretrained(directory, processor=self.processor)
 
     def predict(self, post: Any, image: ImageLike = None) -> PostPrediction:
         """Entities of one post, in any accepted form; ``image`` adds or replaces its image."""
@@ -248,7 +271,7 @@ class Predictor:
         Callers with many posts check each first, so that one bad post stops the run before
         any prediction is made.
         """
-        return post_words(post, self.max_tokens)
+        return self.processor.words(post)
 
     def _image(self, image: ImageLike) -> tuple[Image.Image | None, str]:
         if image is None:
@@ -271,7 +294,7 @@ class Predictor:
             inputs: list[ImageInput | None] = [None] * len(posts)
             if pictures:
                 with torch.no_grad():
-                    features = encoder(encoder.preprocessing(pictures).to(self.device))
+                    features = encoder(self.processor.pixels(pictures).to(self.device))
                 k = 0
                 for i, (pic, _) in enumerate(loaded):
                     if pic is not None:
@@ -280,7 +303,7 @@ class Predictor:
                         )
                         k += 1
             image_inputs = inputs
-        batch = self.collator([w for w, _ in prepared], None, image_inputs).to(self.device)
+        batch = self.processor([w for w, _ in prepared], None, image_inputs).to(self.device)
         output_entities = self.model.predict(batch)
         frames = [self._frame(picture) for picture, _ in loaded]
         return [
@@ -306,9 +329,7 @@ class Predictor:
         to its pixels (None without a picture or a grounding head)."""
         if picture is None or not self.model.grounds:
             return None
-        encoder = self.model.image_encoder
-        assert encoder is not None  # a grounding model uses images
-        return encoder.preprocessing.crop_box(*picture.size), picture.size
+        return self.processor.crop_box(*picture.size), picture.size
 
     @staticmethod
     def _mention(

@@ -20,11 +20,11 @@ import torch
 
 from smner.card import LOG_FILE, TEST_SCORES_FILE, refresh_run_cards
 from smner.config import TrainConfig
-from smner.encoders.text import load_tokenizer
 from smner.errors import SmnerError
 from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
 from smner.model import NERModel
-from smner.model.base import TOKENIZER_DIR, file_sha256, write_errors
+from smner.processor import Processor
+from smner.saved_folder import file_sha256, write_errors
 
 STATE_FILE = "trainer_state.pt"
 #: ``{file name: SHA-256}`` of the files in ``DIR/last`` besides the model folder
@@ -90,13 +90,15 @@ def verify_state_checksum(folder: Path) -> None:
         )
 
 
-def save_last(output_dir: Path, model: NERModel, tokenizer: Any, state: dict[str, Any]) -> None:
+def save_last(
+    output_dir: Path, model: NERModel, processor: Processor, state: dict[str, Any]
+) -> None:
     """Model folder plus trainer state, swapped in as ``output_dir/last`` in one rename."""
     last = output_dir / "last"
     with write_errors(last):
         staging = make_staging_dir(output_dir, ".last.")
         try:
-            model.save_pretrained(staging / "model", tokenizer)
+            model.save_pretrained(staging / "model", processor=processor)
             torch.save(state, staging / STATE_FILE)
             write_state_checksum(staging)
             replace_directory(staging, last)
@@ -126,10 +128,10 @@ def load_last(output_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     return last, state
 
 
-def load_checkpoint_model(folder: Path) -> tuple[NERModel, Any]:
-    """The model and tokenizer saved in a checkpoint folder (see :func:`load_last`)."""
+def load_checkpoint_model(folder: Path) -> tuple[NERModel, Processor]:
+    """The model and processor saved in a checkpoint folder (see :func:`load_last`)."""
     model = NERModel.from_pretrained(folder / "model")
-    return model, load_tokenizer(folder / "model" / TOKENIZER_DIR)
+    return model, Processor.from_pretrained(folder / "model")
 
 
 def check_resumable(

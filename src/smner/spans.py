@@ -133,3 +133,8 @@ def decode_non_overlapping(
         kept.append((Entity(start, end, id_to_label[int(label_ids[s])]), float(scores[s])))
     kept.sort(key=lambda pair: pair[0])
     return kept
+
+
+def bio_tags(labels: Sequence[str]) -> list[str]:
+    """Tag names by id for a BIO tagger: ``O`` then ``B-X``, ``I-X`` for each type."""
+    return ["O", *[f"{prefix}-{label}" for label in labels for prefix in ("B", "I")]]

@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 
 from smner.box_targets import BoxSupervision
 from smner.config import ExperimentConfig, from_dict, to_dict
-from smner.data.batching import Collator
 from smner.data.images import ImageStore
 from smner.data.types import Example
 from smner.distributed import DistributedContext
@@ -41,9 +40,9 @@ from smner.inference import (
     resolve_device,
 )
 from smner.metrics import EntityScorer, Scores, format_prf
-from smner.model import NERModel, build_collator, build_model
-from smner.model.base import write_errors
+from smner.model import NERModel, build_model
 from smner.optimization import apply_gradients, autocast, build_optimizer, build_scheduler
+from smner.processor import Processor
 from smner.run_folder import (
     LOG_FILE,
     TEST_SCORES_FILE,
@@ -60,6 +59,7 @@ from smner.run_folder import (
     trim_log,
 )
 from smner.runlock import RunLock
+from smner.saved_folder import write_errors
 from smner.training_data import box_targets, check_labels, read_training_data, run_card_facts
 
 __all__ = ["TrainResult", "Trainer", "train"]
@@ -81,8 +81,8 @@ class _Run:
 
     model: NERModel
     module: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
-    tokenizer: Any
-    collator: Collator
+    #: turns posts into batches (and is saved with every checkpoint and best model)
+    processor: Processor
     train: list[Example]
     dev: list[Example]
     train_images: ImageProvider
@@ -120,16 +120,18 @@ class Trainer:
 
     # --- set-up -----------------------------------------------------------------------------
 
-    def _build(self, train: list[Example]) -> tuple[NERModel, Any]:
+    def _build(self, train: list[Example]) -> tuple[NERModel, Processor]:
         model_cfg = self.config.model
         if not model_cfg.labels:
             labels = sorted({e.label for ex in train for e in ex.entities})
             model_cfg = replace(model_cfg, labels=labels)
         model = build_model(model_cfg)
         tokenizer = load_tokenizer(resolve_text_encoder(model_cfg.text_encoder))
-        return model, tokenizer
+        return model, Processor.for_model(model.config, tokenizer)
 
-    def _images(self, model: NERModel, examples: list[Example], name: str) -> ImageProvider:
+    def _images(
+        self, model: NERModel, processor: Processor, examples: list[Example], name: str
+    ) -> ImageProvider:
         """Image inputs; rank 0 fills the feature cache first, the others then read it."""
         cfg = self.config
         store = ImageStore(cfg.data.image_dir)
@@ -138,6 +140,7 @@ class Trainer:
             if self.context.is_main == turn:
                 provider = ImageProvider(
                     model,
+                    processor,
                     examples,
                     store,
                     cfg.data.feature_cache_dir,
@@ -157,9 +160,9 @@ class Trainer:
         seed_everything(cfg.seed)
         resumed = self._load_last(len(train)) if self.resume else None
         if resumed is not None:
-            model, tokenizer, state = resumed
+            model, processor, state = resumed
         else:
-            model, tokenizer = self._build(train)
+            model, processor = self._build(train)
             state = {
                 "epoch": 0,
                 "step_in_epoch": 0,
@@ -214,12 +217,11 @@ class Trainer:
         return _Run(
             model=model,
             module=module,
-            tokenizer=tokenizer,
-            collator=build_collator(model.config, tokenizer),
+            processor=processor,
             train=train,
             dev=dev,
-            train_images=self._images(model, train, "train"),
-            dev_images=self._images(model, dev, "dev"),
+            train_images=self._images(model, processor, train, "train"),
+            dev_images=self._images(model, processor, dev, "dev"),
             train_targets=box_targets(model, train, self.config.data, self.log),
             optimizer=optimizer,
             scheduler=scheduler,
@@ -249,18 +251,18 @@ class Trainer:
         """The full state into ``last/`` (rank 0 writes; every rank takes part in the gather)."""
         state = self._snapshot(run, epoch, step_in_epoch) | extra
         if self.context.is_main:
-            save_last(self.output_dir, run.model, run.tokenizer, state)
+            save_last(self.output_dir, run.model, run.processor, state)
         self.context.barrier()
 
-    def _load_last(self, train_posts: int) -> tuple[NERModel, Any, dict[str, Any]] | None:
+    def _load_last(self, train_posts: int) -> tuple[NERModel, Processor, dict[str, Any]] | None:
         found = load_last(self.output_dir)
         if found is None:
             return None
         folder, state = found
         world = self.context.world_size
         check_resumable(state, folder, self.config.train, world, train_posts)
-        model, tokenizer = load_checkpoint_model(folder)
-        return model, tokenizer, state
+        model, processor = load_checkpoint_model(folder)
+        return model, processor, state
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -359,7 +361,7 @@ class Trainer:
         total = 0.0
         for n, part in enumerate(parts):
             batch = collate(
-                run.collator,
+                run.processor,
                 run.train,
                 part,
                 run.train_images,
@@ -390,7 +392,7 @@ class Trainer:
         with autocast(self.device, cfg.mixed_precision):
             predictions = predict_examples(
                 run.model,
-                run.collator,
+                run.processor,
                 examples,
                 images,
                 cfg.eval_batch_size,
@@ -420,7 +422,9 @@ class Trainer:
             if self.context.is_main:
                 facts = {**self.facts, "best_epoch": epoch + 1, "dev": scores.to_dict()}
                 with write_errors(self.output_dir / "best"):
-                    run.model.save_pretrained(self.output_dir / "best", run.tokenizer, facts)
+                    run.model.save_pretrained(
+                        self.output_dir / "best", card_facts=facts, processor=run.processor
+                    )
         else:
             state["bad_epochs"] += 1
         if self.context.is_main:

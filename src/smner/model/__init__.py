@@ -7,12 +7,12 @@ from dataclasses import replace
 from typing import Any
 
 from smner.config import ModelConfig
-from smner.data.batching import Collator
 from smner.encoders.image import build_image_encoder
-from smner.encoders.text import TextEncoder, WordTokenizer, resolve_text_encoder
+from smner.encoders.text import TextEncoder, resolve_text_encoder
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
 from smner.model.smner import SMNER
-from smner.model.tagger import BIOTagger, bio_tags
+from smner.model.tagger import BIOTagger
+from smner.processor import Processor
 
 
 def build_model(config: ModelConfig) -> NERModel:
@@ -39,15 +39,10 @@ def build_model(config: ModelConfig) -> NERModel:
     return model_cls(config, text_encoder=text, image_encoder=image)  # type: ignore[call-arg]
 
 
-def build_collator(config: ModelConfig, tokenizer: Any) -> Collator:
-    """The collator that turns posts into batches for a model with this config."""
-    positions = int((config.text_encoder_config or {}).get("max_position_embeddings", 514))
-    # RoBERTa-style models offset positions by the padding index; 2 spare positions cover it.
-    words = WordTokenizer(tokenizer, config.max_subwords_per_word, min(512, positions - 2))
-    bio = None
-    if config.type == "bio-tagger":
-        bio = {tag: i for i, tag in enumerate(bio_tags(config.labels))}
-    return Collator(words, config.label_to_id, config.max_span_width, bio)
+def build_collator(config: ModelConfig, tokenizer: Any) -> Processor:
+    """The processor that turns posts into batches for a model with this config (callable
+    like a collator); see :meth:`Processor.for_model`."""
+    return Processor.for_model(config, tokenizer)
 
 
 __all__ = [

@@ -1,50 +1,48 @@
 """The interface every smner model implements, and saving/loading model folders.
 
 A folder holds ``config.json`` (the :class:`ModelConfig`, labels included, and the smner
-version), ``model.safetensors`` and ``tokenizer/``. Loading rebuilds the architecture from the
-config alone and needs no network.
+version), ``model.safetensors``, and the model's :class:`~smner.processor.Processor`
+(``processor.json`` and ``tokenizer/``). Loading rebuilds the architecture from the config
+alone and needs no network; :mod:`smner.saved_folder` reads and checks the files.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import shutil
-import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from smner.config import ConfigError, ModelConfig, from_dict, to_dict
+from smner.config import ModelConfig, to_dict
 from smner.data.batching import Batch
 from smner.data.types import Entity
 from smner.encoders.image import ImageEncoder, build_image_encoder
 from smner.encoders.text import TextEncoder, text_config_from_dict
-from smner.errors import SmnerError, SmnerWarning
-from smner.fileio import (
-    atomic_path,
-    atomic_write_text,
-    make_staging_dir,
-    read_input_bytes,
-    replace_directory,
-)
+from smner.errors import SmnerError
+from smner.fileio import atomic_path, atomic_write_text, make_staging_dir, replace_directory
 from smner.model.grounding import GroundingOutput
+from smner.processor import Processor
+from smner.saved_folder import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    SKIP_CHECKSUM_ENV,
+    WEIGHTS_CHECKSUM_KEY,
+    WEIGHTS_FILE,
+    file_sha256,
+    read_config,
+    verify_checksum,
+    weight_shapes,
+    write_errors,
+)
 from smner.version import __version__
-
-#: Bumped when a saved folder's layout or meaning changes incompatibly.
-FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_DIR = "tokenizer"
 
 
 @dataclass
@@ -164,6 +162,10 @@ class NERModel(nn.Module):
                 preprocessing=config.image_preprocessing,
             )
             self.image.set_trainable(config.train_image_encoder)
+            if config.image_preprocessing is None:  # the processor reads it from the config
+                self.config = replace(
+                    config, image_preprocessing=self.image.preprocessing.to_dict()
+                )
 
     def pretrained_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters that came pretrained (they get their own learning rate)."""
@@ -177,8 +179,14 @@ class NERModel(nn.Module):
         directory: str | Path,
         tokenizer: Any | None = None,
         card_facts: dict[str, Any] | None = None,
+        *,
+        processor: Processor | None = None,
     ) -> None:
         """Write the folder atomically: a crash mid-write leaves the previous folder intact.
+
+        ``processor`` (or just the ``tokenizer``, from which this model's processor is made;
+        a :class:`Processor` is taken there too) is written beside the weights, so that the
+        folder prepares posts exactly as in training.
 
         The folder gets a model card, ``README.md`` (see :mod:`smner.card`); ``card_facts``
         are the facts of the training run that produced the weights, when there is one.
@@ -186,16 +194,24 @@ class NERModel(nn.Module):
         ``config.json`` records the SHA-256 of ``model.safetensors``, which loading verifies.
         """
         target = Path(directory)
+        if processor is None and tokenizer is not None:
+            processor = (
+                tokenizer
+                if isinstance(tokenizer, Processor)
+                else Processor.for_model(self.config, tokenizer)
+            )
+        if processor is not None:
+            processor.check_model(self.config, target)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = make_staging_dir(target.parent, f".{target.name}.")
         with write_errors(target):
-            self._write_folder(staging, target, tokenizer, card_facts)
+            self._write_folder(staging, target, processor, card_facts)
 
     def _write_folder(
         self,
         staging: Path,
         target: Path,
-        tokenizer: Any | None,
+        processor: Processor | None,
         card_facts: dict[str, Any] | None,
     ) -> None:
         try:
@@ -209,8 +225,8 @@ class NERModel(nn.Module):
                 "model": to_dict(self.config),
             }
             atomic_write_text(staging / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
-            if tokenizer is not None:
-                tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+            if processor is not None:
+                processor.save_pretrained(staging)
             from smner.card import card_name, write_model_card
 
             write_model_card(staging, card_facts, name=card_name(target))
@@ -232,7 +248,7 @@ class NERModel(nn.Module):
         architecture the config describes, built first on the ``meta`` device (no memory).
         """
         directory = Path(directory)
-        config, payload = _read_config(directory)
+        config, payload = read_config(directory)
         model_cls = NERModel.registry.get(config.type)
         if model_cls is None:
             raise SmnerError(f"{directory}: unknown model type {config.type!r}")
@@ -240,8 +256,8 @@ class NERModel(nn.Module):
         if verify_weights is None:
             verify_weights = os.environ.get(SKIP_CHECKSUM_ENV, "") in ("", "0")
         if verify_weights:
-            _verify_checksum(weights, payload.get(WEIGHTS_CHECKSUM_KEY))
-        shapes = _weight_shapes(weights)
+            verify_checksum(weights, payload.get(WEIGHTS_CHECKSUM_KEY))
+        shapes = weight_shapes(weights)
         skeleton = _build(model_cls, config, directory, meta=True)
         expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
         wrong = [(k, shapes[k], w) for k, w in expected.items() if shapes.get(k, w) != w]
@@ -265,60 +281,6 @@ class NERModel(nn.Module):
         return model.to(device).eval()
 
 
-#: Key of ``config.json`` holding the SHA-256 of the weights file.
-WEIGHTS_CHECKSUM_KEY = "weights_sha256"
-SKIP_CHECKSUM_ENV = "SMNER_SKIP_WEIGHTS_CHECKSUM"
-#: Largest ``config.json`` read (a real one is a few tens of kB).
-MAX_CONFIG_BYTES = 16 * 2**20
-
-
-@contextlib.contextmanager
-def write_errors(target: Path) -> Iterator[None]:
-    """Turn what torch and safetensors raise when a write fails (a full disk, a quota) into
-    one line; every writer in smner stages its files, so ``target`` is left as it was."""
-    try:
-        yield
-    except (SafetensorError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SmnerError(
-            f"{target}: could not be written ({first}); the previous version is left as it was"
-        ) from None
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _verify_checksum(weights: Path, recorded: Any) -> None:
-    if not weights.is_file():
-        raise SmnerError(f"{weights}: missing; a saved model folder holds its weights here")
-    if recorded is None:
-        warnings.warn(
-            f"{weights.parent}: no weights checksum in {CONFIG_FILE} (a folder saved by an "
-            "older smner); loading it unverified",
-            SmnerWarning,
-            stacklevel=3,
-        )
-        return
-    if not isinstance(recorded, str) or file_sha256(weights) != recorded.lower():
-        raise SmnerError(
-            f"{weights}: does not match the SHA-256 recorded in {CONFIG_FILE} (corrupted or "
-            f"replaced); set {SKIP_CHECKSUM_ENV}=1 to load it anyway"
-        )
-
-
-def _weight_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
-    """Names and shapes from the safetensors header, without reading any tensor."""
-    try:
-        with safe_open(str(weights), framework="pt") as handle:
-            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
-    except FileNotFoundError:
-        raise SmnerError(f"{weights}: missing; a model folder holds its weights here") from None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise SmnerError(f"{weights}: not a valid safetensors file ({exc})") from None
-
-
 def _build(model_cls: type[NERModel], config: ModelConfig, directory: Path, meta: bool) -> NERModel:
     try:
         if meta:
@@ -332,55 +294,3 @@ def _build(model_cls: type[NERModel], config: ModelConfig, directory: Path, meta
             f"{directory / CONFIG_FILE}: the architecture it describes cannot be built "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None
-
-
-def _read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
-    """The checked :class:`ModelConfig` of a saved folder, and the whole ``config.json``."""
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise SmnerError(f"{directory}: not a saved smner model (no {CONFIG_FILE})")
-    data = read_input_bytes(path, MAX_CONFIG_BYTES, "model config")
-    try:
-        payload = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SmnerError(f"{path}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise SmnerError(f"{path}: nested too deeply to be a model config") from None
-    version = payload.get("format_version") if isinstance(payload, dict) else None
-    if not isinstance(version, int) or "model" not in payload:
-        raise SmnerError(f"{path}: not an smner model config (no format_version/model)")
-    saved_by = payload.get("smner_version", "unknown")
-    if version > FORMAT_VERSION:
-        raise SmnerError(
-            f"{directory} was saved by smner {saved_by} in format {version}; this smner "
-            f"({__version__}) reads format {FORMAT_VERSION} and older: upgrade smner"
-        )
-    try:
-        config = from_dict(ModelConfig, payload["model"], "model")
-        check_encoder_configs(config)
-    except SmnerError as exc:
-        raise SmnerError(f"{path} (saved by smner {saved_by}): {exc}") from None
-    return config, payload
-
-
-def check_encoder_configs(config: ModelConfig) -> None:
-    """Refuse encoder settings no encoder can be built from, before building any."""
-    text = config.text_encoder_config
-    if text is not None:
-        from transformers import CONFIG_MAPPING
-
-        model_type = text.get("model_type")
-        if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
-            raise ConfigError(
-                f"model.text_encoder_config.model_type: {model_type!r} is not a model type "
-                "this version of transformers knows"
-            )
-    if config.image_preprocessing is not None:
-        from smner.encoders.image import ImagePreprocessing
-
-        ImagePreprocessing.from_dict(config.image_preprocessing)
-
-
-def load_config(directory: str | Path) -> ModelConfig:
-    """Read and check a saved folder's config; explain clearly what is wrong if it can't."""
-    return _read_config(Path(directory))[0]

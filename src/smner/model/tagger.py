@@ -16,12 +16,7 @@ from smner.encoders.image import ImageEncoder
 from smner.encoders.text import TextEncoder
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
 from smner.model.crf import CRF
-from smner.spans import bio_to_entities
-
-
-def bio_tags(labels: list[str]) -> list[str]:
-    """Tag names by id: ``O`` then ``B-X``, ``I-X`` for each type."""
-    return ["O", *[f"{prefix}-{label}" for label in labels for prefix in ("B", "I")]]
+from smner.spans import bio_tags, bio_to_entities
 
 
 class BIOTagger(NERModel):

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from smner.data.tweet_tokenizer import tokenize_tweet
 from smner.predict import PostInput
 from smner.serve.errors import ApiError, validation_detail
 from smner.serve.schemas import PredictRequest
@@ -162,7 +161,7 @@ def check_text(post: PostInput, settings: ServeSettings, max_tokens: int) -> Non
     if post.text is not None:
         if len(post.text) > limit:
             raise ApiError(422, "text too long", {"chars": len(post.text), "max_chars": limit})
-        count = len(tokenize_tweet(post.text))
+        count = len(post.words())  # split once: the prediction reads the same split
     else:
         tokens = post.tokens or []
         if not all(t.strip() for t in tokens):
