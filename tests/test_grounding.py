@@ -185,12 +185,12 @@ def test_ungroundable_entities_are_left_out_and_named_in_the_text() -> None:
     for post, i in entities:
         entity = post.entities[i]
         before = tuple(post.tokens[max(0, entity.start - 3) : entity.start])
-        hinted = any(before[-len(h) :] == h for h in hints[entity.label])
+        hinted = any(before[-len(h) :] == h for h in hints[entity.type])
         assert hinted == ((post, i) in left_out), (post.tokens, entity)
     for post in posts:
         assert 5 <= len(post.tokens) <= 25
         for cue in post.cues:  # the cues that are drawn still belong to their own entity
-            assert cue.type == post.entities[cue.entity].label
+            assert cue.type == post.entities[cue.entity].type
     # no ungroundable entities: the corpus of earlier versions, same random draws
     assert [p.tokens for p in build_posts(100, seed=5)] == [
         p.tokens for p in build_posts(100, seed=5, ungroundable=0.0)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from smner.data.batching import Batch
-from smner.encoders.text import load_tokenizer
 from smner.model import NERModel
+from smner.processor import Processor
 from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
 
 #: case name -> model config overrides (see tests.tiny.tiny_config)
@@ -108,18 +108,22 @@ def test_save_then_load_gives_identical_logits(
     model, collator = built
     model.eval()
     batch = batch_for(model, collator, labels=False)
-    model.save_pretrained(tmp_path / "saved", tokenizer=collator.tokenizer.tokenizer)  # type: ignore[attr-defined]
+    model.save_pretrained(tmp_path / "saved", processor=collator)
     assert {p.name for p in (tmp_path / "saved").iterdir()} == {
         "README.md",
         "config.json",
         "model.safetensors",
+        "processor.json",
         "tokenizer",
     }
     loaded = NERModel.from_pretrained(tmp_path / "saved")
     assert type(loaded) is type(model) and loaded.config == model.config
-    assert load_tokenizer(tmp_path / "saved" / "tokenizer") is not None
+    processor = Processor.from_pretrained(tmp_path / "saved")
+    assert processor.to_dict() == collator.to_dict()  # type: ignore[attr-defined]
+    again = batch_for(loaded, processor, labels=False)
+    assert all(torch.equal(getattr(again, k), getattr(batch, k)) for k in ("input_ids", "spans"))
     with torch.no_grad():
-        assert torch.equal(loaded(batch).logits, model(batch).logits)
+        assert torch.equal(loaded(again).logits, model(batch).logits)
 
 
 def test_every_trainable_parameter_gets_a_finite_nonzero_gradient(

@@ -23,7 +23,7 @@ TAGS = st.lists(st.sampled_from(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "I-MIS
 @settings(max_examples=500, deadline=None)
 @given(TAGS)
 def test_bio_to_entities_matches_seqeval(tags: list[str]) -> None:
-    ours = {(e.label, e.start, e.end - 1) for e in bio_to_entities(tags)}
+    ours = {(e.type, e.start, e.end - 1) for e in bio_to_entities(tags)}
     assert ours == set(get_entities(tags))
     assert len(bio_to_entities(tags)) == len(get_entities(tags))
 

@@ -68,7 +68,7 @@ def test_splits_read_back_and_match_meta(tiny: Path) -> None:
             m = by_id[example.image_id]
             assert m["split"] == split
             assert example.tokens == m["tokens"]
-            assert [[e.start, e.end, e.label] for e in example.entities] == m["entities"]
+            assert [[e.start, e.end, e.type] for e in example.entities] == m["entities"]
             assert MIN_TOKENS <= len(example.tokens) <= MAX_TOKENS
             for e in example.entities:
                 assert all(token[:1].isupper() for token in example.tokens[e.start : e.end])

@@ -142,7 +142,7 @@ def read_conll(path: str | Path, label_aliases: Mapping[str, str] | None = None)
             "entities": [
                 {
                     "text": " ".join(ex.tokens[e.start : e.end]),
-                    "type": e.label,
+                    "type": e.type,
                     "start": e.start,
                     "end": e.end,
                 }

@@ -145,7 +145,7 @@ def show_examples(model_dir: Path, corpus: Path, heatmaps: Path) -> None:
         result = predictor.predict_many([PostInput(tokens=example.tokens, image=path)])[0]
         print(f"\npost {example.image_id}: {' '.join(example.tokens)}")
         gold = ", ".join(
-            f"{' '.join(example.tokens[e.start : e.end])} [{e.label}]" for e in example.entities
+            f"{' '.join(example.tokens[e.start : e.end])} [{e.type}]" for e in example.entities
         )
         print(f"  gold:      {gold}")
         picture = store.load(example.image_id, count=False)[0] if path is not None else None

@@ -58,9 +58,9 @@ class EntityScorer:
         """Add one post's entities (sets: a duplicated prediction counts once, as in seqeval)."""
         gold_set = set(gold)
         predicted_set = set(predicted)
-        self._gold.update(e.label for e in gold_set)
-        self._predicted.update(e.label for e in predicted_set)
-        self._correct.update(e.label for e in gold_set & predicted_set)
+        self._gold.update(e.type for e in gold_set)
+        self._predicted.update(e.type for e in predicted_set)
+        self._correct.update(e.type for e in gold_set & predicted_set)
 
     def merge(self, other: EntityScorer) -> None:
         """Add the counts of another scorer (e.g. one per process in distributed evaluation)."""

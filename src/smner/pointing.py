@@ -262,7 +262,7 @@ def load_entity_boxes(
             if not isinstance(index, int) or not 0 <= index < len(entities) or len(box) != 4:
                 continue
             entity = entities[index]
-            if kind == entity.label or not legacy:
+            if kind == entity.type or not legacy:
                 own.setdefault(entity, []).append(box)  # type: ignore[arg-type]
         boxes[image_id] = own
     return boxes

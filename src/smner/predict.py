@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from PIL import Image
@@ -37,38 +37,39 @@ __all__ = ["FailedPost", "ImageLike", "Mention", "PostInput", "PostPrediction", 
 
 @dataclass
 class Mention:
-    """One predicted entity.
+    """One predicted entity, as every output gives it: this object in Python, one item of a
+    JSONL record's ``entities`` (:meth:`to_dict`), and the HTTP API's entity schema (made
+    from these fields and their descriptions)."""
 
-    Fields:
-        text: its surface text, as written in the post (tokens joined by spaces when the post
-            was given as tokens).
-        type: its entity type, one of the model's labels (e.g. ``PER``).
-        start, end: its token offsets in ``PostPrediction.tokens`` (end exclusive).
-        char_start, char_end: its character offsets in the post's text (end exclusive; code
-            points, as Python counts them; for token input, in the tokens joined by spaces).
-        score: the model's probability for this type of this span, in [0, 1].
-        attention: ``[h][w]`` weights of this entity over the image's grid of regions, or None
-            without an image or cross-attention.
-        global_attention: the weight this entity put on the image as a whole (the global
-            visual token); ``attention`` holds the rest.
-        box: where the entity is in the image, ``[x0, y0, x1, y1]`` in pixels of the image as
-            shown (EXIF rotation applied), or None when the model says it is not in the image
-            (models with a grounding head only; see ``box_score``).
-        box_score: the model's probability that the entity is in the image (None for models
-            without a grounding head, and for posts without an image).
-    """
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"use_attribute_docstrings": True}
 
     text: str
+    """The entity as written in the post (tokens joined by spaces for token input)."""
     type: str
+    """Its entity type, one of the model's labels (e.g. PER)."""
     start: int
+    """Its first token, 0-based."""
     end: int
+    """The token after its last one (exclusive)."""
     char_start: int
+    """Its first character (Unicode code point, as Python counts), 0-based; for token input,
+    in the tokens joined by spaces."""
     char_end: int
+    """The character after its last one (exclusive)."""
     score: float
-    attention: list[list[float]] | None = None  # [h][w] over the image grid
+    """The model's probability for this type of this span, in [0, 1]."""
+    attention: list[list[float]] | None = None
+    """[h][w] attention over the image's grid of regions; null without an image or
+    cross-attention."""
     global_attention: float | None = None
+    """The attention on the image as a whole (the global visual token); ``attention`` holds
+    the rest."""
     box: list[float] | None = None
+    """[x0, y0, x1, y1] of the entity in the image as shown (EXIF rotation applied), in its
+    pixels; null when the model says it is not in the image, or does not ground."""
     box_score: float | None = None
+    """The probability that the entity is in the image (models with a grounding head, posts
+    with an image); null otherwise."""
 
     def to_dict(self, explain: bool = False) -> dict[str, Any]:
         """The entity as in ``smner predict``'s JSONL (``explain`` adds the attention); the
@@ -349,7 +350,7 @@ class Predictor:
         )
         return Mention(
             text=surface,
-            type=e.label,
+            type=e.type,
             start=e.start,
             end=e.end,
             char_start=char_start,

@@ -56,9 +56,9 @@ def entities_to_bio(entities: Iterable[Entity], length: int) -> list[str]:
             raise ValueError(f"entity {e} lies outside a post of {length} tokens")
         if any(t != OUTSIDE for t in tags[e.start : e.end]):
             raise ValueError(f"entity {e} overlaps another entity")
-        tags[e.start] = f"B-{e.label}"
+        tags[e.start] = f"B-{e.type}"
         for i in range(e.start + 1, e.end):
-            tags[i] = f"I-{e.label}"
+            tags[i] = f"I-{e.type}"
     return tags
 
 
@@ -102,7 +102,7 @@ def span_label_ids(
     table = np.zeros((max(n, 1), max_width), dtype=np.int64)
     for e in entities:
         if e.length <= max_width and e.end <= n:
-            table[e.start, e.length - 1] = label_to_id[e.label]
+            table[e.start, e.length - 1] = label_to_id[e.type]
     if len(spans) == 0:
         return np.zeros(0, dtype=np.int64)
     return table[spans[:, 0], spans[:, 1] - spans[:, 0] - 1]

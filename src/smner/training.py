@@ -123,7 +123,7 @@ class Trainer:
     def _build(self, train: list[Example]) -> tuple[NERModel, Processor]:
         model_cfg = self.config.model
         if not model_cfg.labels:
-            labels = sorted({e.label for ex in train for e in ex.entities})
+            labels = sorted({e.type for ex in train for e in ex.entities})
             model_cfg = replace(model_cfg, labels=labels)
         model = build_model(model_cfg)
         tokenizer = load_tokenizer(resolve_text_encoder(model_cfg.text_encoder))

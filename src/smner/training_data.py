@@ -50,12 +50,12 @@ def check_labels(
     for path, examples in files:
         for ex in examples:
             for e in ex.entities:
-                if e.label in known:
+                if e.type in known:
                     continue
-                name = repr(e.label)
-                raw = ex.tags[e.start][2:] if ex.tags else e.label
-                if raw != e.label:
-                    name = f"{raw!r} (read as {e.label!r} through data.label_aliases)"
+                name = repr(e.type)
+                raw = ex.tags[e.start][2:] if ex.tags else e.type
+                if raw != e.type:
+                    name = f"{raw!r} (read as {e.type!r} through data.label_aliases)"
                 raise DataFormatError(
                     path,
                     ex.token_line(e.start),

@@ -235,8 +235,8 @@ class Collator:
         for b, (words, ents) in enumerate(zip(tokens, entities, strict=True)):
             labels[b, : len(words)] = 0
             for e in ents:
-                labels[b, e.start] = self.bio_label_to_id[f"B-{e.label}"]
-                labels[b, e.start + 1 : e.end] = self.bio_label_to_id[f"I-{e.label}"]
+                labels[b, e.start] = self.bio_label_to_id[f"B-{e.type}"]
+                labels[b, e.start + 1 : e.end] = self.bio_label_to_id[f"I-{e.type}"]
         return labels
 
     @staticmethod

@@ -41,7 +41,7 @@ class Corpus:
     @property
     def labels(self) -> list[str]:
         """Sorted entity types found in the file (after aliasing)."""
-        return sorted({e.label for ex in self.examples for e in ex.entities})
+        return sorted({e.type for ex in self.examples for e in ex.entities})
 
 
 def _decode(data: bytes, path: str) -> str:
@@ -226,11 +226,11 @@ def write_predictions(
     names (see :func:`_original_labels`), so the file scores against its gold file as is.
     """
     predictions = [list(entities) for entities in predictions]
-    predicted = {e.label for entities in predictions for e in entities}
+    predicted = {e.type for entities in predictions for e in entities}
     names = _original_labels(aliases or {}, examples, predicted)
     tag_lists = [
         entities_to_bio(
-            [replace(e, label=names.get(e.label, e.label)) for e in entities], len(example)
+            [replace(e, type=names.get(e.type, e.type)) for e in entities], len(example)
         )
         for example, entities in zip(examples, predictions, strict=True)
     ]

@@ -16,7 +16,7 @@ def corpus_stats(corpus: Corpus, max_span_width: int) -> dict[str, Any]:
     lengths: Counter[int] = Counter()
     i_starts = 0
     for example in corpus:
-        per_type.update(e.label for e in example.entities)
+        per_type.update(e.type for e in example.entities)
         lengths.update(e.length for e in example.entities)
         if example.tags is not None:
             i_starts += count_i_starts(example.tags, example.entities)

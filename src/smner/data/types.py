@@ -10,11 +10,17 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True, order=True)
 class Entity:
-    """A typed entity span ``tokens[start:end]``."""
+    """A typed entity span ``tokens[start:end]``; ``type`` is its entity type (``PER``), the
+    name every output (JSONL, the HTTP API, data frames) gives it too."""
 
     start: int
     end: int
-    label: str
+    type: str
+
+    @property
+    def label(self) -> str:
+        """``type``, by its name in smner 0.1.0."""
+        return self.type
 
     @property
     def length(self) -> int:

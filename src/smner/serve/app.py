@@ -187,9 +187,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         attended = attended and prediction.image_status == ImageStatus.OK.value
         record["grid"] = grid if attended else None
         record["crop_box"] = (
-            predictor.model.image.preprocessing.crop_box(picture.width, picture.height)
-            if attended
-            else None
+            predictor.processor.crop_box(picture.width, picture.height) if attended else None
         )
         return record
 

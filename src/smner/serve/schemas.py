@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from smner.predict import Mention
+
 
 class PredictRequest(BaseModel):
     """A post as JSON: exactly one of ``text`` and ``tokens``, and optionally an image."""
@@ -48,34 +50,10 @@ TEXT_FORM_SCHEMA: dict[str, Any] = {
 }
 
 
-class EntityOut(BaseModel):
-    text: str = Field(description="the entity as written in the post")
-    type: str
-    start: int = Field(description="first token, 0-based")
-    end: int = Field(description="token after the last one (exclusive)")
-    char_start: int = Field(description="first character (Unicode code point), 0-based")
-    char_end: int = Field(description="character after the last one (exclusive)")
-    score: float
-    attention: list[list[float]] | None = Field(
-        description="[h][w] attention over the image regions; null when no image was used"
-    )
-    global_attention: float | None = Field(description="attention on the whole-image token")
-    box: tuple[float, float, float, float] | None = Field(
-        default=None,
-        description="[x0, y0, x1, y1] of the entity in the (upright) image, in its pixels; null "
-        "when the model says it is not in the image, or the model does not ground",
-    )
-    box_score: float | None = Field(
-        default=None,
-        description="probability that the entity is in the image (models with a grounding "
-        "head, posts with an image); null otherwise",
-    )
-
-
 class PredictResponse(BaseModel):
     tokens: list[str]
     image_status: str = Field(description="'ok', 'no image' or 'ignored (text-only model)'")
-    entities: list[EntityOut]
+    entities: list[Mention]
     grid: tuple[int, int] | None = Field(
         description="[h, w] of the attention grids; null when the image was not attended to"
     )

@@ -95,7 +95,7 @@ class SynthPost:
             "split": self.split,
             "image_id": self.image_id,
             "tokens": list(self.tokens),
-            "entities": [[e.start, e.end, e.label] for e in self.entities],
+            "entities": [[e.start, e.end, e.type] for e in self.entities],
             "cues": [{"type": c.type, "box": list(c.box), "entity": c.entity} for c in self.cues],
             "noisy": self.noisy,
         }
@@ -360,7 +360,7 @@ def generate_corpus(
         atomic_write_text(output / f"{split}.txt", format_conll(examples))
     meta = "".join(json.dumps(post.meta(), ensure_ascii=False) + "\n" for post in planned)
     atomic_write_text(output / "meta.jsonl", meta)
-    entities = collections.Counter(e.label for post in planned for e in post.entities)
+    entities = collections.Counter(e.type for post in planned for e in post.entities)
     return SynthSummary(
         output=output,
         posts={split: sum(post.split == split for post in planned) for split in SPLITS},
