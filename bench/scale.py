@@ -180,11 +180,11 @@ def table(results: dict[str, Any]) -> str:
 def build_untrained_model(folder: Path, overrides: dict[str, Any]) -> str:
     """A saved model with the default encoders (or ``overrides``): speed does not depend on
     training, and no training run is needed to measure it."""
-    from smner.config import ModelConfig
+    from smner.config import ModelConfig, from_dict
     from smner.encoders.text import load_tokenizer, resolve_text_encoder
     from smner.model import build_model
 
-    config = ModelConfig(**{"labels": ["LOC", "MISC", "ORG", "PER"], **overrides})
+    config = from_dict(ModelConfig, {"labels": ["LOC", "MISC", "ORG", "PER"], **overrides}, "model")
     tokenizer = load_tokenizer(resolve_text_encoder(config.text_encoder))
     build_model(config).save_pretrained(folder, tokenizer=tokenizer)
     return str(folder)

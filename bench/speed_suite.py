@@ -55,7 +55,7 @@ def worker(
 ) -> dict[str, Any]:
     import torch
 
-    from smner.config import ModelConfig
+    from smner.config import ModelConfig, from_dict
     from smner.data.batching import ImageInput
     from smner.encoders.text import WordTokenizer, load_tokenizer, resolve_text_encoder
     from smner.inference import batches
@@ -92,7 +92,7 @@ def worker(
             "SMNER text-only": {"use_image": False},
             "BIO-softmax": {"type": "bio-tagger", "use_image": False},
         }[subject]
-        model = build_model(ModelConfig(**{**base, **overrides}))
+        model = build_model(from_dict(ModelConfig, {**base, **overrides}, "model"))
         collator = build_collator(
             model.config, load_tokenizer(resolve_text_encoder(model.config.text_encoder))
         )

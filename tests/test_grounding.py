@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from smner.config import ConfigError, ModelConfig
+from smner.config import ConfigError, ModelConfig, from_dict
 from smner.data.boxes import read_voc
 from smner.data.types import Entity
 from smner.encoders.image import ImagePreprocessing
+from smner.errors import SmnerWarning
 from smner.grounding import (
     GroundingScorer,
     box_iou,
@@ -165,9 +166,12 @@ def test_head_learns_presence_and_boxes(encoders: tuple[Path, Path]) -> None:
 
 
 def test_grounding_needs_span_attention() -> None:
+    with pytest.raises(TypeError, match="grounding"):
+        ModelConfig(type="bio-tagger", grounding=True)  # a tagger's config has no such setting
+    with pytest.warns(SmnerWarning, match="model.grounding: not a setting of a bio-tagger"):
+        tagger = from_dict(ModelConfig, {"type": "bio-tagger", "grounding": True}, "model")
+    assert not hasattr(tagger, "grounding")
     with pytest.raises(ConfigError, match="do not ground"):
-        ModelConfig(type="bio-tagger", grounding=True)
-    with pytest.raises(ConfigError, match="grounding"):
         ModelConfig(use_cross_attention=False, grounding=True)
     assert not ModelConfig().grounding  # off by default: no cost where there are no boxes
 

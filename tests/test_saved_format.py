@@ -7,13 +7,17 @@ wrote them (no ``processor.json``), with its predictions; ``make.py`` there reco
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from smner.config import BIOTaggerConfig, SMNERConfig
+from smner.errors import SmnerWarning
 from smner.predict import Predictor
 from smner.processor import PROCESSOR_FILE, Processor
+from smner.saved_folder import load_config
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "saved-0.1.0"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -57,3 +61,20 @@ def test_old_folder_resaved_has_a_processor_and_predicts_the_same(
     again = Predictor.from_pretrained(tmp_path / kind)
     got = [p.to_dict(explain=True) for p in again.predict_many(EXPECTED[kind]["posts"])]
     close(got, EXPECTED[kind]["predictions"], kind)
+
+
+def test_an_old_flat_config_reads_as_the_config_of_its_model_type(tmp_path: Path) -> None:
+    with pytest.warns(SmnerWarning, match=r"model\.hidden_size.*not a setting of a bio-tagger"):
+        tagger = load_config(FIXTURE / "bio-tagger")  # 0.1.0 wrote every key, set in a test
+    assert isinstance(tagger, BIOTaggerConfig) and not hasattr(tagger, "use_ib")
+    assert not tagger.uses_ib and not tagger.uses_cross_attention
+    smner = load_config(FIXTURE / "smner")
+    assert isinstance(smner, SMNERConfig) and smner.uses_ib and smner.uses_cross_attention
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmnerWarning)
+        Predictor.from_pretrained(FIXTURE / "bio-tagger").save_pretrained(tmp_path / "tagger")
+    written = json.loads((tmp_path / "tagger" / "config.json").read_text())["model"]
+    assert "use_ib" not in written and written["tagger_head"] == "softmax"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SmnerWarning)  # a folder of this version reads cleanly
+        assert load_config(tmp_path / "tagger") == tagger

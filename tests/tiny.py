@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,9 +98,12 @@ def tiny_model_keys(text: Path, image: Path) -> dict[str, object]:
 
 
 def tiny_config(text: Path, image: Path, **overrides: object) -> ModelConfig:
+    """The tiny config of the model type in ``overrides`` (SMNER by default); the small sizes
+    a type has no setting for are left out."""
     values: dict[str, object] = {"labels": ["LOC", "ORG", "PER"], **tiny_model_keys(text, image)}
     values.update(overrides)
-    return ModelConfig(**values)  # type: ignore[arg-type]
+    own = {f.name for f in dataclasses.fields(ModelConfig.variants[values.get("type", "smner")])}
+    return ModelConfig(**{k: v for k, v in values.items() if k in own})  # type: ignore[arg-type]
 
 
 def solid_image(rgb: tuple[int, int, int], size: int = 64) -> Image.Image:

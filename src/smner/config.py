@@ -21,13 +21,16 @@ from smner.config_check import (
     suggest,
     to_dict,
 )
+from smner.model_config import BIOTaggerConfig, ModelConfig, SMNERConfig
 
 __all__ = [
     "MAX_CONFIG_BYTES",
+    "BIOTaggerConfig",
     "ConfigError",
     "DataConfig",
     "ExperimentConfig",
     "ModelConfig",
+    "SMNERConfig",
     "TrainConfig",
     "apply_overrides",
     "check_fields",
@@ -51,22 +54,6 @@ def _device_problem(value: Any) -> str | None:
     return "expected auto, cpu, cuda, cuda:N or mps"
 
 
-def _non_empty(value: Any) -> str | None:
-    return None if isinstance(value, str) and value.strip() else "expected a non-empty string"
-
-
-def _labels_problem(value: Any) -> str | None:
-    labels = list(value)
-    if any(not isinstance(v, str) or not v.strip() or v != v.strip() for v in labels):
-        return "expected entity types as non-empty strings without surrounding spaces"
-    duplicates = sorted({v for v in labels if labels.count(v) > 1})
-    if duplicates:
-        return f"duplicate entity type(s) {', '.join(duplicates)}: each type must appear once"
-    if len(labels) > 10_000:
-        return f"{len(labels)} entity types; expected at most 10000"
-    return None
-
-
 def _aliases_problem(value: Any) -> str | None:
     for source, target in dict(value).items():
         if not (isinstance(source, str) and source and isinstance(target, str) and target):
@@ -74,107 +61,6 @@ def _aliases_problem(value: Any) -> str | None:
                 f"expected FILE_LABEL: LABEL pairs of non-empty strings, got {source!r}: {target!r}"
             )
     return None
-
-
-@dataclass
-class ModelConfig:
-    """Every hyper-parameter of a model. Defaults are the CPU-friendly offline setting."""
-
-    type: Literal["smner", "bio-tagger"] = "smner"
-    #: entity types, without ``O``; filled from the training data when empty
-    labels: list[str] = field(default_factory=list, metadata=bounds(check=_labels_problem))
-
-    # text side
-    text_encoder: str = field(default="minilm", metadata=bounds(check=_non_empty))
-    word_pooling: Literal["first", "mean"] = "first"
-    sentence_pooling: Literal["cls", "mean", "pooler"] = "mean"
-    train_text_encoder: bool = True
-    max_subwords_per_word: int = ranged(10, 1, 512)
-
-    # image side
-    image_encoder: str = field(default="efficientnet-lite0", metadata=bounds(check=_non_empty))
-    train_image_encoder: bool = False
-
-    # ablations
-    use_image: bool = True
-    use_ib: bool = True
-    use_cross_attention: bool = True
-
-    # sizes
-    hidden_size: int = ranged(256, 1, 16384)
-    max_span_width: int = ranged(6, 1, 512)
-    width_embedding_dim: int = ranged(50, 1, 16384)
-    shape_embedding_dim: int = ranged(50, 1, 16384)
-    attention_heads: int = ranged(4, 1, 1024)
-    dropout: float = ranged(0.2, 0.0, 1.0, high_open=True)
-
-    #: transformer layers over word vector + shape + position before spans are built (0: none),
-    #: so that the case pattern and order of the neighbours reach every word
-    word_context_layers: int = ranged(0, 0, 12)
-
-    # local alignment (span -> region cross-attention)
-    #: learned row and column embeddings added to the region tokens, so keys know where they are
-    region_positions: bool = True
-    #: a learned embedding of the span's relative place in the post added to its query
-    query_positions: bool = True
-    #: initial scale (std) of those position embeddings: large enough to compete with the
-    #: content of queries and keys from the first step (at 0.02 they never took effect)
-    position_scale: float = ranged(1.0, 0.0, 100.0)
-    #: what the classifier sees of the cross-attention: "block" (the transformer block's output,
-    #: query residual included) or "context" (the attended visual context alone)
-    visual_context: Literal["block", "context"] = "context"
-    #: weight of the attention-supervision loss where data.box_dir gives an entity's box: the
-    #: cross-entropy between the boxes' coverage of the grid and the span's attention
-    attention_supervision: float = ranged(1.0, 0.0, _BIG)
-
-    # grounding (which entities are in the image, and their boxes)
-    #: a grounding head on the span attention, trained on data.box_dir's boxes: each predicted
-    #: entity gets a probability of being in the image and a box (SMNER with cross-attention)
-    grounding: bool = False
-    #: weight of the grounding loss (presence cross-entropy + 5 L1 + 2 generalised IoU)
-    grounding_weight: float = ranged(1.0, 0.0, _BIG)
-    #: an entity is said to be in the image when that probability is at least this
-    grounding_threshold: float = ranged(0.5, 0.0, 1.0)
-
-    # losses
-    ib_alpha: float = ranged(0.1, 0.0, _BIG)
-    ib_beta: float = ranged(0.001, 0.0, _BIG)
-    entity_weight: float = ranged(1.0, 0.0, _BIG)
-    non_entity_weight: float = ranged(0.5, 0.0, _BIG)
-
-    # BIO-tagger baselines
-    tagger_head: Literal["softmax", "crf"] = "softmax"
-
-    # Filled when the encoders are resolved, so that a saved folder rebuilds offline.
-    text_encoder_config: dict[str, Any] | None = None
-    image_encoder_config: dict[str, Any] | None = None
-    image_preprocessing: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if "O" in self.labels:
-            raise ConfigError("model.labels lists entity types only; 'O' is implicit")
-        check_fields(self, "model")
-        if self.grounding and not (
-            self.type == "smner" and self.use_image and self.use_cross_attention
-        ):
-            raise ConfigError(
-                "model.grounding needs span-to-region attention: type smner with use_image and "
-                "use_cross_attention (the BIO taggers and the ablations without it do not ground)"
-            )
-        if self.hidden_size % self.attention_heads:
-            raise ConfigError(
-                f"model.hidden_size ({self.hidden_size}) must be divisible by "
-                f"model.attention_heads ({self.attention_heads})"
-            )
-
-    @property
-    def id_to_label(self) -> list[str]:
-        """Class names by id; id 0 is ``O`` (not an entity)."""
-        return ["O", *self.labels]
-
-    @property
-    def label_to_id(self) -> dict[str, int]:
-        return {label: i for i, label in enumerate(self.id_to_label)}
 
 
 @dataclass
@@ -239,7 +125,7 @@ class TrainConfig:
 @dataclass
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=SMNERConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 

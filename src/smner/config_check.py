@@ -170,6 +170,9 @@ def suggest(name: str, known: list[str], prefix: str) -> str:
 def _from_dict(cls: type[T], data: Any, prefix: str, where: _Where) -> T:
     if not isinstance(data, dict):
         raise where.error(prefix or "config", f"expected a mapping, got {data!r}")
+    variant_for = getattr(cls, "variant_for", None)  # a config family (one class per type)
+    if variant_for is not None:
+        cls, data = variant_for(data, where.error, prefix)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for name in data:

@@ -74,7 +74,7 @@ class ProcessorConfig:
         positions = int((config.text_encoder_config or {}).get("max_position_embeddings", 514))
         return cls(
             labels=tuple(config.labels),
-            scheme="bio" if config.type == "bio-tagger" else "spans",
+            scheme=config.label_scheme,
             max_span_width=config.max_span_width,
             max_subwords_per_word=config.max_subwords_per_word,
             # RoBERTa-style models offset positions by the padding index; 2 spare cover it.

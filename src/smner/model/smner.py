@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smner.config import ModelConfig
+from smner.config import SMNERConfig
 from smner.data.batching import SHAPES, Batch
 from smner.encoders.image import ImageEncoder
 from smner.encoders.text import TextEncoder
@@ -38,7 +38,7 @@ class SMNER(NERModel):
 
     def __init__(
         self,
-        config: ModelConfig,
+        config: SMNERConfig,
         text_encoder: TextEncoder | None = None,
         image_encoder: ImageEncoder | None = None,
     ) -> None:

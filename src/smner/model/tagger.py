@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smner.config import ModelConfig
+from smner.config import BIOTaggerConfig
 from smner.data.batching import Batch
 from smner.encoders.image import ImageEncoder
 from smner.encoders.text import TextEncoder
@@ -24,7 +24,7 @@ class BIOTagger(NERModel):
 
     def __init__(
         self,
-        config: ModelConfig,
+        config: BIOTaggerConfig,
         text_encoder: TextEncoder | None = None,
         image_encoder: ImageEncoder | None = None,
     ) -> None:

@@ -78,7 +78,6 @@ def _decode_side(predictor: Predictor) -> int | None:
 
 def _model_info(predictor: Predictor, settings: ServeSettings) -> ModelInfo:
     config = predictor.model.config
-    spans_model = config.type == "smner"
     return ModelInfo(
         labels=list(config.labels),
         type=config.type,
@@ -86,9 +85,8 @@ def _model_info(predictor: Predictor, settings: ServeSettings) -> ModelInfo:
         image_encoder=_public_name(config.image_encoder),
         max_span_width=config.max_span_width,
         use_image=config.use_image,
-        # the BIO baselines have neither alignment module, whatever their config's defaults say
-        use_ib=spans_model and config.use_image and config.use_ib,
-        use_cross_attention=spans_model and config.use_image and config.use_cross_attention,
+        use_ib=config.uses_ib,
+        use_cross_attention=config.uses_cross_attention,
         grid=predictor.model.attention_grid,
         grounding=predictor.model.grounds,
         version=__version__,
