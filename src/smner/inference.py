@@ -29,6 +29,7 @@ from smner.model import NERModel
 from smner.model.base import PredictedEntity
 from smner.pointing import AlignmentScores, load_entity_boxes, score_alignment
 from smner.processor import Processor
+from smner.quantize import Quantization, quantize_model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -172,10 +173,14 @@ def evaluate_saved_model(
     feature_cache_dir: str | Path | None = None,
     progress: bool = False,
     max_file_bytes: int | None = None,
+    quantize: Quantization | None = None,
 ) -> Evaluation:
-    """Load ``model_dir``, predict every post of ``data_file`` and score it against its tags."""
+    """Load ``model_dir``, predict every post of ``data_file`` and score it against its tags
+    (with ``quantize="int8"``, as the int8 predictor does: see :mod:`smner.quantize`)."""
     corpus = read_conll(data_file, label_aliases, max_file_bytes)
     model = NERModel.from_pretrained(model_dir).to(device)
+    if quantize is not None:
+        quantize_model(model, quantize, torch.device(device))
     processor = Processor.from_pretrained(model_dir)
     store = ImageStore(image_dir)
     images = ImageProvider(

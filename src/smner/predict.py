@@ -27,6 +27,7 @@ from smner.inputs import ImageLike, PostInput, as_post, with_image
 from smner.model import NERModel
 from smner.model.base import PredictedEntity
 from smner.processor import Processor
+from smner.quantize import Quantization, quantize_model
 from smner.streaming import DEFAULT_WINDOW, ErrorPolicy, FailedPost, predict_stream
 
 if TYPE_CHECKING:
@@ -144,12 +145,16 @@ class Predictor:
         device: str = "cpu",
         limits: ImageLimits | None = None,
         max_tokens: int | None = None,
+        quantize: Quantization | None = None,
     ) -> None:
         """``processor`` is the model's :class:`Processor` (or its Hugging Face tokenizer, from
         which the processor of the model's config is made); ``max_tokens`` overrides its
-        token limit."""
+        token limit; ``quantize="int8"`` runs the linear layers in int8 on the CPU (faster;
+        see :mod:`smner.quantize`)."""
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        if quantize is not None:
+            quantize_model(self.model, quantize, self.device)
         if not isinstance(processor, Processor):
             processor = Processor.for_model(model.config, processor)
         if max_tokens is not None and max_tokens != processor.max_tokens:

@@ -62,6 +62,7 @@ class FileJob:
         output: a file (``.parquet`` is Parquet), ``-`` for standard output, or a FIFO.
         model_dir: the saved model folder.
         device: where the model runs.
+        quantize: ``int8`` for int8 linear layers on the CPU (see :mod:`smner.quantize`).
         batch_size: posts per model call.
         window: posts read ahead and sorted by length (memory and first-output delay).
         workers: processes, each with the model; 1 predicts in this process.
@@ -76,6 +77,7 @@ class FileJob:
     model_dir: str
     output: str = "-"
     device: str = "cpu"
+    quantize: str | None = None
     batch_size: int = 32
     window: int = DEFAULT_WINDOW
     workers: int = 1
@@ -198,7 +200,7 @@ def _predicted_windows(
     """``(window, results)`` pairs, from this process or from a pool of workers."""
     chunks = windows(records, job.window)
     if job.workers == 1:
-        predictor = load_predictor() if load_predictor else _load(job.model_dir, job.device)
+        predictor = load_predictor() if load_predictor else _load(job)
         yield (
             (window, list(predictor.predict_stream(window, job.batch_size, len(window), "record")))
             for window in chunks
@@ -207,12 +209,12 @@ def _predicted_windows(
     from smner.workers import WorkerPool, WorkerSpec, threads_per_worker
 
     threads = threads_per_worker(job.workers)
-    spec = WorkerSpec(job.model_dir, job.device, job.batch_size, threads)
+    spec = WorkerSpec(job.model_dir, job.device, job.batch_size, threads, job.quantize)
     with WorkerPool(spec, job.workers) as pool:
         yield pool.run(chunks)
 
 
-def _load(model_dir: str, device: str) -> Any:
+def _load(job: FileJob) -> Any:
     from smner.predict import Predictor
 
-    return Predictor.from_pretrained(model_dir, device=device)
+    return Predictor.from_pretrained(job.model_dir, device=job.device, quantize=job.quantize)

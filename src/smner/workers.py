@@ -53,12 +53,14 @@ class WorkerSpec:
         device: ``cpu``, ``cuda``, ...
         batch_size: posts per model call.
         threads: torch threads of each worker.
+        quantize: ``int8`` for int8 linear layers (see :mod:`smner.quantize`), or None.
     """
 
     model_dir: str
     device: str = "cpu"
     batch_size: int = 32
     threads: int = 1
+    quantize: str | None = None
 
 
 def _worker_main(spec: WorkerSpec, tasks: Any, results: Any, index: int) -> None:
@@ -69,7 +71,9 @@ def _worker_main(spec: WorkerSpec, tasks: Any, results: Any, index: int) -> None
         torch.set_num_threads(spec.threads)
         from smner.predict import Predictor
 
-        predictor = Predictor.from_pretrained(spec.model_dir, device=spec.device)
+        predictor = Predictor.from_pretrained(
+            spec.model_dir, device=spec.device, quantize=spec.quantize
+        )
     except Exception as exc:
         results.put((None, "error", f"worker {index} could not load the model: {exc}"))
         return

@@ -44,6 +44,17 @@ def parse_aliases(pairs: list[str] | None) -> dict[str, str]:
     return aliases
 
 
+def add_quantize_option(parser: argparse.ArgumentParser) -> None:
+    """``--quantize int8``: int8 linear layers on the CPU (faster; see smner.quantize)."""
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="run the model's linear layers in int8 (dynamic quantization; CPU only): faster, "
+        "with an F1 change measured in docs/BENCHMARKS.md (default: float32)",
+    )
+
+
 def add_input_limit_option(parser: argparse.ArgumentParser, streamed: bool = False) -> None:
     """``--max-input-mb``; ``streamed`` inputs are read a record at a time, so their default
     is no limit (memory does not grow with the file)."""

@@ -9,6 +9,7 @@ from smner.commands import (
     add_alias_option,
     add_input_limit_option,
     add_model_option,
+    add_quantize_option,
     model_folder,
     parse_aliases,
     positive_int,
@@ -48,6 +49,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    add_quantize_option(parser)
     add_alias_option(parser)
     add_input_limit_option(parser)
     parser.set_defaults(handler=run)
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_device(args.device),
         progress=sys.stderr.isatty(),
         max_file_bytes=args.max_input_mb * 2**20,
+        quantize=args.quantize,
     )
     if result.image_summary:
         print(result.image_summary, file=sys.stderr)

@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smner.commands import add_input_limit_option, add_model_option, model_folder, positive_int
+from smner.commands import (
+    add_input_limit_option,
+    add_model_option,
+    add_quantize_option,
+    model_folder,
+    positive_int,
+)
 from smner.commands.predict_output import (
     ImageReport,
     draw_post_heatmaps,
@@ -120,6 +126,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     )
     add_input_limit_option(parser, streamed=True)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    add_quantize_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -160,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
         raise SmnerError("--engine ray goes with --input")
     from smner.predict import Predictor
 
-    predictor = Predictor.from_pretrained(model_folder(args), device=args.device)
+    predictor = Predictor.from_pretrained(
+        model_folder(args), device=args.device, quantize=args.quantize
+    )
     if args.text == "-":
         posts = _stdin_posts(args.image)
         for post in posts:
@@ -232,6 +241,7 @@ def run_file(args: argparse.Namespace) -> int:
         model_dir=str(model_folder(args)),
         output=args.output or "-",
         device=args.device,
+        quantize=args.quantize,
         batch_size=args.batch_size,
         window=args.window,
         workers=args.workers,
@@ -247,7 +257,7 @@ def run_file(args: argparse.Namespace) -> int:
     def predictor() -> Any:
         from smner.predict import Predictor
 
-        return Predictor.from_pretrained(job.model_dir, device=args.device)
+        return Predictor.from_pretrained(job.model_dir, device=job.device, quantize=job.quantize)
 
     images = ImageReport(args.input)
 
@@ -289,6 +299,8 @@ def run_ray(args: argparse.Namespace) -> int:
 
     if args.input == "-":
         raise SmnerError("--engine ray reads files or folders; standard input goes with local")
+    if args.quantize:
+        raise SmnerError("--quantize goes with the local engine")
     if args.resume or args.strict or args.heatmaps or args.format != "jsonl":
         raise SmnerError(
             "--engine ray writes JSONL or Parquet records; --resume, --strict, --heatmaps "

@@ -7,7 +7,13 @@ import ipaddress
 import sys
 from collections.abc import Sequence
 
-from smner.commands import add_model_option, model_folder, positive_float, positive_int
+from smner.commands import (
+    add_model_option,
+    add_quantize_option,
+    model_folder,
+    positive_float,
+    positive_int,
+)
 from smner.errors import SmnerError
 
 EPILOG = """\
@@ -55,6 +61,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    add_quantize_option(parser)
     parser.add_argument(
         "--max-batch",
         type=positive_int,
@@ -163,7 +170,9 @@ def run(args: argparse.Namespace) -> int:
         max_buffered_bytes=args.max_buffered_mb * 2**20,
     )
     limits = ImageLimits(settings.max_request_bytes, settings.max_image_pixels)
-    predictor = Predictor.from_pretrained(model_folder(args), device=args.device, limits=limits)
+    predictor = Predictor.from_pretrained(
+        model_folder(args), device=args.device, limits=limits, quantize=args.quantize
+    )
     keep_large_blocks_off_the_heap()
     if not _is_loopback(args.host):
         print(

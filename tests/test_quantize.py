@@ -1,0 +1,78 @@
+"""``--quantize int8``: linear layers in int8, the same predictions, refused where it cannot run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from smner.errors import SmnerError
+from smner.predict import Predictor
+from smner.quantize import quantize_model
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "saved-0.1.0"
+EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
+
+
+def entities(predictions: list) -> list:
+    return [[(e.start, e.end, e.type) for e in p.entities] for p in predictions]
+
+
+@pytest.mark.parametrize("kind", ["smner", "bio-tagger"])
+def test_int8_swaps_the_text_encoders_linear_layers_and_keeps_the_entities(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(FIXTURE)
+    posts = EXPECTED[kind]["posts"]
+    plain = Predictor.from_pretrained(FIXTURE / kind)
+    quantized = Predictor.from_pretrained(FIXTURE / kind, quantize="int8")
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    assert any(isinstance(m, Int8Linear) for m in quantized.model.text.modules())
+    assert not any(type(m) is nn.Linear for m in quantized.model.text.modules())
+    assert any(type(m) is nn.Linear for m in plain.model.text.modules())  # the float one is kept
+    want, got = plain.predict_many(posts), quantized.predict_many(posts)
+    assert entities(got) == entities(want)
+    scores = [(g.score, w.score) for gp, wp in zip(got, want, strict=True)
+              for g, w in zip(gp.entities, wp.entities, strict=True)]  # fmt: skip
+    assert all(abs(g - w) < 0.05 for g, w in scores)
+
+
+def test_quantize_refuses_other_modes_and_gpus() -> None:
+    model = Predictor.from_pretrained(FIXTURE / "smner").model
+    with pytest.raises(SmnerError, match="expected one of int8"):
+        quantize_model(model, "int4", torch.device("cpu"))
+    with pytest.raises(SmnerError, match="CPU only"):
+        quantize_model(model, "int8", torch.device("cuda"))
+
+
+def test_evaluate_and_predict_take_quantize(tmp_path: Path) -> None:
+    data = tmp_path / "dev.txt"
+    lines = []
+    for post in EXPECTED["smner"]["predictions"]:
+        tags = ["O"] * len(post["tokens"])
+        for e in post["entities"]:
+            tags[e["start"]] = f"B-{e['type']}"
+            tags[e["start"] + 1 : e["end"]] = [f"I-{e['type']}"] * (e["end"] - e["start"] - 1)
+        lines += [f"IMGID:{post['id']}"] + [
+            f"{t}\t{g}" for t, g in zip(post["tokens"], tags, strict=True)
+        ]
+        lines.append("")
+    data.write_text("\n".join(lines) + "\n")
+    model = str(FIXTURE / "smner")
+    run = [sys.executable, "-m", "smner"]
+    scored = subprocess.run(
+        [*run, "evaluate", "--model", model, "--data", str(data), "--quantize", "int8", "--json"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    assert json.loads(scored.stdout)["f1"] == pytest.approx(1.0)  # its own float predictions
+    predicted = subprocess.run(
+        [*run, "predict", "--model", model, "--text", "George visited Paris", "--quantize", "int8"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    assert json.loads(predicted.stdout)["tokens"] == ["George", "visited", "Paris"]
