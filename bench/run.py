@@ -1,4 +1,5 @@
-"""Benchmark entry point: ``python bench/run.py --suite {grounding,quality,scale,speed,synth}``.
+"""Benchmark entry point: ``python bench/run.py --suite SUITE`` (floor, grounding, quality, scale,
+speed, synth).
 
 Results go to ``bench/results/<suite>.json`` and the tables of ``docs/BENCHMARKS.md`` are
 regenerated from every results file, with machine, date, commit and the exact command.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import floor_suite
 import grounding_suite
 import quality_suite
 import scale
@@ -25,6 +27,7 @@ from common import RESULTS, ROOT, save
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 TABLES = {
+    "floor": floor_suite.table,
     "grounding": grounding_suite.table,
     "quality": quality_suite.table,
     "scale": scale.table,
@@ -83,7 +86,7 @@ def main() -> None:
         "--posts",
         type=int,
         default=1000,
-        help="synth: corpus size; speed: how many posts to time; scale: the larger file "
+        help="synth: corpus size; speed, floor: how many posts to time; scale: the larger file "
         "(the smaller holds a tenth)",
     )
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
@@ -108,6 +111,8 @@ def main() -> None:
     started = time.perf_counter()
     if args.suite == "speed":
         results = speed_suite.run(args.data, args.images, args.posts, args.repeats, overrides)
+    elif args.suite == "floor":
+        results = floor_suite.run(args.data, args.images, args.posts, args.repeats, overrides)
     elif args.suite == "scale":
         model = scale.build_untrained_model(work / "model", overrides)
         sizes = [max(1, args.posts // 10), args.posts]

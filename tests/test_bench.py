@@ -84,6 +84,30 @@ def percent(cell: str) -> float:
     return value
 
 
+def test_floor_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
+    """One process, alternating rounds: the floor is 1.00x by construction, the others are
+    timed on the same batches in both orders."""
+    data = tmp_path / "posts.txt"
+    data.write_text("IMGID:1\nGeorge\tB-PER\nin\tO\nParis\tB-LOC\n\n" * 8, encoding="utf-8")
+    images = tmp_path / "images"
+    images.mkdir()
+    from tests.tiny import solid_image
+
+    solid_image((10, 200, 30)).save(images / "1.jpg")
+    out = bench(
+        "--suite", "floor", "--posts", "8", "--repeats", "2", "--data", str(data),
+        "--images", str(images), "--model", tiny_model,
+    )  # fmt: skip
+    (rows,) = tables(out, "| batches | subject")
+    assert [(r[0], r[1]) for r in rows] == [
+        (order, subject)
+        for order in ("length order", "file order")
+        for subject in ("encoder floor", "SMNER", "SMNER int8")
+    ]
+    assert all(number(r[2]) > 0 and number(r[3]) > 0 for r in rows)
+    assert [float(r[3]) for r in rows if r[1] == "encoder floor"] == [1.0, 1.0]
+
+
 def test_speed_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
     data = tmp_path / "posts.txt"
     data.write_text("IMGID:1\nGeorge\tB-PER\nin\tO\nParis\tB-LOC\n\n" * 8, encoding="utf-8")

@@ -24,7 +24,7 @@ def entities(predictions: list) -> list:
 
 
 @pytest.mark.parametrize("kind", ["smner", "bio-tagger"])
-def test_int8_swaps_the_text_encoders_linear_layers_and_keeps_the_entities(
+def test_int8_swaps_the_encoders_layers_but_down_projections_and_keeps_entities(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(FIXTURE)
@@ -33,9 +33,14 @@ def test_int8_swaps_the_text_encoders_linear_layers_and_keeps_the_entities(
     quantized = Predictor.from_pretrained(FIXTURE / kind, quantize="int8")
     from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 
-    assert any(isinstance(m, Int8Linear) for m in quantized.model.text.modules())
-    assert not any(type(m) is nn.Linear for m in quantized.model.text.modules())
-    assert any(type(m) is nn.Linear for m in plain.model.text.modules())  # the float one is kept
+    layers = dict(quantized.model.text.named_modules())
+    down = [n for n in layers if n.endswith("output.dense") and "attention" not in n]
+    assert down and all(type(layers[n]) is nn.Linear for n in down)  # they stay float
+    rest = [n for n, m in plain.model.text.named_modules() if type(m) is nn.Linear]
+    assert set(rest) - set(down) and all(
+        isinstance(layers[n], Int8Linear) for n in set(rest) - set(down)
+    )
+    assert all(type(m) is not Int8Linear for m in plain.model.modules())  # float by default
     want, got = plain.predict_many(posts), quantized.predict_many(posts)
     assert entities(got) == entities(want)
     scores = [(g.score, w.score) for gp, wp in zip(got, want, strict=True)
