@@ -28,7 +28,6 @@ from smner.config import ExperimentConfig, from_dict, to_dict
 from smner.data.images import ImageStore
 from smner.data.types import Example
 from smner.distributed import DistributedContext
-from smner.encoders.text import load_tokenizer, resolve_text_encoder
 from smner.fileio import atomic_write_text
 from smner.images_input import ImageProvider, SubsetImages
 from smner.inference import (
@@ -40,7 +39,7 @@ from smner.inference import (
     resolve_device,
 )
 from smner.metrics import EntityScorer, Scores, format_prf
-from smner.model import NERModel, build_model
+from smner.model import NERModel
 from smner.optimization import apply_gradients, autocast, build_optimizer, build_scheduler
 from smner.processor import Processor
 from smner.run_folder import (
@@ -60,7 +59,13 @@ from smner.run_folder import (
 )
 from smner.runlock import RunLock
 from smner.saved_folder import write_errors
-from smner.training_data import box_targets, check_labels, read_training_data, run_card_facts
+from smner.training_data import (
+    box_targets,
+    check_labels,
+    new_model,
+    read_training_data,
+    run_card_facts,
+)
 
 __all__ = ["TrainResult", "Trainer", "train"]
 
@@ -120,15 +125,6 @@ class Trainer:
 
     # --- set-up -----------------------------------------------------------------------------
 
-    def _build(self, train: list[Example]) -> tuple[NERModel, Processor]:
-        model_cfg = self.config.model
-        if not model_cfg.labels:
-            labels = sorted({e.type for ex in train for e in ex.entities})
-            model_cfg = replace(model_cfg, labels=labels)
-        model = build_model(model_cfg)
-        tokenizer = load_tokenizer(resolve_text_encoder(model_cfg.text_encoder))
-        return model, Processor.for_model(model.config, tokenizer)
-
     def _images(
         self, model: NERModel, processor: Processor, examples: list[Example], name: str
     ) -> ImageProvider:
@@ -162,7 +158,7 @@ class Trainer:
         if resumed is not None:
             model, processor, state = resumed
         else:
-            model, processor = self._build(train)
+            model, processor = new_model(self.config.model, train)
             state = {
                 "epoch": 0,
                 "step_in_epoch": 0,

@@ -4,15 +4,18 @@ boxes teach, and the facts of its data that the model card states."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from smner.box_targets import BoxSupervision, box_supervision
-from smner.config import DataConfig, ExperimentConfig, to_dict
+from smner.config import DataConfig, ExperimentConfig, ModelConfig, to_dict
 from smner.data.conll import Corpus, read_conll
 from smner.data.types import Example
+from smner.encoders.text import load_tokenizer, resolve_text_encoder
 from smner.errors import DataFormatError, SmnerError
-from smner.model import NERModel
+from smner.model import NERModel, build_model
+from smner.processor import Processor
 
 
 def read_training_data(config: ExperimentConfig) -> tuple[list[Example], list[Example]]:
@@ -32,6 +35,16 @@ def read_training_data(config: ExperimentConfig) -> tuple[list[Example], list[Ex
         if not examples:
             raise DataFormatError(path, None, "has no posts; expected at least one")
     return train, dev
+
+
+def new_model(config: ModelConfig, train: Sequence[Example]) -> tuple[NERModel, Processor]:
+    """A new pretrained model of ``config`` and its processor; labels, when the config lists
+    none, are the entity types of the training posts."""
+    if not config.labels:
+        config = replace(config, labels=sorted({e.type for ex in train for e in ex.entities}))
+    model = build_model(config)
+    tokenizer = load_tokenizer(resolve_text_encoder(config.text_encoder))
+    return model, Processor.for_model(model.config, tokenizer)
 
 
 def check_labels(
