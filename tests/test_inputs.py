@@ -142,7 +142,8 @@ def test_one_post_type_for_python_cli_and_server() -> None:
 
 def test_top_level_names_are_listed_and_lazy() -> None:
     listed = dir(smner)
-    for name in ("Predictor", "PostInput", "PostPrediction", "Mention", "train", "read_conll"):
+    names = ("Predictor", "Processor", "PostInput", "PostPrediction", "Mention", "train")
+    for name in (*names, "read_conll"):
         assert name in listed and name in smner.__all__
     for name in ("Any", "TYPE_CHECKING", "annotations", "importlib"):
         assert name not in listed

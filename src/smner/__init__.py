@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from smner.dataframe import read_conll, write_conll
     from smner.inputs import PostInput
     from smner.predict import Mention, PostPrediction, Predictor
+    from smner.processor import Processor
     from smner.training import train
 
 # Lazy: `import smner` (and the CLI's --help) must not pay for importing torch.
@@ -19,6 +20,7 @@ _LAZY = {
     "PostPrediction": "smner.predict",
     "Mention": "smner.predict",
     "PostInput": "smner.inputs",
+    "Processor": "smner.processor",
     "train": "smner.training",
     "read_conll": "smner.dataframe",
     "write_conll": "smner.dataframe",
@@ -29,6 +31,7 @@ __all__ = [
     "PostInput",
     "PostPrediction",
     "Predictor",
+    "Processor",
     "__version__",
     "read_conll",
     "train",
