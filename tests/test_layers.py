@@ -13,6 +13,11 @@ FLOORS = [
         "smner.data.batching, smner.data.conll, smner.data.boxes, smner.data.images",
         ("smner.encoders", "smner.model", "smner.inference", "smner.training"),
     ),
+    (
+        "smner.processor, smner.saved_folder, smner.config",
+        # "smner.model." with its dot: smner.model_config is of this floor
+        ("smner.model.", "smner.inference", "smner.predict", "smner.training", "smner.serve"),
+    ),
     ("smner.predict, smner.inference", ("smner.training", "smner.distributed")),
     ("smner.model", ("smner.inference", "smner.predict", "smner.training", "smner.serve")),
 ]
