@@ -55,7 +55,7 @@ def run(
         "length order": sorted(range(len(posts)), key=lambda i: len(posts[i])),
         "file order": list(range(len(posts))),
     }
-    words = processor.collator.tokenizer
+    words = processor.word_pieces
 
     def floor(order: list[int]) -> None:
         with torch.no_grad():

@@ -84,16 +84,22 @@ def percent(cell: str) -> float:
     return value
 
 
-def test_floor_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
-    """One process, alternating rounds: the floor is 1.00x by construction, the others are
-    timed on the same batches in both orders."""
+def timing_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """Eight one-line posts and a folder with one photo, for the timing suites."""
+    from tests.tiny import solid_image
+
     data = tmp_path / "posts.txt"
     data.write_text("IMGID:1\nGeorge\tB-PER\nin\tO\nParis\tB-LOC\n\n" * 8, encoding="utf-8")
     images = tmp_path / "images"
     images.mkdir()
-    from tests.tiny import solid_image
-
     solid_image((10, 200, 30)).save(images / "1.jpg")
+    return data, images
+
+
+def test_floor_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
+    """One process, alternating rounds: the floor is 1.00x by construction, the others are
+    timed on the same batches in both orders."""
+    data, images = timing_inputs(tmp_path)
     out = bench(
         "--suite", "floor", "--posts", "8", "--repeats", "2", "--data", str(data),
         "--images", str(images), "--model", tiny_model,
@@ -109,13 +115,7 @@ def test_floor_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
 
 
 def test_speed_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
-    data = tmp_path / "posts.txt"
-    data.write_text("IMGID:1\nGeorge\tB-PER\nin\tO\nParis\tB-LOC\n\n" * 8, encoding="utf-8")
-    images = tmp_path / "images"
-    images.mkdir()
-    from tests.tiny import solid_image
-
-    solid_image((10, 200, 30)).save(images / "1.jpg")
+    data, images = timing_inputs(tmp_path)
     out = bench(
         "--suite",
         "speed",

@@ -61,7 +61,7 @@ def batches(order: Sequence[int], size: int) -> Iterator[list[int]]:
 
 
 def collate(
-    processor: Processor | Collator,
+    processor: Collator,
     examples: Sequence[Example],
     indices: Sequence[int],
     images: ImageProvider,
@@ -82,7 +82,7 @@ def collate(
 @torch.no_grad()
 def predict_examples(
     model: NERModel,
-    processor: Processor | Collator,
+    processor: Collator,
     examples: Sequence[Example],
     images: ImageProvider,
     batch_size: int = 64,

@@ -18,14 +18,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from PIL import Image
 
 from smner.config import ModelConfig
-from smner.data.batching import Batch, BoxCoords, Collator, ImageInput
+from smner.data.batching import Collator
 from smner.data.tweet_tokenizer import Token
-from smner.data.types import Entity
 from smner.encoders.preprocessing import ImagePreprocessing
 from smner.encoders.text import WordTokenizer, load_tokenizer
 from smner.errors import SmnerError
@@ -108,8 +106,10 @@ class ProcessorConfig:
             raise SmnerError(f"processor settings: {exc}") from None
 
 
-class Processor:
-    """Posts in, batches out, for one model; callable like the collator it wraps.
+class Processor(Collator):
+    """Posts in, batches out, for one model: the collator of its labels, span width and word
+    pieces (``processor(tokens, entities, images, ...)`` -> :class:`Batch`), with the rest of
+    what prepares a post.
 
     Attributes:
         tokenizer: the model's Hugging Face tokenizer.
@@ -126,7 +126,7 @@ class Processor:
         bio = None
         if config.scheme == "bio":
             bio = {tag: i for i, tag in enumerate(bio_tags(config.labels))}
-        self.collator = Collator(word_pieces, label_to_id, config.max_span_width, bio)
+        super().__init__(word_pieces, label_to_id, config.max_span_width, bio)
 
     @classmethod
     def for_model(
@@ -203,14 +203,3 @@ class Processor:
         if self.image is None:
             raise SmnerError("this model is text-only: it takes no images")
         return self.image.crop_box(width, height)
-
-    def __call__(
-        self,
-        tokens: Sequence[Sequence[str]],
-        entities: Sequence[Sequence[Entity]] | None = None,
-        images: Sequence[ImageInput | None] | None = None,
-        attention_targets: Sequence[Mapping[Entity, np.ndarray] | None] | None = None,
-        box_targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None] | None = None,
-    ) -> Batch:
-        """One batch of posts' words (and gold entities, images, targets when given)."""
-        return self.collator(tokens, entities, images, attention_targets, box_targets)

@@ -125,7 +125,7 @@ class Collator:
         max_span_width: int,
         bio_label_to_id: dict[str, int] | None = None,
     ) -> None:
-        self.tokenizer = tokenizer
+        self.word_pieces = tokenizer
         self.label_to_id = label_to_id
         self.max_span_width = max_span_width
         self.bio_label_to_id = bio_label_to_id
@@ -139,7 +139,7 @@ class Collator:
         box_targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None] | None = None,
     ) -> Batch:
         lengths = [len(t) for t in tokens]
-        encoded = self.tokenizer(tokens)
+        encoded = self.word_pieces(tokens)
         num_words = encoded["word_index"].size(1)
         word_mask = torch.arange(num_words)[None, :] < torch.tensor(lengths)[:, None]
         shape_ids = torch.zeros((len(tokens), num_words), dtype=torch.long)
