@@ -56,6 +56,13 @@ def test_quantize_refuses_other_modes_and_gpus() -> None:
         quantize_model(model, "int8", torch.device("cuda"))
 
 
+def test_a_quantized_predictor_is_not_saved(tmp_path: Path) -> None:
+    quantized = Predictor.from_pretrained(FIXTURE / "smner", quantize="int8")
+    with pytest.raises(SmnerError, match="int8 predictor is not saved"):
+        quantized.save_pretrained(tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+
+
 def test_evaluate_and_predict_take_quantize(tmp_path: Path) -> None:
     data = tmp_path / "dev.txt"
     lines = []

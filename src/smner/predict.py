@@ -21,6 +21,7 @@ from smner.data.batching import ImageInput
 from smner.data.boxes import Box
 from smner.data.images import ImageLimits, ImageStatus, load_image_bytes, load_image_file
 from smner.data.tweet_tokenizer import Token
+from smner.errors import SmnerError
 from smner.grounding import box_to_pixels
 from smner.inference import resolve_device
 from smner.inputs import ImageLike, PostInput, as_post, with_image
@@ -153,6 +154,8 @@ class Predictor:
         see :mod:`smner.quantize`)."""
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        #: "int8" when the linear layers run quantized (such a predictor is not saved)
+        self.quantized = quantize
         if quantize is not None:
             quantize_model(self.model, quantize, self.device)
         if not isinstance(processor, Processor):
@@ -199,6 +202,11 @@ class Predictor:
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the model and its processor as a model folder (atomically), loadable by
         :meth:`from_pretrained`."""
+        if self.quantized is not None:
+            raise SmnerError(
+                f"{directory}: a {self.quantized} predictor is not saved (its weights are "
+                "packed for the CPU kernels); save the float model and load it with quantize"
+            )
         self.model.save_pretrained(directory, processor=self.processor)
 
     def predict(self, post: Any, image: ImageLike = None) -> PostPrediction:
