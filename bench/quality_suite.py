@@ -2,12 +2,13 @@
 
 Selection is always on data the score is not computed on: Twitter-2015 trains on train, picks
 its epoch on valid and is scored on test; Twitter-2017 (whose test split is held out) trains on
-90% of train, picks its epoch on the other 10%, and is scored on valid.
+90% of train, picks its epoch on the other 10% (``data.dev_holdout: 0.1``), and is scored on
+valid. ``--encoder`` changes the text encoder of every model; its results are kept apart
+(``quality-<encoder>.json`` and its own block of docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-import random
 import shutil
 import statistics
 from pathlib import Path
@@ -22,50 +23,53 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
-def splits(data_root: Path, work: Path) -> dict[str, dict[str, str]]:
-    from smner.data.conll import format_conll, read_conll
-
-    t17 = read_conll(data_root / "twitter2017" / "train.txt").examples
-    order = list(range(len(t17)))
-    random.Random(0).shuffle(order)
-    cut = len(order) // 10
-    (work / "t17").mkdir(parents=True, exist_ok=True)
-    (work / "t17" / "select.txt").write_text(format_conll([t17[i] for i in order[:cut]]))
-    (work / "t17" / "train.txt").write_text(format_conll([t17[i] for i in order[cut:]]))
+def splits(data_root: Path) -> dict[str, dict[str, Any]]:
+    """Per benchmark: what a run trains on, what it selects its epoch on, what is scored."""
     return {
         "Twitter-2015 (test)": {
-            "train": str(data_root / "twitter2015" / "train.txt"),
-            "select": str(data_root / "twitter2015" / "valid.txt"),
+            "data": {
+                "train_file": str(data_root / "twitter2015" / "train.txt"),
+                "dev_file": str(data_root / "twitter2015" / "valid.txt"),
+                "image_dir": str(data_root / "images" / "twitter2015"),
+            },
             "score": str(data_root / "twitter2015" / "test.txt"),
-            "images": str(data_root / "images" / "twitter2015"),
         },
         "Twitter-2017 (dev)": {
-            "train": str(work / "t17" / "train.txt"),
-            "select": str(work / "t17" / "select.txt"),
+            "data": {
+                "train_file": str(data_root / "twitter2017" / "train.txt"),
+                "dev_holdout": 0.1,
+                "image_dir": str(data_root / "images" / "twitter2017"),
+            },
             "score": str(data_root / "twitter2017" / "valid.txt"),
-            "images": str(data_root / "images" / "twitter2017"),
         },
     }
 
 
 def run(
-    work: Path, seeds: list[int], epochs: int, data_root: Path, base_model: dict[str, Any]
+    work: Path,
+    seeds: list[int],
+    epochs: int,
+    data_root: Path,
+    base_model: dict[str, Any],
+    encoder: str = "minilm",
+    models: list[str] | None = None,
 ) -> dict[str, Any]:
-    results: dict[str, Any] = {"seeds": seeds, "epochs": epochs, "datasets": {}}
-    for dataset, files in splits(data_root, work).items():
+    chosen = models or list(MODELS)
+    unknown = sorted(set(chosen) - set(MODELS))
+    if unknown or "SMNER" not in chosen or len(chosen) < 2:
+        raise SystemExit(f"--models: SMNER and at least one of {list(MODELS)[1:]}, got {chosen}")
+    results: dict[str, Any] = {"seeds": seeds, "epochs": epochs, "encoder": encoder}
+    results["datasets"] = {}
+    for dataset, files in splits(data_root).items():
         runs: dict[str, list[dict[str, Any]]] = {}
-        for name, overrides in MODELS.items():
+        for name in chosen:
             for seed in seeds:
-                folder = work / "runs" / f"{dataset[:12].replace(' ', '')}-{name}-{seed}"
+                tag = f"{dataset[:12].replace(' ', '')}-{name}-{encoder}-{seed}"
+                folder = work / "runs" / tag
                 shutil.rmtree(folder, ignore_errors=True)
                 config = {
-                    "data": {
-                        "train_file": files["train"],
-                        "dev_file": files["select"],
-                        "image_dir": files["images"],
-                        "feature_cache_dir": str(work / "feature-cache"),
-                    },
-                    "model": {**base_model, **overrides},
+                    "data": {**files["data"], "feature_cache_dir": str(work / "feature-cache")},
+                    "model": {"text_encoder": encoder, **base_model, **MODELS[name]},
                     "train": {
                         "epochs": epochs,
                         "batch_size": 16,
@@ -78,7 +82,7 @@ def run(
                 print(
                     f"{dataset} {name} seed {seed}: F1 {100 * runs[name][-1]['f1']:.2f}", flush=True
                 )
-        baselines = [m for m in MODELS if m != "SMNER"]
+        baselines = [m for m in chosen if m != "SMNER"]
         best = max(baselines, key=lambda m: statistics.mean(r["f1"] for r in runs[m]))
         p_value = paired_bootstrap(runs["SMNER"][0]["per_post"], runs[best][0]["per_post"])
         for rs in runs.values():
@@ -95,8 +99,9 @@ def table(results: dict[str, Any]) -> str:
         types = sorted({t for rs in runs.values() for r in rs for t in r["per_type_f1"]})
         seeds = len(results["seeds"])
         spread = f"{seeds} seeds, mean ± std" if seeds > 1 else "one seed"
+        encoder = results.get("encoder", "minilm")
         lines += [
-            f"**{dataset}**, {spread}, {results['epochs']} epochs (F1 %)",
+            f"**{dataset}**, {encoder} text encoder, {spread}, {results['epochs']} epochs (F1 %)",
             "",
             "| model | F1 | " + " | ".join(types) + " |",
             "|" + "---|" * (len(types) + 2),

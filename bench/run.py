@@ -36,8 +36,14 @@ TABLES = {
 }
 
 
-def render(suite: str) -> str:
-    payload = json.loads((RESULTS / f"{suite}.json").read_text())
+def results_name(suite: str, encoder: str) -> str:
+    """The results file and document block of a run: one per text encoder for quality."""
+    return suite if suite != "quality" or encoder == "minilm" else f"{suite}-{encoder}"
+
+
+def render(name: str) -> str:
+    payload = json.loads((RESULTS / f"{name}.json").read_text())
+    suite = name.split("-")[0]
     m = payload["machine"]
     return (
         f"Measured {payload['date']} at commit `{payload['commit']}` on {m['cpu']} "
@@ -56,13 +62,14 @@ def render(suite: str) -> str:
 def update_doc() -> None:
     """Replace each suite's block between its markers in docs/BENCHMARKS.md."""
     text = DOC.read_text(encoding="utf-8")
-    for suite in TABLES:
-        start, end = f"<!-- suite:{suite} -->", f"<!-- /suite:{suite} -->"
-        if not (RESULTS / f"{suite}.json").is_file() or start not in text:
+    for path in sorted(RESULTS.glob("*.json")):
+        name = path.stem
+        start, end = f"<!-- suite:{name} -->", f"<!-- /suite:{name} -->"
+        if name.split("-")[0] not in TABLES or start not in text:
             continue
         before, rest = text.split(start, 1)
         _, after = rest.split(end, 1)
-        text = f"{before}{start}\n{render(suite)}\n{end}{after}"
+        text = f"{before}{start}\n{render(name)}\n{end}{after}"
     DOC.write_text(text, encoding="utf-8")
 
 
@@ -99,6 +106,16 @@ def main() -> None:
         default=0.3,
         help="grounding: share of the corpus's entities left out of their image",
     )
+    parser.add_argument(
+        "--encoder",
+        default="minilm",
+        help="quality: text encoder of every model (minilm, mpnet or a Hugging Face folder); "
+        "results other than minilm's go to quality-<encoder>.json",
+    )
+    parser.add_argument(
+        "--models",
+        help="quality: comma-separated models to train (default: SMNER,BIO-softmax,BIO-CRF)",
+    )
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="{}", help="JSON of model overrides (smoke tests)")
@@ -118,7 +135,15 @@ def main() -> None:
         sizes = [max(1, args.posts // 10), args.posts]
         results = scale.run(model, work / "scale", sizes, [1, 2], ["local", "ray"], args.images)
     elif args.suite == "quality":
-        results = quality_suite.run(work, seeds, args.epochs, Path(args.data_root), overrides)
+        results = quality_suite.run(
+            work,
+            seeds,
+            args.epochs,
+            Path(args.data_root),
+            overrides,
+            encoder=args.encoder,
+            models=args.models.split(",") if args.models else None,
+        )
     elif args.suite == "grounding":
         results = grounding_suite.run(
             work,
@@ -135,7 +160,8 @@ def main() -> None:
         )
     command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if not args.no_doc:
-        save(args.suite, results, command, time.perf_counter() - started)
+        name = results_name(args.suite, args.encoder)
+        save(name, results, command, time.perf_counter() - started)
         update_doc()
     print(TABLES[args.suite](results))
 

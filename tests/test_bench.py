@@ -208,6 +208,15 @@ def test_paired_bootstrap() -> None:
     assert 0.0 <= paired_bootstrap(mixed, mixed) == 1.0  # ties count as "not better"
 
 
+def test_quality_results_of_another_encoder_are_kept_apart() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from run import results_name
+
+    assert results_name("quality", "minilm") == "quality"
+    assert results_name("quality", "mpnet") == "quality-mpnet"
+    assert results_name("speed", "mpnet") == "speed"  # only quality trains a text encoder
+
+
 def test_quality_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
     import shutil
 
@@ -233,11 +242,14 @@ def test_quality_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         str(root),
         "--model",
         tiny_model,
+        "--models",
+        "SMNER,BIO-CRF",
         "--work",
         str(tmp_path / "work"),
     )
     for text in ("Twitter-2015 (test)", "Twitter-2017 (dev)", "| BIO-CRF |", "Paired bootstrap"):
         assert text in out
+    assert "| BIO-softmax |" not in out  # --models trains only the models it names
     datasets = tables(out, "| model | F1 |")
     assert len(datasets) == 2
     for rows in datasets:

@@ -19,6 +19,7 @@ from smner.config import (
     TrainConfig,
     from_dict,
     load_experiment,
+    to_dict,
 )
 from smner.errors import SmnerError
 
@@ -205,3 +206,72 @@ def test_cli_refuses_a_negative_batch_size(capsys: pytest.CaptureFixture[str]) -
         main(["evaluate", "--model", "m", "--data", "d", "--batch-size", "-1"])
     assert info.value.code == 2
     assert "--batch-size: expected a positive integer" in capsys.readouterr().err
+
+
+def _posts(path: Path, count: int) -> Path:
+    path.write_text("".join(f"IMGID:{i}\nPost{i}\tB-PER\nsays\tO\n\n" for i in range(count)))
+    return path
+
+
+def test_dev_holdout_selects_on_a_fixed_share_of_the_training_posts(tmp_path: Path) -> None:
+    from smner.training_data import read_training_data
+
+    train_file = _posts(tmp_path / "train.txt", 40)
+    config = from_dict(
+        ExperimentConfig, {"data": {"train_file": str(train_file), "dev_holdout": 0.1}}
+    )
+    train, dev = read_training_data(config)
+    assert (len(train), len(dev)) == (36, 4)
+    names = [ex.tokens[0] for ex in train]
+    assert not {ex.tokens[0] for ex in dev} & set(names)  # disjoint
+    assert names == sorted(names, key=lambda n: int(n[4:]))  # training keeps the file order
+    # The same split on every run (a resumed run selects on the same posts), and the one the
+    # quality suite's first Twitter-2017 tables used: a Random(0) shuffle, the first tenth.
+    again = read_training_data(config)[1]
+    assert [ex.tokens for ex in again] == [ex.tokens for ex in dev]
+    import random
+
+    order = list(range(40))
+    random.Random(0).shuffle(order)
+    assert [ex.tokens[0] for ex in dev] == [f"Post{i}" for i in order[:4]]
+    # Line numbers still point into the training file.
+    assert dev[0].token_line(0) == 4 * order[0] + 2
+
+
+def test_dev_holdout_and_dev_file_are_not_both_set(tmp_path: Path) -> None:
+    from smner.errors import SmnerError
+    from smner.training_data import read_training_data
+
+    train_file = _posts(tmp_path / "train.txt", 10)
+    both = {"train_file": str(train_file), "dev_file": str(train_file), "dev_holdout": 0.2}
+    with pytest.raises(SmnerError, match=r"dev_holdout and data\.dev_file are both set"):
+        read_training_data(from_dict(ExperimentConfig, {"data": both}))
+    with pytest.raises(SmnerError, match=r"data\.dev_file or data\.dev_holdout"):
+        read_training_data(from_dict(ExperimentConfig, {"data": {"train_file": str(train_file)}}))
+    with pytest.raises(Exception, match="dev_holdout"):
+        from_dict(ExperimentConfig, {"data": {"train_file": "x", "dev_holdout": 0.9}})
+
+
+@pytest.mark.parametrize("year", ["2015", "2017"])
+def test_mpnet_configs_are_the_minilm_recipe_on_mpnet(year: str) -> None:
+    """What is tuned on the MiniLM config carries over: only the encoder and its rate differ."""
+    base = to_dict(load_experiment(f"configs/twitter{year}.yaml"))
+    mpnet = to_dict(load_experiment(f"configs/twitter{year}-mpnet.yaml"))
+    assert mpnet["model"].pop("text_encoder") == "mpnet"
+    assert base["model"].pop("text_encoder") == "minilm"
+    assert mpnet["train"].pop("encoder_lr") < base["train"].pop("encoder_lr")
+    assert mpnet == base
+
+
+def test_mpnet_without_its_extra_names_the_extra() -> None:
+    from importlib import metadata
+
+    from smner.encoders.mpnet import PART_PACKAGES, installed_parts
+
+    try:
+        metadata.version(PART_PACKAGES[0])
+    except metadata.PackageNotFoundError:
+        with pytest.raises(SmnerError, match=r"pip install 'smner\[mpnet\]'"):
+            installed_parts()
+    else:
+        pytest.skip("the mpnet extra is installed here; its message shows only without it")

@@ -80,6 +80,10 @@ class DataConfig:
     #: folder of ``<image id>.xml`` Pascal VOC files giving each entity's box (grounded-NER
     #: data, ``smner synth``'s ``boxes/``); training then supervises the span attention
     box_dir: str | None = None
+    #: share of ``train_file``'s posts held out (a fixed shuffle) to select the best epoch on,
+    #: in place of ``dev_file``: for a benchmark whose dev split is the one scored
+    #: (``test_file``) and must not also choose the model
+    dev_holdout: float = ranged(0.0, 0.0, 0.5)
 
     #: largest data file read, in MiB (a FIFO or device is never read)
     max_file_mb: int = ranged(1024, 1, _BIG)

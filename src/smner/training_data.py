@@ -3,6 +3,8 @@ boxes teach, and the facts of its data that the model card states."""
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -18,11 +20,36 @@ from smner.model import NERModel, build_model
 from smner.processor import Processor
 
 
+def dev_source(data: DataConfig) -> str:
+    """Where the dev posts come from, as errors and the model card name it."""
+    if data.dev_holdout:
+        return f"{data.train_file} (held-out {data.dev_holdout:.0%})"
+    return data.dev_file
+
+
+def hold_out(examples: list[Example], share: float) -> tuple[list[Example], list[Example]]:
+    """``(train, dev)``: ``share`` of the posts, by a fixed shuffle, become the dev posts; the
+    rest keep their file order. The same file gives the same split on every run and resume."""
+    order = list(range(len(examples)))
+    random.Random(0).shuffle(order)
+    held = set(order[: math.floor(len(order) * share + 1e-9)])
+    dev = [examples[i] for i in order[: len(held)]]
+    return [ex for i, ex in enumerate(examples) if i not in held], dev
+
+
 def read_training_data(config: ExperimentConfig) -> tuple[list[Example], list[Example]]:
     """The training and dev posts; the test file is only checked (it is scored at the end)."""
     data = config.data
-    if not data.train_file or not data.dev_file:
-        raise SmnerError("data.train_file and data.dev_file must both be set")
+    if data.dev_holdout and data.dev_file:
+        raise SmnerError(
+            "data.dev_holdout and data.dev_file are both set: the epoch is selected on one of "
+            "them; unset dev_file (score it as data.test_file) or set dev_holdout: 0"
+        )
+    if not data.train_file or not (data.dev_file or data.dev_holdout):
+        raise SmnerError(
+            "data.train_file must be set, and data.dev_file or data.dev_holdout (a share of "
+            "the training posts to select on)"
+        )
     limit = data.max_file_mb * 2**20
     if data.test_file:
         # Checked now, scored only after training: a broken file should not wait that long.
@@ -30,8 +57,11 @@ def read_training_data(config: ExperimentConfig) -> tuple[list[Example], list[Ex
             raise SmnerError(f"data.test_file: {data.test_file} does not exist")
         read_conll(data.test_file, data.label_aliases, limit)
     train = read_conll(data.train_file, data.label_aliases, limit).examples
-    dev = read_conll(data.dev_file, data.label_aliases, limit).examples
-    for path, examples in ((data.train_file, train), (data.dev_file, dev)):
+    if data.dev_holdout:
+        train, dev = hold_out(train, data.dev_holdout)
+    else:
+        dev = read_conll(data.dev_file, data.label_aliases, limit).examples
+    for path, examples in ((data.train_file, train), (dev_source(data), dev)):
         if not examples:
             raise DataFormatError(path, None, "has no posts; expected at least one")
     return train, dev
@@ -58,7 +88,7 @@ def check_labels(
     data = config.data
     files = [(data.train_file, train)]
     if config.model.labels:
-        files.append((data.dev_file, dev))
+        files.append((data.train_file if data.dev_holdout else data.dev_file, dev))
     known = set(labels)
     for path, examples in files:
         for ex in examples:
@@ -110,7 +140,7 @@ def run_card_facts(
     data, width = config.data, config.model.max_span_width
     splits = {
         "train": (data.train_file, train),
-        "dev": (data.dev_file, dev),
+        "dev": (dev_source(data), dev),
     }
     facts_data = {
         split: data_facts(path, corpus_stats(Corpus(path, examples), width))
