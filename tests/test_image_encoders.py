@@ -459,3 +459,43 @@ def test_efficientnet_lite0_real_weights_recognise_a_cat() -> None:
         encoder.fingerprint()
         != build_image_encoder("efficientnet-lite0", pretrained=False).fingerprint()
     )
+
+
+def test_efficientnet_fine_regions_are_the_stride_16_map_and_the_last_one() -> None:
+    plain = build_image_encoder("efficientnet-lite0", pretrained=False)
+    fine = build_image_encoder("efficientnet-lite0", pretrained=False, regions="fine")
+    fine.load_state_dict(plain.state_dict())
+    assert fine.config_dict() == {"variant": "efficientnet-lite0", "regions": "fine"}
+    assert fine.output_dim == 1280 + 112 and fine.output_grid() == (14, 14)
+    captured: list[torch.Tensor] = []
+    block = plain.backbone._blocks[fine._fine_block]
+    hook = block.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    pixels = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        last = plain(pixels)
+        both = fine(pixels)
+    hook.remove()
+    assert captured[0].shape[-2:] == (14, 14)  # the block kept is the last at stride 16
+    grid = both.regions.unflatten(1, (14, 14))  # [B, 14, 14, C]
+    # The first channels: the backbone's own stride-16 map, as its feature pass computes it.
+    torch.testing.assert_close(grid[..., :112], captured[0].permute(0, 2, 3, 1))
+    # The rest: each last-map cell, the same in the 2 x 2 fine cells it covers.
+    coarse = last.regions.unflatten(1, (7, 7))
+    for dy in (0, 1):
+        for dx in (0, 1):
+            torch.testing.assert_close(grid[:, dy::2, dx::2, 112:], coarse)
+    # A rebuilt encoder takes its grid from the saved config; the cache key differs.
+    rebuilt = build_image_encoder(
+        "efficientnet-lite0", pretrained=False, encoder_config=fine.config_dict()
+    )
+    assert rebuilt.output_grid() == (14, 14)
+    assert rebuilt.fingerprint() != plain.fingerprint()
+
+
+def test_fine_regions_are_refused_where_the_backbone_has_none(
+    saved_models: dict[str, Path],
+) -> None:
+    with pytest.raises(SmnerError, match="EfficientNet-Lite"):
+        build_image_encoder(f"hf:{saved_models['vit']}", regions="fine")
+    with pytest.raises(SmnerError, match="expected 'last' or 'fine'"):
+        EfficientNetLiteEncoder("efficientnet-lite0", regions="finest")

@@ -177,3 +177,23 @@ def test_attention_supervision_moves_the_attention_into_the_box(
     attention_loss = lambda output: output.losses["attention"]  # noqa: E731
     train_steps(model, batch, 30, lr=1e-2, objective=attention_loss, optimizer=torch.optim.Adam)
     assert before < 0.5 and mass_in_box() > 0.9, (before, mass_in_box())
+
+
+def test_a_fine_region_grid_trains_saves_and_loads(
+    encoders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, collator = tiny_model(encoders, image_encoder="efficientnet-lite0", image_regions="fine")
+    assert model.attention_grid == (14, 14)
+    batch = fixture_batch(model, collator)
+    train_steps(model, batch, steps=2, lr=1e-3)
+    model.eval()
+    with torch.no_grad():
+        before = model(batch)
+    assert before.attention is not None and before.attention.shape[-1] == 2 + 14 * 14
+    model.save_pretrained(tmp_path / "m")
+    loaded = NERModel.from_pretrained(tmp_path / "m")
+    assert loaded.config.image_regions == "fine" and loaded.attention_grid == (14, 14)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch).logits, before.logits)
+    with pytest.raises(SmnerError, match="EfficientNet-Lite"):
+        tiny_model(encoders, image_regions="fine")  # the tiny encoder is a Hugging Face ResNet

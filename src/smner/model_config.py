@@ -63,6 +63,10 @@ class ModelConfig:
     image_encoder: str = field(default="efficientnet-lite0", metadata=bounds(check=_non_empty))
     train_image_encoder: bool = False
     use_image: bool = True
+    #: the image's region grid: the backbone's last map (7 x 7 for EfficientNet-Lite0), or
+    #: ``fine``, its stride-16 map joined with the last (14 x 14: finer boxes and heatmaps,
+    #: four times the cells to attend over; EfficientNet-Lite only)
+    image_regions: Literal["last", "fine"] = "last"
 
     #: the longest span (in words) considered; the processor enumerates spans up to it
     max_span_width: int = ranged(6, 1, 512)

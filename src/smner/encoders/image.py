@@ -57,23 +57,33 @@ def build_image_encoder(
     pretrained: bool = True,
     encoder_config: dict[str, Any] | None = None,
     preprocessing: dict[str, Any] | None = None,
+    regions: str | None = None,
 ) -> ImageEncoder:
     """Build an image encoder by name.
 
     ``pretrained=True`` loads the published weights. ``pretrained=False`` builds the same
     architecture with random weights from ``encoder_config`` (what :meth:`config_dict` returned)
     and ``preprocessing`` (:meth:`ImagePreprocessing.to_dict`), touching no file or network, so a
-    saved smner model can be rebuilt offline and then load its own weights.
+    saved smner model can be rebuilt offline and then load its own weights. ``regions`` picks
+    the region grid of a new encoder (``"last"`` or ``"fine"``, see
+    :class:`EfficientNetLiteEncoder`); a rebuilt one takes it from ``encoder_config``.
     """
     encoder: ImageEncoder
     if name in EFFICIENTNET_LITE:
         variant = (encoder_config or {}).get("variant", name)
         if variant != name:
             raise SmnerError(f"image encoder {name!r} was given the config of {variant!r}")
-        lite = EfficientNetLiteEncoder(name)
+        lite = EfficientNetLiteEncoder(
+            name, regions or (encoder_config or {}).get("regions", "last")
+        )
         if pretrained:
             lite.load_pretrained()
         encoder = lite
+    elif regions not in (None, "last"):
+        raise SmnerError(
+            f"image regions {regions!r} are for the EfficientNet-Lite encoders; {name!r} gives "
+            "its last feature map"
+        )
     elif name.startswith(_HF_PREFIX) and len(name) > len(_HF_PREFIX):
         target = name[len(_HF_PREFIX) :]
         if pretrained:

@@ -29,7 +29,9 @@ def build_model(config: ModelConfig) -> NERModel:
     config = replace(config, text_encoder_config=text_config)
     image = None
     if config.use_image:
-        image = build_image_encoder(config.image_encoder, pretrained=True)
+        image = build_image_encoder(
+            config.image_encoder, pretrained=True, regions=config.image_regions
+        )
         config = replace(
             config,
             image_encoder_config=json.loads(json.dumps(image.config_dict())),
