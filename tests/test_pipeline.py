@@ -79,6 +79,13 @@ def test_evaluate_matches_score_on_its_predictions(
     assert "images: 3 loaded, 1 missing" in captured.err
     assert reported == score_files(str(corpus["dev"]), str(predictions)).to_dict()
     assert reported["f1"] == 1.0
+    # --errors reads the same predictions as 'smner score --errors' on the written file.
+    assert main([*argv, "--errors"]) == 0
+    errors = json.loads(capsys.readouterr().out)["errors"]
+    score = ["score", "--gold", str(corpus["dev"]), "--pred", str(predictions)]
+    assert main([*score, "--errors", "--json"]) == 0
+    assert errors == json.loads(capsys.readouterr().out)["errors"]
+    assert errors["missed"] == 0 and sum(errors["false_positives"].values()) == 0
 
 
 def test_evaluate_with_an_alias_writes_the_file_own_labels(

@@ -102,6 +102,16 @@ def model_folder(args: argparse.Namespace) -> Path:
     return resolve_model_dir(args.model, revision=args.revision)
 
 
+def add_errors_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--errors",
+        action="store_true",
+        help="add where the errors are: each wrong prediction as a type, boundary, "
+        "boundary-and-type or spurious error, the gold entities missed, the types confused, "
+        "and recall by entity length and form (words, #hashtag, @mention)",
+    )
+
+
 def print_scores(
     scores: Any, parts: list[tuple[str, Any, Callable[[Any], str]]], as_json: bool
 ) -> None:

@@ -7,6 +7,7 @@ import sys
 
 from smner.commands import (
     add_alias_option,
+    add_errors_option,
     add_input_limit_option,
     add_model_option,
     add_quantize_option,
@@ -39,6 +40,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "with a grounding head, GMNER, MNER and EEG precision/recall/F1",
     )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+    add_errors_option(parser)
     parser.add_argument("--predictions", metavar="OUT", help="write predicted tags to OUT")
     parser.add_argument(
         "--predicted-boxes",
@@ -57,6 +59,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smner.data.conll import write_predictions
+    from smner.error_analysis import format_errors
     from smner.grounding import format_grounding
     from smner.inference import evaluate_saved_model, resolve_device
     from smner.pointing import format_alignment
@@ -92,9 +95,18 @@ def run(args: argparse.Namespace) -> int:
         alignment = result.alignment(args.boxes)
         if result.grounds:
             grounding = result.grounding(args.boxes)
+    errors = None
+    if args.errors:
+        from smner.error_analysis import analyse
+
+        errors = analyse(
+            (ex.tokens, ex.entities, [p.entity for p in post])
+            for ex, post in zip(result.corpus.examples, result.predictions, strict=True)
+        )
     parts = [
         ("alignment", alignment, format_alignment),
         ("grounding", grounding, format_grounding),
+        ("errors", errors, format_errors),
     ]
     print_scores(scores, parts, args.json)
     return 0

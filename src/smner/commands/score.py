@@ -6,6 +6,7 @@ import argparse
 
 from smner.commands import (
     add_alias_option,
+    add_errors_option,
     add_input_limit_option,
     parse_aliases,
     print_scores,
@@ -40,6 +41,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help="predicted boxes in the same layout ('smner evaluate --predicted-boxes DIR'); a "
         "predicted entity without a box is 'not in the image'",
     )
+    add_errors_option(score)
     add_alias_option(score)
     add_input_limit_option(score)
     score.set_defaults(handler=run_score)
@@ -65,34 +67,52 @@ def check_aligned(gold: Corpus, pred: Corpus) -> None:
         )
 
 
+def read_aligned(
+    gold_path: str,
+    pred_path: str,
+    aliases: dict[str, str] | None = None,
+    max_bytes: int | None = None,
+) -> tuple[Corpus, Corpus]:
+    """The gold and predicted files, checked to hold the same posts and tokens."""
+    gold = read_conll(gold_path, aliases, max_bytes)
+    pred = read_conll(pred_path, aliases, max_bytes)
+    check_aligned(gold, pred)
+    return gold, pred
+
+
 def score_files(
     gold_path: str,
     pred_path: str,
     aliases: dict[str, str] | None = None,
     max_bytes: int | None = None,
 ) -> Scores:
-    gold = read_conll(gold_path, aliases, max_bytes)
-    pred = read_conll(pred_path, aliases, max_bytes)
-    check_aligned(gold, pred)
+    gold, pred = read_aligned(gold_path, pred_path, aliases, max_bytes)
     return score_entities((ex.entities for ex in gold), (ex.entities for ex in pred))
 
 
 def run_score(args: argparse.Namespace) -> int:
+    from smner.error_analysis import analyse, format_errors
+    from smner.grounding import format_grounding
+
     if bool(args.boxes) != bool(args.pred_boxes):
         raise SmnerError("--boxes and --pred-boxes go together (gold and predicted boxes)")
     aliases, max_bytes = parse_aliases(args.label_alias), args.max_input_mb * 2**20
-    scores = score_files(args.gold, args.pred, aliases, max_bytes)
-    grounding = None
+    gold, pred = read_aligned(args.gold, args.pred, aliases, max_bytes)
+    scores = score_entities((ex.entities for ex in gold), (ex.entities for ex in pred))
+    grounding = errors = None
     if args.boxes:
         from smner.data.boxes import load_box_dir
         from smner.grounding import score_box_files
 
-        gold = read_conll(args.gold, aliases, max_bytes).examples
-        pred = read_conll(args.pred, aliases, max_bytes).examples
         grounding = score_box_files(
-            gold, pred, load_box_dir(args.boxes, gold), load_box_dir(args.pred_boxes, pred)
+            gold.examples,
+            pred.examples,
+            load_box_dir(args.boxes, gold.examples),
+            load_box_dir(args.pred_boxes, pred.examples),
         )
-    from smner.grounding import format_grounding
-
-    print_scores(scores, [("grounding", grounding, format_grounding)], args.json)
+    if args.errors:
+        pairs = zip(gold, pred, strict=True)
+        errors = analyse((g.tokens, g.entities, p.entities) for g, p in pairs)
+    parts = [("grounding", grounding, format_grounding), ("errors", errors, format_errors)]
+    print_scores(scores, parts, args.json)
     return 0
