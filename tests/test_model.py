@@ -197,3 +197,21 @@ def test_a_fine_region_grid_trains_saves_and_loads(
         torch.testing.assert_close(loaded(batch).logits, before.logits)
     with pytest.raises(SmnerError, match="EfficientNet-Lite"):
         tiny_model(encoders, image_regions="fine")  # the tiny encoder is a Hugging Face ResNet
+
+
+def test_label_smoothing_spreads_the_span_target(encoders: tuple[Path, Path]) -> None:
+    model, collator = tiny_model(encoders, label_smoothing=0.2, use_image=False)
+    batch = fixture_batch(model, collator)
+    labels = model.labels_of(batch)
+    assert labels is not None
+    logits = torch.randn(batch.size, batch.spans.shape[0], len(model.config.id_to_label))
+    log_p = logits.log_softmax(-1)
+    # (1 - e) * NLL of the gold class + e * the mean NLL over all classes, per span
+    smoothed = -(0.8 * log_p.gather(-1, labels.unsqueeze(-1)).squeeze(-1) + 0.2 * log_p.mean(-1))
+    weights = torch.where(labels > 0, 1.0, 0.5) * batch.span_mask
+    expected = ((smoothed * weights).sum(1) / weights.sum(1)).mean()
+    torch.testing.assert_close(model._span_loss(logits, labels, batch.span_mask), expected)
+    model.config = replace(model.config, label_smoothing=0.0)
+    nll = -log_p.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    plain = ((nll * weights).sum(1) / weights.sum(1)).mean()
+    torch.testing.assert_close(model._span_loss(logits, labels, batch.span_mask), plain)

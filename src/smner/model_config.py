@@ -217,6 +217,8 @@ class SMNERConfig(ModelConfig):
     ib_beta: float = ranged(0.001, 0.0, _BIG)
     entity_weight: float = ranged(1.0, 0.0, _BIG)
     non_entity_weight: float = ranged(0.5, 0.0, _BIG)
+    #: share of each span's target spread over the other classes (0: plain cross-entropy)
+    label_smoothing: float = ranged(0.0, 0.0, 1.0, high_open=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -221,7 +221,12 @@ class SMNER(NERModel):
         Entity spans weigh more than the rest. Normalising per post makes the loss of a batch
         the mean of its posts' losses, so data-parallel shards average to the same gradient.
         """
-        ce = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")  # [B, S]
+        ce = F.cross_entropy(
+            logits.transpose(1, 2),
+            labels,
+            reduction="none",
+            label_smoothing=self.config.label_smoothing,
+        )  # [B, S]
         weights = torch.where(
             labels > 0, self.config.entity_weight, self.config.non_entity_weight
         ) * mask.to(ce.dtype)
