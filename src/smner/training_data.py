@@ -32,9 +32,9 @@ def hold_out(examples: list[Example], share: float) -> tuple[list[Example], list
     rest keep their file order. The same file gives the same split on every run and resume."""
     order = list(range(len(examples)))
     random.Random(0).shuffle(order)
-    held = set(order[: math.floor(len(order) * share + 1e-9)])
-    dev = [examples[i] for i in order[: len(held)]]
-    return [ex for i, ex in enumerate(examples) if i not in held], dev
+    held = order[: math.floor(len(order) * share + 1e-9)]
+    kept = sorted(set(order) - set(held))
+    return [examples[i] for i in kept], [examples[i] for i in held]
 
 
 def read_training_data(config: ExperimentConfig) -> tuple[list[Example], list[Example]]:
