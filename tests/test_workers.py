@@ -42,10 +42,27 @@ def test_two_workers_write_exactly_what_one_writes(model_dir: Path, tmp_path: Pa
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
     assert main([*argv, "--output", str(one), "--explain"]) == 0
     assert main([*argv, "--output", str(two), "--explain", "--workers", "2"]) == 0
-    assert two.read_bytes() == one.read_bytes()
+    # Same records, order, entities and types; scores may differ in the last printed digit
+    # because one process and two single-threaded workers sum matrix products in another order.
     out = [json.loads(line) for line in two.read_text().splitlines()]
+    assert_same_up_to_rounding(out, [json.loads(line) for line in one.read_text().splitlines()])
     assert [r["id"] for r in out] == [*range(9), "10", *range(10, 41)]
     assert "error" in out[9] and out[0]["image_status"] == "ok"
+
+
+def assert_same_up_to_rounding(got: object, expected: object) -> None:
+    if isinstance(expected, float):
+        assert got == pytest.approx(expected, abs=1e-5)
+    elif isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys()
+        for key, value in expected.items():
+            assert_same_up_to_rounding(got[key], value)
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected)
+        for item, value in zip(got, expected, strict=True):
+            assert_same_up_to_rounding(item, value)
+    else:
+        assert got == expected
 
 
 def test_a_worker_that_cannot_load_the_model_stops_the_run(tmp_path: Path) -> None:
