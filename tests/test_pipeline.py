@@ -383,6 +383,7 @@ def test_resume_refuses_other_batches_but_allows_more_epochs(
         ),
         ("train.seed=8", "resume: train.seed is 8 but"),
         ("train.accumulate=2", "resume: train.accumulate is 2 but"),
+        ("train.group_by_length=true", "resume: train.group_by_length is True but"),
     ]:
         changed = load_experiment(str(corpus["config"]), ["train.epochs=2", override])
         with pytest.raises(SmnerError) as info:

@@ -127,6 +127,7 @@ class Processor(Collator):
         if config.scheme == "bio":
             bio = {tag: i for i, tag in enumerate(bio_tags(config.labels))}
         super().__init__(word_pieces, label_to_id, config.max_span_width, bio)
+        self._word_tokenizer = word_pieces
 
     @classmethod
     def for_model(
@@ -186,6 +187,10 @@ class Processor(Collator):
     @property
     def max_tokens(self) -> int:
         return self.config.max_tokens
+
+    def subword_length(self, words: Sequence[str]) -> int:
+        """Sub-words the text encoder sees for ``words`` (special tokens included)."""
+        return self._word_tokenizer.length(words)
 
     def words(self, post: PostInput) -> tuple[list[str], list[Token]]:
         """The post's words and their character spans, or SmnerError if the model cannot take

@@ -139,14 +139,14 @@ def check_resumable(
 ) -> None:
     """Refuse to continue under settings that change the batches or their shuffling.
 
-    Each epoch's order and batches come from the seed, the batch size, accumulation, the
-    number of processes and of training posts; changing one would silently mix two runs.
+    Each epoch's order and batches come from the seed, the batch size, accumulation, length
+    grouping, the number of processes and of training posts; changing one would silently mix two runs.
     Raising ``train.epochs`` is allowed: the schedule is rebuilt for the new total.
     """
     saved = state.get("config", {}).get("train", {})
     settings = [
         (f"train.{key}", getattr(train, key), saved.get(key))
-        for key in ("seed", "batch_size", "accumulate")
+        for key in ("seed", "batch_size", "accumulate", "group_by_length")
     ]
     settings.append(("the world size", world_size, state.get("world_size")))
     settings.append(("the number of training posts", train_posts, state.get("train_posts")))

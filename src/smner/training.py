@@ -46,7 +46,6 @@ from smner.run_folder import (
     LOG_FILE,
     TEST_SCORES_FILE,
     check_resumable,
-    epoch_order,
     finish_run_folder,
     load_checkpoint_model,
     load_last,
@@ -65,6 +64,7 @@ from smner.training_data import (
     new_model,
     read_training_data,
     run_card_facts,
+    training_order,
 )
 
 __all__ = ["TrainResult", "Trainer", "train"]
@@ -324,7 +324,7 @@ class Trainer:
     def _train_epoch(self, run: _Run, epoch: int, start_step: int) -> None:
         cfg = self.config.train
         run.module.train()
-        order = epoch_order(len(run.train), cfg.seed, epoch)
+        order = training_order(cfg, run.train, run.processor, epoch)
         chunks = [
             c
             for c in batches(order, cfg.batch_size * cfg.accumulate)

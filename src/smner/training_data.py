@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from smner.box_targets import BoxSupervision, box_supervision
-from smner.config import DataConfig, ExperimentConfig, ModelConfig, to_dict
+from smner.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, to_dict
 from smner.data.conll import Corpus, read_conll
 from smner.data.types import Example
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
 from smner.errors import DataFormatError, SmnerError
 from smner.model import NERModel, build_model
 from smner.processor import Processor
+from smner.run_folder import epoch_order
 
 
 def dev_source(data: DataConfig) -> str:
@@ -35,6 +36,41 @@ def hold_out(examples: list[Example], share: float) -> tuple[list[Example], list
     held = order[: math.floor(len(order) * share + 1e-9)]
     kept = sorted(set(order) - set(held))
     return [examples[i] for i in kept], [examples[i] for i in held]
+
+
+def group_by_length(
+    order: Sequence[int], lengths: Sequence[int], batch_size: int, seed: int, epoch: int
+) -> list[int]:
+    """``order`` rearranged so that each run of ``batch_size`` posts is of similar length.
+
+    Each window of 50 batches of the shuffled ``order`` is sorted by length and cut into
+    batches, and the full batches are shuffled (the one short batch stays last), as Hugging
+    Face's ``group_by_length`` does: the batches pad little yet are still drawn at random.
+    A function of its arguments only, so a resumed run replays it.
+    """
+    window = batch_size * 50
+    full: list[list[int]] = []
+    short: list[list[int]] = []
+    for start in range(0, len(order), window):
+        block = sorted(order[start : start + window], key=lambda i: lengths[i], reverse=True)
+        for k in range(0, len(block), batch_size):
+            (full if len(block[k : k + batch_size]) == batch_size else short).append(
+                block[k : k + batch_size]
+            )
+    random.Random(seed * 1000 + epoch).shuffle(full)
+    return [i for chunk in full + short for i in chunk]
+
+
+def training_order(
+    config: TrainConfig, train: Sequence[Example], processor: Processor, epoch: int
+) -> list[int]:
+    """The training posts of one epoch in the order its steps take them."""
+    order = epoch_order(len(train), config.seed, epoch)
+    if not config.group_by_length:
+        return order
+    lengths = [processor.subword_length(example.tokens) for example in train]
+    step_posts = config.batch_size * config.accumulate
+    return group_by_length(order, lengths, step_posts, config.seed, epoch)
 
 
 def read_training_data(config: ExperimentConfig) -> tuple[list[Example], list[Example]]:

@@ -82,6 +82,10 @@ class WordTokenizer:
             self._memo[word] = ids
         return ids
 
+    def length(self, words: Sequence[str]) -> int:
+        """Sub-words of a post with its two special tokens, as :meth:`__call__` would cut it."""
+        return min(2 + sum(len(self.word_ids(word)) for word in words), self.max_length)
+
     def __call__(self, posts: Sequence[Sequence[str]]) -> dict[str, torch.Tensor]:
         """Returns ``input_ids``/``attention_mask`` ``[B, L]``, ``word_index`` ``[B, T]`` (first
         sub-word of each word) and ``subword_word`` ``[B, L]`` (word of each sub-word, -1 for
