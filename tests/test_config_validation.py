@@ -254,14 +254,15 @@ def test_dev_holdout_and_dev_file_are_not_both_set(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("year", ["2015", "2017"])
 def test_mpnet_configs_are_the_minilm_recipe_on_mpnet(year: str) -> None:
-    """What is tuned on the MiniLM config carries over: only the encoder, its rate and the
-    length grouping (for the base-size encoder's speed) differ."""
+    """What is tuned on the MiniLM config carries over: only the encoder, its rate, the
+    length grouping (for the base-size encoder's speed) and the epochs (3, as measured) differ."""
     base = to_dict(load_experiment(f"configs/twitter{year}.yaml"))
     mpnet = to_dict(load_experiment(f"configs/twitter{year}-mpnet.yaml"))
     assert mpnet["model"].pop("text_encoder") == "mpnet"
     assert base["model"].pop("text_encoder") == "minilm"
     assert mpnet["train"].pop("encoder_lr") < base["train"].pop("encoder_lr")
     assert mpnet["train"].pop("group_by_length") and not base["train"].pop("group_by_length")
+    assert mpnet["train"].pop("epochs") == 3 < base["train"].pop("epochs")
     assert mpnet == base
 
 
