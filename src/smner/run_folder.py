@@ -140,7 +140,8 @@ def check_resumable(
     """Refuse to continue under settings that change the batches or their shuffling.
 
     Each epoch's order and batches come from the seed, the batch size, accumulation, length
-    grouping, the number of processes and of training posts; changing one would silently mix two runs.
+    grouping, the number of processes and of training posts; changing one would silently mix
+    two runs.
     Raising ``train.epochs`` is allowed: the schedule is rebuilt for the new total.
     """
     saved = state.get("config", {}).get("train", {})
