@@ -117,6 +117,9 @@ class Processor(Collator):
         image: the image preprocessing, or None for a text-only model.
     """
 
+    #: the collator's word pieces, which a processor always builds as a WordTokenizer
+    word_pieces: WordTokenizer
+
     def __init__(self, tokenizer: Any, config: ProcessorConfig) -> None:
         self.tokenizer = tokenizer
         self.config = config
@@ -127,7 +130,6 @@ class Processor(Collator):
         if config.scheme == "bio":
             bio = {tag: i for i, tag in enumerate(bio_tags(config.labels))}
         super().__init__(word_pieces, label_to_id, config.max_span_width, bio)
-        self._word_tokenizer = word_pieces
 
     @classmethod
     def for_model(
@@ -190,7 +192,7 @@ class Processor(Collator):
 
     def subword_length(self, words: Sequence[str]) -> int:
         """Sub-words the text encoder sees for ``words`` (special tokens included)."""
-        return self._word_tokenizer.length(words)
+        return self.word_pieces.length(words)
 
     def words(self, post: PostInput) -> tuple[list[str], list[Token]]:
         """The post's words and their character spans, or SmnerError if the model cannot take

@@ -16,6 +16,7 @@ from smner.data.conll import Corpus, read_conll
 from smner.data.types import Example
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
 from smner.errors import DataFormatError, SmnerError
+from smner.inference import batches
 from smner.model import NERModel, build_model
 from smner.processor import Processor
 from smner.run_folder import epoch_order
@@ -49,16 +50,18 @@ def group_by_length(
     A function of its arguments only, so a resumed run replays it.
     """
     window = batch_size * 50
-    full: list[list[int]] = []
-    short: list[list[int]] = []
-    for start in range(0, len(order), window):
-        block = sorted(order[start : start + window], key=lambda i: lengths[i], reverse=True)
-        for k in range(0, len(block), batch_size):
-            (full if len(block[k : k + batch_size]) == batch_size else short).append(
-                block[k : k + batch_size]
-            )
-    random.Random(seed * 1000 + epoch).shuffle(full)
-    return [i for chunk in full + short for i in chunk]
+    chunks = [
+        chunk
+        for start in range(0, len(order), window)
+        for chunk in batches(
+            sorted(order[start : start + window], key=lambda i: lengths[i], reverse=True),
+            batch_size,
+        )
+    ]
+    # windows hold whole batches, so only the very last one can be short
+    short = chunks.pop() if chunks and len(chunks[-1]) < batch_size else []
+    random.Random(seed * 1000 + epoch).shuffle(chunks)
+    return [i for chunk in chunks for i in chunk] + short
 
 
 def training_order(
