@@ -49,6 +49,33 @@ def splits(data_root: Path) -> dict[str, dict[str, Any]]:
     }
 
 
+def run_config(
+    files: dict[str, Any],
+    name: str,
+    encoder: str,
+    seed: int,
+    epochs: int,
+    base_model: dict[str, Any],
+    work: Path,
+) -> dict[str, Any]:
+    """The experiment config of one row's run: the same training for every model of a row."""
+    return {
+        "data": {**files["data"], "feature_cache_dir": str(work / "feature-cache")},
+        "model": {"text_encoder": encoder, **base_model, **MODELS[name]},
+        "train": {
+            "epochs": epochs,
+            "batch_size": 16,
+            "patience": 0,
+            "seed": seed,
+            "progress": False,
+            **({"encoder_lr": ENCODER_LR[encoder]} if encoder in ENCODER_LR else {}),
+            # as the MPNet configs do (1.23x faster there); MiniLM's rows keep the random
+            # batches they were measured with
+            "group_by_length": encoder != "minilm",
+        },
+    }
+
+
 def run(
     work: Path,
     seeds: list[int],
@@ -71,21 +98,7 @@ def run(
                 tag = f"{dataset[:12].replace(' ', '')}-{name}-{encoder}-{seed}"
                 folder = work / "runs" / tag
                 shutil.rmtree(folder, ignore_errors=True)
-                config = {
-                    "data": {**files["data"], "feature_cache_dir": str(work / "feature-cache")},
-                    "model": {"text_encoder": encoder, **base_model, **MODELS[name]},
-                    "train": {
-                        "epochs": epochs,
-                        "batch_size": 16,
-                        "patience": 0,
-                        "seed": seed,
-                        "progress": False,
-                        **({"encoder_lr": ENCODER_LR[encoder]} if encoder in ENCODER_LR else {}),
-                        # as the MPNet configs do (1.23x faster there); MiniLM's rows keep
-                        # the random batches they were measured with
-                        "group_by_length": encoder != "minilm",
-                    },
-                }
+                config = run_config(files, name, encoder, seed, epochs, base_model, work)
                 runs.setdefault(name, []).append(train_and_test(config, folder, files["score"]))
                 print(
                     f"{dataset} {name} seed {seed}: F1 {100 * runs[name][-1]['f1']:.2f}", flush=True

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.tiny import make_image_encoder, make_text_encoder
 
@@ -300,3 +301,21 @@ def test_scale_suite_smoke(tmp_path: Path) -> None:
     assert row["posts"] == 100 and row["engine"] == "local" and row["workers"] == 1
     assert row["peak_rss_mib"] > 0 and row["posts_per_s"] > 0
     assert "| 100 | local | 1 |" in out
+
+
+def test_quality_rows_of_mpnet_train_as_the_mpnet_configs_do(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from quality_suite import run_config, splits
+
+    files = splits(tmp_path)["Twitter-2015 (test)"]
+    shipped = yaml.safe_load((ROOT / "configs" / "twitter2015-mpnet.yaml").read_text())["train"]
+    for name in ("SMNER", "BIO-CRF"):  # every model of a row trains the same way
+        train = run_config(files, name, "mpnet", 0, 2, {}, tmp_path)["train"]
+        assert train["encoder_lr"] == shipped["encoder_lr"]
+        assert train["group_by_length"] is shipped["group_by_length"] is True
+    minilm = run_config(files, "SMNER", "minilm", 0, 2, {}, tmp_path)
+    shipped_minilm = yaml.safe_load((ROOT / "configs" / "twitter2015.yaml").read_text())["train"]
+    assert minilm["train"]["encoder_lr"] == shipped_minilm["encoder_lr"]
+    assert minilm["train"]["group_by_length"] is False
+    bio = run_config(files, "BIO-CRF", "mpnet", 0, 2, {}, tmp_path)["model"]
+    assert bio["text_encoder"] == "mpnet" and bio["type"] == "bio-tagger"
