@@ -100,12 +100,14 @@ def train_and_test(
     """Train a config in-process, score its best model on ``test_file``; keep per-post counts.
 
     With ``boxes`` (a generated corpus's ``meta.jsonl`` or ``boxes/`` folder), the alignment
-    scores of the model's attention are added (see ``smner.pointing``), and for a model with a
-    grounding head its GMNER, MNER and EEG scores (see ``smner.grounding``).
+    scores of the model's attention are added (see ``smner.evaluation.pointing``), and for a model
+    with a
+    grounding head its GMNER, MNER and EEG scores (see ``smner.evaluation.grounding``).
     """
-    from smner.config import ExperimentConfig, from_dict
-    from smner.inference import evaluate_saved_model
-    from smner.training import Trainer
+    from smner.config.check import from_dict
+    from smner.config.experiment import ExperimentConfig
+    from smner.evaluation.evaluate import evaluate_saved_model
+    from smner.training.trainer import Trainer
 
     started = time.perf_counter()
     result = Trainer(from_dict(ExperimentConfig, config), output).fit()

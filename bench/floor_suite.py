@@ -24,14 +24,15 @@ def run(
 ) -> dict[str, Any]:
     import torch
 
-    from smner.config import ModelConfig, from_dict
-    from smner.data.batching import ImageInput
+    from smner.config.check import from_dict
+    from smner.config.model import ModelConfig
     from smner.data.conll import read_conll
     from smner.encoders.text import load_tokenizer, resolve_text_encoder
-    from smner.inference import batches
     from smner.model import build_model
-    from smner.processor import Processor
-    from smner.quantize import quantize_model
+    from smner.model.quantize import quantize_model
+    from smner.predict.loop import batches
+    from smner.processing.batching import ImageInput
+    from smner.processing.processor import Processor
     from speed_suite import _photos
 
     torch.manual_seed(0)

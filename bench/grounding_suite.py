@@ -25,7 +25,7 @@ def run(
     corpus_seed: int = 0,
     ungroundable: float = 0.3,
 ) -> dict[str, Any]:
-    from smner.synth import generate_corpus
+    from smner.synth.corpus import generate_corpus
 
     corpus = work / "corpus-grounding"
     summary = generate_corpus(corpus, posts=posts, seed=corpus_seed, ungroundable=ungroundable)

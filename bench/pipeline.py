@@ -36,7 +36,8 @@ def run(command: list[str]) -> tuple[str, float, int]:
 
 def throughput(model_dir: Path, data: str, repeats: int, batch_size: int) -> float:
     from smner.data.conll import read_conll
-    from smner.predict import PostInput, Predictor
+    from smner.data.posts import PostInput
+    from smner.predict.predictor import Predictor
 
     predictor = Predictor.from_pretrained(model_dir)
     posts = [PostInput(tokens=ex.tokens) for ex in read_conll(data)]

@@ -180,7 +180,8 @@ def table(results: dict[str, Any]) -> str:
 def build_untrained_model(folder: Path, overrides: dict[str, Any]) -> str:
     """A saved model with the default encoders (or ``overrides``): speed does not depend on
     training, and no training run is needed to measure it."""
-    from smner.config import ModelConfig, from_dict
+    from smner.config.check import from_dict
+    from smner.config.model import ModelConfig
     from smner.encoders.text import load_tokenizer, resolve_text_encoder
     from smner.model import build_model
 

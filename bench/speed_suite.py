@@ -55,11 +55,12 @@ def worker(
 ) -> dict[str, Any]:
     import torch
 
-    from smner.config import ModelConfig, from_dict
-    from smner.data.batching import ImageInput
+    from smner.config.check import from_dict
+    from smner.config.model import ModelConfig
     from smner.encoders.text import WordTokenizer, load_tokenizer, resolve_text_encoder
-    from smner.inference import batches
     from smner.model import build_collator, build_model
+    from smner.predict.loop import batches
+    from smner.processing.batching import ImageInput
 
     torch.manual_seed(0)
     posts = _posts(data, limit)

@@ -61,7 +61,7 @@ def run(
     base_model: dict[str, Any],
     corpus_seed: int = 0,
 ) -> dict[str, Any]:
-    from smner.synth import generate_corpus
+    from smner.synth.corpus import generate_corpus
 
     results: dict[str, Any] = {
         "posts": posts,

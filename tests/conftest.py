@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from smner.predict import Predictor
+from smner.predict.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

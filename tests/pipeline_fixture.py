@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from smner.data.conll import format_conll
-from smner.spans import entities_to_bio
+from smner.data.spans import entities_to_bio
 from tests.tiny import fixture_posts, make_image_encoder, make_text_encoder, tiny_model_keys
 
 

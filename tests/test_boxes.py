@@ -10,7 +10,7 @@ import pytest
 from smner.data.boxes import entity_boxes, format_voc, load_box_dir, read_voc, upright_size
 from smner.data.types import Entity, Example
 from smner.errors import DataFormatError
-from smner.pointing import cell_coverage
+from smner.evaluation.pointing import cell_coverage
 
 VOC = """<annotation>
   <filename>42.jpg</filename>
@@ -155,7 +155,7 @@ def test_data_stats_counts_groundable_entities(tmp_path: Path, capsys) -> None:
     import json
 
     from smner.cli import main
-    from smner.synth import generate_corpus
+    from smner.synth.corpus import generate_corpus
 
     generate_corpus(tmp_path / "c", posts=40, seed=0, noise=0.25, image_size=64)
     meta = [json.loads(line) for line in (tmp_path / "c" / "meta.jsonl").read_text().splitlines()]

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import uvicorn
 
-from smner.predict import Predictor
-from smner.serve import ServeSettings, create_app
+from smner.predict.predictor import Predictor
+from smner.serve.app import create_app
+from smner.serve.settings import ServeSettings
 from tests.test_serve import POST, UNICODE_POST
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 import yaml
 
-from smner.card import FACTS_FILE, regenerate
 from smner.cli import main
+from smner.commands.demo_run import DemoSettings, experiment
 from smner.data.conll import read_conll
-from smner.demo import DemoSettings, experiment
-from smner.model import NERModel, build_model
+from smner.model import build_model
+from smner.model.base import NERModel
+from smner.saved.card import FACTS_FILE, regenerate
 from tests.pipeline_fixture import write_corpus
 from tests.test_serve import trained_model
 from tests.tiny import make_image_encoder, make_text_encoder, tiny_config

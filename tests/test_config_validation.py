@@ -11,16 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smner.config import (
-    ConfigError,
-    DataConfig,
-    ExperimentConfig,
-    ModelConfig,
-    TrainConfig,
-    from_dict,
-    load_experiment,
-    to_dict,
-)
+from smner.config.check import ConfigError, from_dict, to_dict
+from smner.config.experiment import DataConfig, ExperimentConfig, TrainConfig, load_experiment
+from smner.config.model import ModelConfig
 from smner.errors import SmnerError
 
 CONFIG = "configs/twitter2017.yaml"
@@ -172,7 +165,7 @@ def test_from_dict_names_the_prefix_and_source() -> None:
 def test_devices_that_are_not_here_are_one_line_errors() -> None:
     import torch
 
-    from smner.inference import resolve_device
+    from smner.predict.loop import resolve_device
 
     with pytest.raises(SmnerError, match="'foo': expected auto, cpu"):
         resolve_device("foo")
@@ -184,7 +177,7 @@ def test_devices_that_are_not_here_are_one_line_errors() -> None:
 
 def test_empty_training_or_dev_file_is_refused(tmp_path: Path) -> None:
     from smner.errors import DataFormatError
-    from smner.training_data import read_training_data
+    from smner.training.data import read_training_data
 
     good = tmp_path / "good.txt"
     good.write_text("IMGID:1\nGeorge\tB-PER\n\n")
@@ -214,7 +207,7 @@ def _posts(path: Path, count: int) -> Path:
 
 
 def test_dev_holdout_selects_on_a_fixed_share_of_the_training_posts(tmp_path: Path) -> None:
-    from smner.training_data import read_training_data
+    from smner.training.data import read_training_data
 
     train_file = _posts(tmp_path / "train.txt", 40)
     config = from_dict(
@@ -240,7 +233,7 @@ def test_dev_holdout_selects_on_a_fixed_share_of_the_training_posts(tmp_path: Pa
 
 def test_dev_holdout_and_dev_file_are_not_both_set(tmp_path: Path) -> None:
     from smner.errors import SmnerError
-    from smner.training_data import read_training_data
+    from smner.training.data import read_training_data
 
     train_file = _posts(tmp_path / "train.txt", 10)
     both = {"train_file": str(train_file), "dev_file": str(train_file), "dev_holdout": 0.2}

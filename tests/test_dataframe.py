@@ -12,9 +12,9 @@ pd = pytest.importorskip("pandas", reason="the DataFrame tests need smner[pandas
 import smner  # noqa: E402
 from smner.data.conll import format_conll  # noqa: E402
 from smner.data.conll import read_conll as read_corpus  # noqa: E402
-from smner.dataframe import ENTITY_COLUMNS, MissingExtra  # noqa: E402
-from smner.errors import SmnerError  # noqa: E402
-from smner.predict import Predictor  # noqa: E402
+from smner.data.frames import ENTITY_COLUMNS  # noqa: E402
+from smner.errors import MissingExtra, SmnerError  # noqa: E402
+from smner.predict.predictor import Predictor  # noqa: E402
 from tests.test_serve import POST  # noqa: E402
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from smner.demo import DemoSettings, comparison_table, run_demo
+from smner.commands.demo_run import DemoSettings, comparison_table, run_demo
 from tests.tiny import make_image_encoder, make_text_encoder
 
 
@@ -59,7 +59,7 @@ def test_demo_runs_end_to_end_with_tiny_encoders(
 
 
 def test_comparison_table_lines_up_models_and_types() -> None:
-    from smner.metrics import Scores, TypeScores
+    from smner.evaluation.metrics import Scores, TypeScores
 
     a = Scores(0.5, 0.5, 0.5, 2, 2, {"PER": TypeScores(0.5, 0.5, 0.5, 2)})
     b = Scores(1.0, 1.0, 1.0, 2, 2, {"PER": TypeScores(1.0, 1.0, 1.0, 2)})
@@ -71,8 +71,8 @@ def test_comparison_table_lines_up_models_and_types() -> None:
 
 def test_shipped_synth_config_trains_as_the_demo_does(tmp_path: Path) -> None:
     """configs/synth.yaml is the demo's recipe, for users who train on the corpus themselves."""
-    from smner.config import load_experiment
-    from smner.demo import experiment
+    from smner.commands.demo_run import experiment
+    from smner.config.experiment import load_experiment
 
     root = Path(__file__).resolve().parents[1]
     shipped = load_experiment(str(root / "configs" / "synth.yaml"))

@@ -10,8 +10,8 @@ import pytest
 
 from smner.cli import main
 from smner.data.types import Entity
-from smner.error_analysis import analyse, classify, entity_form, format_errors
-from smner.metrics import score_entities
+from smner.evaluation.error_analysis import analyse, classify, entity_form, format_errors
+from smner.evaluation.metrics import score_entities
 
 GOLD = [Entity(0, 2, "PER"), Entity(4, 5, "LOC")]
 

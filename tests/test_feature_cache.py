@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save
 
-import smner.feature_cache as feature_cache
+import smner.predict.feature_cache as feature_cache
 from smner.data.images import ImageStatus, ImageStore, UnsafeImageIdError, load_image_file
-from smner.encoders.image import ImageEncoder, ImageFeatures, ImagePreprocessing
-from smner.feature_cache import ImageFeatureCache, cached_features
+from smner.encoders.image_base import ImageEncoder, ImageFeatures
+from smner.encoders.preprocessing import ImagePreprocessing
+from smner.predict.feature_cache import ImageFeatureCache, cached_features
 
 FINGERPRINT = "ab" * 32
 

@@ -10,19 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from smner.config import ConfigError, ModelConfig, from_dict
-from smner.data.boxes import read_voc
+from smner.config.check import ConfigError, from_dict
+from smner.config.model import ModelConfig
+from smner.data.boxes import box_to_crop, box_to_pixels, read_voc
 from smner.data.types import Entity
-from smner.encoders.image import ImagePreprocessing
+from smner.encoders.preprocessing import ImagePreprocessing
 from smner.errors import SmnerWarning
-from smner.grounding import (
-    GroundingScorer,
-    box_iou,
-    box_to_crop,
-    box_to_pixels,
-    format_grounding,
-    region_right,
-)
+from smner.evaluation.grounding import GroundingScorer, box_iou, format_grounding, region_right
 from smner.model.grounding import attention_anchor, generalized_iou
 from smner.synth.corpus import build_posts, generate_corpus
 from smner.synth.text import TYPE_HINTS
@@ -133,7 +127,7 @@ def test_head_learns_presence_and_boxes(encoders: tuple[Path, Path]) -> None:
     quarter and the second is not in the image; after a short training (the attention
     supervised as training does where boxes are given) the predictions say so, with boxes of
     IoU > 0.5, and the post without an image gets no box at all."""
-    from smner.pointing import cell_coverage
+    from smner.evaluation.pointing import cell_coverage
 
     model, collator = tiny_model(encoders, grounding=True)
     assert model.grounds
@@ -202,7 +196,7 @@ def test_ungroundable_entities_are_left_out_and_named_in_the_text() -> None:
 
 
 def test_box_files_and_meta_agree_on_what_is_in_the_image(tmp_path: Path) -> None:
-    from smner.pointing import load_entity_boxes
+    from smner.evaluation.pointing import load_entity_boxes
 
     summary = generate_corpus(tmp_path, posts=40, seed=2, ungroundable=0.5, image_size=64)
     assert summary.ungroundable > 0
@@ -250,9 +244,10 @@ def grounded_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_training_a_grounding_model_needs_boxes(
     encoders: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from smner.config import ExperimentConfig, from_dict
+    from smner.config.check import from_dict
+    from smner.config.experiment import ExperimentConfig
     from smner.errors import SmnerError
-    from smner.training import Trainer
+    from smner.training.trainer import Trainer
     from tests.tiny import tiny_model_keys
 
     corpus = tmp_path / "corpus"
@@ -275,7 +270,7 @@ def test_evaluate_reports_grounding_and_predict_gives_boxes_in_pixels(
     grounded_run: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from smner.cli import main
-    from smner.predict import Predictor
+    from smner.predict.predictor import Predictor
 
     run = grounded_run
     argv = ["evaluate", "--model", str(run["model"]), "--data", str(run["data"])]
@@ -382,7 +377,7 @@ def test_twitter_gmner_layout_trains_evaluates_and_predicts(
 def test_the_grounding_loss_reaches_only_its_own_head(encoders: tuple[Path, Path]) -> None:
     """Grounding costs the entity types nothing: the same step with and without the grounding
     loss gives every other weight the same gradient, and training clips the head apart."""
-    from smner.optimization import clip_groups
+    from smner.training.optimization import clip_groups
 
     posts = fixture_posts()
     grads = []

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from smner.encoders.image import ImagePreprocessing
-from smner.heatmap import render_heatmap
+from smner.encoders.preprocessing import ImagePreprocessing
+from smner.predict.heatmaps import render_heatmap
 
 
 def test_hot_cell_is_drawn_where_the_model_looked() -> None:
@@ -31,7 +31,7 @@ def test_heatmaps_of_a_rotated_photo_follow_its_exif_orientation(tmp_path: Path)
 
     from smner.commands.predict_output import save_heatmaps
     from smner.data.images import DEFAULT_LIMITS
-    from smner.predict import Mention
+    from smner.data.predictions import Mention
 
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
@@ -54,7 +54,7 @@ def test_heatmaps_of_a_rotated_photo_follow_its_exif_orientation(tmp_path: Path)
 
 
 def test_a_grounding_box_is_outlined_where_it_is() -> None:
-    from smner.heatmap import BOX_COLOUR
+    from smner.predict.heatmaps import BOX_COLOUR
 
     image = Image.new("RGB", (400, 200), (0, 0, 0))
     attention = np.zeros((7, 7))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from smner.errors import SmnerError
-from smner.hub import parse_repo_id, resolve_model_dir
-from smner.predict import Predictor
+from smner.predict.predictor import Predictor
+from smner.saved.hub import parse_repo_id, resolve_model_dir
 from tests.test_serve import POST, trained_model
 
 pytest.importorskip("huggingface_hub", reason="the Hub tests need smner[hub]")

@@ -16,15 +16,12 @@ import torch
 import transformers
 from PIL import Image
 
-from smner.encoders.image import (
-    EfficientNetLiteEncoder,
-    HFVisionEncoder,
-    ImageEncoder,
-    ImagePreprocessing,
-    build_image_encoder,
-    image_encoder_names,
-    preprocessing_from_hf,
-)
+from smner.encoders.efficientnet import EfficientNetLiteEncoder
+from smner.encoders.hf_config import preprocessing_from_hf
+from smner.encoders.hf_vision import HFVisionEncoder
+from smner.encoders.image import build_image_encoder, image_encoder_names
+from smner.encoders.image_base import ImageEncoder
+from smner.encoders.preprocessing import ImagePreprocessing
 from smner.errors import SmnerError
 
 TINY_PREPROCESSING = {"size": 32, "resize": 36, "mean": [0.5] * 3, "std": [0.25] * 3}

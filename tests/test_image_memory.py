@@ -92,8 +92,9 @@ def test_memory_helpers_work_here() -> None:
 def test_images_being_decoded_count_in_the_pixel_budget(tmp_path: Path) -> None:
     from smner.encoders.text import load_tokenizer
     from smner.model import build_model
-    from smner.predict import Predictor
-    from smner.serve import ServeSettings, create_app
+    from smner.predict.predictor import Predictor
+    from smner.serve.app import create_app
+    from smner.serve.settings import ServeSettings
     from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
 
     text, image = make_text_encoder(tmp_path / "t"), make_image_encoder(tmp_path / "i")

@@ -126,7 +126,7 @@ def test_bad_jsonl_records_name_their_line(
 
 
 def test_python_api_refuses_a_lone_surrogate(model_dir: Path) -> None:
-    from smner.predict import Predictor
+    from smner.predict.predictor import Predictor
 
     predictor = Predictor.from_pretrained(model_dir)
     with pytest.raises(SmnerError, match="lone surrogate"):

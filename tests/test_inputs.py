@@ -13,8 +13,8 @@ from PIL import Image
 
 import smner
 from smner.cli import main
-from smner.inputs import InvalidPost, PostInput, as_post
-from smner.predict import Predictor
+from smner.data.posts import InvalidPost, PostInput, as_post
+from smner.predict.predictor import Predictor
 from tests.test_serve import POST
 
 
@@ -130,10 +130,10 @@ def test_to_dict_is_exactly_the_cli_record(
 
 
 def test_one_post_type_for_python_cli_and_server() -> None:
-    import smner.predict
+    import smner.predict.predictor
     import smner.serve.app
 
-    assert smner.PostInput is smner.predict.PostInput is PostInput
+    assert smner.PostInput is smner.predict.predictor.PostInput is PostInput
     assert smner.serve.app.PostInput is PostInput
     assert not hasattr(smner.serve.app, "_Post")
     assert as_post({"text": "x", "id": 1}) == PostInput(text="x", id=1)

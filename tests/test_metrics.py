@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
 from smner.data.conll import read_conll
+from smner.data.spans import bio_to_entities
 from smner.data.types import Entity
-from smner.metrics import EntityScorer, score_entities
-from smner.spans import bio_to_entities
+from smner.evaluation.metrics import EntityScorer, score_entities
 from tests.conftest import real_files
 
 TAG = st.sampled_from(["O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-MISC"])

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from smner.errors import SmnerError
-from smner.metrics import score_entities
-from smner.model import NERModel
+from smner.evaluation.metrics import score_entities
 from smner.model.alignment import gaussian_kl, jensen_shannon_mi
-from smner.saved_folder import load_config
+from smner.model.base import NERModel
+from smner.saved.folder import load_config
 from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
 
 # Eval determinism, masked image slots, save/load, gradients and learning of every model type
@@ -99,7 +99,8 @@ def test_overfits_four_posts(encoders: tuple[Path, Path]) -> None:
 
 
 def test_config_refuses_bad_values() -> None:
-    from smner.config import ConfigError, ModelConfig
+    from smner.config.check import ConfigError
+    from smner.config.model import ModelConfig
 
     with pytest.raises(ConfigError, match="divisible"):
         ModelConfig(hidden_size=30, attention_heads=4)
@@ -110,7 +111,7 @@ def test_config_refuses_bad_values() -> None:
 
 def test_default_span_width_covers_the_benchmarks(shared_data: Path) -> None:
     """The default width limit covers at least 99.8% of the training entities of both sets."""
-    from smner.config import ModelConfig
+    from smner.config.model import ModelConfig
     from smner.data.conll import read_conll
 
     width = ModelConfig().max_span_width
@@ -125,8 +126,8 @@ def test_span_representation_equals_projecting_each_concatenated_span() -> None:
     """The per-token factorisation computes exactly Linear([h_i ; h_j ; width ; shape])."""
     import torch.nn.functional as F
 
+    from smner.data.spans import enumerate_spans
     from smner.model.span_representation import SpanRepresentation
-    from smner.spans import enumerate_spans
 
     torch.manual_seed(0)
     module = SpanRepresentation(16, 8, 3, 4, 5, 11, 0.0)
@@ -152,7 +153,7 @@ def test_attention_supervision_moves_the_attention_into_the_box(
 ) -> None:
     """Trained on the attention loss alone, a boxed entity's span learns to look inside its box
     (the top-left quarter of the grid), and the loss is reported as its own part."""
-    from smner.pointing import cell_coverage
+    from smner.evaluation.pointing import cell_coverage
 
     model, collator = tiny_model(encoders, region_positions=True)
     posts = fixture_posts()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from smner.data.batching import Batch
-from smner.model import NERModel
-from smner.processor import Processor
+from smner.model.base import NERModel
+from smner.processing.batching import Batch
+from smner.processing.processor import Processor
 from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
 
 #: case name -> model config overrides (see tests.tiny.tiny_config)

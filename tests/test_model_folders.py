@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from smner.errors import SmnerError, SmnerWarning
-from smner.model import NERModel, build_model
-from smner.predict import Predictor
+from smner.model import build_model
+from smner.model.base import NERModel
+from smner.predict.predictor import Predictor
 from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
 
 

@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from smner.config import ModelConfig
-from smner.data.batching import ImageInput
+from smner.config.model import ModelConfig
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
 from smner.model import build_collator, build_model
+from smner.processing.batching import ImageInput
 
 pytestmark = pytest.mark.offline_models
 

@@ -18,10 +18,10 @@ import smner
 import smner.model.base as model_base
 from smner.cli import main
 from smner.commands.score import score_files
-from smner.config import load_experiment
+from smner.config.experiment import load_experiment
 from smner.errors import DataFormatError, SmnerError
-from smner.model import NERModel
-from smner.run_folder import write_state_checksum
+from smner.model.base import NERModel
+from smner.training.run_folder import write_state_checksum
 from tests.pipeline_fixture import write_corpus
 
 
@@ -208,8 +208,10 @@ def test_python_api(trained: Path, corpus: dict[str, Path]) -> None:
     assert [(m.text, m.type) for m in result.entities] == [("George", "PER"), ("Paris", "LOC")]
     many = predictor.predict_many(
         [
-            smner.predict.PostInput(tokens=["loves", "New", "York"]),
-            smner.predict.PostInput(text="George visited Paris today", image=b"not an image"),
+            smner.predict.predictor.PostInput(tokens=["loves", "New", "York"]),
+            smner.predict.predictor.PostInput(
+                text="George visited Paris today", image=b"not an image"
+            ),
         ]
     )
     assert many[0].image_status == "no image" and many[1].image_status == "unreadable"
@@ -229,12 +231,16 @@ def test_predict_many_batches_by_length_and_keeps_order(
     batched: list[list[int]] = []
     original = predictor._predict_batch
 
-    def spy(posts: list[smner.predict.PostInput]) -> list[smner.predict.PostPrediction]:
+    def spy(
+        posts: list[smner.predict.predictor.PostInput],
+    ) -> list[smner.predict.predictor.PostPrediction]:
         batched.append([len(p.text or "") for p in posts])
         return original(posts)
 
     monkeypatch.setattr(predictor, "_predict_batch", spy)
-    many = predictor.predict_many([smner.predict.PostInput(text=t) for t in texts], batch_size=2)
+    many = predictor.predict_many(
+        [smner.predict.predictor.PostInput(text=t) for t in texts], batch_size=2
+    )
     assert [r.tokens for r in many] == [r.tokens for r in solo]
     assert [[(m.text, m.type) for m in r.entities] for r in many] == [
         [(m.text, m.type) for m in r.entities] for r in solo
@@ -277,7 +283,7 @@ def test_entity_types_outside_model_labels_are_refused_with_file_and_line(
 def test_test_file_is_scored_once_with_the_best_model(
     corpus: dict[str, Path], tmp_path: Path
 ) -> None:
-    from smner.inference import evaluate_saved_model
+    from smner.evaluation.evaluate import evaluate_saved_model
 
     config = load_experiment(str(corpus["config"]), ["train.epochs=2", "model.use_image=false"])
     sections = {"data": vars(config.data), "model": vars(config.model), "train": vars(config.train)}

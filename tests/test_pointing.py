@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from smner.data.types import Entity
-from smner.encoders.image import ImagePreprocessing
+from smner.encoders.preprocessing import ImagePreprocessing
 from smner.errors import DataFormatError
-from smner.pointing import (
+from smner.evaluation.pointing import (
     AlignmentScorer,
     box_share,
     cell_box,

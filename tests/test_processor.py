@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import smner.inputs
+import smner.data.posts
+from smner.data.posts import PostInput, post_words
 from smner.errors import SmnerError
-from smner.inputs import PostInput, post_words
-from smner.predict import Predictor
-from smner.processor import PROCESSOR_FILE, Processor, ProcessorConfig
+from smner.predict.predictor import Predictor
+from smner.processing.processor import Processor, ProcessorConfig
+from smner.saved.folder import PROCESSOR_FILE
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "saved-0.1.0"
 
@@ -89,8 +90,10 @@ def test_a_post_is_split_once_however_often_it_is_checked(
     saved: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    split = smner.inputs.tokenize_tweet
-    monkeypatch.setattr(smner.inputs, "tokenize_tweet", lambda text: calls.append(1) or split(text))
+    split = smner.data.posts.tokenize_tweet
+    monkeypatch.setattr(
+        smner.data.posts, "tokenize_tweet", lambda text: calls.append(1) or split(text)
+    )
     post = PostInput(text="George visited Paris")
     post_words(post)  # what a reader or the server checks before queueing the post
     prediction = Predictor.from_pretrained(saved).predict_many([post])[0]

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from smner.errors import SmnerError
-from smner.predict import Predictor
-from smner.quantize import quantize_model
+from smner.model.quantize import quantize_model
+from smner.predict.predictor import Predictor
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "saved-0.1.0"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())

@@ -15,7 +15,7 @@ pytest.importorskip("ray.data", reason="Ray Data is an optional extra: pip insta
 
 from smner.cli import main  # noqa: E402
 from smner.integrations.ray import predict_dataset  # noqa: E402
-from smner.predict import Predictor  # noqa: E402
+from smner.predict.predictor import Predictor  # noqa: E402
 from tests.tiny import save_tiny_model, solid_image  # noqa: E402
 
 # Ray Data's own context warns about its deprecated settings when it is first read.

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import smner
-import smner.training as training
-from smner.config import load_experiment
+import smner.training.trainer as training
+from smner.config.experiment import load_experiment
 from smner.errors import SmnerError
-from smner.runlock import LOCK_FILE, RunLock, RunLockedError
+from smner.training.run_lock import LOCK_FILE, RunLock, RunLockedError
 from tests.pipeline_fixture import write_corpus
 
 

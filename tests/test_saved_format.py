@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from smner.config import BIOTaggerConfig, SMNERConfig
+from smner.config.model import BIOTaggerConfig, SMNERConfig
 from smner.errors import SmnerWarning
-from smner.predict import Predictor
-from smner.processor import PROCESSOR_FILE, Processor
-from smner.saved_folder import load_config
+from smner.predict.predictor import Predictor
+from smner.processing.processor import Processor
+from smner.saved.folder import PROCESSOR_FILE, load_config
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "saved-0.1.0"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())

@@ -20,10 +20,15 @@ from fastapi.testclient import TestClient
 
 from smner.cli import main
 from smner.commands import serve as serve_command
-from smner.predict import PostInput, PostPrediction, Predictor
-from smner.serve import ServeSettings, create_app
-from smner.serve.app import STATIC_DIR, ApiError, BodyLimit, PixelBudget
+from smner.data.posts import PostInput
+from smner.data.predictions import PostPrediction
+from smner.predict.predictor import Predictor
+from smner.serve.app import STATIC_DIR, create_app
 from smner.serve.batcher import BatcherClosed, BatcherOverloaded, MicroBatcher
+from smner.serve.errors import ApiError
+from smner.serve.images import PixelBudget
+from smner.serve.middleware import BodyLimit
+from smner.serve.settings import ServeSettings
 from tests.pipeline_fixture import write_corpus
 
 POST = "George visited Paris today"

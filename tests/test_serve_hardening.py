@@ -19,10 +19,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from smner.data.images import load_image_bytes
-from smner.predict import Predictor
-from smner.serve import ServeSettings, create_app
-from smner.serve.app import _host_name
+from smner.predict.predictor import Predictor
+from smner.serve.app import create_app
+from smner.serve.middleware import _host_name
 from smner.serve.protocol import guarded_protocol
+from smner.serve.settings import ServeSettings
 from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
 
 POST = "George visited Paris"

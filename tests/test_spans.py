@@ -6,8 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from seqeval.metrics.sequence_labeling import get_entities
 
-from smner.data.types import Entity
-from smner.spans import (
+from smner.data.spans import (
     batch_spans,
     bio_to_entities,
     count_i_starts,
@@ -16,6 +15,7 @@ from smner.spans import (
     enumerate_spans,
     span_label_ids,
 )
+from smner.data.types import Entity
 
 TAGS = st.lists(st.sampled_from(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "I-MISC"]), max_size=25)
 

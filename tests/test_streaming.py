@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from smner.cli import main
+from smner.data.predictions import FailedPost, PostPrediction
 from smner.errors import SmnerError
-from smner.predict import FailedPost, PostPrediction, Predictor
+from smner.predict.predictor import Predictor
 from tests.tiny import save_tiny_model, solid_image
 
 WORDS = ["George", "visited", "Paris", "today", "with", "New", "York", "and", "Apple"]
@@ -251,9 +252,9 @@ def test_strict_stdin_is_checked_whole_before_any_prediction(
 def test_an_overlong_line_is_a_bad_record_not_a_memory_blowup(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import smner.records.read
+    import smner.data.records.read
 
-    monkeypatch.setattr(smner.records.read, "MAX_RECORD_BYTES", 64)
+    monkeypatch.setattr(smner.data.records.read, "MAX_RECORD_BYTES", 64)
     source = tmp_path / "posts.jsonl"
     long = json.dumps({"id": "long", "text": "George " * 30})
     source.write_text(f'{{"text": "Paris"}}\n\n{long}\n{{"text": "York"}}\n', encoding="utf-8")
@@ -384,7 +385,7 @@ def test_a_run_killed_mid_file_resumes_without_duplicates(model_dir: Path, tmp_p
 def test_a_progress_bar_counts_posts_and_their_rate(
     model_dir: Path, tmp_path: Path, capsys: Any
 ) -> None:
-    from smner.predict_job import FileJob, JsonlEncoder, run_file_job
+    from smner.predict.job import FileJob, JsonlEncoder, run_file_job
 
     source = tmp_path / "posts.jsonl"
     write_posts(source, 12)

@@ -13,9 +13,8 @@ from PIL import Image
 from smner.commands import synth as synth_command
 from smner.data.conll import read_conll
 from smner.errors import SmnerError
-from smner.synth import TYPES, generate_corpus
-from smner.synth.corpus import SPLITS, split_sizes
-from smner.synth.text import MAX_TOKENS, MIN_TOKENS, NAMES
+from smner.synth.corpus import SPLITS, generate_corpus, split_sizes
+from smner.synth.text import MAX_TOKENS, MIN_TOKENS, NAMES, TYPES
 
 TINY = {"posts": 40, "image_size": 96}
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from smner.metrics import score_entities
-from smner.model import BIOTagger
+from smner.evaluation.metrics import score_entities
 from smner.model.crf import CRF
+from smner.model.tagger import BIOTagger
 from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
 
 

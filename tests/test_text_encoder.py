@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from smner.data.batching import SHAPES, word_shape
 from smner.encoders.mpnet import assemble_split_zip
 from smner.encoders.text import TextEncoder, WordTokenizer, load_tokenizer
 from smner.errors import SmnerError
+from smner.processing.batching import SHAPES, word_shape
 from tests.tiny import make_text_encoder
 
 

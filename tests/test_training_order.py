@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 import smner
-from smner.config import TrainConfig, load_experiment
+from smner.config.experiment import TrainConfig, load_experiment
 from smner.data.types import Example
 from smner.encoders.text import load_tokenizer
-from smner.processor import Processor
-from smner.run_folder import epoch_order
-from smner.training_data import group_by_length, training_order
+from smner.processing.processor import Processor
+from smner.training.data import group_by_length, training_order
+from smner.training.run_folder import epoch_order
 from tests.pipeline_fixture import write_corpus
 from tests.tiny import make_encoders, tiny_config
 

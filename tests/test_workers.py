@@ -10,7 +10,7 @@ import pytest
 
 from smner.cli import main
 from smner.errors import SmnerError
-from smner.workers import WorkerPool, WorkerSpec, threads_per_worker
+from smner.predict.workers import WorkerPool, WorkerSpec, threads_per_worker
 from tests.tiny import save_tiny_model, solid_image
 
 

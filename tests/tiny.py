@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from transformers import BertConfig, BertModel, BertTokenizer, ResNetConfig, ResNetModel
 
-from smner.config import ModelConfig
-from smner.data.batching import Batch, Collator, ImageInput
+from smner.config.model import ModelConfig
 from smner.data.types import Entity, Example
+from smner.processing.batching import Batch, Collator, ImageInput
 
 if TYPE_CHECKING:
-    from smner.model import NERModel
+    from smner.model.base import NERModel
 
 WORDS = [
     "george",

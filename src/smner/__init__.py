@@ -5,25 +5,29 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from smner.deprecated import register as _register_moved_modules
 from smner.version import __version__
 
+_register_moved_modules()
+
 if TYPE_CHECKING:
-    from smner.dataframe import read_conll, write_conll
-    from smner.inputs import PostInput
-    from smner.predict import Mention, PostPrediction, Predictor
-    from smner.processor import Processor
-    from smner.training import train
+    from smner.data.frames import read_conll, write_conll
+    from smner.data.posts import PostInput
+    from smner.data.predictions import Mention, PostPrediction
+    from smner.predict.predictor import Predictor
+    from smner.processing.processor import Processor
+    from smner.training.trainer import train
 
 # Lazy: `import smner` (and the CLI's --help) must not pay for importing torch.
 _LAZY = {
-    "Predictor": "smner.predict",
-    "PostPrediction": "smner.predict",
-    "Mention": "smner.predict",
-    "PostInput": "smner.inputs",
-    "Processor": "smner.processor",
-    "train": "smner.training",
-    "read_conll": "smner.dataframe",
-    "write_conll": "smner.dataframe",
+    "Predictor": "smner.predict.predictor",
+    "PostPrediction": "smner.predict.predictor",
+    "Mention": "smner.predict.predictor",
+    "PostInput": "smner.data.posts",
+    "Processor": "smner.processing.processor",
+    "train": "smner.training.trainer",
+    "read_conll": "smner.data.frames",
+    "write_conll": "smner.data.frames",
 }
 
 __all__ = [

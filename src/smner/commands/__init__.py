@@ -45,7 +45,7 @@ def parse_aliases(pairs: list[str] | None) -> dict[str, str]:
 
 
 def add_quantize_option(parser: argparse.ArgumentParser) -> None:
-    """``--quantize int8``: int8 linear layers on the CPU (faster; see smner.quantize)."""
+    """``--quantize int8``: int8 linear layers on the CPU (faster; see smner.model.quantize)."""
     parser.add_argument(
         "--quantize",
         choices=["int8"],
@@ -97,7 +97,7 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
 
 
 def model_folder(args: argparse.Namespace) -> Path:
-    from smner.hub import resolve_model_dir
+    from smner.saved.hub import resolve_model_dir
 
     return resolve_model_dir(args.model, revision=args.revision)
 
@@ -117,7 +117,7 @@ def print_scores(
 ) -> None:
     """P/R/F1 and the optional ``(key, scores, formatter)`` parts beside them (None parts are
     left out): one JSON object, or the table then each part's lines."""
-    from smner.metrics import format_scores
+    from smner.evaluation.metrics import format_scores
 
     present = [(key, value, fmt) for key, value, fmt in parts if value is not None]
     if as_json:

@@ -29,7 +29,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smner.card import regenerate
+    from smner.saved.card import regenerate
 
     for path in regenerate(args.directory, args.language, args.license_name):
         print(f"wrote {path}")

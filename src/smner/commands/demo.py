@@ -26,7 +26,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smner.demo import DemoSettings, run_demo
+    from smner.commands.demo_run import DemoSettings, run_demo
 
     run_demo(
         DemoSettings(

@@ -59,10 +59,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smner.data.conll import write_predictions
-    from smner.error_analysis import format_errors
-    from smner.grounding import format_grounding
-    from smner.inference import evaluate_saved_model, resolve_device
-    from smner.pointing import format_alignment
+    from smner.evaluation.error_analysis import format_errors
+    from smner.evaluation.evaluate import evaluate_saved_model
+    from smner.evaluation.grounding import format_grounding
+    from smner.evaluation.pointing import format_alignment
+    from smner.predict.loop import resolve_device
 
     result = evaluate_saved_model(
         model_folder(args),
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             grounding = result.grounding(args.boxes)
     errors = None
     if args.errors:
-        from smner.error_analysis import analyse
+        from smner.evaluation.error_analysis import analyse
 
         errors = analyse(
             (ex.tokens, ex.entities, [p.entity for p in post])

@@ -22,12 +22,13 @@ from smner.commands.predict_output import (
     format_table,
     warn_about_images,
 )
+from smner.data.posts import PostInput
+from smner.data.predictions import FailedPost
 from smner.errors import SmnerError
-from smner.inputs import PostInput
-from smner.streaming import DEFAULT_WINDOW, FailedPost
+from smner.predict.streaming import DEFAULT_WINDOW
 
 if TYPE_CHECKING:
-    from smner.predict import PostPrediction
+    from smner.data.predictions import PostPrediction
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             raise SmnerError(f"--{option} goes with --input")
     if args.engine != "local":
         raise SmnerError("--engine ray goes with --input")
-    from smner.predict import Predictor
+    from smner.predict.predictor import Predictor
 
     predictor = Predictor.from_pretrained(
         model_folder(args), device=args.device, quantize=args.quantize
@@ -229,10 +230,10 @@ class TableEncoder:
 
 
 def run_file(args: argparse.Namespace) -> int:
-    """``--input``: records streamed through the model in windows (see smner.predict_job)."""
+    """``--input``: records streamed through the model in windows (see smner.predict.job)."""
     import functools
 
-    from smner.predict_job import FileJob, JsonlEncoder, run_file_job
+    from smner.predict.job import FileJob, JsonlEncoder, run_file_job
 
     if args.engine == "ray":
         return run_ray(args)
@@ -255,7 +256,7 @@ def run_file(args: argparse.Namespace) -> int:
 
     @functools.cache
     def predictor() -> Any:
-        from smner.predict import Predictor
+        from smner.predict.predictor import Predictor
 
         return Predictor.from_pretrained(job.model_dir, device=job.device, quantize=job.quantize)
 

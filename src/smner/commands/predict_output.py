@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smner.inputs import PostInput
-from smner.streaming import FailedPost
+from smner.data.posts import PostInput
+from smner.data.predictions import FailedPost
 
 if TYPE_CHECKING:
-    from smner.predict import PostPrediction
+    from smner.data.predictions import PostPrediction
 
 
 def named_image(post: PostInput) -> str | None:
@@ -59,7 +59,7 @@ class ImageReport:
         if stdin:
             rule = f"; relative image paths are read from the working folder, {Path.cwd()}"
         elif source:
-            from smner.records import format_of
+            from smner.data.records import format_of
 
             kind = "Parquet" if format_of(source) == "parquet" else "JSONL"
             folder = Path(source).parent.resolve()
@@ -93,8 +93,8 @@ def warn_about_images(
 
 def format_conll_predictions(predictions: Sequence[PostPrediction]) -> str:
     """Token<TAB>BIO tag lines, a blank line between posts, in input order."""
+    from smner.data.spans import entities_to_bio
     from smner.data.types import Entity
-    from smner.spans import entities_to_bio
 
     blocks = []
     for prediction in predictions:
@@ -154,7 +154,7 @@ def save_heatmaps(
 ) -> None:
     """One PNG per entity: its attention over the part of the image the model saw."""
     from smner.data.images import load_image_file
-    from smner.heatmap import save_entity_heatmaps
+    from smner.predict.heatmaps import save_entity_heatmaps
 
     # The same reader as the model's (EXIF rotation, size limits), so the grid lines up.
     picture, _status = load_image_file(Path(image_path), predictor.limits)

@@ -13,7 +13,7 @@ from smner.commands import (
 )
 from smner.data.conll import Corpus, read_conll
 from smner.errors import SmnerError
-from smner.metrics import Scores, score_entities
+from smner.evaluation.metrics import Scores, score_entities
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -91,8 +91,8 @@ def score_files(
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from smner.error_analysis import analyse, format_errors
-    from smner.grounding import format_grounding
+    from smner.evaluation.error_analysis import analyse, format_errors
+    from smner.evaluation.grounding import format_grounding
 
     if bool(args.boxes) != bool(args.pred_boxes):
         raise SmnerError("--boxes and --pred-boxes go together (gold and predicted boxes)")
@@ -102,7 +102,7 @@ def run_score(args: argparse.Namespace) -> int:
     grounding = errors = None
     if args.boxes:
         from smner.data.boxes import load_box_dir
-        from smner.grounding import score_box_files
+        from smner.evaluation.grounding import score_box_files
 
         grounding = score_box_files(
             gold.examples,

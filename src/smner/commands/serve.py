@@ -148,8 +148,9 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from smner.data.images import ImageLimits
-    from smner.predict import Predictor
-    from smner.serve import ServeSettings, create_app
+    from smner.predict.predictor import Predictor
+    from smner.serve.app import create_app
+    from smner.serve.settings import ServeSettings
 
     if args.batch_wait_ms < 0:
         raise SmnerError("--batch-wait-ms must not be negative")

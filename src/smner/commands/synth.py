@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from smner.synth import generate_corpus
-from smner.synth.corpus import MIN_IMAGE_SIZE, MIN_POSTS
+from smner.synth.corpus import MIN_IMAGE_SIZE, MIN_POSTS, generate_corpus
 
 
 def register(verbs: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from smner.config import load_experiment
+from smner.config.experiment import load_experiment
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smner.training import Trainer
+    from smner.training.trainer import Trainer
 
     config = load_experiment(args.config, args.overrides)
     trainer = Trainer(config, args.output, resume=args.resume)

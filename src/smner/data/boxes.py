@@ -163,3 +163,27 @@ def load_box_dir(box_dir: str | Path, examples: Sequence[Example]) -> dict[str, 
         if path.is_file():
             boxes[example.image_id] = entity_boxes(example, read_voc(path))
     return boxes
+
+
+def box_to_pixels(box_in_crop: Sequence[float], crop: Box, size: tuple[int, int]) -> Box:
+    """A box given in ``[0, 1]`` coordinates of the crop the model saw, in pixels of the
+    image (``size`` = width, height), clipped to the image. Coordinates below 0 or above 1 reach
+    past the crop, where the model sees nothing but an object may go on."""
+    x0, y0, x1, y1 = crop
+    width, height = size
+    u0, v0, u1, v1 = box_in_crop
+    return (
+        min(max(x0 + u0 * (x1 - x0), 0.0), width),
+        min(max(y0 + v0 * (y1 - y0), 0.0), height),
+        min(max(x0 + u1 * (x1 - x0), 0.0), width),
+        min(max(y0 + v1 * (y1 - y0), 0.0), height),
+    )
+
+
+def box_to_crop(box: Box, crop: Box) -> tuple[float, float, float, float]:
+    """The inverse of :func:`box_to_pixels`: a pixel box in ``[0, 1]`` crop coordinates (not
+    clipped: a box reaching past the crop keeps its true extent)."""
+    x0, y0, x1, y1 = crop
+    width, height = x1 - x0, y1 - y0
+    return ((box[0] - x0) / width, (box[1] - y0) / height, (box[2] - x0) / width,
+            (box[3] - y0) / height)  # fmt: skip

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from smner.data.images import UnsafeImageIdError, check_image_id
+from smner.data.spans import bio_to_entities, entities_to_bio
 from smner.data.types import Entity, Example
 from smner.errors import DataFormatError
 from smner.fileio import InputFileError, atomic_write_text, read_input_bytes
-from smner.spans import bio_to_entities, entities_to_bio
 
 IMGID_PREFIX = "IMGID:"
 _TAG_RE = re.compile(r"^(?:O|[BI]-\S+)$")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from smner.data.conll import Corpus
-from smner.spans import count_i_starts
+from smner.data.spans import count_i_starts
 
 
 def corpus_stats(corpus: Corpus, max_span_width: int) -> dict[str, Any]:

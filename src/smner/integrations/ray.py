@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smner.data.posts import PostInput, post_from_record, post_words
+from smner.data.predictions import FailedPost
 from smner.errors import DataFormatError, SmnerError
 from smner.extras import import_extra
-from smner.inputs import PostInput, post_from_record, post_words
-from smner.streaming import FailedPost
 
 #: The keys of a post in a record; nulls there mean the key is absent.
 POST_KEYS = ("id", "text", "tokens", "image")
@@ -68,7 +68,8 @@ def entity_type(explain: bool = False, grounds: bool = False) -> Any:
 
 
 class PredictBatch:
-    """The callable class of ``map_batches``: one :class:`~smner.predict.Predictor` per actor,
+    """The callable class of ``map_batches``: one :class:`~smner.predict.predictor.Predictor` per
+    actor,
     a ``pyarrow.Table`` of records in, the same table with the prediction columns out."""
 
     def __init__(
@@ -80,7 +81,7 @@ class PredictBatch:
         image_root: str | None = None,
         revision: str | None = None,
     ) -> None:
-        from smner.predict import Predictor
+        from smner.predict.predictor import Predictor
 
         self.predictor = Predictor.from_pretrained(model, device=device, revision=revision)
         self.grounds = self.predictor.model.grounds
@@ -306,12 +307,12 @@ def predict_files(job: RayFileJob) -> int | None:
 
 def _write_in_order(found: Any, output: str) -> int:
     """The records through this process, in input order, into a file or standard output."""
-    from smner.records import format_of
-    from smner.records.write import OutputOptions, open_output
+    from smner.data.records import format_of
+    from smner.data.records.write import OutputOptions, open_output
 
     finisher = None
     if format_of(output) == "parquet":
-        from smner.records.parquet import jsonl_to_parquet
+        from smner.data.records.parquet import jsonl_to_parquet
 
         finisher = jsonl_to_parquet
     sink = open_output(output, OutputOptions(finisher=finisher))

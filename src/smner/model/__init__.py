@@ -6,13 +6,13 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from smner.config import ModelConfig
+from smner.config.model import ModelConfig
 from smner.encoders.image import build_image_encoder
 from smner.encoders.text import TextEncoder, resolve_text_encoder
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
 from smner.model.smner import SMNER
 from smner.model.tagger import BIOTagger
-from smner.processor import Processor
+from smner.processing.processor import Processor
 
 
 def build_model(config: ModelConfig) -> NERModel:

@@ -1,9 +1,9 @@
 """The interface every smner model implements, and saving/loading model folders.
 
 A folder holds ``config.json`` (the :class:`ModelConfig`, labels included, and the smner
-version), ``model.safetensors``, and the model's :class:`~smner.processor.Processor`
+version), ``model.safetensors``, and the model's :class:`~smner.processing.processor.Processor`
 (``processor.json`` and ``tokenizer/``). Loading rebuilds the architecture from the config
-alone and needs no network; :mod:`smner.saved_folder` reads and checks the files.
+alone and needs no network; :mod:`smner.saved.folder` reads and checks the files.
 """
 
 from __future__ import annotations
@@ -21,16 +21,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from smner.config import ModelConfig, to_dict
-from smner.data.batching import Batch
+from smner.config.check import to_dict
+from smner.config.model import ModelConfig
 from smner.data.types import Entity
-from smner.encoders.image import ImageEncoder, build_image_encoder
+from smner.encoders.image import build_image_encoder
+from smner.encoders.image_base import ImageEncoder
 from smner.encoders.text import TextEncoder, text_config_from_dict
 from smner.errors import SmnerError
 from smner.fileio import atomic_path, atomic_write_text, make_staging_dir, replace_directory
 from smner.model.grounding import GroundingOutput
-from smner.processor import Processor
-from smner.saved_folder import (
+from smner.processing.batching import Batch
+from smner.processing.processor import Processor
+from smner.saved.folder import (
     CONFIG_FILE,
     FORMAT_VERSION,
     SKIP_CHECKSUM_ENV,
@@ -188,7 +190,7 @@ class NERModel(nn.Module):
         a :class:`Processor` is taken there too) is written beside the weights, so that the
         folder prepares posts exactly as in training.
 
-        The folder gets a model card, ``README.md`` (see :mod:`smner.card`); ``card_facts``
+        The folder gets a model card, ``README.md`` (see :mod:`smner.saved.card`); ``card_facts``
         are the facts of the training run that produced the weights, when there is one.
 
         ``config.json`` records the SHA-256 of ``model.safetensors``, which loading verifies.
@@ -227,7 +229,8 @@ class NERModel(nn.Module):
             atomic_write_text(staging / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
             if processor is not None:
                 processor.save_pretrained(staging)
-            from smner.card import card_name, write_model_card
+            from smner.saved.card import write_model_card
+            from smner.saved.card_render import card_name
 
             write_model_card(staging, card_facts, name=card_name(target))
             replace_directory(staging, target)

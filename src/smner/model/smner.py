@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smner.config import SMNERConfig
-from smner.data.batching import SHAPES, Batch
-from smner.encoders.image import ImageEncoder
+from smner.config.model import SMNERConfig
+from smner.data.spans import decode_non_overlapping
+from smner.encoders.image_base import ImageEncoder
 from smner.encoders.text import TextEncoder
 from smner.model.alignment import (
     CrossModalAttention,
@@ -27,7 +27,7 @@ from smner.model.base import ModelOutput, NERModel, PredictedEntity
 from smner.model.grounding import GroundingHead, grounding_loss
 from smner.model.span_representation import SpanRepresentation
 from smner.model.word_context import WordContext
-from smner.spans import decode_non_overlapping
+from smner.processing.batching import SHAPES, Batch
 
 #: visual tokens are [no-image, global, region_1 .. region_K]
 _NO_IMAGE, _GLOBAL, _FIRST_REGION = 0, 1, 2

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smner.config import BIOTaggerConfig
-from smner.data.batching import Batch
-from smner.encoders.image import ImageEncoder
+from smner.config.model import BIOTaggerConfig
+from smner.data.spans import bio_tags, bio_to_entities
+from smner.encoders.image_base import ImageEncoder
 from smner.encoders.text import TextEncoder
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
 from smner.model.crf import CRF
-from smner.spans import bio_tags, bio_to_entities
+from smner.processing.batching import Batch
 
 
 class BIOTagger(NERModel):

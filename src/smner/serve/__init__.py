@@ -5,6 +5,7 @@ Imported on demand (it needs FastAPI); :func:`create_app` builds the whole serve
 
 from __future__ import annotations
 
-from smner.serve.app import ServeSettings, create_app
+from smner.serve.app import create_app
+from smner.serve.settings import ServeSettings
 
 __all__ = ["ServeSettings", "create_app"]

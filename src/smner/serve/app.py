@@ -1,4 +1,4 @@
-"""HTTP API and web page over a :class:`~smner.predict.Predictor`.
+"""HTTP API and web page over a :class:`~smner.predict.predictor.Predictor`.
 
 Everything a server needs lives in the app that :func:`create_app` returns (no module state),
 so tests and benchmarks can build as many apps as they like. Requests are untrusted: bodies are
@@ -23,8 +23,9 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from smner.data.images import ImageStatus
+from smner.data.posts import PostInput
 from smner.errors import SmnerError
-from smner.predict import PostInput, Predictor
+from smner.predict.predictor import Predictor
 from smner.serve.batcher import BatcherClosed, BatcherOverloaded, MicroBatcher
 from smner.serve.errors import ApiError, add_error_handlers
 from smner.serve.images import LARGE_IMAGE_PIXELS, ImageDecoder, PixelBudget

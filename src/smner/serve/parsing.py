@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from smner.predict import PostInput
+from smner.data.posts import PostInput
 from smner.serve.errors import ApiError, validation_detail
 from smner.serve.schemas import PredictRequest
 from smner.serve.settings import ServeSettings

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from smner.predict import Mention
+from smner.data.predictions import Mention
 
 
 class PredictRequest(BaseModel):

@@ -23,10 +23,10 @@ from tqdm import tqdm
 
 from smner.data.boxes import format_voc
 from smner.data.conll import format_conll
+from smner.data.spans import entities_to_bio
 from smner.data.types import Entity, Example
 from smner.errors import SmnerError
 from smner.fileio import atomic_write_text, replace_directory
-from smner.spans import entities_to_bio
 from smner.synth.drawing import Box, render_image
 from smner.synth.text import NAMES, TYPE_HINTS, TYPES, compose_post, with_type_hints
 

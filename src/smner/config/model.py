@@ -1,0 +1,255 @@
+"""A config per model type: what every model shares, and what SMNER and the BIO tagger add.
+
+``ModelConfig(...)`` (and a ``model:`` section of a YAML file, and a saved ``config.json``)
+gives the config of the type it names: :class:`SMNERConfig` for ``type: smner`` (the default),
+:class:`BIOTaggerConfig` for ``type: bio-tagger``. Files written by smner 0.1.0 held one flat
+config with every key; reading one, the keys of the other model type are dropped, with a
+warning where a value differs from its default (it never had an effect).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from smner.config.check import ConfigError, bounds, check_fields, ranged
+from smner.errors import SmnerWarning
+
+_BIG = 1_000_000
+
+
+def _non_empty(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "expected a non-empty string"
+
+
+def _labels_problem(value: Any) -> str | None:
+    labels = list(value)
+    if any(not isinstance(v, str) or not v.strip() or v != v.strip() for v in labels):
+        return "expected entity types as non-empty strings without surrounding spaces"
+    duplicates = sorted({v for v in labels if labels.count(v) > 1})
+    if duplicates:
+        return f"duplicate entity type(s) {', '.join(duplicates)}: each type must appear once"
+    if len(labels) > 10_000:
+        return f"{len(labels)} entity types; expected at most 10000"
+    return None
+
+
+@dataclass
+class ModelConfig:
+    """What every model type shares: labels, encoders, the image switch, dropout, spans.
+
+    ``ModelConfig(type=..., ...)`` builds the config class of that type (see the module
+    docstring); the defaults are the CPU-friendly offline setting.
+    """
+
+    #: config classes by model type, filled by the subclasses
+    variants: ClassVar[dict[str, Any]] = {}
+
+    type: str = "smner"
+    #: entity types, without ``O``; filled from the training data when empty
+    labels: list[str] = field(default_factory=list, metadata=bounds(check=_labels_problem))
+
+    # text side
+    text_encoder: str = field(default="minilm", metadata=bounds(check=_non_empty))
+    word_pooling: Literal["first", "mean"] = "first"
+    sentence_pooling: Literal["cls", "mean", "pooler"] = "mean"
+    train_text_encoder: bool = True
+    max_subwords_per_word: int = ranged(10, 1, 512)
+
+    # image side
+    image_encoder: str = field(default="efficientnet-lite0", metadata=bounds(check=_non_empty))
+    train_image_encoder: bool = False
+    use_image: bool = True
+    #: the image's region grid: the backbone's last map (7 x 7 for EfficientNet-Lite0), or
+    #: ``fine``, its stride-16 map joined with the last (14 x 14: finer boxes and heatmaps,
+    #: four times the cells to attend over; EfficientNet-Lite only)
+    image_regions: Literal["last", "fine"] = "last"
+
+    #: the longest span (in words) considered; the processor enumerates spans up to it
+    max_span_width: int = ranged(6, 1, 512)
+    dropout: float = ranged(0.2, 0.0, 1.0, high_open=True)
+
+    # Filled when the encoders are resolved, so that a saved folder rebuilds offline.
+    text_encoder_config: dict[str, Any] | None = None
+    image_encoder_config: dict[str, Any] | None = None
+    image_preprocessing: dict[str, Any] | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ModelConfig:
+        if cls is ModelConfig:
+            name = kwargs.get("type", "smner")
+            if name not in ModelConfig.variants:
+                choices = ", ".join(map(repr, ModelConfig.variants))
+                raise ConfigError(f"model.type: {name!r} is not one of {choices}")
+            cls = ModelConfig.variants[name]
+        return super().__new__(cls)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        default = cls.__dict__.get("type")
+        if isinstance(default, str):
+            ModelConfig.variants[default] = cls
+
+    def __post_init__(self) -> None:
+        if "O" in self.labels:
+            raise ConfigError("model.labels lists entity types only; 'O' is implicit")
+        check_fields(self, "model")
+
+    @property
+    def id_to_label(self) -> list[str]:
+        """Class names by id; id 0 is ``O`` (not an entity)."""
+        return ["O", *self.labels]
+
+    @property
+    def label_to_id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.id_to_label)}
+
+    @property
+    def label_scheme(self) -> Literal["spans", "bio"]:
+        """How gold entities become training targets: a label per span, or a BIO tag per word."""
+        return "spans"
+
+    @property
+    def uses_ib(self) -> bool:
+        """Whether the model aligns text and image globally (the information bottleneck)."""
+        return False
+
+    @property
+    def uses_cross_attention(self) -> bool:
+        """Whether spans attend to image regions (span-to-region cross-attention)."""
+        return False
+
+    @classmethod
+    def variant_for(
+        cls, data: dict[str, Any], error: Callable[[str, str], ConfigError], prefix: str
+    ) -> tuple[type[ModelConfig], dict[str, Any]]:
+        """The config class a mapping names by its ``type``, and the mapping without the keys
+        of other model types (a 0.1.0 file holds them all; a changed one is warned about)."""
+        name = data.get("type", "smner")
+        chosen = ModelConfig.variants.get(name) if isinstance(name, str) else None
+        if chosen is None:
+            choices = ", ".join(map(repr, ModelConfig.variants))
+            raise error(f"{prefix}.type" if prefix else "type", f"{name!r} is not one of {choices}")
+        own = {f.name for f in dataclasses.fields(chosen)}
+        kept, ignored = {}, []
+        for key, value in data.items():
+            if key in own:
+                kept[key] = value
+                continue
+            default = _default_elsewhere(key)
+            if default is _UNKNOWN:
+                kept[key] = value  # an unknown key: from_dict names it, with a suggestion
+            elif value != default:
+                ignored.append(f"{prefix}.{key}" if prefix else key)
+        if ignored:
+            warnings.warn(
+                f"{', '.join(ignored)}: not a setting of a {name} model (it has no effect); "
+                "ignored",
+                SmnerWarning,
+                stacklevel=4,
+            )
+        return chosen, kept
+
+
+_UNKNOWN = object()
+
+
+def _default_elsewhere(key: str) -> Any:
+    """The default of ``key`` in whichever model type's config has it, else ``_UNKNOWN``."""
+    for variant in ModelConfig.variants.values():
+        for f in dataclasses.fields(variant):
+            if f.name == key:
+                if f.default is not dataclasses.MISSING:
+                    return f.default
+                if f.default_factory is not dataclasses.MISSING:
+                    return f.default_factory()
+    return _UNKNOWN
+
+
+@dataclass
+class SMNERConfig(ModelConfig):
+    """SMNER: spans, the global bottleneck, span-to-region attention, an optional box head."""
+
+    type: Literal["smner"] = "smner"
+
+    # ablations
+    use_ib: bool = True
+    use_cross_attention: bool = True
+
+    # sizes
+    hidden_size: int = ranged(256, 1, 16384)
+    width_embedding_dim: int = ranged(50, 1, 16384)
+    shape_embedding_dim: int = ranged(50, 1, 16384)
+    attention_heads: int = ranged(4, 1, 1024)
+
+    #: transformer layers over word vector + shape + position before spans are built (0: none),
+    #: so that the case pattern and order of the neighbours reach every word
+    word_context_layers: int = ranged(0, 0, 12)
+
+    # local alignment (span -> region cross-attention)
+    #: learned row and column embeddings added to the region tokens, so keys know where they are
+    region_positions: bool = True
+    #: a learned embedding of the span's relative place in the post added to its query
+    query_positions: bool = True
+    #: initial scale (std) of those position embeddings: large enough to compete with the
+    #: content of queries and keys from the first step (at 0.02 they never took effect)
+    position_scale: float = ranged(1.0, 0.0, 100.0)
+    #: what the classifier sees of the cross-attention: "block" (the transformer block's output,
+    #: query residual included) or "context" (the attended visual context alone)
+    visual_context: Literal["block", "context"] = "context"
+    #: weight of the attention-supervision loss where data.box_dir gives an entity's box: the
+    #: cross-entropy between the boxes' coverage of the grid and the span's attention
+    attention_supervision: float = ranged(1.0, 0.0, _BIG)
+
+    # grounding (which entities are in the image, and their boxes)
+    #: a grounding head on the span attention, trained on data.box_dir's boxes: each predicted
+    #: entity gets a probability of being in the image and a box (needs cross-attention)
+    grounding: bool = False
+    #: weight of the grounding loss (presence cross-entropy + 5 L1 + 2 generalised IoU)
+    grounding_weight: float = ranged(1.0, 0.0, _BIG)
+    #: an entity is said to be in the image when that probability is at least this
+    grounding_threshold: float = ranged(0.5, 0.0, 1.0)
+
+    # losses
+    ib_alpha: float = ranged(0.1, 0.0, _BIG)
+    ib_beta: float = ranged(0.001, 0.0, _BIG)
+    entity_weight: float = ranged(1.0, 0.0, _BIG)
+    non_entity_weight: float = ranged(0.5, 0.0, _BIG)
+    #: share of each span's target spread over the other classes (0: plain cross-entropy)
+    label_smoothing: float = ranged(0.0, 0.0, 1.0, high_open=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.grounding and not (self.use_image and self.use_cross_attention):
+            raise ConfigError(
+                "model.grounding needs span-to-region attention: use_image and "
+                "use_cross_attention (the ablations without it do not ground)"
+            )
+        if self.hidden_size % self.attention_heads:
+            raise ConfigError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                f"model.attention_heads ({self.attention_heads})"
+            )
+
+    @property
+    def uses_ib(self) -> bool:
+        return self.use_image and self.use_ib
+
+    @property
+    def uses_cross_attention(self) -> bool:
+        return self.use_image and self.use_cross_attention
+
+
+@dataclass
+class BIOTaggerConfig(ModelConfig):
+    """The BIO-tagging baselines: a tag per word from the encoder (and the image), softmax or
+    CRF on top."""
+
+    type: Literal["bio-tagger"] = "bio-tagger"
+    tagger_head: Literal["softmax", "crf"] = "softmax"
+
+    @property
+    def label_scheme(self) -> Literal["spans", "bio"]:
+        return "bio"

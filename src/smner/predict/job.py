@@ -1,0 +1,223 @@
+"""A file of posts (or standard input) through a model to an output, in bounded memory.
+
+Records are read one at a time, a window of them is predicted (in this process or in worker
+processes), and the window's results are written at once, in input order, before the next
+window is read. The pieces: :mod:`smner.data.records.read` (records in),
+:mod:`smner.predict.streaming`
+(windows), :mod:`smner.predict.workers` (processes), :mod:`smner.data.records.write` (staged,
+resumable
+output). What a chunk looks like in the output (JSONL, CoNLL, a table) is the caller's
+:class:`Encoder`, so that this module knows nothing of output formats but their framing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from smner.data.predictions import FailedPost
+from smner.data.records import format_of, pyarrow_modules
+from smner.data.records.read import ReadOptions, check_all, count_records, read_records, spool_stdin
+from smner.data.records.write import OutputOptions, open_output
+from smner.errors import SmnerError
+from smner.fileio import check_input_file
+from smner.predict.streaming import DEFAULT_WINDOW, windows
+
+
+class Encoder(Protocol):
+    """Turns the results of one window into output bytes."""
+
+    #: Whether the output holds one line per record, so that a run can be resumed.
+    line_per_record: bool
+
+    def chunk(self, results: list[Any]) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+class JsonlEncoder:
+    """One JSON record per line: each post's ``to_dict()`` (``error`` for a failed one)."""
+
+    line_per_record = True
+
+    def __init__(self, explain: bool = False) -> None:
+        self.explain = explain
+
+    def chunk(self, results: list[Any]) -> bytes:
+        import json
+
+        lines = [json.dumps(r.to_dict(explain=self.explain), ensure_ascii=False) for r in results]
+        return "".join(line + "\n" for line in lines).encode("utf-8")
+
+    def end(self) -> bytes:
+        return b""
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One ``smner predict --input`` run.
+
+    Fields:
+        input: a JSONL or Parquet file (by suffix), or ``-`` for JSONL on standard input.
+        output: a file (``.parquet`` is Parquet), ``-`` for standard output, or a FIFO.
+        model_dir: the saved model folder.
+        device: where the model runs.
+        quantize: ``int8`` for int8 linear layers on the CPU (see :mod:`smner.model.quantize`).
+        batch_size: posts per model call.
+        window: posts read ahead and sorted by length (memory and first-output delay).
+        workers: processes, each with the model; 1 predicts in this process.
+        strict: read and check every record before predicting any, and stop at the first
+            bad one (instead of writing it with an ``error``).
+        resume: go on after the records an unfinished run left in the output's staging file.
+        max_input_bytes: refuse a larger input file (None: any size).
+        progress: show a progress bar (posts and posts/s) on standard error.
+    """
+
+    input: str
+    model_dir: str
+    output: str = "-"
+    device: str = "cpu"
+    quantize: str | None = None
+    batch_size: int = 32
+    window: int = DEFAULT_WINDOW
+    workers: int = 1
+    strict: bool = False
+    resume: bool = False
+    max_input_bytes: int | None = None
+    progress: bool = False
+
+
+@dataclass
+class JobReport:
+    """What a run did: records written now, records an earlier run had written, failures."""
+
+    written: int = 0
+    resumed_after: int = 0
+    failed: int = 0
+    first_error: str | None = None
+    already_complete: bool = False
+    output: str = "standard output"
+
+
+WindowHook = Callable[[list[Any], list[Any]], None]
+
+
+def run_file_job(
+    job: FileJob,
+    encoder: Encoder,
+    on_window: WindowHook | None = None,
+    load_predictor: Callable[[], Any] | None = None,
+) -> JobReport:
+    """Predict every record of ``job.input`` into ``job.output``; see :class:`FileJob`.
+
+    ``on_window(posts, results)`` sees each window after it is written (image warnings,
+    heatmaps); ``load_predictor`` builds the model of a one-process run (default: from
+    ``job.model_dir``).
+    """
+    if format_of(job.input) == "parquet" or format_of(job.output) == "parquet":
+        pyarrow_modules()  # a missing extra is an error before anything is loaded
+    if job.input != "-":
+        what = "Parquet input" if format_of(job.input) == "parquet" else "JSONL input"
+        check_input_file(job.input, job.max_input_bytes, what, "--max-input-mb")
+    parquet_out = format_of(job.output) == "parquet"
+    if parquet_out and not isinstance(encoder, JsonlEncoder):
+        raise SmnerError(
+            f"--output {job.output}: a Parquet file holds records, as --format jsonl writes "
+            "them; conll and table are text formats"
+        )
+    finisher = None
+    if parquet_out:
+        from smner.data.records.parquet import jsonl_to_parquet
+
+        finisher = jsonl_to_parquet
+    options = OutputOptions(job.resume, encoder.line_per_record, finisher)
+    stdin = spool_stdin() if job.input == "-" and job.strict else None
+    sink = open_output(job.output, options)
+    report = JobReport(output=sink.where)
+    try:
+        if sink.complete:
+            report.already_complete = True
+            return report
+        report.resumed_after = sink.done
+        reading = ReadOptions(
+            errors="raise" if job.strict else "record",
+            max_bytes=job.max_input_bytes,
+            skip=sink.done,
+        )
+        if job.strict:
+            check_all(job.input, reading, stdin=stdin)
+            if stdin is not None:
+                stdin.seek(0)
+        records = read_records(job.input, reading, stdin=stdin)
+        with _predicted_windows(job, records, load_predictor) as results:
+            bar = _progress(job, sink.done)
+            try:
+                for window, predicted in results:
+                    sink.write(encoder.chunk(predicted))
+                    _count(report, predicted)
+                    if on_window is not None:
+                        on_window(window, predicted)
+                    bar.update(len(window))
+            finally:
+                bar.close()
+        sink.write(encoder.end())
+        sink.finish()
+    finally:
+        sink.close()
+        if stdin is not None:
+            stdin.close()
+    return report
+
+
+def _count(report: JobReport, predicted: list[Any]) -> None:
+    report.written += len(predicted)
+    for result in predicted:
+        if isinstance(result, FailedPost):
+            report.failed += 1
+            if report.first_error is None:
+                report.first_error = result.error
+
+
+def _progress(job: FileJob, done: int) -> Any:
+    from tqdm.auto import tqdm
+
+    total = count_records(job.input) if job.progress else None
+    return tqdm(
+        total=total,
+        initial=done,
+        unit="post",
+        desc="predict",
+        disable=not job.progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+
+@contextlib.contextmanager
+def _predicted_windows(
+    job: FileJob, records: Iterator[Any], load_predictor: Callable[[], Any] | None
+) -> Iterator[Iterator[tuple[list[Any], list[Any]]]]:
+    """``(window, results)`` pairs, from this process or from a pool of workers."""
+    chunks = windows(records, job.window)
+    if job.workers == 1:
+        predictor = load_predictor() if load_predictor else _load(job)
+        yield (
+            (window, list(predictor.predict_stream(window, job.batch_size, len(window), "record")))
+            for window in chunks
+        )
+        return
+    from smner.predict.workers import WorkerPool, WorkerSpec, threads_per_worker
+
+    threads = threads_per_worker(job.workers)
+    spec = WorkerSpec(job.model_dir, job.device, job.batch_size, threads, job.quantize)
+    with WorkerPool(spec, job.workers) as pool:
+        yield pool.run(chunks)
+
+
+def _load(job: FileJob) -> Any:
+    from smner.predict.predictor import Predictor
+
+    return Predictor.from_pretrained(job.model_dir, device=job.device, quantize=job.quantize)

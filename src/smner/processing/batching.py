@@ -1,0 +1,262 @@
+"""From examples to tensors: word shapes, sub-word alignment, span enumeration, gold labels.
+
+The collator is the single place where posts become a :class:`Batch`, shared by training,
+evaluation and prediction, and by every model type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from smner.data.spans import batch_spans, span_label_ids
+from smner.data.types import Entity
+
+#: words of each post -> ``input_ids``, ``attention_mask``, ``word_index``, ``subword_word``
+#: (an :class:`smner.encoders.text.WordTokenizer`; the data layer only calls it)
+WordPieces = Callable[[Sequence[Sequence[str]]], Mapping[str, torch.Tensor]]
+
+# Word-shape classes. The offline encoders lowercase their input, so case lives here.
+SHAPES = (
+    "pad",
+    "lower",
+    "title",
+    "upper",
+    "mixed",
+    "digit",
+    "mention",
+    "hashtag",
+    "url",
+    "punct",
+    "other",
+)
+_SHAPE_ID = {name: i for i, name in enumerate(SHAPES)}
+_URL_RE = re.compile(r"^(?:https?://|www\.)", re.IGNORECASE)
+
+
+def word_shape(token: str) -> int:
+    """Shape class id of a token (see :data:`SHAPES`)."""
+    if _URL_RE.match(token):
+        return _SHAPE_ID["url"]
+    if len(token) > 1 and token[0] == "@":
+        return _SHAPE_ID["mention"]
+    if len(token) > 1 and token[0] == "#":
+        return _SHAPE_ID["hashtag"]
+    letters = [c for c in token if c.isalpha()]
+    if not letters:
+        if any(c.isdigit() for c in token):
+            return _SHAPE_ID["digit"]
+        return _SHAPE_ID["punct"] if token.strip() else _SHAPE_ID["other"]
+    if all(c.islower() for c in letters):
+        return _SHAPE_ID["lower"]
+    if all(c.isupper() for c in letters):
+        return _SHAPE_ID["upper"] if len(letters) > 1 else _SHAPE_ID["title"]
+    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        return _SHAPE_ID["title"]
+    return _SHAPE_ID["mixed"]
+
+
+#: a box (x0, y0, x1, y1) in [0, 1] coordinates of the crop the model sees
+BoxCoords = tuple[float, float, float, float]
+
+
+@dataclass
+class Batch:
+    """Tensors for one batch. ``T`` words, ``L`` sub-words, ``S`` spans, ``K`` image regions."""
+
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    word_index: torch.Tensor  # [B, T] first sub-word position of each word
+    subword_word: torch.Tensor  # [B, L] word of each sub-word, -1 for specials and padding
+    word_mask: torch.Tensor  # [B, T] bool
+    shape_ids: torch.Tensor  # [B, T]
+    spans: torch.Tensor  # [S, 2] (start, exclusive end), shared by the batch
+    span_mask: torch.Tensor  # [B, S] bool: span lies inside the post
+    has_image: torch.Tensor  # [B] bool
+    image_pooled: torch.Tensor | None = None  # [B, Dv] precomputed (frozen backbone)
+    image_regions: torch.Tensor | None = None  # [B, K, Dv]
+    pixel_values: torch.Tensor | None = None  # [B, 3, H, W] raw (trainable backbone)
+    span_labels: torch.Tensor | None = None  # [B, S] label id per span, 0 = O
+    token_labels: torch.Tensor | None = None  # [B, T] BIO label id per word, -100 = padding
+    #: supervised span attention: (post, span) pairs [N, 2] and their target over regions [N, K]
+    attention_target_index: torch.Tensor | None = None
+    attention_target: torch.Tensor | None = None
+    #: grounding: gold entities (post, span) [N, 2] of posts whose boxes are known, whether each
+    #: is in the image [N], and its boxes in crop coordinates [N, M, 4] with their mask [N, M]
+    ground_index: torch.Tensor | None = None
+    ground_in_image: torch.Tensor | None = None
+    ground_boxes: torch.Tensor | None = None
+    ground_box_mask: torch.Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.input_ids.size(0))
+
+    def to(self, device: torch.device | str) -> Batch:
+        moved = {
+            f.name: (v.to(device) if isinstance(v, torch.Tensor) else v)
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        }
+        return Batch(**moved)
+
+
+@dataclass
+class ImageInput:
+    """What a post brings of its image: precomputed features, raw pixels, or nothing."""
+
+    pooled: torch.Tensor | None = None  # [Dv]
+    regions: torch.Tensor | None = None  # [K, Dv]
+    pixels: torch.Tensor | None = None  # [3, H, W]
+
+
+class Collator:
+    """Builds :class:`Batch` objects from tokens, optional entities and optional images."""
+
+    def __init__(
+        self,
+        tokenizer: WordPieces,
+        label_to_id: dict[str, int],
+        max_span_width: int,
+        bio_label_to_id: dict[str, int] | None = None,
+    ) -> None:
+        self.word_pieces = tokenizer
+        self.label_to_id = label_to_id
+        self.max_span_width = max_span_width
+        self.bio_label_to_id = bio_label_to_id
+
+    def __call__(
+        self,
+        tokens: Sequence[Sequence[str]],
+        entities: Sequence[Sequence[Entity]] | None = None,
+        images: Sequence[ImageInput | None] | None = None,
+        attention_targets: Sequence[Mapping[Entity, np.ndarray] | None] | None = None,
+        box_targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None] | None = None,
+    ) -> Batch:
+        lengths = [len(t) for t in tokens]
+        encoded = self.word_pieces(tokens)
+        num_words = encoded["word_index"].size(1)
+        word_mask = torch.arange(num_words)[None, :] < torch.tensor(lengths)[:, None]
+        shape_ids = torch.zeros((len(tokens), num_words), dtype=torch.long)
+        for b, words in enumerate(tokens):
+            shape_ids[b, : len(words)] = torch.tensor([word_shape(w) for w in words])
+        spans, span_mask = batch_spans(lengths, self.max_span_width)
+        batch = Batch(
+            **encoded,
+            word_mask=word_mask,
+            shape_ids=shape_ids,
+            spans=torch.from_numpy(np.ascontiguousarray(spans)),
+            span_mask=torch.from_numpy(span_mask),
+            has_image=torch.zeros(len(tokens), dtype=torch.bool),
+        )
+        if entities is not None:
+            labels = (
+                np.stack(
+                    [
+                        span_label_ids(spans, ents, self.label_to_id, self.max_span_width)
+                        for ents in entities
+                    ]
+                )
+                if len(spans)
+                else np.zeros((len(tokens), 0), dtype=np.int64)
+            )
+            batch.span_labels = torch.from_numpy(labels) * batch.span_mask
+            if self.bio_label_to_id is not None:
+                batch.token_labels = self._token_labels(tokens, entities, num_words)
+        if images is not None:
+            self._add_images(batch, images)
+        if attention_targets is not None:
+            self._add_attention_targets(batch, spans, attention_targets)
+        if box_targets is not None:
+            self._add_box_targets(batch, spans, box_targets)
+        return batch
+
+    @staticmethod
+    def _add_box_targets(
+        batch: Batch,
+        spans: np.ndarray,
+        targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None],
+    ) -> None:
+        """Every gold entity of a post with an image and known boxes: its span's index,
+        whether it is in the image, and its boxes (crop coordinates)."""
+        index_of = {(int(s), int(e)): i for i, (s, e) in enumerate(spans)}
+        pairs: list[tuple[int, int]] = []
+        rows: list[Sequence[BoxCoords]] = []
+        for b, own in enumerate(targets):
+            if own is None or not bool(batch.has_image[b]):
+                continue
+            for entity, boxes in own.items():
+                span = index_of.get((entity.start, entity.end))
+                if span is not None:
+                    pairs.append((b, span))
+                    rows.append(boxes)
+        if not pairs:
+            return
+        most = max(1, max(len(r) for r in rows))
+        boxes_tensor = torch.zeros((len(rows), most, 4))
+        mask = torch.zeros((len(rows), most), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            if row:
+                boxes_tensor[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
+                mask[i, : len(row)] = True
+        batch.ground_index = torch.tensor(pairs, dtype=torch.long)
+        batch.ground_in_image = mask.any(-1).float()
+        batch.ground_boxes, batch.ground_box_mask = boxes_tensor, mask
+
+    @staticmethod
+    def _add_attention_targets(
+        batch: Batch,
+        spans: np.ndarray,
+        targets: Sequence[Mapping[Entity, np.ndarray] | None],
+    ) -> None:
+        """Where a post's gold entity has a box: its span's index and target attention."""
+        index_of = {(int(s), int(e)): i for i, (s, e) in enumerate(spans)}
+        pairs, rows = [], []
+        for b, own in enumerate(targets):
+            for entity, target in (own or {}).items():
+                span = index_of.get((entity.start, entity.end))
+                if span is not None and bool(batch.has_image[b]):
+                    pairs.append((b, span))
+                    rows.append(target)
+        if pairs:
+            batch.attention_target_index = torch.tensor(pairs, dtype=torch.long)
+            batch.attention_target = torch.from_numpy(np.stack(rows)).float()
+
+    def _token_labels(
+        self, tokens: Sequence[Sequence[str]], entities: Sequence[Sequence[Entity]], width: int
+    ) -> torch.Tensor:
+        assert self.bio_label_to_id is not None
+        labels = torch.full((len(tokens), width), -100, dtype=torch.long)
+        for b, (words, ents) in enumerate(zip(tokens, entities, strict=True)):
+            labels[b, : len(words)] = 0
+            for e in ents:
+                labels[b, e.start] = self.bio_label_to_id[f"B-{e.type}"]
+                labels[b, e.start + 1 : e.end] = self.bio_label_to_id[f"I-{e.type}"]
+        return labels
+
+    @staticmethod
+    def _add_images(batch: Batch, images: Sequence[ImageInput | None]) -> None:
+        present = [i for i, im in enumerate(images) if im is not None]
+        batch.has_image = torch.tensor([im is not None for im in images], dtype=torch.bool)
+        if not present:
+            return
+        first = images[present[0]]
+        assert first is not None
+        if first.pixels is not None:
+            pixels = torch.zeros((len(images), *first.pixels.shape))
+            for i in present:
+                pixels[i] = images[i].pixels  # type: ignore[union-attr]
+            batch.pixel_values = pixels
+            return
+        assert first.pooled is not None and first.regions is not None
+        pooled = torch.zeros((len(images), *first.pooled.shape))
+        regions = torch.zeros((len(images), *first.regions.shape))
+        for i in present:
+            pooled[i] = images[i].pooled  # type: ignore[union-attr]
+            regions[i] = images[i].regions  # type: ignore[union-attr]
+        batch.image_pooled, batch.image_regions = pooled, regions

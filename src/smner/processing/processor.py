@@ -1,0 +1,214 @@
+"""How a post becomes a model's input, in one object saved beside the model's weights.
+
+A :class:`Processor` holds everything between a post and a
+:class:`~smner.processing.batching.Batch`:
+the tweet-aware split into words (and its token limit), the word pieces of the model's
+tokenizer, span enumeration (or BIO tags) over the model's labels, and the image preprocessing
+(resize, crop, normalise). Training, evaluation, the :class:`~smner.predict.predictor.Predictor`,
+the
+command line and the server all prepare posts through it, so a post is read the same way
+everywhere. It is written into the model folder (``processor.json`` and ``tokenizer/``) and
+read back by :meth:`Processor.from_pretrained`; folders saved before ``processor.json``
+existed get the same processor from their ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+
+from smner.config.model import ModelConfig
+from smner.data.posts import DEFAULT_MAX_TOKENS, PostInput, post_words
+from smner.data.spans import bio_tags
+from smner.data.tweet_tokenizer import Token
+from smner.encoders.preprocessing import ImagePreprocessing
+from smner.encoders.text import WordTokenizer, load_tokenizer
+from smner.errors import SmnerError
+from smner.fileio import atomic_write_text, read_input_bytes
+from smner.processing.batching import Collator
+from smner.saved.folder import PROCESSOR_FILE, TOKENIZER_DIR, load_config
+
+#: Bumped when ``processor.json`` changes incompatibly.
+PROCESSOR_FORMAT = 1
+#: Sub-words a post may have at most, whatever the encoder's position table allows.
+MAX_SUBWORDS = 512
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """What ``processor.json`` holds: every setting that turns a post into model input."""
+
+    labels: tuple[str, ...]
+    #: ``spans`` (span classification) or ``bio`` (a tag per word)
+    scheme: Literal["spans", "bio"] = "spans"
+    max_span_width: int = 8
+    max_subwords_per_word: int = 10
+    #: sub-words per post, special tokens included
+    max_subwords: int = MAX_SUBWORDS
+    #: words per post; longer posts are refused
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    #: :class:`ImagePreprocessing` settings, or None for a text-only model
+    image: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheme not in ("spans", "bio"):
+            raise SmnerError(f"processor scheme must be 'spans' or 'bio', got {self.scheme!r}")
+        if not self.labels or not all(isinstance(x, str) and x for x in self.labels):
+            raise SmnerError("processor labels must be a non-empty list of names")
+        for name in ("max_span_width", "max_subwords_per_word", "max_subwords", "max_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SmnerError(f"processor {name} must be a positive integer, got {value!r}")
+
+    @classmethod
+    def for_model(
+        cls, config: ModelConfig, max_tokens: int = DEFAULT_MAX_TOKENS
+    ) -> ProcessorConfig:
+        """The settings a model of ``config`` was trained with."""
+        positions = int((config.text_encoder_config or {}).get("max_position_embeddings", 514))
+        return cls(
+            labels=tuple(config.labels),
+            scheme=config.label_scheme,
+            max_span_width=config.max_span_width,
+            max_subwords_per_word=config.max_subwords_per_word,
+            # RoBERTa-style models offset positions by the padding index; 2 spare cover it.
+            max_subwords=min(MAX_SUBWORDS, positions - 2),
+            max_tokens=max_tokens,
+            image=config.image_preprocessing if config.use_image else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["labels"] = list(self.labels)
+        return {"format_version": PROCESSOR_FORMAT, **data}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProcessorConfig:
+        values = dict(data)
+        version = values.pop("format_version", None)
+        if not isinstance(version, int) or version > PROCESSOR_FORMAT:
+            raise SmnerError(
+                f"processor format {version!r}: this smner reads format {PROCESSOR_FORMAT} "
+                "and older"
+            )
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise SmnerError(f"unknown processor settings: {', '.join(unknown)}")
+        if isinstance(values.get("labels"), list):
+            values["labels"] = tuple(values["labels"])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise SmnerError(f"processor settings: {exc}") from None
+
+
+class Processor(Collator):
+    """Posts in, batches out, for one model: the collator of its labels, span width and word
+    pieces (``processor(tokens, entities, images, ...)`` -> :class:`Batch`), with the rest of
+    what prepares a post.
+
+    Attributes:
+        tokenizer: the model's Hugging Face tokenizer.
+        config: the :class:`ProcessorConfig`.
+        image: the image preprocessing, or None for a text-only model.
+    """
+
+    #: the collator's word pieces, which a processor always builds as a WordTokenizer
+    word_pieces: WordTokenizer
+
+    def __init__(self, tokenizer: Any, config: ProcessorConfig) -> None:
+        self.tokenizer = tokenizer
+        self.config = config
+        self.image = ImagePreprocessing.from_dict(config.image) if config.image else None
+        word_pieces = WordTokenizer(tokenizer, config.max_subwords_per_word, config.max_subwords)
+        label_to_id = {label: i for i, label in enumerate(("O", *config.labels))}
+        bio = None
+        if config.scheme == "bio":
+            bio = {tag: i for i, tag in enumerate(bio_tags(config.labels))}
+        super().__init__(word_pieces, label_to_id, config.max_span_width, bio)
+
+    @classmethod
+    def for_model(
+        cls, config: ModelConfig, tokenizer: Any, max_tokens: int = DEFAULT_MAX_TOKENS
+    ) -> Processor:
+        """The processor of a model of ``config`` whose text encoder uses ``tokenizer``."""
+        return cls(tokenizer, ProcessorConfig.for_model(config, max_tokens))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> Processor:
+        """The processor saved in a model folder (from its ``config.json`` when the folder
+        predates ``processor.json``)."""
+        directory = Path(directory)
+        tokenizer = load_tokenizer(directory / TOKENIZER_DIR)
+        path = directory / PROCESSOR_FILE
+        if not path.exists():
+            return cls.for_model(load_config(directory), tokenizer)
+        data = read_input_bytes(path, 2**20, "processor settings")
+        try:
+            payload = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SmnerError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(payload, dict):
+            raise SmnerError(f"{path}: expected an object of processor settings")
+        try:
+            return cls(tokenizer, ProcessorConfig.from_dict(payload))
+        except SmnerError as exc:
+            raise SmnerError(f"{path}: {exc}") from None
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``processor.json`` and ``tokenizer/`` into ``directory`` (a model folder
+        being staged: :meth:`NERModel.save_pretrained` makes the whole folder atomic)."""
+        directory = Path(directory)
+        self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        atomic_write_text(directory / PROCESSOR_FILE, text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def check_model(self, config: ModelConfig, where: str | Path) -> None:
+        """Refuse a processor that prepares posts for another model than ``config``'s."""
+        expected = ProcessorConfig.for_model(config, self.config.max_tokens)
+        if expected != self.config:
+            wrong = [
+                f.name
+                for f in fields(ProcessorConfig)
+                if getattr(expected, f.name) != getattr(self.config, f.name)
+            ]
+            raise SmnerError(
+                f"{where}: {PROCESSOR_FILE} does not match the model's config.json "
+                f"({', '.join(wrong)} differ); the folder's files do not belong together"
+            )
+
+    # --- posts -------------------------------------------------------------------------------
+
+    @property
+    def max_tokens(self) -> int:
+        return self.config.max_tokens
+
+    def subword_length(self, words: Sequence[str]) -> int:
+        """Sub-words the text encoder sees for ``words`` (special tokens included)."""
+        return self.word_pieces.length(words)
+
+    def words(self, post: PostInput) -> tuple[list[str], list[Token]]:
+        """The post's words and their character spans, or SmnerError if the model cannot take
+        it (no tokens, too many, text not valid in UTF-8)."""
+        return post_words(post, self.config.max_tokens)
+
+    def pixels(self, pictures: Sequence[Image.Image]) -> torch.Tensor:
+        """Pictures as the ``[N, 3, H, W]`` tensor the image encoder takes."""
+        if self.image is None:
+            raise SmnerError("this model is text-only: it takes no images")
+        return self.image(pictures)
+
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The part of a ``width`` x ``height`` picture the model sees, in its pixels."""
+        if self.image is None:
+            raise SmnerError("this model is text-only: it takes no images")
+        return self.image.crop_box(width, height)

@@ -1,0 +1,1 @@
+"""Saved model folders: their files and checks, model cards, Hub ids."""
