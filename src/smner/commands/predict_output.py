@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smner.data.images import ImageStatus
 from smner.data.posts import PostInput
 from smner.data.predictions import FailedPost
 
@@ -42,10 +43,10 @@ class ImageReport:
                 continue
             self.named += 1
             path, status = Path(str(post.image)), prediction.image_status
-            if status == "missing":
+            if status == ImageStatus.MISSING:
                 self.missing_count += 1
                 self.missing = self.missing or [path]
-            elif status not in ("ok", "ignored (text-only model)"):
+            elif status not in (ImageStatus.OK, ImageStatus.IGNORED):
                 self.unusable_count += 1
                 self.unusable = self.unusable or [(path, status)]
 
@@ -133,11 +134,11 @@ def draw_post_heatmaps(
     reason = None
     if not prediction.entities:
         reason = "no entities found"
-    elif prediction.image_status == "no image":
+    elif prediction.image_status == ImageStatus.NO_IMAGE:
         reason = "the post has no image"
-    elif prediction.image_status == "ignored (text-only model)":
+    elif prediction.image_status == ImageStatus.IGNORED:
         reason = "the model is text-only"
-    elif prediction.image_status != "ok":
+    elif prediction.image_status != ImageStatus.OK:
         reason = f"its image was not used ({prediction.image_status}: {post.image})"
     elif not isinstance(post.image, str | Path):
         reason = "its image was not given as a file"

@@ -31,6 +31,10 @@ class ImageStatus(enum.StrEnum):
     """What happened when a post's image was looked up; the value is the wording of summaries."""
 
     OK = "ok"
+    #: the post came without an image
+    NO_IMAGE = "no image"
+    #: the post has an image, but the model is text-only and never looks at it
+    IGNORED = "ignored (text-only model)"
     MISSING = "missing"
     UNREADABLE = "unreadable"
     TRUNCATED = "truncated"

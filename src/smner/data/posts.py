@@ -82,6 +82,13 @@ class PostInput:
         self._split = (source, spans)
         return spans
 
+    def with_image(self, image: ImageLike) -> PostInput:
+        """The same post with another image, keeping the split of its text (so a post that was
+        checked before its image was decoded is not split again)."""
+        post = PostInput(self.text, self.tokens, image, self.id, self.extra)
+        post._split = self._split
+        return post
+
     def record(self) -> dict[str, Any]:
         """The input keys of the output record: ``id``, ``text``, the image path, ``extra``."""
         out: dict[str, Any] = {}
@@ -153,7 +160,7 @@ def with_image(value: Any, image: ImageLike) -> PostInput:
     """``predict(text, image=...)``: the post, with ``image`` when one is given."""
     post = as_post(value)
     if image is not None:
-        post = PostInput(post.text, post.tokens, _check_image(image, "image"), post.id, post.extra)
+        post = post.with_image(_check_image(image, "image"))
     return post
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from smner.data.images import ImageStatus
 from smner.data.posts import PostInput
 
 __all__ = ["ErrorPolicy", "FailedPost", "Mention", "PostPrediction"]
@@ -80,9 +81,9 @@ class PostPrediction:
     Fields:
         tokens: the post's tokens (as split by the tokenizer, or as given).
         entities: the :class:`Mention` objects found, in token order, non-overlapping.
-        image_status: ``"ok"``, ``"no image"``, ``"ignored (text-only model)"``, or why the
-            image was not used (``"missing"``, ``"unreadable"``, ``"truncated"``, ``"too
-            large"``).
+        image_status: what happened to the post's image (an :class:`ImageStatus`, a string
+            enum: ``"ok"``, ``"no image"``, ``"ignored (text-only model)"``, or why the image
+            was not used: ``"missing"``, ``"unreadable"``, ``"truncated"``, ``"too large"``).
         id: the input's ``id``, unchanged (None when it had none).
         extra: the input record's keys (``id``, ``text``, ``image`` path, any other keys),
             which :meth:`to_dict` puts first in the output record.
@@ -90,13 +91,14 @@ class PostPrediction:
 
     tokens: list[str]
     entities: list[Mention]
-    image_status: str  # "ok", "no image", or why the image was not used
+    image_status: ImageStatus
     extra: dict[str, Any] = field(default_factory=dict)
     id: Any = None
 
     def to_dict(self, explain: bool = False) -> dict[str, Any]:
         """Exactly the record ``smner predict`` writes as one JSONL line for this post."""
-        record = {**self.extra, "tokens": self.tokens, "image_status": self.image_status}
+        status = ImageStatus(self.image_status).value
+        record = {**self.extra, "tokens": self.tokens, "image_status": status}
         record["entities"] = [m.to_dict(explain) for m in self.entities]
         return record
 

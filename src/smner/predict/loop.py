@@ -13,11 +13,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from smner.data.images import ImageStatus
 from smner.data.types import Entity, Example
 from smner.errors import SmnerError
 from smner.model.base import NERModel, PredictedEntity
 from smner.predict.image_input import ImageProvider
-from smner.processing.batching import Batch, BoxCoords, Collator
+from smner.processing.batching import Batch, BoxCoords, Collator, ImageInput
+from smner.processing.processor import PreparedPost, Processor
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,6 +59,7 @@ def collate(
     attention_targets: Sequence[dict[Entity, np.ndarray] | None] | None = None,
     box_targets: Sequence[dict[Entity, list[BoxCoords]] | None] | None = None,
 ) -> Batch:
+    """A training batch of ``examples[indices]``, with their gold labels and targets."""
     chosen = [examples[i] for i in indices]
     return processor(
         [ex.tokens for ex in chosen],
@@ -68,9 +71,45 @@ def collate(
 
 
 @torch.no_grad()
+def forward(
+    model: NERModel,
+    processor: Processor,
+    prepared: Sequence[PreparedPost],
+    device: torch.device | str,
+) -> list[list[PredictedEntity]]:
+    """The one stage of a prediction that runs on the device: a batch of prepared posts in,
+    decoded entities out. Pictures are encoded there and their features stay there; only the
+    decoded spans, scores and attention maps come back."""
+    images = visual_inputs(model, processor, prepared, device)
+    batch = processor([p.words for p in prepared], None, images).to(device)
+    return model.predict(batch)
+
+
+def visual_inputs(
+    model: NERModel,
+    processor: Processor,
+    prepared: Sequence[PreparedPost],
+    device: torch.device | str,
+) -> list[ImageInput | None] | None:
+    """Each post's image input: what was prepared for it (cached features or pixels), or its
+    picture's features, computed in one call of the image encoder on the device."""
+    encoder = model.image_encoder
+    if encoder is None:
+        return None
+    inputs = [p.image for p in prepared]
+    to_encode = [i for i, p in enumerate(prepared) if p.image is None and p.picture is not None]
+    if to_encode:
+        pictures = [prepared[i].picture for i in to_encode]
+        features = encoder(processor.pixels(pictures).to(device))  # type: ignore[arg-type]
+        for k, i in enumerate(to_encode):
+            inputs[i] = ImageInput(pooled=features.pooled[k], regions=features.regions[k])
+    return inputs
+
+
+@torch.no_grad()
 def predict_examples(
     model: NERModel,
-    processor: Collator,
+    processor: Processor,
     examples: Sequence[Example],
     images: ImageProvider,
     batch_size: int = 64,
@@ -78,14 +117,24 @@ def predict_examples(
     progress: bool = False,
     description: str = "predict",
 ) -> list[list[PredictedEntity]]:
-    """Predictions for every example, in order (sorted by length inside for speed)."""
+    """Predictions for every corpus example, in order (sorted by length inside for speed),
+    through the same :func:`forward` stage as the Predictor's."""
     model.eval()
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
     results: list[list[PredictedEntity]] = [[] for _ in examples]
     bar = tqdm(total=len(examples), desc=description, disable=not progress, unit="post")
     for chunk in batches(order, batch_size):
-        batch = collate(processor, examples, chunk, images, with_labels=False).to(device)
-        for i, post in zip(chunk, model.predict(batch), strict=True):
+        given = images(chunk) or [None] * len(chunk)
+        prepared = [
+            PreparedPost(
+                examples[i].tokens,
+                None,
+                ImageStatus.OK if image is not None else ImageStatus.NO_IMAGE,
+                image=image,
+            )
+            for i, image in zip(chunk, given, strict=True)
+        ]
+        for i, post in zip(chunk, forward(model, processor, prepared, device), strict=True):
             results[i] = post
         bar.update(len(chunk))
     bar.close()

@@ -14,21 +14,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import torch
 from PIL import Image
 
 from smner.data.boxes import Box, box_to_pixels
-from smner.data.images import ImageLimits, ImageStatus, load_image_bytes, load_image_file
+from smner.data.images import ImageLimits
 from smner.data.posts import ImageLike, PostInput, as_post, with_image
 from smner.data.predictions import ErrorPolicy, FailedPost, Mention, PostPrediction
 from smner.data.tweet_tokenizer import Token
 from smner.errors import SmnerError
 from smner.model.base import NERModel, PredictedEntity
 from smner.model.quantize import Quantization, quantize_model
-from smner.predict.loop import resolve_device
+from smner.predict.loop import forward, resolve_device
 from smner.predict.streaming import DEFAULT_WINDOW, predict_stream
-from smner.processing.batching import ImageInput
-from smner.processing.processor import Processor
+from smner.processing.processor import PreparedPost, Processor
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -200,56 +198,30 @@ class Predictor:
         """
         return self.processor.words(post)
 
-    def _image(self, image: ImageLike) -> tuple[Image.Image | None, str]:
-        if image is None:
-            return None, "no image"
-        if isinstance(image, Image.Image):
-            return image.convert("RGB"), ImageStatus.OK.value
-        if isinstance(image, bytes):
-            picture, status = load_image_bytes(image, self.limits)
-        else:
-            picture, status = load_image_file(Path(image), self.limits)
-        return picture, status.value
-
     def _predict_batch(self, posts: Sequence[PostInput]) -> list[PostPrediction]:
-        prepared = [self.tokenize(p) for p in posts]
-        loaded = [self._image(p.image) for p in posts]
-        image_inputs: list[ImageInput | None] | None = None
-        encoder = self.model.image_encoder
-        if encoder is not None:
-            pictures = [pic for pic, _ in loaded if pic is not None]
-            inputs: list[ImageInput | None] = [None] * len(posts)
-            if pictures:
-                with torch.no_grad():
-                    features = encoder(self.processor.pixels(pictures).to(self.device))
-                k = 0
-                for i, (pic, _) in enumerate(loaded):
-                    if pic is not None:
-                        inputs[i] = ImageInput(
-                            pooled=features.pooled[k].cpu(), regions=features.regions[k].cpu()
-                        )
-                        k += 1
-            image_inputs = inputs
-        batch = self.processor([w for w, _ in prepared], None, image_inputs).to(self.device)
-        output_entities = self.model.predict(batch)
-        frames = [self._frame(picture) for picture, _ in loaded]
-        return [
-            PostPrediction(
-                tokens=words,
-                entities=[
-                    self._mention(p, words, spans, text=posts[i].text, frame=frames[i])
-                    for p in predicted
-                ],
-                image_status=status
-                if self.model.config.use_image or status == "no image"
-                else "ignored (text-only model)",
-                extra=posts[i].record(),
-                id=posts[i].id,
-            )
-            for i, ((words, spans), (_, status), predicted) in enumerate(
-                zip(prepared, loaded, output_entities, strict=True)
-            )
-        ]
+        """prepare (CPU) -> forward (the device) -> postprocess (CPU), for one batch."""
+        prepared = [self.processor.prepare(post, self.limits) for post in posts]
+        predicted = forward(self.model, self.processor, prepared, self.device)
+        return [self.postprocess(p, found) for p, found in zip(prepared, predicted, strict=True)]
+
+    def postprocess(
+        self, prepared: PreparedPost, predicted: list[PredictedEntity]
+    ) -> PostPrediction:
+        """A post's decoded entities as a :class:`PostPrediction`: character offsets, the
+        attention as grids, boxes mapped through the crop back into the picture's pixels."""
+        post = prepared.post
+        assert post is not None and prepared.spans is not None
+        frame = self._frame(prepared.picture)
+        return PostPrediction(
+            tokens=prepared.words,
+            entities=[
+                self._mention(p, prepared.words, prepared.spans, text=post.text, frame=frame)
+                for p in predicted
+            ],
+            image_status=prepared.image_status,
+            extra=post.record(),
+            id=post.id,
+        )
 
     def _frame(self, picture: Image.Image | None) -> tuple[Box, tuple[int, int]] | None:
         """The crop the model saw of a picture and the picture's size, for mapping boxes back

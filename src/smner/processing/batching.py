@@ -247,15 +247,17 @@ class Collator:
             return
         first = images[present[0]]
         assert first is not None
+        # On the device of the given tensors: features the encoder has just computed on a GPU
+        # stay there (no round trip through the CPU per post).
         if first.pixels is not None:
-            pixels = torch.zeros((len(images), *first.pixels.shape))
+            pixels = first.pixels.new_zeros((len(images), *first.pixels.shape), dtype=torch.float)
             for i in present:
                 pixels[i] = images[i].pixels  # type: ignore[union-attr]
             batch.pixel_values = pixels
             return
         assert first.pooled is not None and first.regions is not None
-        pooled = torch.zeros((len(images), *first.pooled.shape))
-        regions = torch.zeros((len(images), *first.regions.shape))
+        pooled = first.pooled.new_zeros((len(images), *first.pooled.shape), dtype=torch.float)
+        regions = first.regions.new_zeros((len(images), *first.regions.shape), dtype=torch.float)
         for i in present:
             pooled[i] = images[i].pooled  # type: ignore[union-attr]
             regions[i] = images[i].regions  # type: ignore[union-attr]

@@ -24,14 +24,21 @@ import torch
 from PIL import Image
 
 from smner.config.model import ModelConfig
-from smner.data.posts import DEFAULT_MAX_TOKENS, PostInput, post_words
+from smner.data.images import (
+    DEFAULT_LIMITS,
+    ImageLimits,
+    ImageStatus,
+    load_image_bytes,
+    load_image_file,
+)
+from smner.data.posts import DEFAULT_MAX_TOKENS, ImageLike, PostInput, post_words
 from smner.data.spans import bio_tags
 from smner.data.tweet_tokenizer import Token
 from smner.encoders.preprocessing import ImagePreprocessing
 from smner.encoders.text import WordTokenizer, load_tokenizer
 from smner.errors import SmnerError
 from smner.fileio import atomic_write_text, read_input_bytes
-from smner.processing.batching import Collator
+from smner.processing.batching import Collator, ImageInput
 from smner.saved.folder import PROCESSOR_FILE, TOKENIZER_DIR, load_config
 
 #: Bumped when ``processor.json`` changes incompatibly.
@@ -106,6 +113,30 @@ class ProcessorConfig:
             return cls(**values)
         except TypeError as exc:
             raise SmnerError(f"processor settings: {exc}") from None
+
+
+@dataclass
+class PreparedPost:
+    """A post after the CPU stage (:meth:`Processor.prepare`), ready for the model's forward.
+
+    Fields:
+        words: the post's words, as the model reads them.
+        spans: each word's character span in the post's text (None for corpus examples, which
+            have no text to map back to).
+        image_status: what happened to the post's image.
+        picture: the decoded picture, which the forward stage encodes on the device and
+            postprocess maps boxes back into; None without a usable image.
+        image: model input prepared earlier instead of a picture (cached backbone features, or
+            pixels for a trainable backbone), as evaluation and training provide it.
+        post: the post it came from (None for corpus examples).
+    """
+
+    words: list[str]
+    spans: list[Token] | None
+    image_status: ImageStatus
+    picture: Image.Image | None = None
+    image: ImageInput | None = None
+    post: PostInput | None = None
 
 
 class Processor(Collator):
@@ -200,6 +231,29 @@ class Processor(Collator):
         """The post's words and their character spans, or SmnerError if the model cannot take
         it (no tokens, too many, text not valid in UTF-8)."""
         return post_words(post, self.config.max_tokens)
+
+    def prepare(self, post: PostInput, limits: ImageLimits = DEFAULT_LIMITS) -> PreparedPost:
+        """The CPU stage of a prediction: the post split into words (once: the split is kept
+        on the post) and its image looked up, checked against ``limits`` and decoded. A
+        text-only model does not open the image at all."""
+        words, spans = self.words(post)
+        picture, status = self.load_image(post.image, limits)
+        return PreparedPost(words, spans, status, picture, post=post)
+
+    def load_image(
+        self, image: ImageLike, limits: ImageLimits = DEFAULT_LIMITS
+    ) -> tuple[Image.Image | None, ImageStatus]:
+        """A post's image as an RGB picture, or None and why not (never raises for bad image
+        data: a post whose image cannot be used is predicted from its text)."""
+        if image is None:
+            return None, ImageStatus.NO_IMAGE
+        if self.image is None:
+            return None, ImageStatus.IGNORED
+        if isinstance(image, Image.Image):
+            return image.convert("RGB"), ImageStatus.OK
+        if isinstance(image, bytes):
+            return load_image_bytes(image, limits)
+        return load_image_file(Path(image), limits)
 
     def pixels(self, pictures: Sequence[Image.Image]) -> torch.Tensor:
         """Pictures as the ``[N, 3, H, W]`` tensor the image encoder takes."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -176,14 +175,14 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         picture = await images.load(post.image) if post.image is not None else None
         try:
             with images.pixel_budget.hold(picture.width * picture.height if picture else 0):
-                prediction = await batcher.run(replace(post, image=picture))
+                prediction = await batcher.run(post.with_image(picture))
         except (BatcherOverloaded, BatcherClosed) as error:
             raise ApiError(503, "server busy", str(error)) from None
         except SmnerError as error:
             raise ApiError(422, "invalid post", str(error)) from None
         record = prediction.to_dict(explain=True)
         attended = grid is not None and picture is not None
-        attended = attended and prediction.image_status == ImageStatus.OK.value
+        attended = attended and prediction.image_status == ImageStatus.OK
         record["grid"] = grid if attended else None
         record["crop_box"] = (
             predictor.processor.crop_box(picture.width, picture.height) if attended else None
