@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from smner.data.images import ImageStatus
-from smner.data.types import Entity, Example
+from smner.data.types import Example
 from smner.errors import SmnerError
 from smner.model.base import NERModel, PredictedEntity
 from smner.predict.image_input import ImageProvider
-from smner.processing.batching import Batch, BoxCoords, Collator, ImageInput
+from smner.processing.batching import ImageInput
 from smner.processing.processor import PreparedPost, Processor
 
 
@@ -48,26 +47,6 @@ def resolve_device(name: str) -> torch.device:
 def batches(order: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(order), size):
         yield list(order[start : start + size])
-
-
-def collate(
-    processor: Collator,
-    examples: Sequence[Example],
-    indices: Sequence[int],
-    images: ImageProvider,
-    with_labels: bool,
-    attention_targets: Sequence[dict[Entity, np.ndarray] | None] | None = None,
-    box_targets: Sequence[dict[Entity, list[BoxCoords]] | None] | None = None,
-) -> Batch:
-    """A training batch of ``examples[indices]``, with their gold labels and targets."""
-    chosen = [examples[i] for i in indices]
-    return processor(
-        [ex.tokens for ex in chosen],
-        [ex.entities for ex in chosen] if with_labels else None,
-        images(indices),
-        [attention_targets[i] for i in indices] if attention_targets is not None else None,
-        [box_targets[i] for i in indices] if box_targets is not None else None,
-    )
 
 
 @torch.no_grad()

@@ -33,10 +33,10 @@ from smner.evaluation.metrics import EntityScorer, Scores, format_prf
 from smner.fileio import atomic_write_text
 from smner.model.base import NERModel
 from smner.predict.image_input import ImageProvider, SubsetImages
-from smner.predict.loop import batches, collate, predict_examples, resolve_device
+from smner.predict.loop import batches, predict_examples, resolve_device
+from smner.processing.batching import Batch
 from smner.processing.processor import Processor
 from smner.saved.card import LOG_FILE, TEST_SCORES_FILE
-from smner.saved.folder import write_errors
 from smner.training.data import (
     box_targets,
     check_labels,
@@ -46,6 +46,7 @@ from smner.training.data import (
     training_order,
 )
 from smner.training.distributed import DistributedContext
+from smner.training.epoch_end import DEFAULT_EPOCH_END, EpochEnd, EpochReport
 from smner.training.optimization import apply_gradients, autocast, build_optimizer, build_scheduler
 from smner.training.run_folder import (
     check_resumable,
@@ -60,9 +61,10 @@ from smner.training.run_folder import (
     trim_log,
 )
 from smner.training.run_lock import RunLock
+from smner.training.state import RunState
 from smner.training.targets import BoxSupervision
 
-__all__ = ["TrainResult", "Trainer", "train"]
+__all__ = ["TrainResult", "Trainer", "TrainingRun", "train"]
 
 
 @dataclass
@@ -76,7 +78,7 @@ class TrainResult:
 
 
 @dataclass
-class _Run:
+class TrainingRun:
     """Everything one training run holds between steps."""
 
     model: NERModel
@@ -92,7 +94,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler | None
-    state: dict[str, Any]
+    state: RunState
 
 
 class Trainer:
@@ -101,12 +103,21 @@ class Trainer:
     Under ``torchrun``/``accelerate launch`` every process runs this same code: each takes its
     shard of every global batch (``train.batch_size`` is the global size), gradients are
     averaged by DDP, dev metrics are gathered from all ranks, and only rank 0 writes files.
+    ``epoch_end`` lists what happens after each epoch's dev scoring, in order (the default:
+    :data:`~smner.training.epoch_end.DEFAULT_EPOCH_END`).
     """
 
-    def __init__(self, config: ExperimentConfig, output_dir: str | Path, resume: bool = False):
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        output_dir: str | Path,
+        resume: bool = False,
+        epoch_end: Sequence[EpochEnd] = DEFAULT_EPOCH_END,
+    ):
         self.config = config
         self.output_dir = Path(output_dir)
         self.resume = resume
+        self.epoch_end = list(epoch_end)
         self.context = DistributedContext.from_environment(resolve_device(config.train.device))
         self.device = self.context.device_for(resolve_device(config.train.device))
         #: the command line that started the run, for the model card (set by ``smner train``)
@@ -145,39 +156,12 @@ class Trainer:
             self.facts.setdefault("images", {})[name] = {**counts, "without_id": store.without_id}
         return provider
 
-    def _prepare(self) -> _Run:
-        cfg = self.config.train
+    def _prepare(self) -> TrainingRun:
         train, dev = read_training_data(self.config)
-        seed_everything(cfg.seed)
-        resumed = self._load_last(len(train)) if self.resume else None
-        if resumed is not None:
-            model, processor, state = resumed
-        else:
-            model, processor = new_model(self.config.model, train)
-            state = {
-                "epoch": 0,
-                "step_in_epoch": 0,
-                "global_step": 0,
-                "best_f1": -1.0,
-                "best_epoch": 0,
-                "bad_epochs": 0,
-            }
+        seed_everything(self.config.train.seed)
+        model, processor, state, saved = self._start(train)
         check_labels(self.config, model.config.labels, train, dev)
-        if resumed is not None:
-            self.log(
-                f"resuming from {self.output_dir / 'last'} (epoch {state['epoch'] + 1}, "
-                f"step {state['step_in_epoch']} of that epoch)"
-            )
-            if self.context.is_main:
-                trim_log(self.output_dir, state["epoch"])
-        else:
-            if self.resume:
-                self.log(f"no checkpoint in {self.output_dir / 'last'}; starting afresh")
-            if self.context.is_main:
-                (self.output_dir / LOG_FILE).unlink(missing_ok=True)
-        if self.context.is_main:
-            # scores of an earlier best model must not sit beside this run until it ends
-            (self.output_dir / TEST_SCORES_FILE).unlink(missing_ok=True)
+        self._reset_run_files(state, resumed=saved is not None)
         model.to(self.device)
         if self.context.is_main:
             config = replace(self.config, model=model.config)
@@ -185,29 +169,10 @@ class Trainer:
                 self.output_dir / "config.json", json.dumps(to_dict(config), indent=2) + "\n"
             )
             self.facts = run_card_facts(config, train, dev, self.command, self.resume)
-        module: torch.nn.Module = model
-        if self.context.enabled:
-            # Some parameters sit out some batches (the IB critic without two images, the
-            # no-image token when every post has one), hence find_unused_parameters.
-            module = DistributedDataParallel(
-                model,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True,
-            )
-        optimizer = build_optimizer(model, cfg)
-        scheduler = build_scheduler(optimizer, cfg, len(train))
-        scaler = None
-        if cfg.mixed_precision == "fp16" and self.device.type == "cuda":
-            scaler = torch.amp.GradScaler("cuda")
-        if resumed is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            set_rng_state(state["rng"][self.context.rank])
-        return _Run(
+        optimizer, scheduler, scaler = self._optimizers(model, len(train), saved)
+        return TrainingRun(
             model=model,
-            module=module,
+            module=self._distributed(model),
             processor=processor,
             train=train,
             dev=dev,
@@ -220,13 +185,75 @@ class Trainer:
             state=state,
         )
 
+    def _start(
+        self, train: list[Example]
+    ) -> tuple[NERModel, Processor, RunState, dict[str, Any] | None]:
+        """The model to train and where the run stands: from ``last/`` when resuming (with
+        the checkpoint's dict, which holds the optimizer's state), else a new model."""
+        found = load_last(self.output_dir) if self.resume else None
+        if found is None:
+            if self.resume:
+                self.log(f"no checkpoint in {self.output_dir / 'last'}; starting afresh")
+            model, processor = new_model(self.config.model, train)
+            return model, processor, RunState(), None
+        folder, saved = found
+        check_resumable(saved, folder, self.config.train, self.context.world_size, len(train))
+        model, processor = load_checkpoint_model(folder)
+        state = RunState.from_checkpoint(saved)
+        self.log(
+            f"resuming from {self.output_dir / 'last'} (epoch {state.epoch + 1}, "
+            f"step {state.step_in_epoch} of that epoch)"
+        )
+        return model, processor, state, saved
+
+    def _reset_run_files(self, state: RunState, resumed: bool) -> None:
+        """The log keeps the epochs the checkpoint includes (none for a fresh run); scores of
+        an earlier best model must not sit beside this run until it ends."""
+        if not self.context.is_main:
+            return
+        if resumed:
+            trim_log(self.output_dir, state.epoch)
+        else:
+            (self.output_dir / LOG_FILE).unlink(missing_ok=True)
+        (self.output_dir / TEST_SCORES_FILE).unlink(missing_ok=True)
+
+    def _optimizers(
+        self, model: NERModel, train_posts: int, saved: dict[str, Any] | None
+    ) -> tuple[torch.optim.Optimizer, Any, torch.amp.GradScaler | None]:
+        """Optimizer, schedule and fp16 scaler, with their state and the RNG's when resuming."""
+        cfg = self.config.train
+        optimizer = build_optimizer(model, cfg)
+        scheduler = build_scheduler(optimizer, cfg, train_posts)
+        scaler = None
+        if cfg.mixed_precision == "fp16" and self.device.type == "cuda":
+            scaler = torch.amp.GradScaler("cuda")
+        if saved is not None:
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            if scaler is not None and saved.get("scaler"):
+                scaler.load_state_dict(saved["scaler"])
+            set_rng_state(saved["rng"][self.context.rank])
+        return optimizer, scheduler, scaler
+
+    def _distributed(self, model: NERModel) -> torch.nn.Module:
+        """The model wrapped for DDP under a process group, else the model itself."""
+        if not self.context.enabled:
+            return model
+        # Some parameters sit out some batches (the IB critic without two images, the
+        # no-image token when every post has one), hence find_unused_parameters.
+        return DistributedDataParallel(
+            model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+
     # --- checkpoints ------------------------------------------------------------------------
 
-    def _snapshot(self, run: _Run, epoch: int, step_in_epoch: int) -> dict[str, Any]:
-        """The full training state; RNG states of every rank (a collective call)."""
-        keys = ("global_step", "best_f1", "best_epoch", "bad_epochs")
-        return {
-            **{k: run.state[k] for k in keys},
+    def save_checkpoint(self, run: TrainingRun, epoch: int, step_in_epoch: int) -> None:
+        """The full state into ``last/``: rank 0 writes; every rank takes part in gathering
+        the RNG states."""
+        state = {
+            **run.state.to_dict(),
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
             "optimizer": run.optimizer.state_dict(),
@@ -237,28 +264,13 @@ class Trainer:
             "train_posts": len(run.train),
             "config": to_dict(self.config),
         }
-
-    def _save_last(self, run: _Run, epoch: int, step_in_epoch: int, **extra: Any) -> None:
-        """The full state into ``last/`` (rank 0 writes; every rank takes part in the gather)."""
-        state = self._snapshot(run, epoch, step_in_epoch) | extra
         if self.context.is_main:
             save_last(self.output_dir, run.model, run.processor, state)
         self.context.barrier()
 
-    def _load_last(self, train_posts: int) -> tuple[NERModel, Processor, dict[str, Any]] | None:
-        found = load_last(self.output_dir)
-        if found is None:
-            return None
-        folder, state = found
-        world = self.context.world_size
-        check_resumable(state, folder, self.config.train, world, train_posts)
-        model, processor = load_checkpoint_model(folder)
-        return model, processor, state
-
     # --- the loop ---------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        cfg = self.config.train
         self.output_dir.mkdir(parents=True, exist_ok=True)
         lock = RunLock(self.output_dir) if self.context.is_main else None
         try:
@@ -268,20 +280,9 @@ class Trainer:
                     self.log(f"taking over the lock of a run that ended ({lock.stale})")
                 remove_stale_staging(self.output_dir, self.log)
             run = self._prepare()
+            self._epochs(run)
             state = run.state
-            if state.get("stopped"):
-                self.log("this run already stopped early; nothing to resume")
-            for epoch in range(state["epoch"], cfg.epochs):
-                if state.get("stopped"):
-                    break
-                start_step = state["step_in_epoch"]
-                started = time.perf_counter()
-                self._train_epoch(run, epoch, start_step)
-                scores = self._evaluate_dev(run)
-                self._end_epoch(run, epoch, scores, time.perf_counter() - started)
-            result = TrainResult(
-                state["best_f1"], state["best_epoch"], state["epoch"], self.output_dir
-            )
+            result = TrainResult(state.best_f1, state.best_epoch, state.epoch, self.output_dir)
         finally:
             self.context.close()
             if lock is not None:
@@ -291,6 +292,22 @@ class Trainer:
             result.test_scores = self._test_best()
             finish_run_folder(self.output_dir, self.config.train.keep_last, self.log)
         return result
+
+    def _epochs(self, run: TrainingRun) -> None:
+        """Train, score on dev and run the epoch-end callables, epoch by epoch."""
+        state = run.state
+        if state.stopped:
+            self.log("this run already stopped early; nothing to resume")
+        for epoch in range(state.epoch, self.config.train.epochs):
+            if state.stopped:
+                break
+            started = time.perf_counter()
+            self._train_epoch(run, epoch, state.step_in_epoch)
+            scores = self._evaluate_dev(run)
+            state.epoch, state.step_in_epoch = epoch + 1, 0
+            report = EpochReport(epoch + 1, scores, time.perf_counter() - started)
+            for callback in self.epoch_end:
+                callback(self, run, report)
 
     def _test_best(self) -> Scores | None:
         """Score ``best/`` on the test file, once, after every epoch was selected on dev."""
@@ -316,7 +333,7 @@ class Trainer:
         self.log(f"test ({data.test_file}): {format_prf(scores)}")
         return scores
 
-    def _train_epoch(self, run: _Run, epoch: int, start_step: int) -> None:
+    def _train_epoch(self, run: TrainingRun, epoch: int, start_step: int) -> None:
         cfg = self.config.train
         run.module.train()
         order = training_order(cfg, run.train, run.processor, epoch)
@@ -335,35 +352,37 @@ class Trainer:
         started, seen = time.perf_counter(), 0
         for step in range(start_step, len(chunks)):
             loss = self._step(run, self.context.shard(chunks[step]))
-            run.state["global_step"] += 1
+            run.state.global_step += 1
             seen += len(chunks[step])
             rate = seen / max(time.perf_counter() - started, 1e-9)
             bar.set_postfix(loss=f"{loss:.4f}", posts_per_s=f"{rate:.1f}")
             bar.update(1)
-            if cfg.checkpoint_every and run.state["global_step"] % cfg.checkpoint_every == 0:
-                self._save_last(run, epoch, step + 1)
+            if cfg.checkpoint_every and run.state.global_step % cfg.checkpoint_every == 0:
+                self.save_checkpoint(run, epoch, step + 1)
         bar.close()
 
-    def _step(self, run: _Run, indices: Sequence[int]) -> float:
+    def _training_batch(self, run: TrainingRun, indices: Sequence[int]) -> Batch:
+        """The posts ``indices`` of the training set with their labels and box targets."""
+        chosen = [run.train[i] for i in indices]
+        targets = run.train_targets
+        return run.processor(
+            [ex.tokens for ex in chosen],
+            [ex.entities for ex in chosen],
+            run.train_images(indices),
+            [targets.attention[i] for i in indices] if targets.attention is not None else None,
+            [targets.grounding[i] for i in indices] if targets.grounding is not None else None,
+        ).to(self.device)
+
+    def _step(self, run: TrainingRun, indices: Sequence[int]) -> float:
         """One optimizer step over this rank's share, in micro-batches of accumulation."""
         cfg = self.config.train
         run.optimizer.zero_grad(set_to_none=True)
         parts = list(batches(indices, max(1, math.ceil(len(indices) / cfg.accumulate))))
         total = 0.0
         for n, part in enumerate(parts):
-            batch = collate(
-                run.processor,
-                run.train,
-                part,
-                run.train_images,
-                with_labels=True,
-                attention_targets=run.train_targets.attention,
-                box_targets=run.train_targets.grounding,
-            )
-            batch = batch.to(self.device)
-            last = n == len(parts) - 1
+            batch = self._training_batch(run, part)
             sync = contextlib.nullcontext()
-            if self.context.enabled and not last:
+            if self.context.enabled and n < len(parts) - 1:
                 sync = run.module.no_sync()  # type: ignore[operator]
             with sync, autocast(self.device, cfg.mixed_precision):
                 output = run.module(batch, labels=run.model.labels_of(batch))
@@ -374,7 +393,7 @@ class Trainer:
         apply_gradients(run.model, run.optimizer, run.scheduler, run.scaler, cfg.grad_clip)
         return total
 
-    def _evaluate_dev(self, run: _Run) -> Scores:
+    def _evaluate_dev(self, run: TrainingRun) -> Scores:
         """Dev scores over the whole dev set: each rank predicts its share, counts are merged."""
         cfg = self.config.train
         mine = self.context.shard(list(range(len(run.dev))))
@@ -395,38 +414,6 @@ class Trainer:
         for counts in self.context.gather(entity_scorer(examples, predictions).counts()):
             merged.merge(EntityScorer.from_counts(counts))
         return merged.result()
-
-    def _end_epoch(self, run: _Run, epoch: int, scores: Scores, seconds: float) -> None:
-        cfg, state = self.config.train, run.state
-        improved = scores.f1 > state["best_f1"]
-        record = {
-            "epoch": epoch + 1,
-            "step": state["global_step"],
-            "dev_precision": scores.precision,
-            "dev_recall": scores.recall,
-            "dev_f1": scores.f1,
-            "best": improved,
-            "seconds": round(seconds, 2),
-        }
-        if improved:
-            state.update(best_f1=scores.f1, best_epoch=epoch + 1, bad_epochs=0)
-            if self.context.is_main:
-                facts = {**self.facts, "best_epoch": epoch + 1, "dev": scores.to_dict()}
-                with write_errors(self.output_dir / "best"):
-                    run.model.save_pretrained(
-                        self.output_dir / "best", card_facts=facts, processor=run.processor
-                    )
-        else:
-            state["bad_epochs"] += 1
-        if self.context.is_main:
-            with open(self.output_dir / LOG_FILE, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-        self.log(f"epoch {epoch + 1}: dev {format_prf(scores)}" + (" (best)" if improved else ""))
-        stop = bool(cfg.patience) and state["bad_epochs"] >= cfg.patience
-        state.update(step_in_epoch=0, epoch=epoch + 1, stopped=stop)
-        self._save_last(run, epoch + 1, 0, stopped=stop)
-        if stop:
-            self.log(f"no dev improvement for {cfg.patience} epochs: stopping early")
 
 
 def train(
