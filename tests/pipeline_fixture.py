@@ -54,3 +54,33 @@ def write_corpus(root: Path, copies: int = 3) -> dict[str, Path]:
         "train": root / "train.txt",
         "images": images,
     }
+
+
+def train_corpus(root: Path, grounding: bool = False) -> dict[str, Path]:
+    """:func:`write_corpus` under ``root`` and the tiny model trained on it with ``smner train``
+    (into ``root/run``): the corpus's paths, ``run`` and ``model`` (``run/best``).
+
+    With ``grounding``, each image gets a box file (the post's first entity in the left half,
+    in ``boxes``) and the model the grounding head.
+    """
+    from smner.cli import main
+
+    corpus = write_corpus(root)
+    if grounding:
+        from smner.data.boxes import format_voc
+
+        boxes = corpus["boxes"] = root / "boxes"
+        boxes.mkdir(exist_ok=True)
+        for example, picture in fixture_posts():
+            if picture is not None:
+                first = example.entities[0]
+                name = " ".join(example.tokens[first.start : first.end])
+                voc = format_voc(str(example.image_id), picture.size, [(name, (0, 0, 32, 64))])
+                (boxes / f"{example.image_id}.xml").write_text(voc, encoding="utf-8")
+        config = yaml.safe_load(corpus["config"].read_text())
+        config["data"]["box_dir"] = str(boxes)
+        config["model"]["grounding"] = True
+        corpus["config"].write_text(yaml.safe_dump(config))
+    run = root / "run"
+    assert main(["train", "--config", str(corpus["config"]), "--output", str(run)]) == 0
+    return {**corpus, "run": run, "model": run / "best"}

@@ -11,15 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.tiny import make_image_encoder, make_text_encoder
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("bench")
-    text, image = make_text_encoder(root / "t"), make_image_encoder(root / "i")
+def bench_model(encoders: tuple[Path, Path]) -> str:
+    """The ``--model`` JSON of the bench scripts: the tiny encoders, small layers."""
+    text, image = encoders
     return json.dumps(
         {
             "text_encoder": str(text),
@@ -97,13 +95,13 @@ def timing_inputs(tmp_path: Path) -> tuple[Path, Path]:
     return data, images
 
 
-def test_floor_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
+def test_floor_suite_smoke(bench_model: str, tmp_path: Path) -> None:
     """One process, alternating rounds: the floor is 1.00x by construction, the others are
     timed on the same batches in both orders."""
     data, images = timing_inputs(tmp_path)
     out = bench(
         "--suite", "floor", "--posts", "8", "--repeats", "2", "--data", str(data),
-        "--images", str(images), "--model", tiny_model,
+        "--images", str(images), "--model", bench_model,
     )  # fmt: skip
     (rows,) = tables(out, "| batches | subject")
     assert [(r[0], r[1]) for r in rows] == [
@@ -115,7 +113,8 @@ def test_floor_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
     assert [float(r[3]) for r in rows if r[1] == "encoder floor"] == [1.0, 1.0]
 
 
-def test_speed_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
+@pytest.mark.integration  # the suite trains models
+def test_speed_suite_smoke(bench_model: str, tmp_path: Path) -> None:
     data, images = timing_inputs(tmp_path)
     out = bench(
         "--suite",
@@ -129,7 +128,7 @@ def test_speed_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         "--images",
         str(images),
         "--model",
-        tiny_model,
+        bench_model,
     )
     rows = table_rows(out, "| model | inference")
     assert set(rows) >= {"encoder floor", "SMNER", "SMNER text-only", "BIO-softmax"}
@@ -142,7 +141,8 @@ def test_speed_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
     assert ratio and float(ratio.group(1)) > 0, out
 
 
-def test_synth_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
+@pytest.mark.integration  # the suite trains models
+def test_synth_suite_smoke(bench_model: str, tmp_path: Path) -> None:
     out = bench(
         "--suite",
         "synth",
@@ -151,7 +151,7 @@ def test_synth_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         "--epochs",
         "1",
         "--model",
-        tiny_model,
+        bench_model,
         "--work",
         str(tmp_path),
     )
@@ -171,7 +171,8 @@ def test_synth_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
             assert cell == "-" or percent(cell) >= 0, (model, cell)
 
 
-def test_grounding_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
+@pytest.mark.integration  # the suite trains models
+def test_grounding_suite_smoke(bench_model: str, tmp_path: Path) -> None:
     """The suite trains a grounding model and its table reports the three grounding scores
     with numbers (a run that produced no grounding scores would fail to build the table)."""
     out = bench(
@@ -184,7 +185,7 @@ def test_grounding_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         "--ungroundable",
         "0.5",
         "--model",
-        tiny_model,
+        bench_model,
         "--work",
         str(tmp_path),
     )
@@ -218,7 +219,8 @@ def test_quality_results_of_another_encoder_are_kept_apart() -> None:
     assert results_name("speed", "mpnet") == "speed"  # only quality trains a text encoder
 
 
-def test_quality_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
+@pytest.mark.integration  # the suite trains models
+def test_quality_suite_smoke(bench_model: str, tmp_path: Path) -> None:
     import shutil
 
     from tests.pipeline_fixture import write_corpus
@@ -242,7 +244,7 @@ def test_quality_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
         "--data-root",
         str(root),
         "--model",
-        tiny_model,
+        bench_model,
         "--models",
         "SMNER,BIO-CRF",
         "--work",
@@ -263,15 +265,13 @@ def test_quality_suite_smoke(tiny_model: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_load_with_clients_posting_a_39_megapixel_png(tmp_path: Path) -> None:
+def test_load_with_clients_posting_a_39_megapixel_png(tiny_model_dir: Path, tmp_path: Path) -> None:
     """The memory target of ``bench/load.py --bad-clients``: 8 of 32 clients post a 154 kB
     RGBA PNG of 39.7 MP; peak RSS stays within 2 GB of the idle server, no answer is wrong,
     the valid clients keep half their throughput, and RSS falls back within a minute."""
     from PIL import Image
 
-    from tests.tiny import save_tiny_model
-
-    model = save_tiny_model(tmp_path)
+    model = tiny_model_dir
     Image.new("RGBA", (7000, 5670), (10, 120, 200, 128)).save(tmp_path / "bomb.png")
     Image.new("RGB", (640, 480), (200, 30, 30)).save(tmp_path / "ok.jpg")
     out = run_bench(
@@ -290,10 +290,8 @@ def test_load_with_clients_posting_a_39_megapixel_png(tmp_path: Path) -> None:
     assert record["settle"]["within_20pct_after_s"] is not None
 
 
-def test_scale_suite_smoke(tmp_path: Path) -> None:
-    from tests.tiny import save_tiny_model
-
-    model = save_tiny_model(tmp_path)
+def test_scale_suite_smoke(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model = tiny_model_dir
     options = ["--posts", "100", "--workers", "1", "--engines", "local", "--work", str(tmp_path)]
     out = run_bench("scale.py", "--model", str(model), *options)
     record = json.loads(out.splitlines()[0])

@@ -27,6 +27,8 @@ if not CHROMIUM.is_file():
     )
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
 
+pytestmark = pytest.mark.integration  # a browser, and a trained model behind the server
+
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -109,8 +111,8 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def server_url(model_root: Path) -> Iterator[str]:
-    with serving(Predictor.from_pretrained(model_root / "run" / "best")) as url:
+def server_url(trained_model_dir: Path) -> Iterator[str]:
+    with serving(Predictor.from_pretrained(trained_model_dir)) as url:
         yield url
 
 
@@ -336,16 +338,13 @@ BOX_EDGES = """([x0, y0, x1, y1]) => {
 
 
 def test_a_grounding_model_s_box_is_outlined_over_the_image(
-    browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    browser: Any, trained_grounding_run: dict[str, Path], tmp_path: Path
 ) -> None:
     """On a wide (non-square) image, each entity's box is drawn where the JSON puts it, in
     image pixels, and the caption says so."""
     from PIL import Image
 
-    from tests.test_serve import trained_grounding_model
-
-    root = trained_grounding_model(tmp_path_factory)
-    predictor = Predictor.from_pretrained(root / "run" / "best")
+    predictor = Predictor.from_pretrained(trained_grounding_run["model"])
     predictor.model.config.grounding_threshold = 0.0  # every entity gets a box to draw
     wide = tmp_path / "wide.png"
     Image.new("RGB", (400, 200), (128, 128, 128)).save(wide)

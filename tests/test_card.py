@@ -16,7 +16,6 @@ from smner.model import build_model
 from smner.model.base import NERModel
 from smner.saved.card import FACTS_FILE, regenerate
 from tests.pipeline_fixture import write_corpus
-from tests.test_serve import trained_model
 from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
 
 
@@ -49,6 +48,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {**corpus, "run": out}
 
 
+@pytest.mark.integration  # trains
 def test_the_card_states_the_numbers_of_the_run(run: dict[str, Path]) -> None:
     out = run["run"]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -109,6 +109,7 @@ def test_the_card_states_the_numbers_of_the_run(run: dict[str, Path]) -> None:
     assert facts["epochs"] == log and facts["test"] == test
 
 
+@pytest.mark.integration  # trains
 def test_smner_card_regenerates_the_same_card_and_keeps_chosen_metadata(
     run: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -145,11 +146,10 @@ def test_a_folder_saved_outside_training_states_no_run(tmp_path: Path) -> None:
 
 
 def test_checkpoints_get_a_card_and_the_demo_does_not_keep_last(
-    tmp_path_factory: pytest.TempPathFactory,
+    trained_run: dict[str, Path],
 ) -> None:
-    root = trained_model(tmp_path_factory)
-    assert (root / "run" / "README.md").is_file()
-    meta, _ = split_card(root / "run" / "last" / "model" / "README.md")
+    assert (trained_run["run"] / "README.md").is_file()
+    meta, _ = split_card(trained_run["run"] / "last" / "model" / "README.md")
     assert meta["library_name"] == "smner" and "model-index" not in meta
     settings = DemoSettings(output=Path("demo-output"))
     assert experiment(settings, Path("corpus"), True).train.keep_last is False

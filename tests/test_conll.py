@@ -17,7 +17,7 @@ from smner.data.conll import (
 )
 from smner.data.types import Entity
 from smner.errors import DataFormatError
-from tests.conftest import real_files
+from tests.benchmark_fixture import Benchmark
 
 SAMPLE = (
     "IMGID:17\nRT\tO\n@user\tO\nGeorge\tB-PER\nZimmerman\tI-PER\nin\tO\nFlorida\tB-LOC\n\n"
@@ -110,8 +110,11 @@ def test_round_trip_is_byte_identical(tmp_path: Path, final_blank: bool) -> None
     assert (tmp_path / "out.txt").read_bytes() == source.read_bytes()
 
 
-def test_real_files_round_trip_byte_for_byte(shared_data: Path) -> None:
-    for path in real_files():
+def test_benchmark_files_round_trip_byte_for_byte(benchmark_data: Benchmark) -> None:
+    """With and without a final blank line (Twitter-2015's files have none)."""
+    files = benchmark_data.files()
+    assert len(files) == 5
+    for path in files:
         corpus = read_conll(path)
         text = format_conll(corpus.examples, final_blank_line=corpus.final_blank_line)
         assert text.encode("utf-8") == path.read_bytes(), path

@@ -15,12 +15,13 @@ from smner.data.conll import read_conll as read_corpus  # noqa: E402
 from smner.data.frames import ENTITY_COLUMNS  # noqa: E402
 from smner.errors import MissingExtra, SmnerError  # noqa: E402
 from smner.predict.predictor import Predictor  # noqa: E402
+from tests.benchmark_fixture import Benchmark  # noqa: E402
 from tests.test_serve import POST  # noqa: E402
 
 
 @pytest.fixture
-def frame(model_root: Path) -> pd.DataFrame:
-    image = model_root / "images" / "0.jpg"
+def frame(post_images: Path) -> pd.DataFrame:
+    image = post_images / "0.jpg"
     return pd.DataFrame(
         {
             "text": [POST, "loves New York with George", "the of and", POST],
@@ -32,9 +33,9 @@ def frame(model_root: Path) -> pd.DataFrame:
 
 
 def test_predict_dataframe_adds_entities_as_in_the_jsonl(
-    predictor: Predictor, frame: pd.DataFrame
+    tiny_predictor: Predictor, frame: pd.DataFrame
 ) -> None:
-    out = predictor.predict_dataframe(frame, text="text", image="photo")
+    out = tiny_predictor.predict_dataframe(frame, text="text", image="photo")
     assert list(out.columns) == ["text", "photo", "source", "entities", "image_status"]
     assert list(out.index) == [10, 11, 12, 13]
     assert "entities" not in frame.columns  # the input is left alone
@@ -42,22 +43,22 @@ def test_predict_dataframe_adds_entities_as_in_the_jsonl(
         {"text": t, "image": None if p is None or isinstance(p, float) else p}
         for t, p in zip(frame["text"], frame["photo"], strict=True)
     ]
-    expected = predictor.predict_many(posts)
+    expected = tiny_predictor.predict_many(posts)
     assert list(out["entities"]) == [p.to_dict()["entities"] for p in expected]
     assert list(out["image_status"]) == ["ok", "no image", "no image", "ok"]
 
     tokens = pd.DataFrame({"words": [POST.split(), ["loves", "New", "York"]]})
-    by_tokens = smner.Predictor.predict_dataframe(predictor, tokens, tokens="words")
-    alone = [m.to_dict() for m in predictor.predict(POST.split()).entities]
+    by_tokens = smner.Predictor.predict_dataframe(tiny_predictor, tokens, tokens="words")
+    alone = [m.to_dict() for m in tiny_predictor.predict(POST.split()).entities]
     batched = by_tokens["entities"][0]
     # a batch pads its posts, which may move a score in its sixth decimal
     assert [{**e, "score": None} for e in batched] == [{**e, "score": None} for e in alone]
     assert [e["score"] for e in batched] == pytest.approx([e["score"] for e in alone], abs=1e-4)
 
 
-def test_explode_gives_one_row_per_entity(predictor: Predictor, frame: pd.DataFrame) -> None:
-    wide = predictor.predict_dataframe(frame, image="photo")
-    long = predictor.predict_dataframe(frame, image="photo", explode=True)
+def test_explode_gives_one_row_per_entity(tiny_predictor: Predictor, frame: pd.DataFrame) -> None:
+    wide = tiny_predictor.predict_dataframe(frame, image="photo")
+    long = tiny_predictor.predict_dataframe(frame, image="photo", explode=True)
     total = sum(len(e) for e in wide["entities"])
     assert len(long) == total > 0
     assert list(long.columns) == ["post_text", "photo", "source", "image_status", *ENTITY_COLUMNS]
@@ -66,18 +67,18 @@ def test_explode_gives_one_row_per_entity(predictor: Predictor, frame: pd.DataFr
     assert list(zip(long.index, long["text"], long["type"], strict=True)) == flat
     first = long.iloc[0]
     assert first["post_text"][first["char_start"] : first["char_end"]] == first["text"]
-    empty = predictor.predict_dataframe(frame.iloc[[2]], explode=True)
-    assert len(empty) <= len(predictor.predict("the of and").entities)
+    empty = tiny_predictor.predict_dataframe(frame.iloc[[2]], explode=True)
+    assert len(empty) <= len(tiny_predictor.predict("the of and").entities)
 
 
-def test_bad_frames_are_named(predictor: Predictor, frame: pd.DataFrame) -> None:
+def test_bad_frames_are_named(tiny_predictor: Predictor, frame: pd.DataFrame) -> None:
     with pytest.raises(SmnerError, match=r"the text column 'body' is not in the frame \(its"):
-        predictor.predict_dataframe(frame, text="body")
+        tiny_predictor.predict_dataframe(frame, text="body")
     with pytest.raises(SmnerError, match=r"the image column 'img' is not in the frame"):
-        predictor.predict_dataframe(frame, image="img")
+        tiny_predictor.predict_dataframe(frame, image="img")
     holes = frame.assign(text=[POST, None, POST, POST])
     with pytest.raises(SmnerError, match=r"row 11: column 'text' is empty"):
-        predictor.predict_dataframe(holes)
+        tiny_predictor.predict_dataframe(holes)
 
 
 def test_read_conll_one_row_per_post_and_write_it_back(tmp_path: Path) -> None:
@@ -112,8 +113,8 @@ def test_read_conll_one_row_per_post_and_write_it_back(tmp_path: Path) -> None:
         smner.write_conll(plain.assign(tags=[["O"]]), out)
 
 
-def test_read_conll_on_the_real_benchmark(shared_data: Path, tmp_path: Path) -> None:
-    path = shared_data / "twitter2017" / "valid.txt"
+def test_read_conll_on_the_benchmark(benchmark_data: Benchmark, tmp_path: Path) -> None:
+    path = benchmark_data.root / "twitter2017" / "valid.txt"
     posts = smner.read_conll(path)
     corpus = read_corpus(path)
     assert len(posts) == len(corpus)
@@ -125,10 +126,10 @@ def test_read_conll_on_the_real_benchmark(shared_data: Path, tmp_path: Path) -> 
 
 
 def test_without_pandas_the_message_says_what_to_install(
-    predictor: Predictor, frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+    tiny_predictor: Predictor, frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(MissingExtra, match=r"needs pandas.*pip install 'smner\[pandas\]'"):
         smner.read_conll("whatever.txt")
     with pytest.raises(ImportError, match=r"smner\[pandas\]"):
-        predictor.predict_dataframe(frame)
+        tiny_predictor.predict_dataframe(frame)

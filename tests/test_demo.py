@@ -9,6 +9,7 @@ from smner.commands.demo_run import DemoSettings, comparison_table, run_demo
 from tests.tiny import make_image_encoder, make_text_encoder
 
 
+@pytest.mark.integration  # trains two models
 def test_demo_runs_end_to_end_with_tiny_encoders(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

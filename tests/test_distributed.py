@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 
 from tests.pipeline_fixture import write_corpus
 
+pytestmark = pytest.mark.integration  # trains, under torch.distributed and accelerate
+
 OVERRIDES = [
     "--set",
     "model.use_ib=false",  # in-batch negatives differ when a batch is split

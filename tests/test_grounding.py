@@ -226,21 +226,6 @@ def test_synth_refuses_a_bad_share(tmp_path: Path) -> None:
 # --- end to end ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def grounded_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny grounding model that finds the fixture posts' entities, and its data: each
-    post's first entity is boxed in the left half of its image, the others are not there."""
-    from tests.test_serve import trained_grounding_model
-
-    root = trained_grounding_model(tmp_path_factory)
-    return {
-        "model": root / "run" / "best",
-        "data": root / "dev.txt",
-        "images": root / "images",
-        "boxes": root / "boxes",
-    }
-
-
 def test_training_a_grounding_model_needs_boxes(
     encoders: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -267,13 +252,13 @@ def test_training_a_grounding_model_needs_boxes(
 
 
 def test_evaluate_reports_grounding_and_predict_gives_boxes_in_pixels(
-    grounded_run: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    trained_grounding_run: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from smner.cli import main
     from smner.predict.predictor import Predictor
 
-    run = grounded_run
-    argv = ["evaluate", "--model", str(run["model"]), "--data", str(run["data"])]
+    run = trained_grounding_run
+    argv = ["evaluate", "--model", str(run["model"]), "--data", str(run["dev"])]
     argv += ["--images", str(run["images"]), "--boxes", str(run["boxes"]), "--json"]
     assert main(argv) == 0
     payload = json.loads(capsys.readouterr().out)
@@ -299,20 +284,20 @@ def test_evaluate_reports_grounding_and_predict_gives_boxes_in_pixels(
 
 
 def test_predicted_boxes_written_by_evaluate_score_the_same_with_score(
-    grounded_run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trained_grounding_run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """evaluate --predictions --predicted-boxes, then score --boxes --pred-boxes: the
     grounding scores of the files equal those evaluate computed from the model's output."""
     from smner.cli import main
 
-    run = grounded_run
+    run = trained_grounding_run
     tags, boxes = tmp_path / "pred.txt", tmp_path / "pred-boxes"
-    argv = ["evaluate", "--model", str(run["model"]), "--data", str(run["data"])]
+    argv = ["evaluate", "--model", str(run["model"]), "--data", str(run["dev"])]
     argv += ["--images", str(run["images"]), "--boxes", str(run["boxes"]), "--json"]
     assert main([*argv, "--predictions", str(tags), "--predicted-boxes", str(boxes)]) == 0
     direct = json.loads(capsys.readouterr().out)["grounding"]
     assert boxes.is_dir()
-    scored = ["score", "--gold", str(run["data"]), "--pred", str(tags), "--json"]
+    scored = ["score", "--gold", str(run["dev"]), "--pred", str(tags), "--json"]
     assert main([*scored, "--boxes", str(run["boxes"]), "--pred-boxes", str(boxes)]) == 0
     from_files = json.loads(capsys.readouterr().out)["grounding"]
     for metric in ("gmner", "mner", "eeg"):
@@ -323,6 +308,7 @@ def test_predicted_boxes_written_by_evaluate_score_the_same_with_score(
     assert direct["mner"]["predicted"] > 0  # the model found entities: the check checks
 
 
+@pytest.mark.integration  # trains
 def test_twitter_gmner_layout_trains_evaluates_and_predicts(
     encoders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,7 +13,7 @@ import pytest
 from smner.errors import SmnerError
 from smner.predict.predictor import Predictor
 from smner.saved.hub import parse_repo_id, resolve_model_dir
-from tests.test_serve import POST, trained_model
+from tests.test_serve import POST
 
 pytest.importorskip("huggingface_hub", reason="the Hub tests need smner[hub]")
 
@@ -22,17 +22,12 @@ OLDER = "fedcba9876543210fedcba9876543210fedcba98"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_model(tmp_path_factory) / "run" / "best"
-
-
-@pytest.fixture(scope="module")
-def cache(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cache(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``org/tiny`` as huggingface_hub caches it: refs/<branch or tag> -> snapshots/<commit>."""
     root = tmp_path_factory.mktemp("hf-cache")
     repo = root / "models--org--tiny"
     for commit in (COMMIT, OLDER):
-        shutil.copytree(model_dir, repo / "snapshots" / commit)
+        shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(COMMIT)
     (repo / "refs" / "v1").write_text(OLDER)
@@ -56,14 +51,16 @@ def test_repo_ids(name: str, parsed: tuple[str, str | None] | None) -> None:
     assert parse_repo_id(name) == parsed
 
 
-def test_a_local_folder_wins_and_a_missing_one_is_named(model_dir: Path, tmp_path: Path) -> None:
-    assert resolve_model_dir(str(model_dir)) == model_dir
+def test_a_local_folder_wins_and_a_missing_one_is_named(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    assert resolve_model_dir(str(tiny_model_dir)) == tiny_model_dir
     with pytest.raises(SmnerError, match=r"runs/t17/best: no such model folder"):
         resolve_model_dir("runs/t17/best")
 
 
-def test_from_pretrained_reads_the_cache_offline(model_dir: Path, cache: Path) -> None:
-    local = Predictor.from_pretrained(model_dir)
+def test_from_pretrained_reads_the_cache_offline(tiny_model_dir: Path, cache: Path) -> None:
+    local = Predictor.from_pretrained(tiny_model_dir)
     hub = Predictor.from_pretrained("org/tiny", cache_dir=cache, local_files_only=True)
     assert hub.predict(POST).to_dict() == local.predict(POST).to_dict()
     folder = resolve_model_dir("org/tiny@v1", cache_dir=cache, local_files_only=True)
@@ -92,7 +89,7 @@ def test_without_huggingface_hub_the_message_names_the_extra(
         resolve_model_dir("org/tiny")
 
 
-def test_cli_model_accepts_a_repo_id_with_hf_hub_offline(cache: Path, model_dir: Path) -> None:
+def test_cli_model_accepts_a_repo_id_with_hf_hub_offline(cache: Path, tiny_model_dir: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
     env.pop("HF_HOME", None)
 
@@ -107,7 +104,7 @@ def test_cli_model_accepts_a_repo_id_with_hf_hub_offline(cache: Path, model_dir:
         )
 
     hub = smner("predict", "--model", "org/tiny", "--revision", "v1", "--text", POST)
-    local = smner("predict", "--model", str(model_dir), "--text", POST)
+    local = smner("predict", "--model", str(tiny_model_dir), "--text", POST)
     assert hub.returncode == 0, hub.stderr
     assert hub.stdout == local.stdout
     missing = smner("evaluate", "--model", "org/absent", "--data", "x.txt")

@@ -21,8 +21,7 @@ from smner.data.images import (
     resolve_image_path,
 )
 from smner.errors import SmnerError
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.benchmark_fixture import Benchmark
 
 
 def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -139,10 +138,8 @@ def test_png_data_loads_whatever_the_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["113.jpg", "33.jpg"])
-def test_real_png_files_named_jpg_load(name: str) -> None:
-    path = SHARED_DATA / "images" / "twitter2015" / name
-    if not path.is_file():
-        pytest.skip(f"shared images not found at {path.parent}")
+def test_benchmark_png_files_named_jpg_load(benchmark_data: Benchmark, name: str) -> None:
+    path = benchmark_data.root / "images" / "twitter2015" / name
     with Image.open(path) as raw:
         assert raw.format == "PNG"  # the point of the test: PNG data under a .jpg name
         expected_size = raw.size

@@ -12,7 +12,6 @@ from smner.cli import main
 from smner.data.conll import read_conll
 from smner.data.images import ImageStatus, ImageStore
 from smner.errors import DataFormatError, SmnerError
-from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
 
 GOOD = "IMGID:1\nGeorge\tB-PER\nvisited\tO\n\nIMGID:2\nParis\tB-LOC\n"
 
@@ -69,25 +68,12 @@ def test_missing_image_folder_is_an_error_not_all_images_missing(tmp_path: Path)
         ImageStore(tmp_path / "file")
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from smner.encoders.text import load_tokenizer
-    from smner.model import build_model
-
-    root = tmp_path_factory.mktemp("m")
-    text, image = make_text_encoder(root / "text"), make_image_encoder(root / "image")
-    build_model(tiny_config(text, image)).save_pretrained(
-        root / "model", tokenizer=load_tokenizer(text)
-    )
-    return root / "model"
-
-
 def test_heatmaps_path_that_is_a_file_fails_before_predicting(
-    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     taken = tmp_path / "heat"
     taken.write_text("not a folder")
-    args = ["predict", "--model", str(model_dir), "--text", "George", "--heatmaps", str(taken)]
+    args = ["predict", "--model", str(tiny_model_dir), "--text", "George", "--heatmaps", str(taken)]
     assert main(args) == 1
     assert "--heatmaps" in error_line(capsys) and capsys.readouterr().out == ""
 
@@ -102,7 +88,7 @@ def test_heatmaps_path_that_is_a_file_fails_before_predicting(
     ],
 )
 def test_bad_jsonl_records_name_their_line(
-    model_dir: Path,
+    tiny_model_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     line: bytes,
@@ -110,7 +96,7 @@ def test_bad_jsonl_records_name_their_line(
 ) -> None:
     path = tmp_path / "in.jsonl"
     path.write_bytes(b'{"text": "George visited Paris"}\n' + line + b"\n")
-    argv = ["predict", "--model", str(model_dir), "--input", str(path)]
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(path)]
     assert main([*argv, "--strict"]) == 1
     err = error_line(capsys)
     assert f"{path}:2: " in err and message in err, err
@@ -125,10 +111,10 @@ def test_bad_jsonl_records_name_their_line(
     assert "1 of 2 posts could not be predicted" in captured.err
 
 
-def test_python_api_refuses_a_lone_surrogate(model_dir: Path) -> None:
+def test_python_api_refuses_a_lone_surrogate(tiny_model_dir: Path) -> None:
     from smner.predict.predictor import Predictor
 
-    predictor = Predictor.from_pretrained(model_dir)
+    predictor = Predictor.from_pretrained(tiny_model_dir)
     with pytest.raises(SmnerError, match="lone surrogate"):
         predictor.predict("\ud800 George")
     with pytest.raises(SmnerError, match="lone surrogate"):

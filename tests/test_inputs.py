@@ -22,14 +22,14 @@ def entities(prediction: smner.PostPrediction) -> list[tuple[str, str, int, int]
     return [(m.text, m.type, m.start, m.end) for m in prediction.entities]
 
 
-def test_the_issue_example_works(predictor: Predictor) -> None:
-    (result,) = predictor.predict_many(["Kevin Durant joins the Warriors"])
+def test_the_issue_example_works(tiny_predictor: Predictor) -> None:
+    (result,) = tiny_predictor.predict_many(["Kevin Durant joins the Warriors"])
     assert result.tokens == ["Kevin", "Durant", "joins", "the", "Warriors"]
     assert result.image_status == "no image"
 
 
-def test_every_form_mixed_in_one_call(predictor: Predictor, model_root: Path) -> None:
-    image_path = model_root / "images" / "0.jpg"
+def test_every_form_mixed_in_one_call(tiny_predictor: Predictor, post_images: Path) -> None:
+    image_path = post_images / "0.jpg"
     image_bytes = image_path.read_bytes()
     picture = Image.open(image_path)
     tokens = POST.split()
@@ -42,10 +42,10 @@ def test_every_form_mixed_in_one_call(predictor: Predictor, model_root: Path) ->
         PostInput(text=POST, image=image_path, id="p"),
         tuple(tokens),
     ]
-    results = predictor.predict_many(posts)
+    results = tiny_predictor.predict_many(posts)
     assert len(results) == len(posts)
-    alone_text = predictor.predict(POST)
-    alone_image = predictor.predict(POST, image=image_path)
+    alone_text = tiny_predictor.predict(POST)
+    alone_image = tiny_predictor.predict(POST, image=image_path)
     assert entities(results[0]) == entities(alone_text)
     assert entities(results[1]) == entities(alone_text)
     for i in (2, 3, 4, 5):
@@ -60,19 +60,19 @@ def test_every_form_mixed_in_one_call(predictor: Predictor, model_root: Path) ->
     assert results[0].to_dict()["text"] == POST
 
 
-def test_predict_and_call_take_the_same_forms(predictor: Predictor, model_root: Path) -> None:
-    image_path = model_root / "images" / "0.jpg"
-    expected = entities(predictor.predict(POST, image=image_path))
-    assert entities(predictor.predict({"text": POST, "image": image_path})) == expected
-    assert entities(predictor.predict(PostInput(text=POST), image=image_path)) == expected
-    assert entities(predictor.predict(POST.split(), image=image_path.read_bytes())) == expected
-    one = predictor(POST, image=image_path)
+def test_predict_and_call_take_the_same_forms(tiny_predictor: Predictor, post_images: Path) -> None:
+    image_path = post_images / "0.jpg"
+    expected = entities(tiny_predictor.predict(POST, image=image_path))
+    assert entities(tiny_predictor.predict({"text": POST, "image": image_path})) == expected
+    assert entities(tiny_predictor.predict(PostInput(text=POST), image=image_path)) == expected
+    assert entities(tiny_predictor.predict(POST.split(), image=image_path.read_bytes())) == expected
+    one = tiny_predictor(POST, image=image_path)
     assert isinstance(one, smner.PostPrediction) and entities(one) == expected
-    many = predictor([POST, {"text": POST, "image": str(image_path)}, POST.split()])
+    many = tiny_predictor([POST, {"text": POST, "image": str(image_path)}, POST.split()])
     assert isinstance(many, list) and len(many) == 3
     assert entities(many[1]) == expected
     with pytest.raises(TypeError, match="image= goes with one post"):
-        predictor([POST], image=image_path)
+        tiny_predictor([POST], image=image_path)
 
 
 @pytest.mark.parametrize(
@@ -88,26 +88,30 @@ def test_predict_and_call_take_the_same_forms(predictor: Predictor, model_root: 
     ],
 )
 def test_other_forms_are_a_type_error_naming_the_position(
-    predictor: Predictor, posts: object, message: str
+    tiny_predictor: Predictor, posts: object, message: str
 ) -> None:
     with pytest.raises(TypeError, match=message):
-        predictor.predict_many(posts)  # type: ignore[arg-type]
+        tiny_predictor.predict_many(posts)  # type: ignore[arg-type]
 
 
 def test_a_bad_post_is_refused_before_any_prediction(
-    predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+    tiny_predictor: Predictor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    monkeypatch.setattr(predictor, "_predict_batch", lambda posts: calls.append(posts))
+    monkeypatch.setattr(tiny_predictor, "_predict_batch", lambda posts: calls.append(posts))
     with pytest.raises(InvalidPost):
-        predictor.predict_many(["fine", "also fine", 3.5])
+        tiny_predictor.predict_many(["fine", "also fine", 3.5])
     assert calls == []
 
 
 def test_to_dict_is_exactly_the_cli_record(
-    predictor: Predictor, model_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_predictor: Predictor,
+    tiny_model_dir: Path,
+    post_images: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    image = model_root / "images" / "0.jpg"
+    image = post_images / "0.jpg"
     records = [
         {"id": "a", "text": POST, "image": str(image)},
         {"tokens": ["loves", "New", "York"], "note": "kept"},
@@ -115,17 +119,17 @@ def test_to_dict_is_exactly_the_cli_record(
     ]
     source = tmp_path / "posts.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    model = str(model_root / "run" / "best")
+    model = str(tiny_model_dir)
     assert main(["predict", "--model", model, "--input", str(source), "--explain"]) == 0
     written = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     records[1]["id"] = "2"  # the CLI numbers a record without an id by its line
-    python = [p.to_dict(explain=True) for p in predictor.predict_many(records)]
+    python = [p.to_dict(explain=True) for p in tiny_predictor.predict_many(records)]
     assert written == python
     assert written[2]["image_status"] == "missing"
 
     assert main(["predict", "--model", model, "--text", POST, "--image", str(image)]) == 0
     (line,) = capsys.readouterr().out.splitlines()
-    alone = predictor.predict({"id": "1", "text": POST, "image": str(image)})
+    alone = tiny_predictor.predict({"id": "1", "text": POST, "image": str(image)})
     assert json.loads(line) == alone.to_dict()
 
 
@@ -163,9 +167,9 @@ def test_python_dash_m_smner_runs_the_command() -> None:
 
 
 def test_predict_text_dash_reads_posts_from_stdin(
-    model_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = str(model_root / "run" / "best")
+    model = str(tiny_model_dir)
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{POST}\n\nloves New York\n"))
     assert main(["predict", "--model", model, "--text", "-"]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +11,7 @@ from smner.data.conll import read_conll
 from smner.data.spans import bio_to_entities
 from smner.data.types import Entity
 from smner.evaluation.metrics import EntityScorer, score_entities
-from tests.conftest import real_files
+from tests.benchmark_fixture import Benchmark
 
 TAG = st.sampled_from(["O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-MISC"])
 
@@ -50,10 +49,13 @@ def test_scores_equal_seqeval_on_random_sequences(pair: tuple) -> None:
     assert_matches_seqeval(gold, pred)
 
 
-def test_scores_equal_seqeval_on_real_files(shared_data: Path) -> None:
+def test_scores_equal_seqeval_on_benchmark_files(benchmark_data: Benchmark) -> None:
+    """On gold files with I- starts, and predictions that mix OTHER and MISC."""
     rng = random.Random(0)
     types = ["PER", "LOC", "ORG", "OTHER", "MISC"]
-    for path in real_files():
+    files = benchmark_data.files()
+    assert len(files) == 5
+    for path in files:
         gold = [ex.tags for ex in read_conll(path)]
         pred = []
         for tags in gold:

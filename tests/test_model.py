@@ -12,6 +12,7 @@ from smner.evaluation.metrics import score_entities
 from smner.model.alignment import gaussian_kl, jensen_shannon_mi
 from smner.model.base import NERModel
 from smner.saved.folder import load_config
+from tests.benchmark_fixture import Benchmark
 from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
 
 # Eval determinism, masked image slots, save/load, gradients and learning of every model type
@@ -109,7 +110,7 @@ def test_config_refuses_bad_values() -> None:
     assert replace(ModelConfig(), labels=["PER"]).id_to_label == ["O", "PER"]
 
 
-def test_default_span_width_covers_the_benchmarks(shared_data: Path) -> None:
+def test_default_span_width_covers_the_benchmarks(benchmark_data: Benchmark) -> None:
     """The default width limit covers at least 99.8% of the training entities of both sets."""
     from smner.config.model import ModelConfig
     from smner.data.conll import read_conll
@@ -117,7 +118,9 @@ def test_default_span_width_covers_the_benchmarks(shared_data: Path) -> None:
     width = ModelConfig().max_span_width
     for name in ("twitter2015", "twitter2017"):
         lengths = [
-            e.length for ex in read_conll(shared_data / name / "train.txt") for e in ex.entities
+            e.length
+            for ex in read_conll(benchmark_data.root / name / "train.txt")
+            for e in ex.entities
         ]
         assert sum(n <= width for n in lengths) / len(lengths) >= 0.998, name
 

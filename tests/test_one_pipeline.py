@@ -24,14 +24,9 @@ from smner.processing.batching import ImageInput
 from smner.processing.processor import Processor
 from smner.serve.app import create_app
 from smner.serve.settings import ServeSettings
-from tests.tiny import save_tiny_model, solid_image
+from tests.tiny import solid_image
 
 TEXT = "George Washington visited Paris with Apple"
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("one-pipeline"))
 
 
 def png_bytes() -> bytes:
@@ -50,9 +45,9 @@ def count_splits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_the_server_splits_each_text_once(
-    tiny_folder: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    predictor = Predictor.from_pretrained(tiny_folder)
+    predictor = Predictor.from_pretrained(tiny_model_dir)
     calls = count_splits(monkeypatch)
     with TestClient(create_app(predictor, ServeSettings())) as client:
         image = base64.b64encode(png_bytes()).decode("ascii")
@@ -64,16 +59,16 @@ def test_the_server_splits_each_text_once(
 
 
 def test_predict_many_splits_each_text_once(
-    tiny_folder: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    predictor = Predictor.from_pretrained(tiny_folder)
+    predictor = Predictor.from_pretrained(tiny_model_dir)
     calls = count_splits(monkeypatch)
     predictor.predict_many([TEXT, "Paris again", {"text": "Apple in Paris"}])
     assert sorted(calls) == sorted([TEXT, "Paris again", "Apple in Paris"])
 
 
-def test_prepare_records_every_image_outcome(tiny_folder: Path, tmp_path: Path) -> None:
-    processor = Processor.from_pretrained(tiny_folder)
+def test_prepare_records_every_image_outcome(tiny_model_dir: Path, tmp_path: Path) -> None:
+    processor = Processor.from_pretrained(tiny_model_dir)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     outcomes = [
@@ -107,7 +102,7 @@ def test_a_text_only_model_never_opens_the_image(tmp_path: Path) -> None:
 
 
 def test_every_entry_point_runs_the_one_forward_stage(
-    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The Predictor, evaluation (and with it training's dev scoring, which calls the same
     predict_examples) reach the model only through smner.predict.loop.forward."""
@@ -120,12 +115,12 @@ def test_every_entry_point_runs_the_one_forward_stage(
 
     monkeypatch.setattr(smner.predict.loop, "forward", spy)
     monkeypatch.setattr("smner.predict.predictor.forward", spy)
-    Predictor.from_pretrained(tiny_folder).predict_many([TEXT, "Paris"])
+    Predictor.from_pretrained(tiny_model_dir).predict_many([TEXT, "Paris"])
     assert seen == [2]
     data = tmp_path / "dev.txt"
     data.write_text("IMGID:1\nGeorge\tB-PER\nin\tO\nParis\tB-LOC\n\nIMGID:2\nApple\tB-ORG\n\n")
     seen.clear()
-    evaluate_saved_model(tiny_folder, data, batch_size=8)
+    evaluate_saved_model(tiny_model_dir, data, batch_size=8)
     assert seen == [2]
 
 

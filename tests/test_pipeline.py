@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,17 +25,12 @@ from smner.model.base import NERModel
 from smner.training.run_folder import write_state_checksum
 from tests.pipeline_fixture import write_corpus
 
+pytestmark = pytest.mark.integration  # every test trains or reads the session's trained model
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(scope="module")
-def trained(corpus: dict[str, Path]) -> Path:
-    run = corpus["root"] / "run"
-    assert main(["train", "--config", str(corpus["config"]), "--output", str(run)]) == 0
-    return run
 
 
 def smner_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -47,7 +43,8 @@ def smner_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[s
     )
 
 
-def test_train_writes_log_best_and_last(trained: Path) -> None:
+def test_train_writes_log_best_and_last(trained_run: dict[str, Path]) -> None:
+    trained = trained_run["run"]
     records = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, 9))
     assert {"dev_precision", "dev_recall", "dev_f1"} <= set(records[0])
@@ -58,13 +55,14 @@ def test_train_writes_log_best_and_last(trained: Path) -> None:
 
 
 def test_evaluate_matches_score_on_its_predictions(
-    trained: Path, corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    trained_run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    predictions = corpus["root"] / "pred.txt"
+    corpus = trained_run
+    predictions = tmp_path / "pred.txt"
     argv = [
         "evaluate",
         "--model",
-        str(trained / "best"),
+        str(trained_run["model"]),
         "--data",
         str(corpus["dev"]),
         "--images",
@@ -89,12 +87,13 @@ def test_evaluate_matches_score_on_its_predictions(
 
 
 def test_evaluate_with_an_alias_writes_the_file_own_labels(
-    trained: Path, corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    trained_run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gold = corpus["root"] / "dev-gpe.txt"
+    corpus = trained_run
+    gold = tmp_path / "dev-gpe.txt"
     gold.write_text(corpus["dev"].read_text().replace("-LOC", "-GPE"), encoding="utf-8")
-    predictions = corpus["root"] / "pred-gpe.txt"
-    argv = ["evaluate", "--model", str(trained / "best"), "--data", str(gold)]
+    predictions = tmp_path / "pred-gpe.txt"
+    argv = ["evaluate", "--model", str(trained_run["model"]), "--data", str(gold)]
     argv += ["--images", str(corpus["images"]), "--json", "--predictions", str(predictions)]
     assert main([*argv, "--label-alias", "GPE=LOC"]) == 0
     reported = json.loads(capsys.readouterr().out)
@@ -104,13 +103,13 @@ def test_evaluate_with_an_alias_writes_the_file_own_labels(
 
 
 def test_predict_text_and_jsonl_with_explanations(
-    trained: Path, corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    trained_run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    image = corpus["images"] / "0.jpg"
+    image = trained_run["images"] / "0.jpg"
     argv = [
         "predict",
         "--model",
-        str(trained / "best"),
+        str(trained_run["model"]),
         "--text",
         "George visited Paris today",
         "--image",
@@ -128,7 +127,8 @@ def test_predict_text_and_jsonl_with_explanations(
     assert (paris["start"], paris["end"], paris["char_start"], paris["char_end"]) == (2, 3, 15, 20)
     assert len(paris["attention"]) == 7 and len(paris["attention"][0]) == 7
 
-    source = corpus["root"] / "posts.jsonl"
+    shutil.copytree(trained_run["images"], tmp_path / "images")  # "images/3.jpg" below
+    source = tmp_path / "posts.jsonl"
     source.write_text(
         json.dumps({"id": "x/1", "text": "loves New York with George", "image": "images/3.jpg"})
         + "\n"
@@ -136,11 +136,11 @@ def test_predict_text_and_jsonl_with_explanations(
         + "\n",
         encoding="utf-8",
     )
-    out, heatmaps = corpus["root"] / "out.jsonl", corpus["root"] / "heat"
+    out, heatmaps = tmp_path / "out.jsonl", tmp_path / "heat"
     argv = [
         "predict",
         "--model",
-        str(trained / "best"),
+        str(trained_run["model"]),
         "--input",
         str(source),
         "--output",
@@ -156,10 +156,12 @@ def test_predict_text_and_jsonl_with_explanations(
     assert len(pngs) == len(first["entities"]) and all(n.startswith("x_1-") for n in pngs)
 
 
-def test_predict_rejects_bad_jsonl_with_file_and_line(trained: Path, tmp_path: Path) -> None:
+def test_predict_rejects_bad_jsonl_with_file_and_line(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"txt": 1}\n', encoding="utf-8")
-    proc = smner_cli("predict", "--model", str(trained / "best"), "--input", str(bad), "--strict")
+    proc = smner_cli("predict", "--model", str(trained_model_dir), "--input", str(bad), "--strict")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(f"smner: error: {bad}:2: expected")
 
@@ -181,7 +183,7 @@ def test_predict_rejects_bad_jsonl_with_file_and_line(trained: Path, tmp_path: P
     ],
 )
 def test_predict_refuses_posts_the_model_cannot_take_before_writing(
-    trained: Path,
+    trained_model_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     lines: list[str],
@@ -190,7 +192,7 @@ def test_predict_refuses_posts_the_model_cannot_take_before_writing(
 ) -> None:
     source, out = tmp_path / "posts.jsonl", tmp_path / "out.jsonl"
     source.write_text("".join(f"{text}\n" for text in lines), encoding="utf-8")
-    argv = ["predict", "--model", str(trained / "best"), "--input", str(source)]
+    argv = ["predict", "--model", str(trained_model_dir), "--input", str(source)]
     assert main([*argv, "--output", str(out), "--strict"]) == 1
     assert capsys.readouterr().err.startswith(f"smner: error: {source}:{line}: {expected}")
     assert not out.exists() and not out.with_name("out.jsonl.partial").exists()
@@ -202,9 +204,9 @@ def test_predict_refuses_posts_the_model_cannot_take_before_writing(
     assert bad["error"].startswith(f"{source}:{line}: {expected}")
 
 
-def test_python_api(trained: Path, corpus: dict[str, Path]) -> None:
-    predictor = smner.Predictor.from_pretrained(trained / "best")
-    result = predictor.predict("George visited Paris today", image=corpus["images"] / "0.jpg")
+def test_python_api(trained_run: dict[str, Path]) -> None:
+    predictor = smner.Predictor.from_pretrained(trained_run["model"])
+    result = predictor.predict("George visited Paris today", image=trained_run["images"] / "0.jpg")
     assert [(m.text, m.type) for m in result.entities] == [("George", "PER"), ("Paris", "LOC")]
     many = predictor.predict_many(
         [
@@ -218,9 +220,9 @@ def test_python_api(trained: Path, corpus: dict[str, Path]) -> None:
 
 
 def test_predict_many_batches_by_length_and_keeps_order(
-    trained: Path, monkeypatch: pytest.MonkeyPatch
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    predictor = smner.Predictor.from_pretrained(trained / "best")
+    predictor = smner.Predictor.from_pretrained(trained_model_dir)
     texts = [
         "George visited Paris today with friends from far away again",
         "Paris",
@@ -416,9 +418,9 @@ def test_resume_refuses_other_batches_but_allows_more_epochs(
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint(
-    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = NERModel.from_pretrained(trained / "best")
+    model = NERModel.from_pretrained(trained_model_dir)
     target = tmp_path / "best"
     model.save_pretrained(target)
     before = _weights(target)

@@ -16,10 +16,13 @@ pytest.importorskip("ray.data", reason="Ray Data is an optional extra: pip insta
 from smner.cli import main  # noqa: E402
 from smner.integrations.ray import predict_dataset  # noqa: E402
 from smner.predict.predictor import Predictor  # noqa: E402
-from tests.tiny import save_tiny_model, solid_image  # noqa: E402
+from tests.tiny import solid_image  # noqa: E402
 
-# Ray Data's own context warns about its deprecated settings when it is first read.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
+pytestmark = [
+    pytest.mark.integration,  # a local Ray cluster
+    # Ray Data's own context warns about its deprecated settings when it is first read.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"),
+]
 
 WORDS = ["George", "visited", "Paris", "today", "with", "New", "York", "and", "Apple"]
 
@@ -38,13 +41,6 @@ def local_ray() -> Iterator[None]:
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ray")
-    solid_image((40, 40, 200)).save(root / "blue.jpg")
-    return save_tiny_model(root)
-
-
 def records(image: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i in range(18):
@@ -55,15 +51,17 @@ def records(image: Path) -> list[dict[str, Any]]:
     return out
 
 
-def test_predict_dataset_adds_what_one_process_predicts(local_ray: None, model_dir: Path) -> None:
-    folder = model_dir.parent
-    posts = records(folder / "blue.jpg")
+def test_predict_dataset_adds_what_one_process_predicts(
+    local_ray: None, tiny_model_dir: Path, post_images: Path
+) -> None:
+    folder = post_images
+    posts = records(folder / "3.jpg")  # blue
     found = predict_dataset(
-        ray.data.from_items(posts), model_dir, batch_size=4, concurrency=2, image_root=folder
+        ray.data.from_items(posts), tiny_model_dir, batch_size=4, concurrency=2, image_root=folder
     )
     rows = {row["id"]: row for row in found.take_all()}
     assert sorted(rows) == sorted(r["id"] for r in posts)
-    predictor = Predictor.from_pretrained(model_dir)
+    predictor = Predictor.from_pretrained(tiny_model_dir)
     for post in posts:
         row = rows[post["id"]]
         assert row["text"] == post["text"] and row["image"] == post["image"]
@@ -86,20 +84,24 @@ def test_predict_dataset_adds_what_one_process_predicts(local_ray: None, model_d
 
 
 def test_engine_ray_writes_the_local_output(
-    local_ray: None, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    local_ray: None,
+    tiny_model_dir: Path,
+    post_images: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     import shutil
 
-    shutil.copy(model_dir.parent / "blue.jpg", tmp_path / "blue.jpg")
+    shutil.copy(post_images / "3.jpg", tmp_path / "blue.jpg")
     posts = [{k: v for k, v in r.items() if v is not None} for r in records(tmp_path / "x.jpg")]
     for post in posts:
         if "image" in post:
             post["image"] = "blue.jpg"
     source = tmp_path / "posts.jsonl"
     source.write_text("".join(json.dumps(p) + "\n" for p in posts), encoding="utf-8")
-    argv = ["predict", "--model", str(model_dir), "--batch-size", "4", "--input", str(source)]
+    argv = ["predict", "--model", str(tiny_model_dir), "--batch-size", "4", "--input", str(source)]
     assert main([*argv, "--output", str(tmp_path / "local.jsonl")]) == 0
     assert main([*argv, "--output", str(tmp_path / "ray.jsonl"), "--engine", "ray"]) == 0
     local = [json.loads(x) for x in (tmp_path / "local.jsonl").read_text().splitlines()]
@@ -117,7 +119,7 @@ def test_engine_ray_writes_the_local_output(
     pq.write_table(pa.Table.from_pylist(posts[:9]), folder / "a.parquet")
     pq.write_table(pa.Table.from_pylist(posts[9:]), folder / "b.parquet")
     out = tmp_path / "ray.parquet"
-    argv = ["predict", "--model", str(model_dir), "--input", str(folder), "--engine", "ray"]
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(folder), "--engine", "ray"]
     assert main([*argv, "--output", str(out), "--workers", "2"]) == 1  # no CPU left to read
     assert "the local Ray has 2 CPUs, and each worker takes one" in capsys.readouterr().err
     assert main([*argv, "--output", str(out)]) == 0

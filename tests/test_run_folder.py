@@ -16,6 +16,8 @@ from smner.errors import SmnerError
 from smner.training.run_lock import LOCK_FILE, RunLock, RunLockedError
 from tests.pipeline_fixture import write_corpus
 
+pytestmark = pytest.mark.integration  # every test trains
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

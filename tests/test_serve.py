@@ -18,7 +18,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from smner.cli import main
 from smner.commands import serve as serve_command
 from smner.data.posts import PostInput
 from smner.data.predictions import PostPrediction
@@ -29,63 +28,20 @@ from smner.serve.errors import ApiError
 from smner.serve.images import PixelBudget
 from smner.serve.middleware import BodyLimit
 from smner.serve.settings import ServeSettings
-from tests.pipeline_fixture import write_corpus
 
 POST = "George visited Paris today"
 UNICODE_POST = "Ünïcödé 😀 George visited Paris today 🇫🇷"
 
 
-def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The pipeline tests' tiny model, trained once per session (test_browser.py shares it).
-
-    It finds George (PER) and Paris (LOC) in POST with images/0.jpg; other posts are asserted
-    only on what every training run gets right (training is not bit-reproducible).
-    """
-    root = tmp_path_factory.getbasetemp() / "serve-model"
-    best = root / "run" / "best"
-    if not (best / "config.json").is_file():
-        corpus = write_corpus(root)
-        argv = ["train", "--config", str(corpus["config"]), "--output", str(root / "run")]
-        assert main(argv) == 0
-    return root
-
-
-def trained_grounding_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same tiny corpus with a box file per image (each post's first entity in the left
-    half), trained with the grounding head; once per session."""
-    import yaml
-
-    from smner.data.boxes import format_voc
-    from tests.tiny import fixture_posts
-
-    root = tmp_path_factory.getbasetemp() / "serve-grounding-model"
-    best = root / "run" / "best"
-    if not (best / "config.json").is_file():
-        corpus = write_corpus(root)
-        boxes = root / "boxes"
-        boxes.mkdir(exist_ok=True)
-        for example, picture in fixture_posts():
-            if picture is not None:
-                name = " ".join(example.tokens[example.entities[0].start : example.entities[0].end])
-                voc = format_voc(str(example.image_id), picture.size, [(name, (0, 0, 32, 64))])
-                (boxes / f"{example.image_id}.xml").write_text(voc, encoding="utf-8")
-        config = yaml.safe_load(corpus["config"].read_text())
-        config["data"]["box_dir"] = str(boxes)
-        config["model"]["grounding"] = True
-        corpus["config"].write_text(yaml.safe_dump(config))
-        argv = ["train", "--config", str(corpus["config"]), "--output", str(root / "run")]
-        assert main(argv) == 0
-    return root
+@pytest.fixture(scope="module")
+def image_bytes(trained_run: dict[str, Path]) -> bytes:
+    return (trained_run["images"] / "0.jpg").read_bytes()
 
 
 @pytest.fixture(scope="module")
-def image_bytes(model_root: Path) -> bytes:
-    return (model_root / "images" / "0.jpg").read_bytes()
-
-
-@pytest.fixture(scope="module")
-def client(predictor: Predictor) -> Iterator[TestClient]:
-    with TestClient(create_app(predictor, ServeSettings()), raise_server_exceptions=False) as c:
+def client(trained_predictor: Predictor) -> Iterator[TestClient]:
+    app = create_app(trained_predictor, ServeSettings())
+    with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
 
@@ -153,12 +109,12 @@ def test_model_info_of_a_bio_tagger_claims_no_alignment(tmp_path: Path) -> None:
 
 
 def test_a_grounding_model_serves_each_entity_s_box_in_pixels(
-    tmp_path_factory: pytest.TempPathFactory, image_bytes: bytes
+    trained_grounding_run: dict[str, Path], image_bytes: bytes
 ) -> None:
     """Boxes come in pixels of the posted image: the same numbers as the Python API's, and
     for a post without an image no entity has a box or a box score."""
-    root = trained_grounding_model(tmp_path_factory)
-    predictor = Predictor.from_pretrained(root / "run" / "best")
+    root = trained_grounding_run["root"]
+    predictor = Predictor.from_pretrained(trained_grounding_run["model"])
     with TestClient(create_app(predictor, ServeSettings())) as grounded:
         assert grounded.get("/v1/model").json()["grounding"] is True
         record = grounded.post("/v1/predict", json={"text": POST, "image": b64(image_bytes)}).json()
@@ -242,8 +198,8 @@ def test_oversized_body_is_413_from_content_length(client: TestClient) -> None:
     assert client.get("/health").status_code == 200
 
 
-def test_oversized_chunked_body_is_413_while_streaming(predictor: Predictor) -> None:
-    app = create_app(predictor, ServeSettings(max_request_bytes=10_000))
+def test_oversized_chunked_body_is_413_while_streaming(trained_predictor: Predictor) -> None:
+    app = create_app(trained_predictor, ServeSettings(max_request_bytes=10_000))
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
         yield b'{"text": "'
@@ -361,10 +317,10 @@ def test_invalid_bodies_and_forms(client: TestClient, image_bytes: bytes) -> Non
     assert client.post("/v1/predict", json={"text": POST}).status_code == 200
 
 
-def test_an_unexpected_failure_is_a_json_500(predictor: Predictor) -> None:
+def test_an_unexpected_failure_is_a_json_500(trained_predictor: Predictor) -> None:
     class Broken:
         def __getattr__(self, name: str) -> Any:
-            return getattr(predictor, name)
+            return getattr(trained_predictor, name)
 
         def predict_many(self, posts: list[PostInput], batch_size: int = 32) -> list[Any]:
             raise RuntimeError("boom")
@@ -380,8 +336,9 @@ def test_an_unexpected_failure_is_a_json_500(predictor: Predictor) -> None:
 
 
 def test_concurrent_requests_share_model_calls(
-    predictor: Predictor, image_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+    trained_predictor: Predictor, image_bytes: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    predictor = trained_predictor
     sizes: list[int] = []
     original = predictor.predict_many
 
@@ -502,7 +459,7 @@ def test_page_is_served_and_self_contained(client: TestClient) -> None:
 
 
 def test_serve_command_wires_the_app(
-    model_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     captured: dict[str, Any] = {}
 
@@ -512,7 +469,7 @@ def test_serve_command_wires_the_app(
     monkeypatch.setattr("uvicorn.run", fake_run)
     parser = argparse.ArgumentParser(prog="smner")
     serve_command.register(parser.add_subparsers(dest="verb"))
-    model = str(model_root / "run" / "best")
+    model = str(trained_model_dir)
     args = parser.parse_args(["serve", "--model", model, "--port", "8123", "--max-batch", "4"])
     assert args.handler(args) == 0
     assert (captured["host"], captured["port"]) == ("127.0.0.1", 8123)

@@ -24,27 +24,13 @@ from smner.serve.app import create_app
 from smner.serve.middleware import _host_name
 from smner.serve.protocol import guarded_protocol
 from smner.serve.settings import ServeSettings
-from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
 
 POST = "George visited Paris"
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
-    from smner.encoders.text import load_tokenizer
-    from smner.model import build_model
-
-    root = tmp_path_factory.mktemp("serve-edges")
-    text, image = make_text_encoder(root / "text"), make_image_encoder(root / "image")
-    build_model(tiny_config(text, image)).save_pretrained(
-        root / "model", tokenizer=load_tokenizer(text)
-    )
-    return Predictor.from_pretrained(root / "model")
-
-
-@pytest.fixture(scope="module")
-def client(predictor: Predictor) -> Iterator[TestClient]:
-    with TestClient(create_app(predictor), raise_server_exceptions=False) as c:
+def client(tiny_predictor: Predictor) -> Iterator[TestClient]:
+    with TestClient(create_app(tiny_predictor), raise_server_exceptions=False) as c:
         yield c
 
 
@@ -94,8 +80,8 @@ def test_lone_surrogate_in_json_is_422(client: TestClient) -> None:
 # --- Host header, cross-origin forms, framing ------------------------------------------------
 
 
-def test_host_header_outside_the_allowed_list_is_refused(predictor: Predictor) -> None:
-    app = create_app(predictor, ServeSettings(allowed_hosts=("127.0.0.1", "localhost", "::1")))
+def test_host_header_outside_the_allowed_list_is_refused(tiny_predictor: Predictor) -> None:
+    app = create_app(tiny_predictor, ServeSettings(allowed_hosts=("127.0.0.1", "localhost", "::1")))
     for base, status in [
         ("http://127.0.0.1:8000", 200),
         ("http://localhost", 200),
@@ -162,7 +148,7 @@ def read_all(sock: socket.socket) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(predictor: Predictor) -> Iterator[int]:
+def server(tiny_predictor: Predictor) -> Iterator[int]:
     settings = ServeSettings(
         body_timeout_s=0.5,
         max_request_bytes=4000,
@@ -170,7 +156,7 @@ def server(predictor: Predictor) -> Iterator[int]:
         max_image_pixels=1000,
         max_pending_pixels=1000,
     )
-    with serving(create_app(predictor, settings), max_connections=8) as port:
+    with serving(create_app(tiny_predictor, settings), max_connections=8) as port:
         yield port
 
 

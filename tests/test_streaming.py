@@ -20,7 +20,6 @@ from smner.cli import main
 from smner.data.predictions import FailedPost, PostPrediction
 from smner.errors import SmnerError
 from smner.predict.predictor import Predictor
-from tests.tiny import save_tiny_model, solid_image
 
 WORDS = ["George", "visited", "Paris", "today", "with", "New", "York", "and", "Apple"]
 
@@ -28,18 +27,6 @@ WORDS = ["George", "visited", "Paris", "today", "with", "New", "York", "and", "A
 def post_text(i: int) -> str:
     """Posts of 1 to 9 words, so that sorting by length reorders every window."""
     return " ".join(WORDS[: 1 + (i * 5) % len(WORDS)])
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("stream")
-    solid_image((200, 40, 40)).save(root / "red.jpg")
-    return save_tiny_model(root)
-
-
-@pytest.fixture(scope="module")
-def predictor(model_dir: Path) -> Predictor:
-    return Predictor.from_pretrained(model_dir)
 
 
 def write_posts(path: Path, count: int, image: Path | None = None) -> list[dict[str, Any]]:
@@ -81,7 +68,7 @@ def smner(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 
 def test_predict_stream_reads_a_generator_a_window_at_a_time_in_input_order(
-    predictor: Predictor,
+    tiny_predictor: Predictor,
 ) -> None:
     pulled: list[int] = []
 
@@ -90,37 +77,37 @@ def test_predict_stream_reads_a_generator_a_window_at_a_time_in_input_order(
             pulled.append(i)
             yield post_text(i)
 
-    stream = predictor.predict_stream(posts(), batch_size=2, window=5)
+    stream = tiny_predictor.predict_stream(posts(), batch_size=2, window=5)
     first = next(stream)
     assert len(pulled) == 5  # one window read, not the input
     results = [first, *stream]
-    expected = predictor.predict_many([post_text(i) for i in range(23)], batch_size=2)
+    expected = tiny_predictor.predict_many([post_text(i) for i in range(23)], batch_size=2)
     assert [r.tokens for r in results] == [r.tokens for r in expected]
     assert [entity_view(r) for r in results] == [entity_view(r) for r in expected]
-    assert predictor.predict_many(post_text(i) for i in range(3))  # any iterable
+    assert tiny_predictor.predict_many(post_text(i) for i in range(3))  # any iterable
 
 
 def test_predict_stream_sorts_by_length_inside_each_window_only(
-    predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+    tiny_predictor: Predictor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batches: list[list[int]] = []
-    original = predictor._predict_batch
+    original = tiny_predictor._predict_batch
 
     def spy(posts: list[Any]) -> list[PostPrediction]:
         batches.append([len(p.text.split()) for p in posts])
         return original(posts)
 
-    monkeypatch.setattr(predictor, "_predict_batch", spy)
+    monkeypatch.setattr(tiny_predictor, "_predict_batch", spy)
     texts = [post_text(i) for i in range(6)]  # 1, 6, 2, 7, 3, 8 words
-    list(predictor.predict_stream(texts, batch_size=2, window=3))
+    list(tiny_predictor.predict_stream(texts, batch_size=2, window=3))
     assert batches == [[1, 2], [6], [3, 7], [8]]
 
 
 def test_posts_the_model_cannot_take_keep_their_place_with_an_error(
-    predictor: Predictor,
+    tiny_predictor: Predictor,
 ) -> None:
     posts = ["George visited Paris", 3.5, "", {"id": "x", "text": "w " * 201}, ["New", "York"]]
-    results = list(predictor.predict_stream(posts, window=2, errors="record"))
+    results = list(tiny_predictor.predict_stream(posts, window=2, errors="record"))
     assert [type(r).__name__ for r in results] == [
         "PostPrediction",
         "FailedPost",
@@ -136,54 +123,56 @@ def test_posts_the_model_cannot_take_keep_their_place_with_an_error(
         "error": "post 3: the post has 201 tokens; expected at most 200",
     }
     with pytest.raises(SmnerError, match="post 0: the post has no tokens"):
-        list(predictor.predict_stream(posts[2:], window=2))
+        list(tiny_predictor.predict_stream(posts[2:], window=2))
 
 
 def test_a_failing_batch_loses_only_the_post_that_fails_alone(
-    predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+    tiny_predictor: Predictor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = predictor._predict_batch
+    original = tiny_predictor._predict_batch
 
     def fragile(posts: list[Any]) -> list[PostPrediction]:
         if any(p.text == "Apple" for p in posts):
             raise RuntimeError("the encoder choked")
         return original(posts)
 
-    monkeypatch.setattr(predictor, "_predict_batch", fragile)
+    monkeypatch.setattr(tiny_predictor, "_predict_batch", fragile)
     posts = ["George", "Apple", "Paris"]
-    results = list(predictor.predict_stream(posts, batch_size=3, errors="record"))
+    results = list(tiny_predictor.predict_stream(posts, batch_size=3, errors="record"))
     assert isinstance(results[1], FailedPost)
     assert results[1].error == "RuntimeError: the encoder choked"
     assert [r.tokens for r in (results[0], results[2])] == [["George"], ["Paris"]]
     with pytest.raises(RuntimeError):
-        list(predictor.predict_stream(posts, batch_size=3))
+        list(tiny_predictor.predict_stream(posts, batch_size=3))
 
 
 # --- files, standard input and output ----------------------------------------------------
 
 
 def test_jsonl_output_is_the_same_whatever_the_window(
-    model_dir: Path, predictor: Predictor, tmp_path: Path
+    tiny_model_dir: Path, tiny_predictor: Predictor, post_images: Path, tmp_path: Path
 ) -> None:
     source = tmp_path / "posts.jsonl"
-    records = write_posts(source, 30, image=model_dir.parent / "red.jpg")
+    records = write_posts(source, 30, image=post_images / "0.jpg")
     outputs = []
     for window in ("1", "7", "1000"):
         out = tmp_path / f"out-{window}.jsonl"
-        argv = ["predict", "--model", str(model_dir), "--input", str(source)]
+        argv = ["predict", "--model", str(tiny_model_dir), "--input", str(source)]
         assert main([*argv, "--output", str(out), "--window", window, "--batch-size", "4"]) == 0
         outputs.append(out.read_text(encoding="utf-8"))
         assert not (tmp_path / f"out-{window}.jsonl.partial").exists()
     views = [[record_view(json.loads(line)) for line in out.splitlines()] for out in outputs]
     assert views[0] == views[1] == views[2]
-    expected = [record_view(p.to_dict()) for p in predictor.predict_many(records, batch_size=4)]
+    expected = [
+        record_view(p.to_dict()) for p in tiny_predictor.predict_many(records, batch_size=4)
+    ]
     assert views[0] == expected
 
 
 def test_stdin_to_stdout_writes_each_window_before_the_input_ends(
-    model_dir: Path,
+    tiny_model_dir: Path,
 ) -> None:
-    command = ["predict", "--model", str(model_dir), "--input", "-", "--output", "-"]
+    command = ["predict", "--model", str(tiny_model_dir), "--input", "-", "--output", "-"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "smner", *command, "--window", "2"],
         stdin=subprocess.PIPE,
@@ -215,11 +204,11 @@ def test_stdin_to_stdout_writes_each_window_before_the_input_ends(
                 stream.close()
 
 
-def test_a_closed_stdout_stops_the_run_quietly(model_dir: Path, tmp_path: Path) -> None:
+def test_a_closed_stdout_stops_the_run_quietly(tiny_model_dir: Path, tmp_path: Path) -> None:
     source = tmp_path / "posts.jsonl"
     write_posts(source, 40)
     command = (
-        f"set -o pipefail; {sys.executable} -m smner predict --model {model_dir} "
+        f"set -o pipefail; {sys.executable} -m smner predict --model {tiny_model_dir} "
         f"--input - --window 4 < {source} | head -n 1"
     )
     proc = subprocess.run(
@@ -236,10 +225,10 @@ def test_a_closed_stdout_stops_the_run_quietly(model_dir: Path, tmp_path: Path) 
 
 
 def test_strict_stdin_is_checked_whole_before_any_prediction(
-    model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     good = "".join(json.dumps({"text": post_text(i)}) + "\n" for i in range(3))
-    argv = ["predict", "--model", str(model_dir), "--input", "-", "--strict"]
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", "-", "--strict"]
     proc = smner(*argv, input=good + '{"text": ""}\n')
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip() == (
@@ -250,7 +239,7 @@ def test_strict_stdin_is_checked_whole_before_any_prediction(
 
 
 def test_an_overlong_line_is_a_bad_record_not_a_memory_blowup(
-    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import smner.data.records.read
 
@@ -259,7 +248,7 @@ def test_an_overlong_line_is_a_bad_record_not_a_memory_blowup(
     long = json.dumps({"id": "long", "text": "George " * 30})
     source.write_text(f'{{"text": "Paris"}}\n\n{long}\n{{"text": "York"}}\n', encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    argv = ["predict", "--model", str(model_dir), "--input", str(source), "--output", str(out)]
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(source), "--output", str(out)]
     assert main(argv) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r.get("tokens") for r in records] == [["Paris"], None, ["York"]]
@@ -269,17 +258,19 @@ def test_an_overlong_line_is_a_bad_record_not_a_memory_blowup(
 # --- Parquet -----------------------------------------------------------------------------
 
 
-def test_parquet_in_and_out_match_jsonl(model_dir: Path, tmp_path: Path) -> None:
+def test_parquet_in_and_out_match_jsonl(
+    tiny_model_dir: Path, post_images: Path, tmp_path: Path
+) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     jsonl = tmp_path / "posts.jsonl"
-    records = write_posts(jsonl, 12, image=model_dir.parent / "red.jpg")
+    records = write_posts(jsonl, 12, image=post_images / "0.jpg")
     records[4] = {"id": "p4", "text": ""}  # a post the model cannot take
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     table = pa.Table.from_pylist(records)
     pq.write_table(table, tmp_path / "posts.parquet", row_group_size=5)
 
-    argv = ["predict", "--model", str(model_dir), "--window", "5"]
+    argv = ["predict", "--model", str(tiny_model_dir), "--window", "5"]
     assert main([*argv, "--input", str(jsonl), "--output", str(tmp_path / "a.jsonl")]) == 0
     expected = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     assert expected[4]["error"].endswith(
@@ -301,13 +292,13 @@ def test_parquet_in_and_out_match_jsonl(model_dir: Path, tmp_path: Path) -> None
 
 
 def test_parquet_without_pyarrow_names_the_extra(
-    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now fails
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     source = tmp_path / "posts.jsonl"
     write_posts(source, 2)
-    argv = ["predict", "--model", str(model_dir), "--input", str(source)]
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(source)]
     assert main([*argv, "--output", str(tmp_path / "out.parquet")]) == 1
     err = capsys.readouterr().err.strip()
     assert err == (
@@ -321,12 +312,12 @@ def test_parquet_without_pyarrow_names_the_extra(
 
 
 def test_resume_cuts_a_torn_line_and_redoes_nothing(
-    model_dir: Path, tmp_path: Path, capsys: Any
+    tiny_model_dir: Path, tmp_path: Path, capsys: Any
 ) -> None:
     source = tmp_path / "posts.jsonl"
     write_posts(source, 20)
     reference = tmp_path / "reference.jsonl"
-    argv = ["predict", "--model", str(model_dir), "--input", str(source), "--window", "3"]
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(source), "--window", "3"]
     assert main([*argv, "--output", str(reference)]) == 0
     lines = reference.read_bytes().splitlines(keepends=True)
 
@@ -350,11 +341,13 @@ def test_resume_cuts_a_torn_line_and_redoes_nothing(
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_a_run_killed_mid_file_resumes_without_duplicates(model_dir: Path, tmp_path: Path) -> None:
+def test_a_run_killed_mid_file_resumes_without_duplicates(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     source = tmp_path / "posts.jsonl"
     write_posts(source, 600)
     reference = tmp_path / "reference.jsonl"
-    argv = ["predict", "--model", str(model_dir), "--input", str(source), "--window", "2"]
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(source), "--window", "2"]
     assert main([*argv, "--output", str(reference)]) == 0
 
     out = tmp_path / "out.jsonl"
@@ -383,13 +376,13 @@ def test_a_run_killed_mid_file_resumes_without_duplicates(model_dir: Path, tmp_p
 
 
 def test_a_progress_bar_counts_posts_and_their_rate(
-    model_dir: Path, tmp_path: Path, capsys: Any
+    tiny_model_dir: Path, tmp_path: Path, capsys: Any
 ) -> None:
     from smner.predict.job import FileJob, JsonlEncoder, run_file_job
 
     source = tmp_path / "posts.jsonl"
     write_posts(source, 12)
-    job = FileJob(str(source), str(model_dir), str(tmp_path / "out.jsonl"), progress=True)
+    job = FileJob(str(source), str(tiny_model_dir), str(tmp_path / "out.jsonl"), progress=True)
     report = run_file_job(job, JsonlEncoder())
     assert report.written == 12 and report.failed == 0
     err = capsys.readouterr().err
@@ -397,11 +390,11 @@ def test_a_progress_bar_counts_posts_and_their_rate(
 
 
 def test_the_input_size_limit_still_applies_when_asked(
-    model_dir: Path, tmp_path: Path, capsys: Any
+    tiny_model_dir: Path, tmp_path: Path, capsys: Any
 ) -> None:
     source = tmp_path / "posts.jsonl"
     source.write_text(json.dumps({"text": "George"}) + "\n" * 2**20, encoding="utf-8")
-    argv = ["predict", "--model", str(model_dir), "--input", str(source)]
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(source)]
     assert main([*argv, "--max-input-mb", "1"]) == 1
     err = capsys.readouterr().err
     assert "larger than the limit of 1048576 bytes" in err and "--max-input-mb" in err

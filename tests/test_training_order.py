@@ -70,6 +70,7 @@ def test_training_order_groups_by_subwords_only_when_asked(tmp_path: Path) -> No
     assert sorted(map(sorted, batches)) == [[0], [1]]  # each batch holds one kind of post
 
 
+@pytest.mark.integration  # trains
 @pytest.mark.parametrize("group", [False, True])
 def test_a_length_grouped_run_learns_the_corpus(tmp_path: Path, group: bool) -> None:
     corpus = write_corpus(tmp_path, copies=4)

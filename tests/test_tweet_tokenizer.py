@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from smner.data.conll import read_conll
 from smner.data.tweet_tokenizer import tokenize_tweet
+from tests.benchmark_fixture import Benchmark
 
 
 def texts(raw: str) -> list[str]:
@@ -51,9 +50,9 @@ def test_offsets_point_into_the_raw_text() -> None:
         assert raw[token.start : token.end] == token.text
 
 
-def test_reproduces_the_benchmark_tokenisation(shared_data: Path) -> None:
-    """Re-tokenising the joined tokens of real posts gives back the same tokens."""
+def test_reproduces_the_benchmark_tokenisation(benchmark_data: Benchmark) -> None:
+    """Re-tokenising the joined tokens of benchmark posts gives back the same tokens."""
     for name, floor in [("twitter2017", 0.98), ("twitter2015", 0.90)]:
-        corpus = read_conll(shared_data / name / "train.txt")
+        corpus = read_conll(benchmark_data.root / name / "train.txt")
         same = sum(texts(" ".join(ex.tokens)) == ex.tokens for ex in corpus)
         assert same / len(corpus) >= floor, name

@@ -11,12 +11,7 @@ import pytest
 from smner.cli import main
 from smner.errors import SmnerError
 from smner.predict.workers import WorkerPool, WorkerSpec, threads_per_worker
-from tests.tiny import save_tiny_model, solid_image
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("workers"))
+from tests.tiny import solid_image
 
 
 def test_threads_are_split_between_workers() -> None:
@@ -26,7 +21,7 @@ def test_threads_are_split_between_workers() -> None:
     assert threads_per_worker(4, total=2) == 1  # never none
 
 
-def test_two_workers_write_what_one_writes(model_dir: Path, tmp_path: Path) -> None:
+def test_two_workers_write_what_one_writes(tiny_model_dir: Path, tmp_path: Path) -> None:
     solid_image((40, 200, 40)).save(tmp_path / "green.jpg")
     words = ["George", "visited", "Paris", "today", "with", "New", "York"]
     records = [
@@ -38,7 +33,7 @@ def test_two_workers_write_what_one_writes(model_dir: Path, tmp_path: Path) -> N
     lines[9] = '{"text": "not closed"'  # a bad record keeps its place
     source = tmp_path / "posts.jsonl"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    argv = ["predict", "--model", str(model_dir), "--input", str(source), "--window", "4"]
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(source), "--window", "4"]
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
     assert main([*argv, "--output", str(one), "--explain"]) == 0
     assert main([*argv, "--output", str(two), "--explain", "--workers", "2"]) == 0
