@@ -58,9 +58,10 @@ def worker(
     from smner.config.check import from_dict
     from smner.config.model import ModelConfig
     from smner.encoders.text import WordTokenizer, load_tokenizer, resolve_text_encoder
-    from smner.model import build_collator, build_model
+    from smner.model import build_model
     from smner.predict.loop import batches
     from smner.processing.batching import ImageInput
+    from smner.processing.processor import Processor
 
     torch.manual_seed(0)
     posts = _posts(data, limit)
@@ -94,7 +95,7 @@ def worker(
             "BIO-softmax": {"type": "bio-tagger", "use_image": False},
         }[subject]
         model = build_model(from_dict(ModelConfig, {**base, **overrides}, "model"))
-        collator = build_collator(
+        collator = Processor.for_model(
             model.config, load_tokenizer(resolve_text_encoder(model.config.text_encoder))
         )
         images: list[ImageInput | None] = [None] * len(posts)

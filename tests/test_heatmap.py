@@ -39,7 +39,7 @@ def test_heatmaps_of_a_rotated_photo_follow_its_exif_orientation(tmp_path: Path)
     mention = Mention("George", "PER", 0, 1, 0, 6, 0.9, attention=np.eye(7).tolist())
     predictor = SimpleNamespace(
         limits=DEFAULT_LIMITS,
-        model=SimpleNamespace(image_encoder=SimpleNamespace(preprocessing=ImagePreprocessing())),
+        processor=SimpleNamespace(image=ImagePreprocessing()),
     )
     save_heatmaps(
         tmp_path / "heat",

@@ -9,8 +9,9 @@ import torch
 
 from smner.config.model import ModelConfig
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
-from smner.model import build_collator, build_model
+from smner.model import build_model
 from smner.processing.batching import ImageInput
+from smner.processing.processor import Processor
 
 pytestmark = pytest.mark.offline_models
 
@@ -25,7 +26,7 @@ def test_default_encoders_run_on_a_real_photo() -> None:
     assert (config.text_encoder, config.image_encoder) == ("minilm", "efficientnet-lite0")
     torch.manual_seed(0)
     model = build_model(config).eval()
-    collator = build_collator(model.config, load_tokenizer(resolve_text_encoder("minilm")))
+    collator = Processor.for_model(model.config, load_tokenizer(resolve_text_encoder("minilm")))
     photo = Image.open(os.path.join(skimage_data.__path__[0], "astronaut.png")).convert("RGB")
     pixels = model.image.preprocessing([photo])  # type: ignore[union-attr]
     assert pixels.shape == (1, 3, 224, 224)

@@ -125,23 +125,43 @@ def test_every_entry_point_runs_the_one_forward_stage(
 
 
 def test_batch_features_stay_on_the_device_they_were_computed_on() -> None:
-    """The collator allocates a batch's image tensors where the encoder's features are (the
-    meta device stands in for a GPU), instead of copying each post's features to the CPU."""
-    processor_like = smner.processing.batching.Collator(
-        lambda words: {
-            "input_ids": torch.zeros((len(words), 3), dtype=torch.long),
-            "attention_mask": torch.ones((len(words), 3), dtype=torch.long),
-            "word_index": torch.zeros((len(words), 1), dtype=torch.long),
-            "subword_word": torch.zeros((len(words), 3), dtype=torch.long),
-        },
-        {"O": 0, "PER": 1},
-        2,
+    """The batch's image tensors are allocated where the encoder's features are (the meta
+    device stands in for a GPU), instead of copying each post's features to the CPU."""
+    from smner.processing.batching import add_images
+
+    batch = smner.processing.batching.Batch(
+        *(torch.zeros((2, 1), dtype=torch.long) for _ in range(4)),
+        word_mask=torch.ones((2, 1), dtype=torch.bool),
+        shape_ids=torch.zeros((2, 1), dtype=torch.long),
+        spans=torch.zeros((0, 2), dtype=torch.long),
+        span_mask=torch.zeros((2, 0), dtype=torch.bool),
+        has_image=torch.zeros(2, dtype=torch.bool),
     )
     features = ImageInput(
         pooled=torch.empty(4, device="meta"), regions=torch.empty(9, 4, device="meta")
     )
-    batch = processor_like([["a"], ["b"]], None, [features, None])
+    add_images(batch, [features, None])
     assert batch.image_pooled is not None and batch.image_regions is not None
     assert batch.image_pooled.device.type == "meta"
     assert batch.image_regions.device.type == "meta"
     assert batch.has_image.tolist() == [True, False]
+
+
+def test_the_bio_tagger_is_given_no_spans(tmp_path: Path) -> None:
+    """The span suggester follows the labelling scheme: a model that tags words gets no
+    candidate spans (and no span labels), a span model every span up to its width."""
+    from smner.data.types import Entity
+    from smner.encoders.text import load_tokenizer
+    from smner.model import build_model
+    from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
+
+    text, image = make_text_encoder(tmp_path / "text"), make_image_encoder(tmp_path / "image")
+    words = [["George", "visited", "Paris"], ["Apple"]]
+    gold = [[Entity(0, 1, "PER"), Entity(2, 3, "LOC")], [Entity(0, 1, "ORG")]]
+    for kind, spans in (("bio-tagger", 0), ("smner", 6)):
+        config = build_model(tiny_config(text, image, type=kind)).config
+        processor = Processor.for_model(config, load_tokenizer(text))
+        batch = processor(words, gold)
+        assert tuple(batch.spans.shape) == (spans, 2), kind
+        assert tuple(batch.span_mask.shape) == (2, spans), kind
+    assert batch.token_labels is None

@@ -14,10 +14,11 @@ from transformers import BertConfig, BertModel, BertTokenizer, ResNetConfig, Res
 
 from smner.config.model import ModelConfig
 from smner.data.types import Entity, Example
-from smner.processing.batching import Batch, Collator, ImageInput
+from smner.processing.batching import Batch, ImageInput
 
 if TYPE_CHECKING:
     from smner.model.base import NERModel
+    from smner.processing.processor import Processor
 
 WORDS = [
     "george",
@@ -151,14 +152,15 @@ def make_encoders(root: Path) -> tuple[Path, Path]:
         return make_text_encoder(root / "text"), make_image_encoder(root / "image")
 
 
-def tiny_model(encoders: tuple[Path, Path], **overrides: object) -> tuple[NERModel, Collator]:
+def tiny_model(encoders: tuple[Path, Path], **overrides: object) -> tuple[NERModel, Processor]:
     """A new model of :func:`tiny_config` (seeded) and the collator that feeds it."""
     from smner.encoders.text import load_tokenizer
-    from smner.model import build_collator, build_model
+    from smner.model import build_model
+    from smner.processing.processor import Processor
 
     torch.manual_seed(0)
     model = build_model(tiny_config(*encoders, **overrides))
-    return model, build_collator(model.config, load_tokenizer(encoders[0]))
+    return model, Processor.for_model(model.config, load_tokenizer(encoders[0]))
 
 
 def fixture_images(model: NERModel) -> list[ImageInput | None] | None:
@@ -174,7 +176,7 @@ def fixture_images(model: NERModel) -> list[ImageInput | None] | None:
 
 def fixture_batch(
     model: NERModel,
-    collator: Collator,
+    collator: Processor,
     labels: bool = True,
     attention_targets: Sequence[Mapping[Entity, Any] | None] | None = None,
     box_targets: Sequence[Mapping[Entity, Any] | None] | None = None,

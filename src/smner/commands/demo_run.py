@@ -153,7 +153,7 @@ def show_examples(model_dir: Path, corpus: Path, heatmaps: Path) -> None:
         picture = store.load(example.image_id, count=False)[0] if path is not None else None
         drawn = {}
         if picture is not None and predictor.model.config.use_image:
-            preprocessing = predictor.model.image.preprocessing
+            preprocessing = predictor.processor.image
             drawn = save_entity_heatmaps(
                 heatmaps, example.image_id, picture, result.entities, preprocessing
             )

@@ -161,8 +161,7 @@ def save_heatmaps(
     picture, _status = load_image_file(Path(image_path), predictor.limits)
     if picture is None:
         return
-    encoder = predictor.model.image_encoder
-    preprocessing = encoder.preprocessing if encoder is not None else None
+    preprocessing = predictor.processor.image
     drawn = save_entity_heatmaps(folder, post_id, picture, prediction.entities, preprocessing)
     for path in drawn.values():
         print(f"heatmap: {path}", file=sys.stderr)

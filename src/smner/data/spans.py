@@ -88,6 +88,11 @@ def batch_spans(lengths: Sequence[int], max_width: int) -> tuple[np.ndarray, np.
     return spans, mask
 
 
+def no_spans(lengths: Sequence[int], max_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The suggester of a model that labels words, not spans (the BIO taggers): none."""
+    return np.zeros((0, 2), dtype=np.int64), np.zeros((len(lengths), 0), dtype=bool)
+
+
 def span_label_ids(
     spans: np.ndarray,
     entities: Iterable[Entity],

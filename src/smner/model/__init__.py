@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -42,8 +43,13 @@ def build_model(config: ModelConfig) -> NERModel:
 
 
 def build_collator(config: ModelConfig, tokenizer: Any) -> Processor:
-    """The processor that turns posts into batches for a model with this config (callable
-    like a collator); see :meth:`Processor.for_model`."""
+    """Deprecated: the :class:`Processor` is the one name for what turns posts into batches;
+    use :meth:`Processor.for_model`."""
+    warnings.warn(
+        "smner.model.build_collator is deprecated; use Processor.for_model(config, tokenizer)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return Processor.for_model(config, tokenizer)
 
 

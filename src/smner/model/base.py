@@ -118,6 +118,33 @@ class NERModel(nn.Module):
         training clips their gradients apart (their norm must not shrink everyone else's)."""
         return []
 
+    def visual_features(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int] | None]:
+        """Pooled ``[B, Dv]`` and region ``[B, K, Dv]`` features and the region grid, zero
+        where there is no image: the one place that picks a batch's visual input (cached
+        features, or pixels through the backbone) for every model type."""
+        size, device = batch.size, batch.input_ids.device
+        if batch.image_pooled is not None and batch.image_regions is not None:
+            pooled, regions = batch.image_pooled, batch.image_regions
+            grid = self.image.output_grid()
+        elif batch.pixel_values is not None:
+            features = self.image(batch.pixel_values)
+            pooled, regions, grid = features.pooled, features.regions, features.grid
+        else:
+            dim = self.image.output_dim
+            return (
+                torch.zeros(size, dim, device=device),
+                torch.zeros(size, 0, dim, device=device),
+                None,
+            )
+        if not bool(batch.has_image.all()):
+            keep = batch.has_image.view(-1, 1)
+            # where(), not multiplication: whatever sits in a masked slot (even NaN) cannot leak.
+            pooled = torch.where(keep, pooled, torch.zeros_like(pooled))
+            regions = torch.where(keep.unsqueeze(-1), regions, torch.zeros_like(regions))
+        return pooled, regions, grid
+
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> ModelOutput:
         raise NotImplementedError
 

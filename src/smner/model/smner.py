@@ -102,29 +102,6 @@ class SMNER(NERModel):
 
     # --- forward ---------------------------------------------------------------------------
 
-    def _image_features(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
-        """Pooled ``[B, Dv]`` and region ``[B, K, Dv]`` features, zero where there is no image."""
-        size, device = batch.size, batch.input_ids.device
-        if batch.image_pooled is not None and batch.image_regions is not None:
-            pooled, regions = batch.image_pooled, batch.image_regions
-            grid = self.image.output_grid()
-        elif batch.pixel_values is not None:
-            features = self.image(batch.pixel_values)
-            pooled, regions, grid = features.pooled, features.regions, features.grid
-        else:
-            dim = self.image.output_dim
-            return (
-                torch.zeros(size, dim, device=device),
-                torch.zeros(size, 0, dim, device=device),
-                None,
-            )
-        if not bool(batch.has_image.all()):
-            keep = batch.has_image.view(-1, 1)
-            # where(), not multiplication: whatever sits in a masked slot (even NaN) cannot leak.
-            pooled = torch.where(keep, pooled, torch.zeros_like(pooled))
-            regions = torch.where(keep.unsqueeze(-1), regions, torch.zeros_like(regions))
-        return pooled, regions, grid
-
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> ModelOutput:
         cfg = self.config
         words, sentence = self.text(
@@ -136,7 +113,7 @@ class SMNER(NERModel):
         losses: dict[str, torch.Tensor] = {}
         attention, grid, grounding = None, None, None
         if cfg.use_image:
-            pooled, regions, grid = self._image_features(batch)
+            pooled, regions, grid = self.visual_features(batch)
             has_image = batch.has_image
             visual = self.image_global(pooled)
             if cfg.use_ib:

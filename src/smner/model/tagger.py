@@ -45,14 +45,9 @@ class BIOTagger(NERModel):
         return batch.token_labels
 
     def _global_image(self, batch: Batch) -> torch.Tensor:
-        if batch.image_pooled is not None:
-            pooled = batch.image_pooled
-        elif batch.pixel_values is not None:
-            pooled = self.image(batch.pixel_values).pooled
-        else:
-            pooled = torch.zeros(batch.size, self.image.output_dim, device=batch.input_ids.device)
+        pooled, _regions, _grid = self.visual_features(batch)
         has_image = batch.has_image.unsqueeze(1)
-        projected = self.image_global(torch.where(has_image, pooled, torch.zeros_like(pooled)))
+        projected = self.image_global(pooled)
         return torch.where(has_image, projected, self.no_image.expand_as(projected))
 
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> ModelOutput:

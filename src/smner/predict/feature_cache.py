@@ -13,11 +13,12 @@ import contextlib
 import hashlib
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -138,6 +139,7 @@ def cached_features(
     cache: ImageFeatureCache | None,
     batch_size: int = 32,
     progress: bool = False,
+    pixels: Callable[[list[Image.Image]], torch.Tensor] | None = None,
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor] | None], tuple[int, int]]:
     """``(pooled [D], regions [K, D])`` per post (None: no usable image), and the grid.
 
@@ -145,7 +147,9 @@ def cached_features(
     and encoded, ``batch_size`` at a time, so memory holds one batch of decoded images, never the
     whole data set. Every post's outcome is counted in ``store``. Raises UnsafeImageIdError for
     an id that escapes the image folder. A cache that cannot be written is warned about once
-    and then left alone.
+    and then left alone. ``pixels`` prepares decoded images (the model's
+    :meth:`~smner.processing.processor.Processor.pixels`; the encoder's own preprocessing
+    when not given).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
@@ -157,6 +161,7 @@ def cached_features(
         else:
             positions.setdefault(image_id, []).append(index)
 
+    prepare = pixels if pixels is not None else encoder.preprocessing
     grid: tuple[int, int] | None = None
     done: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # by content digest
     waiting: dict[str, list[int]] = {}  # digest -> positions, for images in the pending batch
@@ -239,7 +244,7 @@ def cached_features(
                 store.record(status, len(where))
                 continue
             # Keep only the small preprocessed tensor: a decoded photo can be 100 MB.
-            batch.append((digest, encoder.preprocessing([image])))
+            batch.append((digest, prepare([image])))
             waiting[digest] = list(where)
             if len(batch) >= batch_size:
                 flush()

@@ -46,7 +46,12 @@ class ImageProvider:
                 else None
             )
             items, _grid = cached_features(
-                image, store, [ex.image_id for ex in examples], cache, progress=progress
+                image,
+                store,
+                [ex.image_id for ex in examples],
+                cache,
+                progress=progress,
+                pixels=processor.pixels,
             )
             # Half precision in memory halves the footprint of a large image set; batches are
             # assembled in float32 again by the collator.

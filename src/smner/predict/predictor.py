@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -85,7 +86,12 @@ class Predictor:
 
     @property
     def collator(self) -> Processor:
-        """The processor, by the name earlier versions gave it (it collates batches)."""
+        """Deprecated: the processor, by the name earlier versions gave it."""
+        warnings.warn(
+            "Predictor.collator is deprecated; use Predictor.processor",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.processor
 
     @classmethod

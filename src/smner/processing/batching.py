@@ -1,7 +1,9 @@
-"""From examples to tensors: word shapes, sub-word alignment, span enumeration, gold labels.
+"""From words to tensors: word shapes, sub-word alignment, suggested spans, gold labels,
+images and box targets, assembled into a :class:`Batch`.
 
-The collator is the single place where posts become a :class:`Batch`, shared by training,
-evaluation and prediction, and by every model type.
+The :class:`~smner.processing.processor.Processor` is the single place where posts become a
+batch (it calls :func:`make_batch` with its settings), shared by training, evaluation and
+prediction, and by every model type.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from smner.data.spans import batch_spans, span_label_ids
+from smner.data.spans import span_label_ids
 from smner.data.types import Entity
 
 #: words of each post -> ``input_ids``, ``attention_mask``, ``word_index``, ``subword_word``
@@ -115,150 +117,145 @@ class ImageInput:
     pixels: torch.Tensor | None = None  # [3, H, W]
 
 
-class Collator:
-    """Builds :class:`Batch` objects from tokens, optional entities and optional images."""
-
-    def __init__(
-        self,
-        tokenizer: WordPieces,
-        label_to_id: dict[str, int],
-        max_span_width: int,
-        bio_label_to_id: dict[str, int] | None = None,
-    ) -> None:
-        self.word_pieces = tokenizer
-        self.label_to_id = label_to_id
-        self.max_span_width = max_span_width
-        self.bio_label_to_id = bio_label_to_id
-
-    def __call__(
-        self,
-        tokens: Sequence[Sequence[str]],
-        entities: Sequence[Sequence[Entity]] | None = None,
-        images: Sequence[ImageInput | None] | None = None,
-        attention_targets: Sequence[Mapping[Entity, np.ndarray] | None] | None = None,
-        box_targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None] | None = None,
-    ) -> Batch:
-        lengths = [len(t) for t in tokens]
-        encoded = self.word_pieces(tokens)
-        num_words = encoded["word_index"].size(1)
-        word_mask = torch.arange(num_words)[None, :] < torch.tensor(lengths)[:, None]
-        shape_ids = torch.zeros((len(tokens), num_words), dtype=torch.long)
-        for b, words in enumerate(tokens):
-            shape_ids[b, : len(words)] = torch.tensor([word_shape(w) for w in words])
-        spans, span_mask = batch_spans(lengths, self.max_span_width)
-        batch = Batch(
-            **encoded,
-            word_mask=word_mask,
-            shape_ids=shape_ids,
-            spans=torch.from_numpy(np.ascontiguousarray(spans)),
-            span_mask=torch.from_numpy(span_mask),
-            has_image=torch.zeros(len(tokens), dtype=torch.bool),
-        )
-        if entities is not None:
-            labels = (
-                np.stack(
-                    [
-                        span_label_ids(spans, ents, self.label_to_id, self.max_span_width)
-                        for ents in entities
-                    ]
-                )
-                if len(spans)
-                else np.zeros((len(tokens), 0), dtype=np.int64)
+def make_batch(
+    word_pieces: WordPieces,
+    suggest_spans: Callable[[Sequence[int], int], tuple[np.ndarray, np.ndarray]],
+    max_span_width: int,
+    label_to_id: Mapping[str, int],
+    bio_label_to_id: Mapping[str, int] | None,
+    tokens: Sequence[Sequence[str]],
+    entities: Sequence[Sequence[Entity]] | None = None,
+    images: Sequence[ImageInput | None] | None = None,
+    attention_targets: Sequence[Mapping[Entity, np.ndarray] | None] | None = None,
+    box_targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None] | None = None,
+) -> Batch:
+    """The :class:`Batch` of posts' words (with gold labels, images and box targets when
+    given); :class:`~smner.processing.processor.Processor` calls it with its own settings."""
+    lengths = [len(t) for t in tokens]
+    encoded = word_pieces(tokens)
+    num_words = encoded["word_index"].size(1)
+    word_mask = torch.arange(num_words)[None, :] < torch.tensor(lengths)[:, None]
+    shape_ids = torch.zeros((len(tokens), num_words), dtype=torch.long)
+    for b, words in enumerate(tokens):
+        shape_ids[b, : len(words)] = torch.tensor([word_shape(w) for w in words])
+    spans, span_mask = suggest_spans(lengths, max_span_width)
+    batch = Batch(
+        **encoded,
+        word_mask=word_mask,
+        shape_ids=shape_ids,
+        spans=torch.from_numpy(np.ascontiguousarray(spans)),
+        span_mask=torch.from_numpy(span_mask),
+        has_image=torch.zeros(len(tokens), dtype=torch.bool),
+    )
+    if entities is not None:
+        labels = (
+            np.stack(
+                [
+                    span_label_ids(spans, ents, dict(label_to_id), max_span_width)
+                    for ents in entities
+                ]
             )
-            batch.span_labels = torch.from_numpy(labels) * batch.span_mask
-            if self.bio_label_to_id is not None:
-                batch.token_labels = self._token_labels(tokens, entities, num_words)
-        if images is not None:
-            self._add_images(batch, images)
-        if attention_targets is not None:
-            self._add_attention_targets(batch, spans, attention_targets)
-        if box_targets is not None:
-            self._add_box_targets(batch, spans, box_targets)
-        return batch
+            if len(spans)
+            else np.zeros((len(tokens), 0), dtype=np.int64)
+        )
+        batch.span_labels = torch.from_numpy(labels) * batch.span_mask
+        if bio_label_to_id is not None:
+            batch.token_labels = token_labels(bio_label_to_id, tokens, entities, num_words)
+    if images is not None:
+        add_images(batch, images)
+    if attention_targets is not None:
+        add_attention_targets(batch, spans, attention_targets)
+    if box_targets is not None:
+        add_box_targets(batch, spans, box_targets)
+    return batch
 
-    @staticmethod
-    def _add_box_targets(
-        batch: Batch,
-        spans: np.ndarray,
-        targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None],
-    ) -> None:
-        """Every gold entity of a post with an image and known boxes: its span's index,
-        whether it is in the image, and its boxes (crop coordinates)."""
-        index_of = {(int(s), int(e)): i for i, (s, e) in enumerate(spans)}
-        pairs: list[tuple[int, int]] = []
-        rows: list[Sequence[BoxCoords]] = []
-        for b, own in enumerate(targets):
-            if own is None or not bool(batch.has_image[b]):
-                continue
-            for entity, boxes in own.items():
-                span = index_of.get((entity.start, entity.end))
-                if span is not None:
-                    pairs.append((b, span))
-                    rows.append(boxes)
-        if not pairs:
-            return
-        most = max(1, max(len(r) for r in rows))
-        boxes_tensor = torch.zeros((len(rows), most, 4))
-        mask = torch.zeros((len(rows), most), dtype=torch.bool)
-        for i, row in enumerate(rows):
-            if row:
-                boxes_tensor[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
-                mask[i, : len(row)] = True
-        batch.ground_index = torch.tensor(pairs, dtype=torch.long)
-        batch.ground_in_image = mask.any(-1).float()
-        batch.ground_boxes, batch.ground_box_mask = boxes_tensor, mask
 
-    @staticmethod
-    def _add_attention_targets(
-        batch: Batch,
-        spans: np.ndarray,
-        targets: Sequence[Mapping[Entity, np.ndarray] | None],
-    ) -> None:
-        """Where a post's gold entity has a box: its span's index and target attention."""
-        index_of = {(int(s), int(e)): i for i, (s, e) in enumerate(spans)}
-        pairs, rows = [], []
-        for b, own in enumerate(targets):
-            for entity, target in (own or {}).items():
-                span = index_of.get((entity.start, entity.end))
-                if span is not None and bool(batch.has_image[b]):
-                    pairs.append((b, span))
-                    rows.append(target)
-        if pairs:
-            batch.attention_target_index = torch.tensor(pairs, dtype=torch.long)
-            batch.attention_target = torch.from_numpy(np.stack(rows)).float()
+def add_box_targets(
+    batch: Batch,
+    spans: np.ndarray,
+    targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None],
+) -> None:
+    """Every gold entity of a post with an image and known boxes: its span's index,
+    whether it is in the image, and its boxes (crop coordinates)."""
+    index_of = {(int(s), int(e)): i for i, (s, e) in enumerate(spans)}
+    pairs: list[tuple[int, int]] = []
+    rows: list[Sequence[BoxCoords]] = []
+    for b, own in enumerate(targets):
+        if own is None or not bool(batch.has_image[b]):
+            continue
+        for entity, boxes in own.items():
+            span = index_of.get((entity.start, entity.end))
+            if span is not None:
+                pairs.append((b, span))
+                rows.append(boxes)
+    if not pairs:
+        return
+    most = max(1, max(len(r) for r in rows))
+    boxes_tensor = torch.zeros((len(rows), most, 4))
+    mask = torch.zeros((len(rows), most), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        if row:
+            boxes_tensor[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
+            mask[i, : len(row)] = True
+    batch.ground_index = torch.tensor(pairs, dtype=torch.long)
+    batch.ground_in_image = mask.any(-1).float()
+    batch.ground_boxes, batch.ground_box_mask = boxes_tensor, mask
 
-    def _token_labels(
-        self, tokens: Sequence[Sequence[str]], entities: Sequence[Sequence[Entity]], width: int
-    ) -> torch.Tensor:
-        assert self.bio_label_to_id is not None
-        labels = torch.full((len(tokens), width), -100, dtype=torch.long)
-        for b, (words, ents) in enumerate(zip(tokens, entities, strict=True)):
-            labels[b, : len(words)] = 0
-            for e in ents:
-                labels[b, e.start] = self.bio_label_to_id[f"B-{e.type}"]
-                labels[b, e.start + 1 : e.end] = self.bio_label_to_id[f"I-{e.type}"]
-        return labels
 
-    @staticmethod
-    def _add_images(batch: Batch, images: Sequence[ImageInput | None]) -> None:
-        present = [i for i, im in enumerate(images) if im is not None]
-        batch.has_image = torch.tensor([im is not None for im in images], dtype=torch.bool)
-        if not present:
-            return
-        first = images[present[0]]
-        assert first is not None
-        # On the device of the given tensors: features the encoder has just computed on a GPU
-        # stay there (no round trip through the CPU per post).
-        if first.pixels is not None:
-            pixels = first.pixels.new_zeros((len(images), *first.pixels.shape), dtype=torch.float)
-            for i in present:
-                pixels[i] = images[i].pixels  # type: ignore[union-attr]
-            batch.pixel_values = pixels
-            return
-        assert first.pooled is not None and first.regions is not None
-        pooled = first.pooled.new_zeros((len(images), *first.pooled.shape), dtype=torch.float)
-        regions = first.regions.new_zeros((len(images), *first.regions.shape), dtype=torch.float)
+def add_attention_targets(
+    batch: Batch,
+    spans: np.ndarray,
+    targets: Sequence[Mapping[Entity, np.ndarray] | None],
+) -> None:
+    """Where a post's gold entity has a box: its span's index and target attention."""
+    index_of = {(int(s), int(e)): i for i, (s, e) in enumerate(spans)}
+    pairs, rows = [], []
+    for b, own in enumerate(targets):
+        for entity, target in (own or {}).items():
+            span = index_of.get((entity.start, entity.end))
+            if span is not None and bool(batch.has_image[b]):
+                pairs.append((b, span))
+                rows.append(target)
+    if pairs:
+        batch.attention_target_index = torch.tensor(pairs, dtype=torch.long)
+        batch.attention_target = torch.from_numpy(np.stack(rows)).float()
+
+
+def token_labels(
+    bio_label_to_id: Mapping[str, int],
+    tokens: Sequence[Sequence[str]],
+    entities: Sequence[Sequence[Entity]],
+    width: int,
+) -> torch.Tensor:
+    """BIO tag ids per word, -100 on padding."""
+    labels = torch.full((len(tokens), width), -100, dtype=torch.long)
+    for b, (words, ents) in enumerate(zip(tokens, entities, strict=True)):
+        labels[b, : len(words)] = 0
+        for e in ents:
+            labels[b, e.start] = bio_label_to_id[f"B-{e.type}"]
+            labels[b, e.start + 1 : e.end] = bio_label_to_id[f"I-{e.type}"]
+    return labels
+
+
+def add_images(batch: Batch, images: Sequence[ImageInput | None]) -> None:
+    present = [i for i, im in enumerate(images) if im is not None]
+    batch.has_image = torch.tensor([im is not None for im in images], dtype=torch.bool)
+    if not present:
+        return
+    first = images[present[0]]
+    assert first is not None
+    # On the device of the given tensors: features the encoder has just computed on a GPU
+    # stay there (no round trip through the CPU per post).
+    if first.pixels is not None:
+        pixels = first.pixels.new_zeros((len(images), *first.pixels.shape), dtype=torch.float)
         for i in present:
-            pooled[i] = images[i].pooled  # type: ignore[union-attr]
-            regions[i] = images[i].regions  # type: ignore[union-attr]
-        batch.image_pooled, batch.image_regions = pooled, regions
+            pixels[i] = images[i].pixels  # type: ignore[union-attr]
+        batch.pixel_values = pixels
+        return
+    assert first.pooled is not None and first.regions is not None
+    pooled = first.pooled.new_zeros((len(images), *first.pooled.shape), dtype=torch.float)
+    regions = first.regions.new_zeros((len(images), *first.regions.shape), dtype=torch.float)
+    for i in present:
+        pooled[i] = images[i].pooled  # type: ignore[union-attr]
+        regions[i] = images[i].regions  # type: ignore[union-attr]
+    batch.image_pooled, batch.image_regions = pooled, regions

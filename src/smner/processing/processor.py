@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -32,13 +33,14 @@ from smner.data.images import (
     load_image_file,
 )
 from smner.data.posts import DEFAULT_MAX_TOKENS, ImageLike, PostInput, post_words
-from smner.data.spans import bio_tags
+from smner.data.spans import batch_spans, bio_tags, no_spans
 from smner.data.tweet_tokenizer import Token
+from smner.data.types import Entity
 from smner.encoders.preprocessing import ImagePreprocessing
 from smner.encoders.text import WordTokenizer, load_tokenizer
 from smner.errors import SmnerError
 from smner.fileio import atomic_write_text, read_input_bytes
-from smner.processing.batching import Collator, ImageInput
+from smner.processing.batching import Batch, BoxCoords, ImageInput, make_batch
 from smner.saved.folder import PROCESSOR_FILE, TOKENIZER_DIR, load_config
 
 #: Bumped when ``processor.json`` changes incompatibly.
@@ -139,10 +141,10 @@ class PreparedPost:
     post: PostInput | None = None
 
 
-class Processor(Collator):
-    """Posts in, batches out, for one model: the collator of its labels, span width and word
-    pieces (``processor(tokens, entities, images, ...)`` -> :class:`Batch`), with the rest of
-    what prepares a post.
+class Processor:
+    """Posts in, batches out, for one model: :meth:`prepare` for one post,
+    ``processor(words, entities, images, ...)`` -> :class:`Batch` for a batch of them (with
+    its labels, span width and word pieces), and the rest of what prepares a post.
 
     Attributes:
         tokenizer: the model's Hugging Face tokenizer.
@@ -150,19 +152,44 @@ class Processor(Collator):
         image: the image preprocessing, or None for a text-only model.
     """
 
-    #: the collator's word pieces, which a processor always builds as a WordTokenizer
-    word_pieces: WordTokenizer
-
     def __init__(self, tokenizer: Any, config: ProcessorConfig) -> None:
         self.tokenizer = tokenizer
         self.config = config
         self.image = ImagePreprocessing.from_dict(config.image) if config.image else None
-        word_pieces = WordTokenizer(tokenizer, config.max_subwords_per_word, config.max_subwords)
-        label_to_id = {label: i for i, label in enumerate(("O", *config.labels))}
-        bio = None
+        self.word_pieces = WordTokenizer(
+            tokenizer, config.max_subwords_per_word, config.max_subwords
+        )
+        self.label_to_id = {label: i for i, label in enumerate(("O", *config.labels))}
+        self.max_span_width = config.max_span_width
+        self.bio_label_to_id: dict[str, int] | None = None
+        #: the span suggester, chosen by the labelling scheme: a model that tags words (BIO)
+        #: gets no candidate spans, a span model every span up to ``max_span_width`` words
+        self.suggest_spans = batch_spans
         if config.scheme == "bio":
-            bio = {tag: i for i, tag in enumerate(bio_tags(config.labels))}
-        super().__init__(word_pieces, label_to_id, config.max_span_width, bio)
+            self.bio_label_to_id = {tag: i for i, tag in enumerate(bio_tags(config.labels))}
+            self.suggest_spans = no_spans
+
+    def __call__(
+        self,
+        tokens: Sequence[Sequence[str]],
+        entities: Sequence[Sequence[Entity]] | None = None,
+        images: Sequence[ImageInput | None] | None = None,
+        attention_targets: Sequence[Mapping[Entity, np.ndarray] | None] | None = None,
+        box_targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None] | None = None,
+    ) -> Batch:
+        """The batch of posts' words, with gold labels, images and box targets when given."""
+        return make_batch(
+            self.word_pieces,
+            self.suggest_spans,
+            self.max_span_width,
+            self.label_to_id,
+            self.bio_label_to_id,
+            tokens,
+            entities,
+            images,
+            attention_targets,
+            box_targets,
+        )
 
     @classmethod
     def for_model(

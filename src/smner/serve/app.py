@@ -72,8 +72,8 @@ def _public_name(name: str) -> str:
 def _decode_side(predictor: Predictor) -> int | None:
     """The shorter side large images are reduced to while decoding: three times the model's
     resize (its resampling reduces by the same factor first, ``reducing_gap=3``)."""
-    encoder = predictor.model.image_encoder
-    return 3 * int(encoder.preprocessing.resize) if encoder is not None else None
+    preprocessing = predictor.processor.image
+    return 3 * int(preprocessing.resize) if preprocessing is not None else None
 
 
 def _model_info(predictor: Predictor, settings: ServeSettings) -> ModelInfo:

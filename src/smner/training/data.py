@@ -150,7 +150,11 @@ def check_labels(
 
 
 def box_targets(
-    model: NERModel, train: list[Example], data: DataConfig, log: Callable[[str], None]
+    model: NERModel,
+    processor: Processor,
+    train: list[Example],
+    data: DataConfig,
+    log: Callable[[str], None],
 ) -> BoxSupervision:
     """What ``data.box_dir``'s boxes teach the model (nothing when it is not set)."""
     if not data.box_dir:
@@ -160,7 +164,7 @@ def box_targets(
                 "learns from the boxes of a folder of VOC XML files"
             )
         return BoxSupervision(None, None)
-    targets = box_supervision(model, train, data.box_dir, data.image_dir)
+    targets = box_supervision(model, processor, train, data.box_dir, data.image_dir)
     if targets.attention is None and targets.grounding is None:
         log("data.box_dir is set, but this model has no span attention to supervise")
     else:

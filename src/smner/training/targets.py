@@ -19,6 +19,7 @@ from smner.data.types import Entity, Example
 from smner.evaluation.pointing import cell_coverage
 from smner.model.base import NERModel
 from smner.processing.batching import BoxCoords
+from smner.processing.processor import Processor
 
 #: per post, the target attention of each gold entity that has a box
 AttentionTargets = list[dict[Entity, np.ndarray] | None]
@@ -48,7 +49,11 @@ class BoxSupervision:
 
 
 def box_supervision(
-    model: NERModel, examples: Sequence[Example], box_dir: str | Path, image_dir: str | None
+    model: NERModel,
+    processor: Processor,
+    examples: Sequence[Example],
+    box_dir: str | Path,
+    image_dir: str | None,
 ) -> BoxSupervision:
     """Attention targets (see :func:`smner.evaluation.pointing.cell_coverage`) when the model
     explains and
@@ -61,14 +66,14 @@ def box_supervision(
         return BoxSupervision(None, None)
     boxes = load_box_dir(box_dir, examples)
     store = ImageStore(image_dir)
-    preprocessing, grid = model.image.preprocessing, model.image.output_grid()
+    grid = model.image.output_grid()
     attention: AttentionTargets = []
     grounding: GroundingTargets = []
     for example in examples:
         own = boxes.get(example.image_id, {}) if example.image_id else {}
         needs_size = (supervise and own) or (model.grounds and example.image_id)
         size = upright_size(store.path_for(example.image_id)) if needs_size else None
-        crop = preprocessing.crop_box(*size) if size is not None else None
+        crop = processor.crop_box(*size) if size is not None else None
         targets: dict[Entity, np.ndarray] = {}
         if crop is not None and supervise:
             for entity, entity_boxes in own.items():

@@ -178,7 +178,7 @@ class Trainer:
             dev=dev,
             train_images=self._images(model, processor, train, "train"),
             dev_images=self._images(model, processor, dev, "dev"),
-            train_targets=box_targets(model, train, self.config.data, self.log),
+            train_targets=box_targets(model, processor, train, self.config.data, self.log),
             optimizer=optimizer,
             scheduler=scheduler,
             scaler=scaler,
