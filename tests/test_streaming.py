@@ -340,6 +340,7 @@ def test_resume_cuts_a_torn_line_and_redoes_nothing(
     assert "--resume needs an output file, and - is standard output" in capsys.readouterr().err
 
 
+@pytest.mark.integration  # a smner predict process, killed mid-file, then resumed
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_a_run_killed_mid_file_resumes_without_duplicates(
     tiny_model_dir: Path, tmp_path: Path

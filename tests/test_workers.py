@@ -21,6 +21,7 @@ def test_threads_are_split_between_workers() -> None:
     assert threads_per_worker(4, total=2) == 1  # never none
 
 
+@pytest.mark.integration  # starts worker processes
 def test_two_workers_write_what_one_writes(tiny_model_dir: Path, tmp_path: Path) -> None:
     solid_image((40, 200, 40)).save(tmp_path / "green.jpg")
     words = ["George", "visited", "Paris", "today", "with", "New", "York"]
