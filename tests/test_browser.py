@@ -131,7 +131,7 @@ def mark_texts(page: Any) -> list[tuple[str, str]]:
 
 
 def test_predict_highlight_and_heatmap(
-    browser_page: tuple[Any, list[str]], server_url: str, model_root: Path
+    browser_page: tuple[Any, list[str]], server_url: str, trained_run: dict[str, Path]
 ) -> None:
     page, problems = browser_page
     expect = sync_api.expect
@@ -139,7 +139,7 @@ def test_predict_highlight_and_heatmap(
     expect(page.locator("#model-info")).to_contain_text("LOC, ORG, PER")
 
     page.locator("#post-text").fill(POST)
-    page.locator("#post-image").set_input_files(model_root / "images" / "0.jpg")
+    page.locator("#post-image").set_input_files(trained_run["images"] / "0.jpg")
     expect(page.locator("#preview")).to_be_visible()
     page.get_by_role("button", name="Predict").click()
 
@@ -201,7 +201,10 @@ TINT_AROUND = """([x0, y0, x1, y1]) => {
 
 
 def test_heatmap_covers_only_the_crop_the_model_saw(
-    browser_page: tuple[Any, list[str]], server_url: str, model_root: Path, tmp_path: Path
+    browser_page: tuple[Any, list[str]],
+    server_url: str,
+    trained_run: dict[str, Path],
+    tmp_path: Path,
 ) -> None:
     """On a wide image the model sees only the centre square: the page draws the grid there
     (as `predict --heatmaps` and the alignment metrics do), not over the whole image."""
@@ -217,7 +220,7 @@ def test_heatmap_covers_only_the_crop_the_model_saw(
     with page.expect_response("**/v1/predict") as answer:
         page.get_by_role("button", name="Predict").click()
     crop = answer.value.json()["crop_box"]
-    preprocessing = Predictor.from_pretrained(model_root / "run" / "best").model.image.preprocessing
+    preprocessing = Predictor.from_pretrained(trained_run["model"]).model.image.preprocessing
     assert crop == pytest.approx(list(preprocessing.crop_box(400, 200)))
     assert crop[2] - crop[0] < 400 * 0.9  # the centre square of a wide image, not all of it
     page.locator("#highlighted .entity").first.click()
@@ -284,12 +287,12 @@ def test_an_entity_of_a_post_without_an_image_explains_why_there_is_no_heatmap(
 
 
 def test_global_attention_is_said_in_plain_words(
-    browser_page: tuple[Any, list[str]], server_url: str, model_root: Path
+    browser_page: tuple[Any, list[str]], server_url: str, trained_run: dict[str, Path]
 ) -> None:
     page, problems = browser_page
     expect = sync_api.expect
     page.goto(server_url + "/")
-    page.locator("#post-image").set_input_files(model_root / "images" / "0.jpg")
+    page.locator("#post-image").set_input_files(trained_run["images"] / "0.jpg")
     predict_on_page(page, POST)
     page.locator("#highlighted .entity[data-type='LOC']").click()
     caption = page.locator("#explain-caption")

@@ -15,21 +15,17 @@ from smner.cli import main
 from tests.test_serve import POST
 
 
-@pytest.fixture
-def model(model_root: Path) -> str:
-    return str(model_root / "run" / "best")
-
-
 def test_jsonl_image_paths_are_relative_to_the_jsonl_file(
-    model: str,
-    model_root: Path,
+    tiny_model_dir: Path,
+    post_images: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    model = str(tiny_model_dir)
     posts = tmp_path / "posts"
     (posts / "pics").mkdir(parents=True)
-    shutil.copy(model_root / "images" / "0.jpg", posts / "pics" / "0.jpg")
+    shutil.copy(post_images / "0.jpg", posts / "pics" / "0.jpg")
     records = [
         {"id": "rel", "text": POST, "image": "pics/0.jpg"},
         {"id": "abs", "text": POST, "image": str(posts / "pics" / "0.jpg")},
@@ -57,8 +53,9 @@ def test_jsonl_image_paths_are_relative_to_the_jsonl_file(
 
 
 def test_a_missing_text_image_and_heatmaps_without_images_say_why(
-    model: str, model_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, post_images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    model = str(tiny_model_dir)
     heat = tmp_path / "heat"
     argv = ["predict", "--model", model, "--text", POST, "--heatmaps", str(heat)]
     assert main([*argv, "--image", str(tmp_path / "nope.jpg")]) == 0
@@ -70,11 +67,12 @@ def test_a_missing_text_image_and_heatmaps_without_images_say_why(
     assert "heatmap: post 1: nothing drawn, the post has no image" in err
     assert "warning" not in err
     assert not heat.exists()
-    assert main([*argv, "--image", str(model_root / "images" / "0.jpg")]) == 0
+    assert main([*argv, "--image", str(post_images / "0.jpg")]) == 0
     assert "heatmap: " + str(heat) in capsys.readouterr().err
 
 
-def test_formats_conll_and_table(model: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_formats_conll_and_table(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = str(tiny_model_dir)
     assert main(["predict", "--model", model, "--text", POST]) == 0
     record = json.loads(capsys.readouterr().out)
     assert main(["predict", "--model", model, "--text", POST, "--format", "conll"]) == 0

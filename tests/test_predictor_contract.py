@@ -46,7 +46,7 @@ BLANK = ["", "   ", " \n\t\r ", "\u00a0\u2003", "\u3000", "\u2028"]
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
-def predictor(
+def typed_predictor(
     request: pytest.FixtureRequest,
     encoders: tuple[Path, Path],
     tmp_path_factory: pytest.TempPathFactory,
@@ -96,17 +96,17 @@ def assert_close(got: object, expected: object, where: str = "") -> None:
 
 
 @pytest.mark.parametrize("blank", BLANK, ids=repr)
-def test_a_post_without_words_is_a_clear_error(predictor: Predictor, blank: str) -> None:
+def test_a_post_without_words_is_a_clear_error(typed_predictor: Predictor, blank: str) -> None:
     red = Image.new("RGB", (32, 32), (200, 40, 40))
     for form in (blank, PostInput(text=blank), {"text": blank}, PostInput(text=blank, image=red)):
         with pytest.raises(SmnerError, match="no tokens"):
-            predictor.predict(form)
+            typed_predictor.predict(form)
     with pytest.raises(SmnerError, match="no tokens"):
-        predictor.predict(PostInput(tokens=[]))
+        typed_predictor.predict(PostInput(tokens=[]))
     if blank:  # a token list (or a record's) with a blank token
         for form in ([blank], ["George", blank], {"tokens": [blank]}):
             with pytest.raises(SmnerError, match="non-blank"):
-                predictor.predict(form)
+                typed_predictor.predict(form)
 
 
 @pytest.mark.xfail(
@@ -114,22 +114,22 @@ def test_a_post_without_words_is_a_clear_error(predictor: Predictor, blank: str)
     reason="src: a PostInput's tokens are not checked as a list's or a record's are "
     "(PostInput(tokens=['   ']) is predicted as a post with a blank word)",
 )
-def test_a_post_input_of_blank_tokens_is_a_clear_error(predictor: Predictor) -> None:
+def test_a_post_input_of_blank_tokens_is_a_clear_error(typed_predictor: Predictor) -> None:
     for tokens in (["   "], ["George", "\u3000"], ["George", ""]):
         with pytest.raises(SmnerError, match="non-blank"):
-            predictor.predict(PostInput(tokens=tokens))
+            typed_predictor.predict(PostInput(tokens=tokens))
 
 
 def test_a_blank_post_in_a_batch_is_named_and_nothing_is_predicted(
-    predictor: Predictor, tmp_path: Path
+    typed_predictor: Predictor, tmp_path: Path
 ) -> None:
     image = tmp_path / "red.png"
     Image.new("RGB", (32, 32), (200, 40, 40)).save(image)
     posts = [POST, {"text": "Paris", "image": str(image)}, "  \n ", ["New", "York"]]
     with pytest.raises(SmnerError, match=r"post 2: .*no tokens"):
-        predictor.predict_many(posts)
+        typed_predictor.predict_many(posts)
     with pytest.raises(SmnerError, match=r"post 2: .*no tokens"):
-        predictor.predict_many(posts, batch_size=1)
+        typed_predictor.predict_many(posts, batch_size=1)
 
 
 # --- a mixed batch ---------------------------------------------------------------------------
@@ -154,17 +154,19 @@ def mixed_posts(folder: Path) -> list[Any]:
     ]
 
 
-def test_a_mixed_batch_gives_what_one_by_one_gives(predictor: Predictor, tmp_path: Path) -> None:
+def test_a_mixed_batch_gives_what_one_by_one_gives(
+    typed_predictor: Predictor, tmp_path: Path
+) -> None:
     posts = mixed_posts(tmp_path)
-    alone = records([predictor.predict(post) for post in posts])
+    alone = records([typed_predictor.predict(post) for post in posts])
     for batch_size in (32, 3):
-        together = records(predictor.predict_many(posts, batch_size=batch_size))
+        together = records(typed_predictor.predict_many(posts, batch_size=batch_size))
         assert len(together) == len(posts)
         for i, (got, expected) in enumerate(zip(together, alone, strict=True)):
             assert_close(got, expected, f"batch_size={batch_size}, post {i}")
     assert sum(len(r["entities"]) for r in alone) > 0  # the comparison compares something
     with_image = {2: "ok", 3: "ok", 4: "ok", 6: "ok", 7: "missing"}
-    if not predictor.model.config.use_image:  # a text-only model never opens an image
+    if not typed_predictor.model.config.use_image:  # a text-only model never opens an image
         with_image = dict.fromkeys(with_image, "ignored (text-only model)")
     statuses = [with_image.get(i, "no image") for i in range(len(posts))]
     assert [r["image_status"] for r in alone] == statuses
@@ -173,14 +175,14 @@ def test_a_mixed_batch_gives_what_one_by_one_gives(predictor: Predictor, tmp_pat
 # --- save and load ---------------------------------------------------------------------------
 
 
-def test_save_then_load_predicts_the_same(predictor: Predictor, tmp_path: Path) -> None:
+def test_save_then_load_predicts_the_same(typed_predictor: Predictor, tmp_path: Path) -> None:
     posts = mixed_posts(tmp_path)
-    before = records(predictor.predict_many(posts))
-    predictor.save_pretrained(tmp_path / "saved")
+    before = records(typed_predictor.predict_many(posts))
+    typed_predictor.save_pretrained(tmp_path / "saved")
     loaded = Predictor.from_pretrained(tmp_path / "saved")
-    assert type(loaded.model) is type(predictor.model)
-    assert loaded.model.config == predictor.model.config
+    assert type(loaded.model) is type(typed_predictor.model)
+    assert loaded.model.config == typed_predictor.model.config
     assert records(loaded.predict_many(posts)) == before
     assert records([loaded.predict(post) for post in posts[:3]]) == records(
-        [predictor.predict(post) for post in posts[:3]]
+        [typed_predictor.predict(post) for post in posts[:3]]
     )
