@@ -312,8 +312,10 @@ def test_parquet_without_pyarrow_names_the_extra(
 
 
 def test_resume_cuts_a_torn_line_and_redoes_nothing(
-    tiny_model_dir: Path, tmp_path: Path, capsys: Any
+    tiny_model_dir: Path, tiny_predictor: Predictor, tmp_path: Path, capsys: Any
 ) -> None:
+    from smner.predict.job import FileJob, JsonlEncoder, run_file_job
+
     source = tmp_path / "posts.jsonl"
     write_posts(source, 20)
     reference = tmp_path / "reference.jsonl"
@@ -323,17 +325,29 @@ def test_resume_cuts_a_torn_line_and_redoes_nothing(
 
     out = tmp_path / "out.jsonl"
     partial = tmp_path / "out.jsonl.partial"
-    partial.write_bytes(b"".join(lines[:7]) + lines[7][:25])  # what a kill mid-write leaves
+    windows = iter([1, 2])
+
+    class KilledAfterTwoWindows:
+        def predict_stream(self, window: Any, *args: Any, **kwargs: Any) -> Any:
+            if next(windows, None) is None:
+                raise KeyboardInterrupt
+            return tiny_predictor.predict_stream(window, *args, **kwargs)
+
+    job = FileJob(str(source), str(tiny_model_dir), str(out), window=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_file_job(job, JsonlEncoder(), load_predictor=KilledAfterTwoWindows)
+    with open(partial, "ab") as handle:
+        handle.write(lines[6][:25])  # what a kill mid-write leaves
     capsys.readouterr()
     assert main([*argv, "--output", str(out)]) == 1
     assert capsys.readouterr().err.strip() == (
-        f"smner: error: {partial} holds 7 records of an unfinished run: continue it with "
+        f"smner: error: {partial} holds 6 records of an unfinished run: continue it with "
         "--resume, or delete it to start again"
     )
     assert main([*argv, "--output", str(out), "--resume"]) == 0
     assert out.read_bytes() == reference.read_bytes()
     assert not partial.exists()
-    assert "resumed after the 7 records" in capsys.readouterr().err
+    assert "resumed after the 6 records" in capsys.readouterr().err
     assert main([*argv, "--output", str(out), "--resume"]) == 0
     assert "is complete; nothing to resume" in capsys.readouterr().err
     assert main([*argv, "--resume"]) == 1

@@ -172,6 +172,33 @@ DEFAULT_MAX_TOKENS = 200
 MAX_RECORD_BYTES = 16 * 2**20
 
 
+#: The most characters a post's text (or its tokens, with a space between each) may have, in
+#: every input format: checked before the text is split, so that one huge record cannot turn
+#: into millions of token objects. A tweet has at most 280.
+MAX_TEXT_CHARS = 65_536
+
+
+def text_size_problem(size: int, what: str = "text") -> str | None:
+    """Why a post with ``size`` characters of ``what`` is refused, or None when it is not."""
+    if size <= MAX_TEXT_CHARS:
+        return None
+    return (
+        f"the post has {size} characters of {what}; expected at most {MAX_TEXT_CHARS} "
+        "(split a longer document into several posts)"
+    )
+
+
+def check_text_size(post: PostInput) -> None:
+    """SmnerError when the post is longer than :data:`MAX_TEXT_CHARS` (before any split)."""
+    if post.tokens is not None:
+        size = sum(len(token) for token in post.tokens) + max(len(post.tokens) - 1, 0)
+        problem = text_size_problem(size, "tokens")
+    else:
+        problem = text_size_problem(len(post.text or ""))
+    if problem:
+        raise SmnerError(problem)
+
+
 def _encodable(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -188,6 +215,7 @@ def post_words(
     A function of the post alone (no model), so that a reader can check every post before a
     model is loaded, or in a process that holds none.
     """
+    check_text_size(post)
     for value in [post.text, *(post.tokens or [])]:
         if isinstance(value, str) and not _encodable(value):
             raise SmnerError(

@@ -45,10 +45,55 @@ def hidden_dim(config: PretrainedConfig) -> int:
     return int(size)
 
 
+#: Bounds of an encoder architecture read from a saved config, by what the key counts. No
+#: checkpoint comes near them; past them, building the modules alone (before any weight is
+#: compared) would take minutes. Keys of the model families that name them otherwise count too.
+ENCODER_LIMITS: dict[str, tuple[tuple[str, ...], int]] = {
+    "layers": (
+        ("num_hidden_layers", "num_layers", "n_layers", "n_layer", "encoder_layers", "depths"),
+        256,
+    ),
+    "heads": (("num_attention_heads", "n_heads", "n_head", "encoder_attention_heads"), 1024),
+    "width": (("hidden_size", "hidden_sizes", "dim", "n_embd", "d_model", "embedding_size"), 65536),
+    "vocabulary": (("vocab_size",), 2**22),
+}
+#: Keys holding the config of one tower of a two-tower model (CLIP, SigLIP, ...).
+TOWER_KEYS = ("text_config", "vision_config")
+
+
+def check_encoder_sizes(values: Mapping[str, Any], where: str) -> None:
+    """Refuse a layer, head, width or vocabulary count of an encoder config (and of its
+    towers) that is not a whole number within :data:`ENCODER_LIMITS`; a list (stage depths,
+    stage widths) is bounded item by item, and depths also in their sum."""
+    for what, (keys, limit) in ENCODER_LIMITS.items():
+        for key in keys:
+            value = values.get(key)
+            if value is None:
+                continue
+            items = value if isinstance(value, list) else [value]
+            if (
+                not items
+                or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limit
+                    for v in items
+                )
+                or (key == "depths" and sum(items) > limit)
+            ):
+                raise SmnerError(
+                    f"{where}.{key}: {value!r} is out of range; expected {what} as a whole "
+                    f"number from 1 to {limit}"
+                )
+    for key in TOWER_KEYS:
+        tower = values.get(key)
+        if isinstance(tower, Mapping):
+            check_encoder_sizes(tower, f"{where}.{key}")
+
+
 def hf_config_from_dict(data: Mapping[str, Any]) -> tuple[PretrainedConfig, bool]:
     """The config :meth:`HFVisionEncoder.config_dict` wrote, and whether the pooler was dropped."""
     from transformers import CONFIG_MAPPING
 
+    check_encoder_sizes(data, "image encoder config")
     values = dict(data)
     drop_pooler = bool(values.pop(DROP_POOLER_KEY, False))
     model_type = values.get("model_type")

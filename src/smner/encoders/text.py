@@ -39,12 +39,75 @@ def resolve_text_encoder(name: str) -> str:
     return name
 
 
-def load_tokenizer(name_or_path: str | Path) -> Any:
+#: Words every vocabulary a text encoder is trained with knows: a tokenizer that maps all of
+#: them to its unknown token has lost its vocabulary (a folder without ``tokenizer.json``).
+KNOWN_WORDS = ("the", "a", "and")
+
+
+def load_tokenizer(name_or_path: str | Path, embedding_rows: int | None = None) -> Any:
+    """The tokenizer of a folder or Hub name, checked against the encoder's embedding.
+
+    ``embedding_rows`` is the vocabulary the encoder's embedding has; None reads it from the
+    ``config.json`` beside the tokenizer (a Hugging Face checkpoint) or in the folder above it
+    (the ``tokenizer/`` of an smner model folder, whose config is checked against the
+    weights), when there is one. See :func:`check_tokenizer`.
+    """
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_path))
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     except Exception as exc:  # tokenizers raises a bare Exception for a broken tokenizer.json
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SmnerError(f"cannot load a tokenizer from {name_or_path!s}: {first}") from None
+    if embedding_rows is None:
+        embedding_rows = _saved_vocab_size(Path(name_or_path))
+    check_tokenizer(tokenizer, embedding_rows, str(name_or_path))
+    return tokenizer
+
+
+def check_tokenizer(tokenizer: Any, embedding_rows: int | None, where: str) -> None:
+    """Refuse a tokenizer that cannot feed the embedding: one whose ids run past its rows, one
+    that knows fewer than half of them, or one that maps every :data:`KNOWN_WORDS` to its
+    unknown token. A loaded tokenizer can be such a one without an error (an empty
+    vocabulary), and every word would then reach the model as the same token."""
+    fix = "the folder's tokenizer does not belong to its encoder: restore its files"
+    size = len(tokenizer)
+    if embedding_rows is not None and not embedding_rows / 2 <= size <= embedding_rows:
+        raise SmnerError(
+            f"{where}: the tokenizer has {size} tokens and the encoder's embedding "
+            f"{embedding_rows} rows; {fix}"
+        )
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is None:
+        return
+    for word in KNOWN_WORDS:
+        ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if ids and any(i != unknown for i in ids):
+            return
+    raise SmnerError(
+        f"{where}: the tokenizer maps the words {', '.join(KNOWN_WORDS)} to its unknown "
+        f"token (a vocabulary of {size}); {fix} (tokenizer.json)"
+    )
+
+
+def _saved_vocab_size(folder: Path) -> int | None:
+    """``vocab_size`` of the encoder config saved with a tokenizer folder, or None."""
+    import json
+
+    for path, section in (
+        (folder / "config.json", ()),
+        (folder.parent / "config.json", ("model", "text_encoder_config")),
+    ):
+        if not path.is_file() or path.stat().st_size > 2**24:
+            continue
+        try:
+            value: Any = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            continue
+        for key in section:
+            value = value.get(key) if isinstance(value, dict) else None
+        rows = value.get("vocab_size") if isinstance(value, dict) else None
+        if isinstance(rows, int) and not isinstance(rows, bool) and rows > 0:
+            return rows
+    return None
 
 
 def text_config_from_dict(data: dict[str, Any]) -> PretrainedConfig:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,9 @@ from smner.extras import import_extra
 POST_KEYS = ("id", "text", "tokens", "image")
 #: The columns predictions add, in this order.
 ADDED = ("tokens", "image_status", "entities", "error")
+#: Seconds to wait for the cluster ``RAY_ADDRESS`` names (Ray itself retries for minutes);
+#: the environment variable ``SMNER_RAY_CONNECT_TIMEOUT`` sets another number.
+RAY_CONNECT_SECONDS = 10.0
 
 
 def _ray() -> Any:
@@ -245,14 +250,13 @@ def _start(ray: Any, workers: int) -> None:
     On one machine, actors that take every CPU leave none for the tasks that read the input,
     and the run would wait forever: that is refused. (A cluster may grow; it is not checked.)
     """
+    address = os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
-        ray.init(
-            address=os.environ.get("RAY_ADDRESS"),
-            include_dashboard=False,
-            logging_level="warning",
-            log_to_driver=False,
-        )
-    if os.environ.get("RAY_ADDRESS"):
+        if address is None:
+            _init(ray, None)
+        else:
+            _join(ray, address, _connect_seconds())
+    if address:
         return
     cpus = int(ray.cluster_resources().get("CPU", 0))
     if workers >= cpus:
@@ -260,6 +264,77 @@ def _start(ray: Any, workers: int) -> None:
             f"--workers {workers}: the local Ray has {cpus} CPUs, and each worker takes one; "
             f"reading the input needs one more (use at most {max(1, cpus - 1)})"
         )
+
+
+def _init(ray: Any, address: str | None) -> None:
+    # Joining from a thread (see _join) makes Ray warn that it sets no SIGTERM handler.
+    level = "warning" if address is None else "error"
+    ray.init(address=address, include_dashboard=False, logging_level=level, log_to_driver=False)
+
+
+def _connect_seconds() -> float:
+    value = os.environ.get("SMNER_RAY_CONNECT_TIMEOUT", "")
+    try:
+        seconds = float(value) if value else RAY_CONNECT_SECONDS
+    except ValueError:
+        raise SmnerError(
+            f"SMNER_RAY_CONNECT_TIMEOUT={value}: expected a number of seconds"
+        ) from None
+    return max(seconds, 0.1)
+
+
+def _join(ray: Any, address: str, seconds: float) -> None:
+    """Connect to ``address`` within ``seconds``, or raise one line naming it.
+
+    The host and port are tried first (a refused or unreachable address fails at once,
+    before Ray logs its retries); ``ray.init`` then runs in a thread that is given up on
+    when the cluster does not answer in time, since Ray has no timeout of its own for it.
+    """
+    fix = "start the cluster (ray start --head) or unset RAY_ADDRESS to use a local Ray"
+    outcome: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            _probe(address, seconds)
+            _init(ray, address)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=connect, name="smner-ray-connect", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise SmnerError(
+            f"RAY_ADDRESS={address}: no Ray cluster answered within {seconds:g} s; {fix}"
+        )
+    if outcome:
+        error = outcome[0]
+        if isinstance(error, SmnerError):
+            raise SmnerError(f"RAY_ADDRESS={address}: {error}; {fix}") from None
+        text = str(error).strip().splitlines()
+        reason = text[0] if text else type(error).__name__
+        raise SmnerError(
+            f"RAY_ADDRESS={address}: cannot connect to Ray ({reason}); {fix}"
+        ) from None
+
+
+def _probe(address: str, seconds: float) -> None:
+    """Open and close a TCP connection to the ``host:port`` of ``address`` (``ray://`` and
+    other schemes allowed); ``auto`` and ``local`` are left to Ray."""
+    if address in ("auto", "local"):
+        return
+    where = address.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = where.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise SmnerError("expected host:port")
+    try:
+        with socket.create_connection((host, int(port)), timeout=min(seconds, 5.0)):
+            pass
+    except TimeoutError:
+        raise SmnerError(f"no answer from {host}:{port}") from None
+    except OSError as exc:
+        raise SmnerError(f"cannot reach {host}:{port} ({exc.strerror or exc})") from None
 
 
 def _records(table: Any) -> Iterator[dict[str, Any]]:

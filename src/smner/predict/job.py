@@ -13,15 +13,31 @@ output). What a chunk looks like in the output (JSONL, CoNLL, a table) is the ca
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from smner.data.predictions import FailedPost
 from smner.data.records import format_of, pyarrow_modules
-from smner.data.records.read import ReadOptions, check_all, count_records, read_records, spool_stdin
-from smner.data.records.write import OutputOptions, open_output
+from smner.data.records.read import (
+    ReadOptions,
+    RecordDigest,
+    check_all,
+    count_records,
+    read_records,
+    spool_stdin,
+)
+from smner.data.records.write import (
+    InputIdentity,
+    OutputOptions,
+    Sink,
+    complete_lines,
+    open_output,
+    partial_path,
+)
 from smner.errors import SmnerError
 from smner.fileio import check_input_file
 from smner.predict.streaming import DEFAULT_WINDOW, windows
@@ -117,6 +133,10 @@ def run_file_job(
     heatmaps); ``load_predictor`` builds the model of a one-process run (default: from
     ``job.model_dir``).
     """
+    if job.workers > 1:
+        from smner.predict.workers import check_worker_count
+
+        check_worker_count(job.workers)
     if format_of(job.input) == "parquet" or format_of(job.output) == "parquet":
         pyarrow_modules()  # a missing extra is an error before anything is loaded
     if job.input != "-":
@@ -133,30 +153,37 @@ def run_file_job(
         from smner.data.records.parquet import jsonl_to_parquet
 
         finisher = jsonl_to_parquet
-    options = OutputOptions(job.resume, encoder.line_per_record, finisher)
-    stdin = spool_stdin() if job.input == "-" and job.strict else None
+    source = InputIdentity.of(job.input)
+    options = OutputOptions(job.resume, encoder.line_per_record, finisher, source)
     sink = open_output(job.output, options)
+    stdin = spool_stdin() if job.input == "-" and job.strict else None
     report = JobReport(output=sink.where)
     try:
         if sink.complete:
+            _check_complete(job)
             report.already_complete = True
             return report
         report.resumed_after = sink.done
+        digest = RecordDigest(keep_from=sink.done)
         reading = ReadOptions(
             errors="raise" if job.strict else "record",
             max_bytes=job.max_input_bytes,
             skip=sink.done,
+            digest=digest,
         )
         if job.strict:
             check_all(job.input, reading, stdin=stdin)
             if stdin is not None:
                 stdin.seek(0)
         records = read_records(job.input, reading, stdin=stdin)
+        if sink.done:
+            records = _after_staged(records, digest, sink, job.input)
         with _predicted_windows(job, records, load_predictor) as results:
             bar = _progress(job, sink.done)
             try:
                 for window, predicted in results:
-                    sink.write(encoder.chunk(predicted))
+                    total = sink.done + report.written + len(predicted)
+                    sink.write(encoder.chunk(predicted), (total, digest.after(total)))
                     _count(report, predicted)
                     if on_window is not None:
                         on_window(window, predicted)
@@ -170,6 +197,54 @@ def run_file_job(
         if stdin is not None:
             stdin.close()
     return report
+
+
+def _after_staged(
+    records: Iterator[Any], digest: RecordDigest, sink: Sink, source: str
+) -> Iterator[Any]:
+    """``records`` once the ones a resumed staging file holds are read and found to be the
+    records it was made from (checked here, before a model is loaded)."""
+    first = next(records, None)
+    staged = partial_path(Path(sink.where))
+    done = sink.done
+    start_again = f"delete {staged} and {staged.name}.input to start again"
+    if digest.count < done:
+        raise SmnerError(
+            f"{staged} holds {done} records, more than the {digest.count} of {source}: it was "
+            f"not made from this input; {start_again}"
+        )
+    if digest.after(done) != getattr(sink, "expected", None):
+        raise SmnerError(
+            f"{staged} was made from other records than the first {done} of {source}; "
+            f"resume with the input it was made from, or {start_again}"
+        )
+    return records if first is None else itertools.chain([first], records)
+
+
+def _check_complete(job: FileJob) -> None:
+    """Refuse to call an output complete when it holds another number of records than the
+    input (it was made from another input); standard input is not read to count it."""
+    if job.input == "-":
+        return
+    wrote = _output_records(Path(job.output))
+    has = count_records(job.input, scan=True)
+    if wrote is not None and has is not None and wrote != has:
+        raise SmnerError(
+            f"--resume: {job.output} is a finished output of {wrote} records, and {job.input} "
+            f"holds {has}: it was not made from this input; choose another --output, or "
+            "delete it to predict again"
+        )
+
+
+def _output_records(path: Path) -> int | None:
+    if format_of(path) == "parquet":
+        _pa, pq = pyarrow_modules()
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except Exception:  # not Parquet: not an output this job wrote
+            return None
+    count, end = complete_lines(path)
+    return count + (path.stat().st_size > end)
 
 
 def _count(report: JobReport, predicted: list[Any]) -> None:

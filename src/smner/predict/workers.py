@@ -10,6 +10,11 @@ that N workers do not each start a pool as large as the machine and fight over t
 At most ``in_flight`` windows are out at a time, so memory stays bounded however long the
 input is; a worker that dies (killed, out of memory) stops the run with an error instead of
 leaving it waiting.
+
+Each worker holds a whole model, so their number is bounded twice before they run: by the
+CPUs (more processes than cores only wait for each other), and by memory: the first worker
+loads its model and reports its resident size, and the others start only if that many more
+fit in the memory the system has available.
 """
 
 from __future__ import annotations
@@ -28,20 +33,54 @@ from smner.errors import SmnerError
 _POLL_SECONDS = 1.0
 
 
-def available_threads() -> int:
-    """The threads this process may use: ``OMP_NUM_THREADS`` when set, else its CPUs."""
-    value = os.environ.get("OMP_NUM_THREADS", "")
-    if value.isdigit() and int(value) > 0:
-        return int(value)
+def check_worker_count(workers: int, cpus: int | None = None) -> None:
+    """Refuse more workers than the machine has CPUs (``os.cpu_count()``)."""
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    if workers > cpus:
+        raise SmnerError(
+            f"--workers {workers}: this machine has {cpus} CPUs, and each worker loads its own "
+            f"model and needs a core; use at most --workers {cpus}"
+        )
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (``/proc/self/statm``), or None where it is unknown."""
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def threads_per_worker(workers: int, total: int | None = None) -> int:
-    """Each worker's share of the machine's threads (at least one)."""
-    return max(1, (total if total is not None else available_threads()) // workers)
+def available_bytes() -> int | None:
+    """Memory the system can give without swapping (``MemAvailable`` of ``/proc/meminfo``),
+    or None where it is unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_worker_memory(more: int, model_rss: int | None, available: int | None) -> None:
+    """Refuse to start ``more`` workers of ``model_rss`` resident bytes each (measured on the
+    first, once its model is loaded) when they do not fit in ``available`` bytes; unknown
+    numbers refuse nothing."""
+    if model_rss is None or available is None or more <= 0 or model_rss <= 0:
+        return
+    need = more * model_rss
+    if need > available:
+        mib = 2**20
+        raise SmnerError(
+            f"--workers {more + 1}: each worker holds {model_rss // mib} MiB once its model is "
+            f"loaded, and the other {more} need {need // mib} MiB where {available // mib} MiB "
+            f"is available (MemAvailable in /proc/meminfo); use at most --workers "
+            f"{available // model_rss + 1}"
+        )
 
 
 @dataclass(frozen=True)
@@ -77,6 +116,7 @@ def _worker_main(spec: WorkerSpec, tasks: Any, results: Any, index: int) -> None
     except Exception as exc:
         results.put((None, "error", f"worker {index} could not load the model: {exc}"))
         return
+    results.put((None, "loaded", resident_bytes()))
     while True:
         task = tasks.get()
         if task is None:
@@ -102,9 +142,17 @@ class WorkerPool:
     ...         ...
     """
 
-    def __init__(self, spec: WorkerSpec, workers: int, in_flight: int | None = None) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        workers: int,
+        in_flight: int | None = None,
+        available: Any = available_bytes,
+    ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
+        #: ``() -> bytes of memory available`` (or None), asked once the first worker is loaded
+        self.available = available
         self.spec = spec
         self.workers = workers
         self.in_flight = in_flight or 2 * workers
@@ -122,9 +170,34 @@ class WorkerPool:
         ]
 
     def __enter__(self) -> WorkerPool:
-        for process in self._processes:
+        first, *others = self._processes
+        first.start()
+        try:
+            rss = self._loaded()
+            if others:
+                check_worker_memory(len(others), rss, self.available())
+        except BaseException:
+            self.__exit__(SmnerError, None, None)
+            raise
+        for process in others:
             process.start()
         return self
+
+    def _loaded(self) -> int | None:
+        """Wait for the first worker's model; its resident memory (None: unknown)."""
+        while True:
+            try:
+                _seq, status, payload = self._results.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                process = self._processes[0]
+                if not process.is_alive():
+                    raise SmnerError(
+                        f"worker 0 stopped (exit code {process.exitcode}) while loading the model"
+                    ) from None
+                continue
+            if status == "error":
+                raise SmnerError(payload)
+            return payload if isinstance(payload, int) else None
 
     def __exit__(
         self,
@@ -136,8 +209,11 @@ class WorkerPool:
             for _ in self._processes:
                 self._tasks.put(None)
             for process in self._processes:
-                process.join(timeout=60)
+                if process.pid is not None:
+                    process.join(timeout=60)
         for process in self._processes:
+            if process.pid is None:
+                continue  # never started: the first worker's load was refused
             if process.is_alive():
                 process.terminate()
             process.join(timeout=10)
@@ -186,4 +262,6 @@ class WorkerPool:
                 continue
             if status == "error":
                 raise SmnerError(payload)
+            if status == "loaded":
+                continue
             return seq, payload

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,16 +106,24 @@ def read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
             f"{directory} was saved by smner {saved_by} in format {version}; this smner "
             f"({__version__}) reads format {FORMAT_VERSION} and older: upgrade smner"
         )
+    weights = directory / WEIGHTS_FILE
+    shapes = weight_shapes(weights) if weights.is_file() else None
     try:
         config = from_dict(ModelConfig, payload["model"], "model")
-        check_encoder_configs(config)
+        check_encoder_configs(config, shapes)
     except SmnerError as exc:
         raise SmnerError(f"{path} (saved by smner {saved_by}): {exc}") from None
     return config, payload
 
 
-def check_encoder_configs(config: ModelConfig) -> None:
-    """Refuse encoder settings no encoder can be built from, before building any."""
+def check_encoder_configs(
+    config: ModelConfig, shapes: Mapping[str, tuple[int, ...]] | None = None
+) -> None:
+    """Refuse encoder settings no encoder can be built from, before building any: an unknown
+    model type, layer, head, width or vocabulary counts out of bounds, and, given the
+    weights file's tensor shapes, counts that its tensors contradict."""
+    from smner.encoders.hf_config import check_encoder_sizes
+
     text = config.text_encoder_config
     if text is not None:
         from transformers import CONFIG_MAPPING
@@ -125,10 +134,66 @@ def check_encoder_configs(config: ModelConfig) -> None:
                 f"model.text_encoder_config.model_type: {model_type!r} is not a model type "
                 "this version of transformers knows"
             )
+        check_encoder_sizes(text, "model.text_encoder_config")
+        if shapes is not None:
+            _against_weights(text, shapes, "text.backbone.", "model.text_encoder_config")
+    image = config.image_encoder_config
+    if isinstance(image, Mapping):
+        check_encoder_sizes(image, "model.image_encoder_config")
+        if shapes is not None:
+            tower = image.get("vision_config")
+            tower = tower if isinstance(tower, Mapping) else image
+            _against_weights(tower, shapes, "image.backbone.", "model.image_encoder_config")
     if config.image_preprocessing is not None:
         from smner.encoders.preprocessing import ImagePreprocessing
 
         ImagePreprocessing.from_dict(config.image_preprocessing)
+
+
+#: A transformer layer's index in a weight name (``encoder.layer.3.``, ``encoder.layers.3.``,
+#: ``encoder.block.3.``).
+_LAYER = re.compile(r"(?:^|\.)encoder\.(?:layer|layers|block)\.(\d+)\.")
+_EMBEDDING = ("word_embeddings.weight", "embed_tokens.weight", "shared.weight")
+
+
+def _against_weights(
+    values: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], prefix: str, where: str
+) -> None:
+    """Compare an encoder config's layers, width, heads and vocabulary with the weights."""
+    names = [name for name in shapes if name.startswith(prefix)]
+    if not names:
+        return
+    layers = {int(m.group(1)) for n in names if (m := _LAYER.search(n[len(prefix) - 1 :]))}
+    key = next((k for k in ("num_hidden_layers", "num_layers") if k in values), None)
+    if layers and key is not None and values[key] != max(layers) + 1:
+        raise ConfigError(
+            f"{where}.{key}: {values[key]} layers, but the weights file holds "
+            f"{max(layers) + 1}; the folder's files do not belong together"
+        )
+    embedding = next((n for n in names if n.endswith(_EMBEDDING)), None)
+    if embedding is None or len(shapes[embedding]) != 2:
+        return
+    rows, width = shapes[embedding]
+    if "vocab_size" in values and values["vocab_size"] != rows:
+        raise ConfigError(
+            f"{where}.vocab_size: {values['vocab_size']}, but the weights file's embedding "
+            f"{embedding} has {rows} rows; the folder's files do not belong together"
+        )
+    wide_key = next(
+        (k for k in ("embedding_size", "hidden_size", "d_model", "dim") if values.get(k)), None
+    )
+    if wide_key is not None and values[wide_key] != width:
+        raise ConfigError(
+            f"{where}.{wide_key}: {values[wide_key]}, but the weights file's embedding "
+            f"{embedding} is {width} wide; the folder's files do not belong together"
+        )
+    heads = values.get("num_attention_heads")
+    hidden = values.get("hidden_size")
+    if isinstance(heads, int) and isinstance(hidden, int) and heads > hidden:
+        raise ConfigError(
+            f"{where}.num_attention_heads: {heads} heads for a hidden size of {hidden}; "
+            "expected at most one head per unit"
+        )
 
 
 def load_config(directory: str | Path) -> ModelConfig:

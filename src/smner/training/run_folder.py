@@ -9,8 +9,10 @@ touch files only; the :class:`~smner.training.trainer.Trainer` decides when to c
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,11 @@ from smner.saved.card import LOG_FILE, TEST_SCORES_FILE, refresh_run_cards
 from smner.saved.folder import file_sha256, write_errors
 
 STATE_FILE = "trainer_state.pt"
+#: When set to N, the process kills itself (SIGKILL, so no clean-up runs) in its N-th
+#: checkpoint write, after the model folder is staged and before the training state is: a
+#: deterministic point at which to test what a killed run leaves and what resuming clears.
+KILL_IN_CHECKPOINT_ENV = "SMNER_KILL_IN_CHECKPOINT"
+_checkpoints_written = 0
 #: ``{file name: SHA-256}`` of the files in ``DIR/last`` besides the model folder
 CHECKSUMS_FILE = "checksums.json"
 
@@ -94,11 +101,15 @@ def save_last(
     output_dir: Path, model: NERModel, processor: Processor, state: dict[str, Any]
 ) -> None:
     """Model folder plus trainer state, swapped in as ``output_dir/last`` in one rename."""
+    global _checkpoints_written
+    _checkpoints_written += 1
     last = output_dir / "last"
     with write_errors(last):
         staging = make_staging_dir(output_dir, ".last.")
         try:
             model.save_pretrained(staging / "model", processor=processor)
+            if os.environ.get(KILL_IN_CHECKPOINT_ENV) == str(_checkpoints_written):
+                os.kill(os.getpid(), signal.SIGKILL)
             torch.save(state, staging / STATE_FILE)
             write_state_checksum(staging)
             replace_directory(staging, last)
