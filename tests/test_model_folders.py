@@ -16,29 +16,14 @@ from smner.errors import SmnerError, SmnerWarning
 from smner.model import build_model
 from smner.model.base import NERModel
 from smner.predict.predictor import Predictor
-from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from smner.encoders.text import load_tokenizer
-
-    root = tmp_path_factory.mktemp("folders")
-    text, image = make_text_encoder(root / "text"), make_image_encoder(root / "image")
-    previous = os.umask(0o022)
-    try:
-        build_model(tiny_config(text, image)).save_pretrained(
-            root / "model", tokenizer=load_tokenizer(text)
-        )
-    finally:
-        os.umask(previous)
-    return root / "model"
+from tests.tiny import tiny_config
 
 
 @pytest.fixture
-def folder(saved: Path, tmp_path: Path) -> Iterator[Path]:
+def folder(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the tiny model folder, for a test to break."""
     copy = tmp_path / "model"
-    shutil.copytree(saved, copy)
+    shutil.copytree(tiny_model_dir, copy)
     yield copy
 
 
@@ -127,7 +112,18 @@ def test_broken_folder_is_one_clear_error(name: str, folder: Path) -> None:
     assert message in text and "\n" not in text, text
 
 
-def test_intact_folder_loads_and_files_follow_the_umask(saved: Path) -> None:
+def test_intact_folder_loads_and_files_follow_the_umask(
+    encoders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from smner.encoders.text import load_tokenizer
+
+    text, image = encoders
+    saved = tmp_path / "model"
+    previous = os.umask(0o022)
+    try:
+        build_model(tiny_config(text, image)).save_pretrained(saved, tokenizer=load_tokenizer(text))
+    finally:
+        os.umask(previous)
     assert NERModel.from_pretrained(saved) is not None
     payload = json.loads((saved / "config.json").read_text())
     assert len(payload["weights_sha256"]) == 64

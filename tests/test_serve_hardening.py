@@ -29,7 +29,7 @@ POST = "George visited Paris"
 
 
 @pytest.fixture(scope="module")
-def client(tiny_predictor: Predictor) -> Iterator[TestClient]:
+def tiny_client(tiny_predictor: Predictor) -> Iterator[TestClient]:
     with TestClient(create_app(tiny_predictor), raise_server_exceptions=False) as c:
         yield c
 
@@ -46,34 +46,34 @@ def multipart(text: bytes) -> tuple[bytes, dict[str, str]]:
 # --- one rule for text encodings -------------------------------------------------------------
 
 
-def test_invalid_utf8_is_422_in_json_multipart_and_urlencoded(client: TestClient) -> None:
+def test_invalid_utf8_is_422_in_json_multipart_and_urlencoded(tiny_client: TestClient) -> None:
     bad = "Café".encode("latin-1")  # one invalid byte
     body, headers = multipart(bad)
-    assert client.post("/v1/predict", content=body, headers=headers).status_code == 422
+    assert tiny_client.post("/v1/predict", content=body, headers=headers).status_code == 422
     form = {"content-type": "application/x-www-form-urlencoded"}
     for raw in (b"text=Caf%E9", b"text=Caf\xe9"):
-        assert client.post("/v1/predict", content=raw, headers=form).status_code == 422, raw
+        assert tiny_client.post("/v1/predict", content=raw, headers=form).status_code == 422, raw
     as_json = {"content-type": "application/json"}
     latin1_json = b'{"text": "Caf\xe9"}'
-    assert client.post("/v1/predict", content=latin1_json, headers=as_json).status_code == 422
+    assert tiny_client.post("/v1/predict", content=latin1_json, headers=as_json).status_code == 422
 
 
-def test_valid_utf8_is_read_alike_in_all_three(client: TestClient) -> None:
+def test_valid_utf8_is_read_alike_in_all_three(tiny_client: TestClient) -> None:
     text = "Café George 😀"
     body, headers = multipart(text.encode("utf-8"))
     answers = [
-        client.post("/v1/predict", content=body, headers=headers),
-        client.post("/v1/predict", data={"text": text}),
-        client.post("/v1/predict", json={"text": text}),
+        tiny_client.post("/v1/predict", content=body, headers=headers),
+        tiny_client.post("/v1/predict", data={"text": text}),
+        tiny_client.post("/v1/predict", json={"text": text}),
     ]
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert len({tuple(a.json()["tokens"]) for a in answers}) == 1
     assert answers[0].json()["tokens"][0] == "Café"
 
 
-def test_lone_surrogate_in_json_is_422(client: TestClient) -> None:
+def test_lone_surrogate_in_json_is_422(tiny_client: TestClient) -> None:
     body, headers = b'{"text": "\\ud800 George"}', {"content-type": "application/json"}
-    response = client.post("/v1/predict", content=body, headers=headers)
+    response = tiny_client.post("/v1/predict", content=body, headers=headers)
     assert response.status_code == 422
 
 
@@ -93,14 +93,14 @@ def test_host_header_outside_the_allowed_list_is_refused(tiny_predictor: Predict
     assert _host_name("[::1]:80") == "::1" and _host_name("Example.org:8") == "example.org"
 
 
-def test_cross_origin_form_posts_are_refused(client: TestClient) -> None:
+def test_cross_origin_form_posts_are_refused(tiny_client: TestClient) -> None:
     evil = {"origin": "http://evil.example"}
-    assert client.post("/v1/predict", data={"text": POST}, headers=evil).status_code == 403
+    assert tiny_client.post("/v1/predict", data={"text": POST}, headers=evil).status_code == 403
     cross = {"sec-fetch-site": "cross-site"}
-    assert client.post("/v1/predict", data={"text": POST}, headers=cross).status_code == 403
+    assert tiny_client.post("/v1/predict", data={"text": POST}, headers=cross).status_code == 403
     same = {"origin": "http://testserver", "sec-fetch-site": "same-origin"}
-    assert client.post("/v1/predict", data={"text": POST}, headers=same).status_code == 200
-    assert client.post("/v1/predict", data={"text": POST}).status_code == 200  # curl-like
+    assert tiny_client.post("/v1/predict", data={"text": POST}, headers=same).status_code == 200
+    assert tiny_client.post("/v1/predict", data={"text": POST}).status_code == 200  # curl-like
 
 
 @contextmanager
