@@ -95,6 +95,7 @@ def timing_inputs(tmp_path: Path) -> tuple[Path, Path]:
     return data, images
 
 
+@pytest.mark.integration  # a benchmark suite in a subprocess
 def test_floor_suite_smoke(bench_model: str, tmp_path: Path) -> None:
     """One process, alternating rounds: the floor is 1.00x by construction, the others are
     timed on the same batches in both orders."""
@@ -290,6 +291,7 @@ def test_load_with_clients_posting_a_39_megapixel_png(tiny_model_dir: Path, tmp_
     assert record["settle"]["within_20pct_after_s"] is not None
 
 
+@pytest.mark.integration  # a benchmark suite in a subprocess
 def test_scale_suite_smoke(tiny_model_dir: Path, tmp_path: Path) -> None:
     model = tiny_model_dir
     options = ["--posts", "100", "--workers", "1", "--engines", "local", "--work", str(tmp_path)]

@@ -122,6 +122,7 @@ def test_generalized_iou_by_hand() -> None:
     assert float(generalized_iou(a, half)) == pytest.approx(1 / 3)
 
 
+@pytest.mark.integration  # learns (60 optimizer steps)
 def test_head_learns_presence_and_boxes(encoders: tuple[Path, Path]) -> None:
     """On the fixture posts, the first entity of each post with an image is in its top-left
     quarter and the second is not in the image; after a short training (the attention

@@ -89,6 +89,7 @@ def test_without_huggingface_hub_the_message_names_the_extra(
         resolve_model_dir("org/tiny")
 
 
+@pytest.mark.integration  # three smner processes
 def test_cli_model_accepts_a_repo_id_with_hf_hub_offline(cache: Path, tiny_model_dir: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
     env.pop("HF_HOME", None)

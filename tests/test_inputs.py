@@ -144,6 +144,7 @@ def test_one_post_type_for_python_cli_and_server() -> None:
     assert as_post(PostInput(tokens=["a"])) == PostInput(tokens=["a"])
 
 
+@pytest.mark.integration  # a Python process that imports all of smner
 def test_top_level_names_are_listed_and_lazy() -> None:
     listed = dir(smner)
     names = ("Predictor", "Processor", "PostInput", "PostPrediction", "Mention", "train")

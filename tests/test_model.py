@@ -78,6 +78,7 @@ def test_jensen_shannon_estimate_is_zero_at_chance_and_grows_with_separation() -
     assert jensen_shannon_mi(separated).item() == pytest.approx(math.log(4), abs=1e-6)
 
 
+@pytest.mark.integration  # learns the fixture (150 optimizer steps)
 def test_overfits_four_posts(encoders: tuple[Path, Path]) -> None:
     model, collator = tiny_model(encoders, train_text_encoder=True)
     batch = fixture_batch(model, collator)
@@ -151,6 +152,7 @@ def test_span_representation_equals_projecting_each_concatenated_span() -> None:
     assert torch.allclose(module(words, shape_ids, spans), expected, atol=1e-6)
 
 
+@pytest.mark.integration  # learns (30 optimizer steps)
 def test_attention_supervision_moves_the_attention_into_the_box(
     encoders: tuple[Path, Path],
 ) -> None:
@@ -183,6 +185,7 @@ def test_attention_supervision_moves_the_attention_into_the_box(
     assert before < 0.5 and mass_in_box() > 0.9, (before, mass_in_box())
 
 
+@pytest.mark.integration  # trains EfficientNet-Lite0 fine regions
 def test_a_fine_region_grid_trains_saves_and_loads(
     encoders: tuple[Path, Path], tmp_path: Path
 ) -> None:

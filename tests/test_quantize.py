@@ -63,6 +63,7 @@ def test_a_quantized_predictor_is_not_saved(tmp_path: Path) -> None:
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.integration  # two smner processes
 def test_evaluate_and_predict_take_quantize(tmp_path: Path) -> None:
     data = tmp_path / "dev.txt"
     lines = []

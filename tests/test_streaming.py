@@ -169,6 +169,7 @@ def test_jsonl_output_is_the_same_whatever_the_window(
     assert views[0] == expected
 
 
+@pytest.mark.integration  # a smner process
 def test_stdin_to_stdout_writes_each_window_before_the_input_ends(
     tiny_model_dir: Path,
 ) -> None:
@@ -204,6 +205,7 @@ def test_stdin_to_stdout_writes_each_window_before_the_input_ends(
                 stream.close()
 
 
+@pytest.mark.integration  # a smner process
 def test_a_closed_stdout_stops_the_run_quietly(tiny_model_dir: Path, tmp_path: Path) -> None:
     source = tmp_path / "posts.jsonl"
     write_posts(source, 40)
@@ -224,6 +226,7 @@ def test_a_closed_stdout_stops_the_run_quietly(tiny_model_dir: Path, tmp_path: P
     assert proc.returncode == 141
 
 
+@pytest.mark.integration  # a smner process
 def test_strict_stdin_is_checked_whole_before_any_prediction(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:

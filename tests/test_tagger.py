@@ -34,6 +34,7 @@ def test_crf_matches_brute_force() -> None:
         assert tuple(best[b]) == paths[int(stacked.argmax())]
 
 
+@pytest.mark.integration  # learns the fixture (120 optimizer steps)
 @pytest.mark.parametrize(
     ("head", "use_image"), [("softmax", False), ("crf", False), ("softmax", True), ("crf", True)]
 )
