@@ -13,7 +13,7 @@ import itertools
 import json
 import random
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,24 @@ from smner.data.spans import entities_to_bio
 from smner.data.types import Entity, Example
 from smner.errors import SmnerError
 from smner.fileio import atomic_write_text, replace_directory
-from smner.synth.drawing import Box, render_image
-from smner.synth.text import NAMES, TYPE_HINTS, TYPES, compose_post, with_type_hints
+from smner.synth.drawing import DISTRACTORS, Box, render_image
+from smner.synth.text import (
+    NAMES,
+    POSITION_WORDS,
+    TEXT_CUES,
+    TYPE_HINTS,
+    TYPES,
+    compose_post,
+    extra_words,
+    fitting_templates,
+    with_type_words,
+)
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 _SPLIT_SHARES = (0.70, 0.15, 0.15)
-#: (entities per post, share of posts)
-_ENTITY_COUNT_SHARES = ((1, 0.6), (2, 0.3), (0, 0.1))
+#: Share of posts with no entity; the rest have one or two (``two_entity`` of all posts).
+_NO_ENTITY_SHARE = 0.1
+TWO_ENTITY_DEFAULT = 0.3
 
 MIN_POSTS = 20
 MIN_IMAGE_SIZE = 64
@@ -43,6 +54,52 @@ JPEG_QUALITY = 90
 _SINGLE_SIDE = (0.45, 0.9)
 #: Width of each cue box of a two-cue image, as a share of half the image side.
 _PAIR_SIDE = (0.6, 0.96)
+#: Longer side of a cue box of a post with position words, as a share of the image side (the
+#: pair range above, on the half), when no cue size is asked for.
+_PLACED_SIDE = (0.3, 0.48)
+#: Side of a distractor's box as a share of the image side; smaller ones are tried when no
+#: space is free (down to _MIN_OBJECT_SIDE), so that distractors never overlap a cue.
+_OBJECT_SIDE = (0.15, 0.3)
+_MIN_OBJECT_SIDE = 0.05
+#: Distractors in the scene of an unrelated image.
+_SCENE_OBJECTS = (1, 3)
+
+#: The image regions that position words name, as (x0, y0, x1, y1) in halves of the side.
+REGIONS: dict[str, tuple[int, int, int, int]] = {
+    "left": (0, 0, 1, 2),
+    "right": (1, 0, 2, 2),
+    "top": (0, 0, 2, 1),
+    "bottom": (0, 1, 2, 2),
+    "top left": (0, 0, 1, 1),
+    "top right": (1, 0, 2, 1),
+    "bottom left": (0, 1, 1, 2),
+    "bottom right": (1, 1, 2, 2),
+}
+
+#: Where an image comes from: the post's own cues, another post's cues, or a scene with none.
+IMAGE_KINDS: tuple[str, ...] = ("own", "mismatched", "unrelated")
+
+#: ``--realistic``: the shares of a corpus where text and image each tell part of the story.
+REALISTIC: dict[str, Any] = {
+    "text_cues": 0.5,
+    "noise": 0.2,
+    "unrelated": 0.1,
+    "two_entity": 0.3,
+    "cue_size": (0.3, 0.5),
+    "distractors": 0.3,
+}
+
+
+def _disjoint(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether two rectangles share no area (ends exclusive)."""
+    return a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
+#: Ordered pairs of regions that share no area, so the words tell the two cues apart and
+#: their boxes can never overlap ("X on the left , Y in the top right").
+REGION_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (a, b) for a in REGIONS for b in REGIONS if a != b and _disjoint(REGIONS[a], REGIONS[b])
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +113,24 @@ class Cue:
 
 
 @dataclass(frozen=True, slots=True)
+class Distractor:
+    """An extra object drawn in ``box``, showing no entity type (see ``DISTRACTORS``)."""
+
+    kind: str
+    box: Box
+
+
+@dataclass(frozen=True, slots=True)
 class SynthPost:
-    """One planned post: its text and labels, and the cues its image shows."""
+    """One planned post: its text and labels, the cues its image shows, and what else.
+
+    ``image`` is one of ``IMAGE_KINDS``; ``text_cued`` says that the post was picked for text
+    cues; ``hints`` holds, per entity, the pattern of words around its name that tell its type
+    ("coach {}", or an ungroundable entity's hint; None where the text does not);
+    ``positions`` the region its position words name (None: none); ``extended`` says that the
+    corpus uses knobs beyond noise and ungroundable, so that :meth:`meta` records them (and
+    corpora without them stay the same).
+    """
 
     index: int
     split: str
@@ -65,7 +138,17 @@ class SynthPost:
     tokens: tuple[str, ...]
     entities: tuple[Entity, ...]
     cues: tuple[Cue, ...]
-    noisy: bool
+    image: str = "own"
+    text_cued: bool = False
+    hints: tuple[str | None, ...] = ()
+    positions: tuple[str | None, ...] = ()
+    distractors: tuple[Distractor, ...] = ()
+    extended: bool = False
+
+    @property
+    def noisy(self) -> bool:
+        """Whether the image shows other posts' cues (a mismatched image)."""
+        return self.image == "mismatched"
 
     def example(self) -> Example:
         """The post as the data reader will return it."""
@@ -90,8 +173,10 @@ class SynthPost:
         return format_voc(self.image_id, (image_size, image_size), objects)
 
     def meta(self) -> dict[str, Any]:
-        """The line of ``meta.jsonl`` that documents the post."""
-        return {
+        """The line of ``meta.jsonl`` that documents the post; in an ``extended`` corpus also
+        where its image comes from, which entities' words tell their type (and the words),
+        where the text places them, and the distractors drawn."""
+        record: dict[str, Any] = {
             "split": self.split,
             "image_id": self.image_id,
             "tokens": list(self.tokens),
@@ -99,6 +184,18 @@ class SynthPost:
             "cues": [{"type": c.type, "box": list(c.box), "entity": c.entity} for c in self.cues],
             "noisy": self.noisy,
         }
+        if self.extended:
+            hints = self.hints or (None,) * len(self.entities)
+            positions = self.positions or (None,) * len(self.entities)
+            record.update(
+                image=self.image,
+                text_cue=[hint is not None for hint in hints],
+                hints=list(hints),
+                position_words=any(positions),
+                positions=list(positions),
+                distractors=[{"kind": d.kind, "box": list(d.box)} for d in self.distractors],
+            )
+        return record
 
 
 @dataclass(frozen=True)
@@ -112,17 +209,30 @@ class SynthSummary:
     images: int
     #: entities of posts with their own image whose cue was left out
     ungroundable: int = 0
+    #: posts with an unrelated image, whose words tell types, with position words, with an
+    #: extra distractor (what the knobs beyond noise did)
+    unrelated: int = 0
+    text_cued: int = 0
+    positioned: int = 0
+    distracted: int = 0
 
     def format(self) -> str:
-        """A few lines for the command line."""
+        """A few lines for the command line (a knob's line only where it did something)."""
         splits = ", ".join(f"{name} {count}" for name, count in self.posts.items())
         types = ", ".join(f"{name} {count}" for name, count in self.entities.items())
+        optional = (
+            ("entities not in their image", self.ungroundable),
+            ("unrelated images", self.unrelated),
+            ("posts whose words tell the types", self.text_cued),
+            ("posts with position words", self.positioned),
+            ("images with a distractor", self.distracted),
+        )
         return (
             f"wrote a synthetic corpus to {self.output}\n"
             f"  posts: {splits}\n"
             f"  entities: {types}\n"
             f"  noisy images: {self.noisy}\n"
-            + (f"  entities not in their image: {self.ungroundable}\n" if self.ungroundable else "")
+            + "".join(f"  {label}: {count}\n" for label, count in optional if count)
             + f"  images: {self.images}"
         )
 
@@ -152,20 +262,42 @@ def split_sizes(posts: int) -> tuple[int, ...]:
     return train, valid, posts - train - valid
 
 
-def _entity_counts(posts: int, rng: random.Random) -> list[int]:
-    """Entities per post for one split: 60% one, 30% two, 10% none, in random order."""
+@dataclass(frozen=True, slots=True)
+class Knobs:
+    """The corpus knobs beyond noise and ungroundable (see ``smner synth --help``). At their
+    defaults no random number is drawn for them, so the corpus is the one earlier versions
+    wrote, byte for byte, and ``meta.jsonl`` keeps its earlier keys."""
+
+    text_cues: float = 0.0
+    unrelated: float = 0.0
+    two_entity: float = TWO_ENTITY_DEFAULT
+    position_words: float = 0.0
+    cue_size: tuple[float, float] | None = None
+    distractors: float = 0.0
+
+    @property
+    def extended(self) -> bool:
+        """Whether any knob is away from its default (then meta.jsonl records them all)."""
+        return self != Knobs()
+
+
+def _entity_counts(
+    posts: int, rng: random.Random, two_entity: float = TWO_ENTITY_DEFAULT
+) -> list[int]:
+    """Entities per post for one split: ``two_entity`` two, 10% none, the rest one, in random
+    order. The one-entity share is rounded to 10 places so that 1 - 0.1 - 0.3 is the 0.6 of
+    earlier versions, and gives the same counts."""
+    shares = ((1, round(1 - _NO_ENTITY_SHARE - two_entity, 10)), (2, two_entity))
     counts: list[int] = []
-    for count, share in _ENTITY_COUNT_SHARES[:-1]:
-        counts.extend([count] * round(posts * share))
-    counts.extend([_ENTITY_COUNT_SHARES[-1][0]] * (posts - len(counts)))
+    for count, share in shares:
+        counts.extend([count] * min(round(posts * share), posts - len(counts)))
+    counts.extend([0] * (posts - len(counts)))
     rng.shuffle(counts)
     return counts
 
 
-def _layout(types: Sequence[str], size: int, rng: random.Random) -> tuple[Cue, ...]:
-    """Boxes for the cues: one anywhere, or the first in the left half and the second right."""
-    if not types:
-        return ()
+def _default_layout(types: Sequence[str], size: int, rng: random.Random) -> tuple[Cue, ...]:
+    """The cue boxes of earlier versions (their sizes, and their random draws)."""
     if len(types) == 1:
         longer = round(rng.uniform(*_SINGLE_SIDE) * size)
         shorter = round(longer * rng.uniform(0.8, 1.0))
@@ -183,6 +315,112 @@ def _layout(types: Sequence[str], size: int, rng: random.Random) -> tuple[Cue, .
     return tuple(cues)
 
 
+def _sides(rng: random.Random, share: tuple[float, float], reference: int) -> tuple[int, int]:
+    """Width and height of a box whose longer side is ``share`` of ``reference`` pixels and
+    whose shorter side is 80-100% of that, either way up."""
+    longer = max(1, round(rng.uniform(*share) * reference))
+    shorter = max(1, round(longer * rng.uniform(0.8, 1.0)))
+    return (longer, shorter) if rng.random() < 0.5 else (shorter, longer)
+
+
+def _box_in(rng: random.Random, region: Box, width: int, height: int) -> Box:
+    """A ``width`` x ``height`` box at a random place inside ``region`` (shrunk to fit it)."""
+    x0, y0, x1, y1 = region
+    width, height = min(width, x1 - x0), min(height, y1 - y0)
+    left, top = rng.randint(x0, x1 - width), rng.randint(y0, y1 - height)
+    return (left, top, left + width, top + height)
+
+
+def region_box(name: str, size: int) -> Box:
+    """The pixels of a named region (see ``REGIONS``): the near half ends at ``size // 2`` and
+    the far one starts at ``size - size // 2``, as the halves of two-cue images always did."""
+    half = size // 2
+
+    def edge(unit: int, is_end: bool) -> int:
+        return 0 if unit == 0 else size if unit == 2 else half if is_end else size - half
+
+    x0, y0, x1, y1 = REGIONS[name]
+    return (edge(x0, False), edge(y0, False), edge(x1, True), edge(y1, True))
+
+
+def _layout(
+    types: Sequence[str],
+    size: int,
+    rng: random.Random,
+    cue_size: tuple[float, float] | None = None,
+) -> tuple[Cue, ...]:
+    """Boxes for the cues: one anywhere, or the first in the left half and the second right.
+    With ``cue_size``, a box's longer side is that share of the image side (of the half, for
+    two cues), so that pointing must find the cue; without, the sizes of earlier versions."""
+    if not types:
+        return ()
+    if cue_size is None:
+        return _default_layout(types, size, rng)
+    if len(types) == 1:
+        return (Cue(types[0], _box_in(rng, (0, 0, size, size), *_sides(rng, cue_size, size))),)
+    return tuple(
+        Cue(kind, _box_in(rng, region_box(side, size), *_sides(rng, cue_size, size // 2)))
+        for kind, side in zip(types, ("left", "right"), strict=False)
+    )
+
+
+def _placed_layout(
+    types: Sequence[str],
+    regions: Sequence[str],
+    size: int,
+    rng: random.Random,
+    cue_size: tuple[float, float] | None,
+) -> tuple[Cue, ...]:
+    """Boxes for the cues of a post with position words: each anywhere inside the region its
+    words name, its longer side ``cue_size`` of the image side (at most the region's)."""
+    share = cue_size or _PLACED_SIDE
+    return tuple(
+        Cue(kind, _box_in(rng, region_box(region, size), *_sides(rng, share, size)))
+        for kind, region in zip(types, regions, strict=True)
+    )
+
+
+def _overlaps(box: Box, taken: Sequence[Box]) -> bool:
+    """Whether ``box`` shares any pixel with one of ``taken``."""
+    return any(not _disjoint(box, other) for other in taken)
+
+
+def _free_box(
+    rng: random.Random, size: int, taken: Sequence[Box], shape: tuple[float, float]
+) -> Box | None:
+    """A random box of ``shape`` (width and height per unit of side) that overlaps none of
+    ``taken``: as large as drawn, or smaller where no such space is free; None if none is."""
+    side = rng.uniform(*_OBJECT_SIDE) * size
+    step = max(1, size // 40)
+    while side >= _MIN_OBJECT_SIDE * size:
+        width, height = max(1, round(side * shape[0])), max(1, round(side * shape[1]))
+        spots = [
+            (x, y)
+            for x in range(0, size - width + 1, step)
+            for y in range(0, size - height + 1, step)
+            if not _overlaps((x, y, x + width, y + height), taken)
+        ]
+        if spots:
+            x, y = rng.choice(spots)
+            return (x, y, x + width, y + height)
+        side *= 0.75
+    return None
+
+
+def _place_distractors(
+    rng: random.Random, size: int, taken: Sequence[Box], count: int
+) -> tuple[Distractor, ...]:
+    """Up to ``count`` distractors, each clear of ``taken`` (the cues) and of each other."""
+    placed: list[Distractor] = []
+    for _ in range(count):
+        kind = rng.choice(tuple(DISTRACTORS))
+        _, width, height = DISTRACTORS[kind]
+        box = _free_box(rng, size, [*taken, *(d.box for d in placed)], (width, height))
+        if box is not None:
+            placed.append(Distractor(kind, box))
+    return tuple(placed)
+
+
 def _noisy_indices(sizes: Sequence[int], noise: float, rng: random.Random) -> set[int]:
     """The posts that get an unrelated image: the share ``noise`` of every split."""
     chosen: set[int] = set()
@@ -193,6 +431,31 @@ def _noisy_indices(sizes: Sequence[int], noise: float, rng: random.Random) -> se
     return chosen
 
 
+def _pick(
+    sizes: Sequence[int],
+    rng: random.Random,
+    share: float,
+    eligible: Callable[[int], bool],
+    of_split: bool = False,
+) -> set[int]:
+    """At random, ``share`` of each split's eligible posts (with ``of_split``: as many as that
+    share of all its posts, as far as there are eligible ones), so shares hold per split."""
+    chosen: set[int] = set()
+    start = 0
+    for size in sizes:
+        candidates = [i for i in range(start, start + size) if eligible(i)]
+        wanted = round(share * (size if of_split else len(candidates)))
+        chosen.update(rng.sample(candidates, min(wanted, len(candidates))))
+        start += size
+    return chosen
+
+
+def _knob_rng(seed: int, knob: str) -> random.Random:
+    """A random stream of one knob's own, so that turning it on leaves the main stream (and
+    what the other knobs pick) as it was up to where the knob's words or boxes change it."""
+    return random.Random(f"smner-synth:{seed}:{knob}")
+
+
 def _donor_types(
     own: tuple[str, ...], all_types: Sequence[tuple[str, ...]], rng: random.Random
 ) -> tuple[str, ...]:
@@ -201,71 +464,221 @@ def _donor_types(
     return rng.choice(candidates)
 
 
+def _pattern(hint: str | None, region: str | None) -> str | None:
+    """The words around a name: its type hint ("coach {}"), then where its cue is."""
+    if region is None:
+        return hint
+    return f"{hint or '{}'} {POSITION_WORDS[region]}"
+
+
+class _Planner:
+    """Plans posts one by one: names, texts and default boxes from the main RNG, in the order
+    earlier versions drew them, and each newer knob from its own stream, only when it is on."""
+
+    def __init__(
+        self,
+        rng: random.Random,
+        seed: int,
+        sizes: Sequence[int],
+        all_types: Sequence[tuple[str, ...]],
+        noisy: set[int],
+        image_size: int,
+        ungroundable: float,
+        knobs: Knobs,
+    ) -> None:
+        self.rng, self.seed, self.all_types = rng, seed, all_types
+        self.image_size, self.ungroundable, self.knobs = image_size, ungroundable, knobs
+        self.names = {kind: _Dealer(NAMES, rng) for kind in TYPES}
+        self.streams = {
+            name: _knob_rng(seed, name)
+            for name in ("unrelated", "text_cues", "position_words", "cue_size", "distractors")
+        }
+        self.noisy = noisy
+        self.unrelated = _pick(
+            sizes, self.streams["unrelated"], knobs.unrelated, lambda i: i not in noisy, True
+        )
+        own = set(range(sum(sizes))) - noisy - self.unrelated
+        self.text_cued = _pick(
+            sizes, self.streams["text_cues"], knobs.text_cues, lambda i: bool(all_types[i])
+        )
+        self.positioned = _pick(
+            sizes,
+            self.streams["position_words"],
+            knobs.position_words,
+            lambda i: len(all_types[i]) == 2 and i in own,
+        )
+        self.distracted = _pick(
+            sizes, self.streams["distractors"], knobs.distractors, lambda i: i not in self.unrelated
+        )
+
+    def plan(self, index: int, split: str) -> SynthPost:
+        """The post at ``index``: names, words, cue boxes and distractors."""
+        types = self.all_types[index]
+        chosen: list[str] = []
+        for kind in types:
+            chosen.append(self.names[kind].deal(avoid=chosen[0] if chosen else None))
+        image = (
+            "mismatched"
+            if index in self.noisy
+            else "unrelated"
+            if index in self.unrelated
+            else "own"
+        )
+        left_out = self._left_out(image, types)
+        hints = self._text_cues(index, types, left_out)
+        regions = self._regions(index)
+        positions = tuple(
+            None if regions is None or left_out[slot] else regions[slot]
+            for slot in range(len(types))
+        )
+        patterns = [_pattern(hint, region) for hint, region in zip(hints, positions, strict=True)]
+        reserve = sum(extra_words(pattern) for pattern in patterns)
+        templates = fitting_templates(chosen, reserve, placed=True) if any(positions) else None
+        tokens, spans = compose_post(self.rng, chosen, reserve, templates)
+        if reserve:
+            tokens, spans = with_type_words(tokens, spans, patterns)
+        cues = self._cues(image, types, left_out, regions)
+        return SynthPost(
+            index=index,
+            split=split,
+            image_id=f"synth{self.seed}-{index:05d}",
+            tokens=tuple(tokens),
+            entities=tuple(
+                Entity(start, end, kind) for (start, end), kind in zip(spans, types, strict=True)
+            ),
+            cues=cues,
+            image=image,
+            text_cued=index in self.text_cued,
+            hints=hints,
+            positions=positions,
+            distractors=self._distractors(index, image, cues),
+            extended=self.knobs.extended,
+        )
+
+    def _left_out(self, image: str, types: tuple[str, ...]) -> list[str | None]:
+        """Per entity, the hint that names its type because its cue is left out of its image
+        (``ungroundable``), else None; at 0 nothing is drawn, as in earlier versions. A post
+        with an unrelated image gets the hints its own image would have had, so that its text
+        is the same as without ``unrelated``."""
+        if self.ungroundable > 0 and image != "mismatched":
+            return [
+                self.rng.choice(TYPE_HINTS[kind]) if self.rng.random() < self.ungroundable else None
+                for kind in types
+            ]
+        return [None] * len(types)
+
+    def _text_cues(
+        self, index: int, types: tuple[str, ...], left_out: Sequence[str | None]
+    ) -> tuple[str | None, ...]:
+        """Per entity, the pattern of words that tell its type: a left-out entity's hint, and
+        in a post picked for text cues, words from ``TEXT_CUES`` for every other entity."""
+        stream = self.streams["text_cues"]
+        return tuple(
+            f"{hint} {{}}"
+            if hint is not None
+            else stream.choice(TEXT_CUES[kind])
+            if index in self.text_cued
+            else None
+            for kind, hint in zip(types, left_out, strict=True)
+        )
+
+    def _regions(self, index: int) -> tuple[str, str] | None:
+        """The two regions a post picked for position words names, None for other posts."""
+        if index not in self.positioned:
+            return None
+        return self.streams["position_words"].choice(REGION_PAIRS)
+
+    def _cues(
+        self,
+        image: str,
+        types: tuple[str, ...],
+        left_out: Sequence[str | None],
+        regions: tuple[str, str] | None,
+    ) -> tuple[Cue, ...]:
+        """What the image shows: its entities' cues (less those left out), another post's
+        cues on a mismatched image, nothing on an unrelated one.
+
+        The main stream always draws the boxes a default corpus would; other boxes come from
+        the knobs' streams. So cue size, unrelated images and distractors leave every text
+        and label as they were, and corpora that differ only in those compare post by post.
+        """
+        size, cue_size = self.image_size, self.knobs.cue_size
+        if image == "mismatched":
+            types = _donor_types(types, self.all_types, self.rng)
+        laid_out = _layout(types, size, self.rng)
+        if image == "unrelated":
+            return ()
+        if regions is not None:
+            laid_out = _placed_layout(
+                types, regions, size, self.streams["position_words"], cue_size
+            )
+        elif cue_size is not None:
+            laid_out = _layout(types, size, self.streams["cue_size"], cue_size)
+        if image == "mismatched":
+            return laid_out
+        return tuple(
+            Cue(cue.type, cue.box, slot)
+            for slot, cue in enumerate(laid_out)
+            if left_out[slot] is None
+        )
+
+    def _distractors(self, index: int, image: str, cues: Sequence[Cue]) -> tuple[Distractor, ...]:
+        """The objects that show no type: the scene of an unrelated image, or the one extra
+        object of a post picked for distractors, clear of its cues."""
+        size = self.image_size
+        if image == "unrelated":
+            stream = self.streams["unrelated"]
+            return _place_distractors(stream, size, (), stream.randint(*_SCENE_OBJECTS))
+        if index in self.distracted:
+            boxes = [cue.box for cue in cues]
+            return _place_distractors(self.streams["distractors"], size, boxes, 1)
+        return ()
+
+
 def build_posts(
     posts: int,
     seed: int = 0,
     noise: float = 0.0,
     image_size: int = 224,
     ungroundable: float = 0.0,
+    *,
+    text_cues: float = 0.0,
+    unrelated: float = 0.0,
+    two_entity: float = TWO_ENTITY_DEFAULT,
+    position_words: float = 0.0,
+    cue_size: tuple[float, float] | None = None,
+    distractors: float = 0.0,
 ) -> list[SynthPost]:
-    """Plan the corpus: texts, labels and cue boxes of every post, in split order.
+    """Plan the corpus: texts, labels, cue boxes and distractors of every post, in split order.
 
     Types are dealt from reshuffled decks (single types, and ordered pairs of different types)
     and names from one deck per type, so every name is used as every type about equally often.
     With ``ungroundable`` > 0, that share of the entities of posts with their own image is not
-    drawn; the text names its type instead ("the town of Velmora"). At 0 no extra random numbers
-    are drawn, so such a corpus is the one earlier versions wrote.
+    drawn; the text names its type instead ("the town of Velmora"). The other knobs are those
+    of ``smner synth`` (see :class:`Knobs`). At their defaults no extra random numbers are
+    drawn, so such a corpus is the one earlier versions wrote.
     """
+    knobs = Knobs(text_cues, unrelated, two_entity, position_words, cue_size, distractors)
     rng = random.Random(seed)
     sizes = split_sizes(posts)
     splits = [name for name, size in zip(SPLITS, sizes, strict=True) for _ in range(size)]
-    counts = [count for size in sizes for count in _entity_counts(size, rng)]
+    counts = [count for size in sizes for count in _entity_counts(size, rng, two_entity)]
     singles = _Dealer([(t,) for t in TYPES], rng)
     pairs = _Dealer(list(itertools.permutations(TYPES, 2)), rng)
     all_types: list[tuple[str, ...]] = [
         () if count == 0 else singles.deal() if count == 1 else pairs.deal() for count in counts
     ]
-    names = {kind: _Dealer(NAMES, rng) for kind in TYPES}
-    noisy = _noisy_indices(sizes, noise, rng)
-    planned: list[SynthPost] = []
-    for index, types in enumerate(all_types):
-        chosen: list[str] = []
-        for kind in types:
-            chosen.append(names[kind].deal(avoid=chosen[0] if chosen else None))
-        hints: list[str | None] = [None] * len(types)
-        if ungroundable > 0 and index not in noisy:
-            hints = [
-                rng.choice(TYPE_HINTS[kind]) if rng.random() < ungroundable else None
-                for kind in types
-            ]
-        reserve = sum(len(hint.split()) for hint in hints if hint)
-        tokens, spans = compose_post(rng, chosen, reserve)
-        if reserve:
-            tokens, spans = with_type_hints(tokens, spans, hints)
-        entities = tuple(
-            Entity(start, end, kind) for (start, end), kind in zip(spans, types, strict=True)
-        )
-        if index in noisy:
-            cues = _layout(_donor_types(types, all_types, rng), image_size, rng)
-        else:
-            laid_out = _layout(types, image_size, rng)
-            cues = tuple(
-                Cue(cue.type, cue.box, slot)
-                for slot, cue in enumerate(laid_out)
-                if hints[slot] is None
-            )
-        planned.append(
-            SynthPost(
-                index=index,
-                split=splits[index],
-                image_id=f"synth{seed}-{index:05d}",
-                tokens=tuple(tokens),
-                entities=entities,
-                cues=cues,
-                noisy=index in noisy,
-            )
-        )
-    return planned
+    planner = _Planner(
+        rng,
+        seed,
+        sizes,
+        all_types,
+        _noisy_indices(sizes, noise, rng),
+        image_size,
+        ungroundable,
+        knobs,
+    )
+    return [planner.plan(index, split) for index, split in enumerate(splits)]
 
 
 def _post_rngs(seed: int, index: int) -> tuple[random.Random, np.random.Generator]:
@@ -278,7 +691,13 @@ def _post_rngs(seed: int, index: int) -> tuple[random.Random, np.random.Generato
 def encode_image(post: SynthPost, seed: int, image_size: int) -> bytes:
     """The JPEG bytes of a post's image; fixed encoder settings make them reproducible."""
     rng, nprng = _post_rngs(seed, post.index)
-    image = render_image(image_size, [(c.type, c.box) for c in post.cues], rng, nprng)
+    image = render_image(
+        image_size,
+        [(c.type, c.box) for c in post.cues],
+        rng,
+        nprng,
+        [(d.kind, d.box) for d in post.distractors],
+    )
     buffer = io.BytesIO()
     image.save(
         buffer,
@@ -315,6 +734,52 @@ def _write_boxes(output: Path, planned: Sequence[SynthPost], image_size: int) ->
     replace_directory(staging, output / "boxes")
 
 
+def _check_share(value: float, what: str, top: float = 1.0) -> None:
+    """Refuse a share outside 0..``top`` (NaN included) in one line naming the knob."""
+    if not 0.0 <= value <= top:
+        raise SmnerError(f"{what}: 0 to {top:g}, got {value}")
+
+
+def parse_cue_size(text: str) -> tuple[float, float]:
+    """``"LO-HI"`` (or one share, ``"X"``) as the range of a cue's side, in shares of the side
+    of the image (of its half for two-cue images); refused in one line unless 0 < LO <= HI <= 1."""
+    try:
+        values = [float(part) for part in text.split("-")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or not 0.0 < values[0] <= values[1] <= 1.0:
+        raise SmnerError(
+            "the cue size is LO-HI, the side of a cue as a share of the image side with "
+            f"0 < LO <= HI <= 1 (e.g. 0.3-0.5), got {text!r}"
+        )
+    return values[0], values[1]
+
+
+def _validate_knobs(knobs: Knobs, noise: float) -> None:
+    """Refuse any knob out of range, in one line, before anything is written."""
+    _check_share(knobs.text_cues, "text cues is the share of posts whose words tell the types")
+    _check_share(knobs.unrelated, "unrelated is the share of posts with an image of no entity")
+    if noise + knobs.unrelated > 1.0:
+        raise SmnerError(
+            "noise and unrelated are shares of different posts: together at most 1, "
+            f"got {noise} + {knobs.unrelated}"
+        )
+    _check_share(
+        knobs.two_entity,
+        f"two-entity is the share of posts with two entities ({_NO_ENTITY_SHARE:g} have none)",
+        top=round(1 - _NO_ENTITY_SHARE, 10),
+    )
+    _check_share(
+        knobs.position_words,
+        "position words is the share of two-entity posts whose text says where each entity is",
+    )
+    _check_share(knobs.distractors, "distractors is the share of posts with an extra object")
+    if knobs.cue_size is not None:
+        parse_cue_size("-".join(str(v) for v in knobs.cue_size))
+
+
 def _validate(posts: int, seed: int, noise: float, image_size: int, ungroundable: float) -> None:
     if not 0.0 <= ungroundable <= 1.0:
         raise SmnerError(
@@ -340,18 +805,41 @@ def generate_corpus(
     progress: bool = False,
     draw_images: bool = True,
     ungroundable: float = 0.0,
+    *,
+    text_cues: float = 0.0,
+    unrelated: float = 0.0,
+    two_entity: float = TWO_ENTITY_DEFAULT,
+    position_words: float = 0.0,
+    cue_size: tuple[float, float] | None = None,
+    distractors: float = 0.0,
 ) -> SynthSummary:
     """Write a synthetic corpus: ``train/valid/test.txt``, ``images/``, ``boxes/`` (each
     entity's cue box, VOC XML) and ``meta.jsonl``.
 
-    The same arguments write byte-identical files. ``draw_images=False`` writes only the text
-    files and ``meta.jsonl`` (identical to those written with images), for fast checks of the
-    text. Images are written before the data files that name them.
+    The same arguments write byte-identical files; the knobs after ``ungroundable`` are those
+    of ``smner synth`` (``generate_corpus(out, **REALISTIC)`` is ``--realistic``), and at their
+    defaults the files are those earlier versions wrote. ``draw_images=False`` writes only the
+    text files and ``meta.jsonl`` (identical to those written with images), for fast checks of
+    the text. Images are written before the data files that name them.
     """
+    knobs = Knobs(text_cues, unrelated, two_entity, position_words, cue_size, distractors)
     _validate(posts, seed, noise, image_size, ungroundable)
+    _validate_knobs(knobs, noise)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    planned = build_posts(posts, seed, noise, image_size, ungroundable)
+    planned = build_posts(
+        posts,
+        seed,
+        noise,
+        image_size,
+        ungroundable,
+        text_cues=text_cues,
+        unrelated=unrelated,
+        two_entity=two_entity,
+        position_words=position_words,
+        cue_size=cue_size,
+        distractors=distractors,
+    )
     if draw_images:
         _write_images(output, planned, seed, image_size, progress)
         _write_boxes(output, planned, image_size)
@@ -360,6 +848,11 @@ def generate_corpus(
         atomic_write_text(output / f"{split}.txt", format_conll(examples))
     meta = "".join(json.dumps(post.meta(), ensure_ascii=False) + "\n" for post in planned)
     atomic_write_text(output / "meta.jsonl", meta)
+    return _summary(output, planned, draw_images)
+
+
+def _summary(output: Path, planned: Sequence[SynthPost], draw_images: bool) -> SynthSummary:
+    """What was written, counted from the planned posts."""
     entities = collections.Counter(e.type for post in planned for e in post.entities)
     return SynthSummary(
         output=output,
@@ -370,6 +863,10 @@ def generate_corpus(
         ungroundable=sum(
             len(post.entities) - sum(cue.entity is not None for cue in post.cues)
             for post in planned
-            if not post.noisy
+            if post.image == "own"
         ),
+        unrelated=sum(post.image == "unrelated" for post in planned),
+        text_cued=sum(post.text_cued for post in planned),
+        positioned=sum(any(post.positions) for post in planned),
+        distracted=sum(bool(post.distractors) and post.image != "unrelated" for post in planned),
     )

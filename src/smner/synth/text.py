@@ -125,6 +125,45 @@ TYPE_HINTS: dict[str, tuple[str, ...]] = {
     "MISC": ("the new album", "the gadget", "the film"),
 }
 
+#: Words around a name that tell its type while the image still shows the cue (``--text-cues``),
+#: "{}" standing for the name: the hints above and more, each at most three words, so that every
+#: template still fits in :data:`MAX_TOKENS` (``TYPE_HINTS`` itself stays as it is: it decides
+#: the random draws of ``--ungroundable`` corpora).
+TEXT_CUES: dict[str, tuple[str, ...]] = {
+    "PER": (
+        "my friend {}", "our coach {}", "the singer {}", "coach {}", "actor {}", "striker {}",
+        "mr {}", "the actress {}",
+    ),
+    "LOC": (
+        "the town of {}", "the island of {}", "the city of {}", "flights to {}",
+        "the streets of {}", "downtown {}", "the beaches of {}", "the weather in {}",
+    ),
+    "ORG": (
+        "the company {}", "the club {}", "the agency {}", "shares of {}", "the ceo of {}",
+        "{} headquarters", "{} inc", "workers at {}",
+    ),
+    "MISC": (
+        "the new album {}", "the gadget {}", "the film {}", "the new {} phone", "the {} sneakers",
+        "the game {}", "the {} app", "{} tickets",
+    ),
+}  # fmt: skip
+
+#: What a post with position words says after a name: where in the image its cue is.
+POSITION_WORDS: dict[str, str] = {
+    "left": "on the left",
+    "right": "on the right",
+    "top": "at the top",
+    "bottom": "at the bottom",
+    "top left": "in the top left",
+    "top right": "in the top right",
+    "bottom left": "in the bottom left",
+    "bottom right": "in the bottom right",
+}
+
+#: Words of a template that already say where something is: such templates are not used in posts
+#: with position words, whose positions need not be left and right.
+_PLACE_WORDS = frozenset({"left", "right", "top", "bottom"})
+
 _TEMPLATES_BY_COUNT: dict[int, tuple[str, ...]] = {
     0: TEMPLATES_NONE,
     1: TEMPLATES_ONE,
@@ -161,6 +200,43 @@ def _fill(template: str, names: Sequence[str]) -> tuple[list[str], list[tuple[in
     return tokens, spans
 
 
+def pattern_words(pattern: str) -> tuple[list[str], list[str]]:
+    """The words a pattern such as ``"the new {} phone"`` puts before and after its name."""
+    before, after = pattern.split("{}")
+    return before.split(), after.split()
+
+
+def extra_words(pattern: str | None) -> int:
+    """How many words a pattern adds to a post (0 for ``None``)."""
+    return 0 if pattern is None else sum(map(len, pattern_words(pattern)))
+
+
+def with_type_words(
+    tokens: Sequence[str],
+    spans: Sequence[tuple[int, int]],
+    patterns: Sequence[str | None],
+) -> tuple[list[str], list[tuple[int, int]]]:
+    """``tokens`` with each name wrapped in its pattern's words ("{}" is the name), and the spans
+    moved to match (a ``None`` pattern leaves its name as it is)."""
+    out = list(tokens)
+    moved = list(spans)
+    # right to left, so the spans still to handle keep their offsets
+    for index in sorted(range(len(spans)), key=lambda i: spans[i][0], reverse=True):
+        pattern = patterns[index]
+        if pattern is None:
+            continue
+        before, after = pattern_words(pattern)
+        start, end = moved[index]
+        out[end:end] = after
+        out[start:start] = before
+        for other, (s, e) in enumerate(moved):
+            if other == index:
+                moved[other] = (s + len(before), e + len(before))
+            elif s >= end:
+                moved[other] = (s + len(before) + len(after), e + len(before) + len(after))
+    return out, moved
+
+
 def with_type_hints(
     tokens: Sequence[str],
     spans: Sequence[tuple[int, int]],
@@ -168,32 +244,38 @@ def with_type_hints(
 ) -> tuple[list[str], list[tuple[int, int]]]:
     """``tokens`` with each hint's words put right before its name's span, and the spans moved
     to match (a ``None`` hint leaves its name as it is)."""
-    out = list(tokens)
-    moved = list(spans)
-    # right to left, so the spans still to handle keep their offsets
-    for index in sorted(range(len(spans)), key=lambda i: spans[i][0], reverse=True):
-        hint = hints[index]
-        if hint is None:
-            continue
-        words = hint.split()
-        start = spans[index][0]
-        out[start:start] = words
-        for other, (s, e) in enumerate(moved):
-            if s >= start:
-                moved[other] = (s + len(words), e + len(words))
-    return out, moved
+    return with_type_words(tokens, spans, [None if h is None else h + " {}" for h in hints])
+
+
+def fitting_templates(names: Sequence[str], reserve: int, placed: bool) -> tuple[str, ...]:
+    """The templates for ``names`` that stay within :data:`MAX_TOKENS` with ``reserve`` added
+    words (the shortest if none does); with ``placed``, none that names a place in the image."""
+    templates = [
+        t for t in _TEMPLATES_BY_COUNT[len(names)] if not (placed and _PLACE_WORDS & set(t.split()))
+    ]
+    names_length = sum(len(name.split()) for name in names)
+
+    def length(template: str) -> int:
+        return len(template.split()) - len(names) + names_length + reserve
+
+    fitting = tuple(t for t in templates if length(t) <= MAX_TOKENS)
+    return fitting or (min(templates, key=length),)
 
 
 def compose_post(
-    rng: random.Random, names: Sequence[str], reserve: int = 0
+    rng: random.Random,
+    names: Sequence[str],
+    reserve: int = 0,
+    templates: Sequence[str] | None = None,
 ) -> tuple[list[str], list[tuple[int, int]]]:
     """A tweet-like post mentioning ``names`` in order: tokens and each name's ``(start, end)``.
 
     Decorations (retweet prefix, @mentions, hashtags, a link) are chosen independently of the
     types, so they carry no information about them; the post always has 5-25 tokens, counting
-    ``reserve`` tokens that the caller adds afterwards (type hints).
+    ``reserve`` tokens that the caller adds afterwards (type hints, position words). The template
+    comes from ``templates`` if given (see :func:`fitting_templates`).
     """
-    template = rng.choice(_TEMPLATES_BY_COUNT[len(names)])
+    template = rng.choice(_TEMPLATES_BY_COUNT[len(names)] if templates is None else templates)
     body, spans = _fill(template, names)
     prefix: list[str] = []
     roll = rng.random()
