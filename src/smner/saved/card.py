@@ -94,7 +94,9 @@ def read_log(folder: Path) -> list[dict[str, Any]]:
     path = folder / LOG_FILE
     if not path.is_file():
         return []
-    lines = _read_text(path).splitlines()
+    lines = _read_text(path).split("\n")  # records hold no newline; U+2028 is not one here
+    if lines[-1] == "":
+        lines.pop()
     records = []
     for number, line in enumerate(lines, start=1):
         try:
