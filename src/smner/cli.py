@@ -14,6 +14,7 @@ from smner.commands import card as card_command
 from smner.commands import data as data_command
 from smner.commands import demo as demo_command
 from smner.commands import evaluate as evaluate_command
+from smner.commands import export as export_command
 from smner.commands import predict as predict_command
 from smner.commands import score as score_command
 from smner.commands import serve as serve_command
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_command.register(verbs)
     data_command.register(verbs)
     card_command.register(verbs)
+    export_command.register(verbs)
     return parser
 
 

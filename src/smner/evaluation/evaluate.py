@@ -14,13 +14,15 @@ from smner.data.conll import Corpus, read_conll
 from smner.data.images import ImageStore
 from smner.data.types import Example
 from smner.encoders.preprocessing import ImagePreprocessing
+from smner.errors import SmnerError
 from smner.evaluation.grounding import GroundingScores, score_grounding, write_box_files
 from smner.evaluation.metrics import EntityScorer, Scores
 from smner.evaluation.pointing import AlignmentScores, load_entity_boxes, score_alignment
-from smner.model.base import NERModel, PredictedEntity
+from smner.model.base import PredictedEntity
 from smner.model.quantize import Quantization, quantize_model
 from smner.predict.image_input import ImageProvider
 from smner.predict.loop import predict_examples
+from smner.predict.onnx_backend import OnnxModel, load_model
 from smner.processing.processor import Processor
 
 
@@ -100,7 +102,12 @@ def evaluate_saved_model(
     """Load ``model_dir``, predict every post of ``data_file`` and score it against its tags
     (with ``quantize="int8"``, as the int8 predictor does: see :mod:`smner.model.quantize`)."""
     corpus = read_conll(data_file, label_aliases, max_file_bytes)
-    model = NERModel.from_pretrained(model_dir).to(device)
+    model = load_model(model_dir).to(device)
+    if quantize is not None and isinstance(model, OnnxModel):
+        raise SmnerError(
+            f"--quantize {quantize}: {model_dir} runs on ONNX Runtime; PyTorch's quantization "
+            "applies to PyTorch folders (export with --quantize int8 instead)"
+        )
     if quantize is not None:
         quantize_model(model, quantize, torch.device(device))
     processor = Processor.from_pretrained(model_dir)

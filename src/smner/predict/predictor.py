@@ -26,6 +26,7 @@ from smner.errors import SmnerError
 from smner.model.base import NERModel, PredictedEntity
 from smner.model.quantize import Quantization, quantize_model
 from smner.predict.loop import forward, resolve_device
+from smner.predict.onnx_backend import OnnxModel, load_model
 from smner.predict.streaming import DEFAULT_WINDOW, predict_stream
 from smner.processing.processor import PreparedPost, Processor
 
@@ -65,6 +66,11 @@ class Predictor:
         token limit; ``quantize="int8"`` runs the linear layers in int8 on the CPU (faster;
         see :mod:`smner.model.quantize`)."""
         self.device = resolve_device(device)
+        if quantize is not None and isinstance(model, OnnxModel):
+            raise SmnerError(
+                f"quantize {quantize}: {model.directory} runs on ONNX Runtime; PyTorch's "
+                "quantization applies to PyTorch folders (export with --quantize int8 instead)"
+            )
         self.model = model.to(self.device).eval()
         #: "int8" when the linear layers run quantized (such a predictor is not saved)
         self.quantized = quantize
@@ -85,6 +91,12 @@ class Predictor:
         return self.processor.max_tokens
 
     @property
+    def backend(self) -> str:
+        """``"onnx"`` for a folder written by ``smner export`` (ONNX Runtime runs the text
+        encoder and heads), else ``"pytorch"``."""
+        return "onnx" if isinstance(self.model, OnnxModel) else "pytorch"
+
+    @property
     def collator(self) -> Processor:
         """Deprecated: the processor, by the name earlier versions gave it."""
         warnings.warn(
@@ -103,17 +115,22 @@ class Predictor:
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         local_files_only: bool | None = None,
+        backend: str | None = None,
         **kwargs: Any,
     ) -> Predictor:
         """Load a saved model folder, or a Hugging Face Hub repo id (``org/name``, optionally
         ``org/name@revision``) through ``huggingface_hub`` (``pip install 'smner[hub]'``)
-        when ``name_or_path`` is not a local folder."""
+        when ``name_or_path`` is not a local folder.
+
+        The backend comes from the folder: one written by ``smner export`` runs on ONNX
+        Runtime (``pip install 'smner[onnx]'``), any other on PyTorch; ``backend="pytorch"``
+        runs an exported folder's PyTorch weights instead."""
         from smner.saved.hub import resolve_model_dir
 
         directory = resolve_model_dir(
             name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
         )
-        model = NERModel.from_pretrained(directory)
+        model = load_model(directory, backend)
         return cls(model, Processor.from_pretrained(directory), device=device, **kwargs)
 
     def save_pretrained(self, directory: str | Path) -> None:

@@ -1,0 +1,634 @@
+"""``smner export``: a saved model folder that runs on ONNX Runtime.
+
+The output folder is the input folder (config, weights, processor, card) plus one graph,
+``model.onnx``, of the text encoder and every head, and ``onnx.json`` saying what it is (see
+:mod:`smner.predict.onnx_backend`). The image encoder stays in PyTorch: image features (the
+feature cache's, or the encoder's) are graph inputs.
+
+The graph is traced with ``torch.export`` (the dynamo exporter; the TorchScript one bakes the
+batch size into SMNER's attention mask) from the PyTorch model's own ``forward``, with batch,
+sub-word, word and span axes dynamic. Two things of the model are stood in for while tracing,
+each an identity at inference: the choice of visual input (the graph takes the features as
+they are; the backend masks them as :meth:`NERModel.visual_features` does, before the graph)
+and the image flags given to the information bottleneck, which only its training losses read.
+
+Before anything is written the export checks itself: on a few posts, with and without images,
+in batches of several sizes, the graph's outputs must match PyTorch's within a tolerance and
+decode to the same entities, or it fails and leaves no output folder. With ``--quantize int8``
+the checked float graph is quantised with ONNX Runtime's dynamic quantisation, choosing the
+same layers as PyTorch's int8 (:func:`smner.model.quantize.int8_layers`: the text encoder's
+linear layers but its feed-forward down-projections; smner's own layers stay in float), and
+how far it moves the outputs is recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import shutil
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from smner.errors import SmnerError
+from smner.extras import import_extra
+from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
+from smner.model.base import ModelOutput, NERModel, PredictedEntity
+from smner.model.quantize import QUANTIZATIONS, int8_layers
+from smner.predict.onnx_backend import (
+    EXPORTABLE_TYPES,
+    GRAPH_FILE,
+    MANIFEST_FILE,
+    ONNX_FORMAT_VERSION,
+    ONNX_PURPOSE,
+    OnnxModel,
+    graph_inputs,
+    graph_outputs,
+    import_onnxruntime,
+    open_session,
+)
+from smner.processing.batching import Batch, ImageInput
+from smner.processing.processor import Processor
+from smner.saved.folder import CONFIG_FILE, WEIGHTS_CHECKSUM_KEY, file_sha256, read_config
+from smner.version import __version__
+
+#: largest difference allowed between the graph's and PyTorch's logits and attention weights
+DEFAULT_TOLERANCE = 1e-3
+
+#: the posts the export checks itself on (each is predicted with and without an image)
+CHECK_POSTS: tuple[tuple[str, ...], ...] = (
+    ("George", "visited", "Paris", "today"),
+    ("RT", "@nytimes", ":", "Apple", "store", "opens", "in", "New", "York", "#nyc"),
+    ("Manchester", "United", "beat", "Chelsea", "2", "-", "1", "at", "Old", "Trafford", "!"),
+    ("lol",),
+    ("Watching", "the", "Lakers", "with", "Kobe", "Bryant", "and", "LeBron", "James", "tonight"),
+    ("Obama", "speaks", "at", "the", "United", "Nations", "http://t.co/x1"),
+)
+
+
+@dataclass
+class Verification:
+    """How the graph's outputs compare with PyTorch's on the check posts."""
+
+    posts: int = 0
+    posts_with_image: int = 0
+    batches: int = 0
+    tolerance: float = DEFAULT_TOLERANCE
+    max_logit_diff: float = 0.0
+    max_attention_diff: float = 0.0
+    max_grounding_diff: float = 0.0
+    entities_equal: bool = True
+    #: spans whose most likely label is PyTorch's (1.0 for a float graph)
+    span_label_agreement: float = 1.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "posts": self.posts,
+            "posts_with_image": self.posts_with_image,
+            "batches": self.batches,
+            "tolerance": self.tolerance,
+            "max_logit_diff": _round(self.max_logit_diff),
+            "max_attention_diff": _round(self.max_attention_diff),
+            "max_grounding_diff": _round(self.max_grounding_diff),
+            "entities_equal": self.entities_equal,
+            "span_label_agreement": round(self.span_label_agreement, 6),
+            "passed": self.passed,
+        }
+
+
+@dataclass
+class ExportResult:
+    output: Path
+    manifest: dict[str, Any]
+    #: the float graph against PyTorch (what decides whether the export is written)
+    verification: Verification
+    #: the int8 graph against PyTorch (recorded, not a gate), or None
+    quantized: Verification | None = None
+
+
+def export_onnx(
+    model_dir: str | Path,
+    output: str | Path,
+    quantize: str | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    opset: int | None = None,
+) -> ExportResult:
+    """Write ``output``: ``model_dir``'s folder plus its ONNX graph (float32, or int8 with
+    ``quantize="int8"``), checked against PyTorch first; see the module."""
+    source, target = Path(model_dir), Path(output)
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise SmnerError(f"quantize {quantize!r}: expected one of {', '.join(QUANTIZATIONS)}")
+    if not math.isfinite(tolerance) or tolerance <= 0:
+        raise SmnerError(f"tolerance {tolerance}: expected a number above 0")
+    import_onnxruntime()
+    import_extra("onnx", "onnx", ONNX_PURPOSE)
+    import_extra("onnxscript", "onnx", ONNX_PURPOSE)
+    _check_target(source, target)
+    config, payload = read_config(source)
+    if config.type not in EXPORTABLE_TYPES:
+        raise SmnerError(
+            f"{source}: a {config.type!r} model; smner export writes ONNX graphs of "
+            f"{', '.join(EXPORTABLE_TYPES)} models only (this one runs on PyTorch)"
+        )
+    model = NERModel.from_pretrained(source).eval()
+    processor = Processor.from_pretrained(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = make_staging_dir(target.parent, f".{target.name}.")
+    try:
+        _copy_folder(source, staging)
+        graph = staging / GRAPH_FILE
+        names = trace_graph(model, processor, graph, opset)
+        checks = check_batches(model, processor)
+        verification = verify(model, _session_model(model, graph), checks, tolerance, exact=True)
+        if not verification.passed:
+            raise SmnerError(
+                f"smner export: the ONNX graph does not match PyTorch on the check posts "
+                f"({'; '.join(verification.problems[:3])}); nothing was written to {target}"
+            )
+        quantized = None
+        if quantize == "int8":
+            float_graph = staging / f"float-{GRAPH_FILE}"
+            graph.replace(float_graph)
+            quantize_graph(model, float_graph, graph)
+            float_graph.unlink()
+            quantized = verify(model, _session_model(model, graph), checks, tolerance, exact=False)
+            if quantized.problems:
+                raise SmnerError(
+                    f"smner export: the int8 graph gives unusable outputs "
+                    f"({'; '.join(quantized.problems[:3])}); nothing was written to {target}"
+                )
+        manifest = _manifest(model, graph, names, payload, quantize, verification, quantized)
+        atomic_write_text(staging / MANIFEST_FILE, _json(manifest))
+        replace_directory(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return ExportResult(target, manifest, verification, quantized)
+
+
+def _check_target(source: Path, target: Path) -> None:
+    """Refuse to write over the source, or over a folder that is not a model folder."""
+    if not (source / CONFIG_FILE).is_file():
+        raise SmnerError(f"{source}: not a saved smner model (no {CONFIG_FILE})")
+    if target.exists():
+        if target.resolve() == source.resolve():
+            raise SmnerError(f"--output {target}: is the --model folder; choose another folder")
+        if not target.is_dir():
+            raise SmnerError(f"--output {target}: exists and is not a folder")
+        if any(target.iterdir()) and not (target / CONFIG_FILE).is_file():
+            raise SmnerError(
+                f"--output {target}: a folder that is neither empty nor a model folder; "
+                "choose a new one"
+            )
+
+
+def _copy_folder(source: Path, staging: Path) -> None:
+    """The model folder's files, but an earlier export's graph and manifest."""
+    for item in source.iterdir():
+        if item.name in (GRAPH_FILE, MANIFEST_FILE) or item.name.startswith("."):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, staging / item.name)
+        else:
+            shutil.copy2(item, staging / item.name)
+
+
+# --- tracing -----------------------------------------------------------------------------------
+
+
+class _TracedBatch(Batch):
+    """A batch whose size is the traced size of its tensors, not a Python int: the model's
+    ``batch.size`` (``expand(batch.size, -1)``) must follow the graph's batch axis."""
+
+    @property
+    def size(self) -> Any:  # type: ignore[override]
+        return self.input_ids.shape[0]
+
+
+class _NoImageFlags:
+    """What the information bottleneck gets for its image flags while tracing: only its
+    training losses read them (they are computed on posts with images), and their
+    data-dependent branches cannot be traced."""
+
+    def any(self) -> bool:
+        return False
+
+    def sum(self) -> int:
+        return 0
+
+
+class _TracedBottleneck(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, text: torch.Tensor, image: torch.Tensor, has_image: Any) -> Any:
+        return self.inner(text, image, _NoImageFlags())
+
+
+class GraphModule(nn.Module):
+    """The traced function: the batch tensors named :func:`graph_inputs` in, the tensors
+    ``decode`` reads out (:func:`graph_outputs`)."""
+
+    def __init__(self, model: NERModel) -> None:
+        super().__init__()
+        self.model = model
+        self.inputs = graph_inputs(model)
+        self.outputs = graph_outputs(model)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        word_index: torch.Tensor,
+        subword_word: torch.Tensor,
+        word_mask: torch.Tensor,
+        shape_ids: torch.Tensor,
+        spans: torch.Tensor,
+        has_image: torch.Tensor | None = None,
+        image_pooled: torch.Tensor | None = None,
+        image_regions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        batch = _TracedBatch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            word_index=word_index,
+            subword_word=subword_word,
+            word_mask=word_mask,
+            shape_ids=shape_ids,
+            spans=spans,
+            span_mask=word_mask,  # read by the losses only
+            has_image=has_image
+            if has_image is not None
+            else input_ids.new_zeros(input_ids.shape[0]).bool(),
+            image_pooled=image_pooled,
+            image_regions=image_regions,
+        )
+        output = self.model(batch)
+        return _output_tensors(output, self.outputs)
+
+
+def _output_tensors(output: ModelOutput, names: Sequence[str]) -> tuple[torch.Tensor, ...]:
+    found: dict[str, torch.Tensor | None] = {"logits": output.logits, "attention": output.attention}
+    if output.grounding is not None:
+        found["in_image_logit"] = output.grounding.in_image_logit
+        found["box"] = output.grounding.box
+    missing = [n for n in names if found.get(n) is None]
+    if missing:
+        raise SmnerError(f"smner export: the model's forward gave no {', '.join(missing)}")
+    return tuple(found[n] for n in names)  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def _traceable(model: NERModel) -> Iterator[None]:
+    """The model with its two stand-ins (see the module) for the time of the trace."""
+    grid = model.attention_grid or (
+        model.image_encoder.output_grid() if model.image_encoder is not None else None
+    )
+    bottleneck = getattr(model, "bottleneck", None)
+    model.visual_features = lambda batch: (batch.image_pooled, batch.image_regions, grid)  # type: ignore[method-assign]
+    if bottleneck is not None:
+        model.bottleneck = _TracedBottleneck(bottleneck)
+    try:
+        yield
+    finally:
+        del model.visual_features
+        if bottleneck is not None:
+            model.bottleneck = bottleneck
+
+
+def trace_graph(
+    model: NERModel, processor: Processor, path: Path, opset: int | None = None
+) -> tuple[list[str], list[str]]:
+    """Write ``model``'s graph (float32) to ``path``; its input and output names."""
+    module = GraphModule(model).eval()
+    batch = _with_features(model, processor, list(CHECK_POSTS[:3]), [True, False, True])
+    example = tuple(getattr(batch, name) for name in module.inputs)
+    dynamic = _dynamic_shapes(module.inputs, processor.word_pieces.max_length)
+    quiet = io.StringIO()
+    with (
+        _traceable(model),
+        torch.no_grad(),
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(quiet),
+        _quiet_loggers("torch", "onnxscript", "torch.onnx", "torch.export"),
+    ):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                module,
+                example,
+                dynamo=True,
+                input_names=module.inputs,
+                output_names=module.outputs,
+                dynamic_shapes=dynamic,
+                opset_version=opset,
+                verbose=False,
+            )
+        except Exception as exc:  # torch.export raises many kinds, with pages of detail
+            raise SmnerError(f"smner export: tracing the model failed ({_cause(exc)})") from None
+        program.save(str(path))
+    return list(module.inputs), list(module.outputs)
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line that says what went wrong, from an exporter's pages of advice."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
+
+def _dynamic_shapes(names: Sequence[str], max_subwords: int) -> tuple[dict[int, Any], ...]:
+    from torch.export import Dim
+
+    posts = Dim("posts", min=1, max=1 << 16)
+    subwords = Dim("subwords", min=1, max=max(max_subwords, 2))
+    words = Dim("words", min=1, max=1 << 16)
+    spans = Dim("spans", min=1, max=1 << 20)
+    axes: dict[str, dict[int, Any]] = {
+        "input_ids": {0: posts, 1: subwords},
+        "attention_mask": {0: posts, 1: subwords},
+        "subword_word": {0: posts, 1: subwords},
+        "word_index": {0: posts, 1: words},
+        "word_mask": {0: posts, 1: words},
+        "shape_ids": {0: posts, 1: words},
+        "spans": {0: spans},
+        "has_image": {0: posts},
+        "image_pooled": {0: posts},
+        "image_regions": {0: posts},
+    }
+    return tuple(axes[name] for name in names)
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+# --- quantisation ------------------------------------------------------------------------------
+
+
+def int8_nodes(model: NERModel, graph: Any) -> list[str]:
+    """The graph's matrix products that belong to the layers PyTorch's int8 quantises
+    (:func:`~smner.model.quantize.int8_layers` of the text encoder), found by the module
+    path the exporter records on each node."""
+    wanted = {f"model.text.{name}" for name in int8_layers(model.text)}
+    chosen = []
+    for node in graph.graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        scopes = next(
+            (p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None
+        )
+        if scopes is None:
+            continue
+        try:
+            path = eval_list(scopes)
+        except ValueError:
+            continue
+        # the innermost module (the last entry names the operation)
+        if len(path) >= 2 and path[-2] in wanted:
+            chosen.append(node.name)
+    return chosen
+
+
+def eval_list(text: str) -> list[str]:
+    """A list of strings as the exporter writes it (``['', 'model', 'model.text']``)."""
+    import ast
+
+    value = ast.literal_eval(text)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(text)
+    return list(value)
+
+
+def quantize_graph(model: NERModel, source: Path, target: Path) -> list[str]:
+    """``source`` with the nodes of :func:`int8_nodes` dynamically quantised to int8 (one
+    scale per output channel, as PyTorch's int8 does), written to ``target``."""
+    onnx = import_extra("onnx", "onnx", ONNX_PURPOSE)
+    import_onnxruntime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    nodes = int8_nodes(model, onnx.load(str(source)))
+    if not nodes:
+        raise SmnerError("smner export: found no text-encoder layer to quantise in the graph")
+    with warnings.catch_warnings(), _quiet_loggers("root", "onnxruntime"):
+        warnings.simplefilter("ignore")
+        quantize_dynamic(
+            str(source),
+            str(target),
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_quantize=nodes,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+        )
+    return nodes
+
+
+# --- checking ----------------------------------------------------------------------------------
+
+
+def check_images(count: int) -> list[Image.Image]:
+    """Deterministic pictures with some structure (blocks of colour and noise)."""
+    rng = np.random.default_rng(0)
+    pictures = []
+    for i in range(count):
+        pixels = rng.integers(0, 255, size=(96, 128, 3)).astype(np.uint8)
+        pixels[: 48 + 8 * i, : 64 - 8 * i] = (40 * i % 255, 200, 90)
+        pictures.append(Image.fromarray(pixels))
+    return pictures
+
+
+def _with_features(
+    model: NERModel, processor: Processor, posts: Sequence[Sequence[str]], images: Sequence[bool]
+) -> Batch:
+    """A batch of ``posts``, with image features where ``images`` says so."""
+    inputs: list[ImageInput | None] | None = None
+    encoder = model.image_encoder
+    if encoder is not None:
+        pictures = check_images(len(posts))
+        with torch.no_grad():
+            features = encoder(processor.pixels(pictures))
+        inputs = [
+            ImageInput(pooled=features.pooled[i], regions=features.regions[i]) if wanted else None
+            for i, wanted in enumerate(images)
+        ]
+    return processor([list(p) for p in posts], None, inputs)
+
+
+def check_batches(model: NERModel, processor: Processor) -> list[Batch]:
+    """The batches the export is checked on: every check post with and without an image,
+    in a mixed batch, a batch without images, a batch of one and one of each post alone."""
+    posts = list(CHECK_POSTS)
+    half = [i % 2 == 0 for i in range(len(posts))]
+    batches = [
+        _with_features(model, processor, posts, half),
+        _with_features(model, processor, posts, [not h for h in half]),
+        _with_features(model, processor, posts, [False] * len(posts)),
+        _with_features(model, processor, posts[1:2], [True]),
+        _with_features(model, processor, posts[3:4], [False]),
+    ]
+    if model.image_encoder is None:
+        batches = batches[2:]
+    return batches
+
+
+def _session_model(model: NERModel, graph: Path) -> OnnxModel:
+    return OnnxModel(model, open_session(graph), {"graph": graph.name})
+
+
+def verify(
+    model: NERModel,
+    onnx_model: OnnxModel,
+    batches: Sequence[Batch],
+    tolerance: float,
+    exact: bool,
+) -> Verification:
+    """Compare ``onnx_model`` with ``model`` on ``batches``. ``exact``: the outputs must be
+    within ``tolerance`` and decode to the same entities (a float graph); otherwise only
+    finite outputs of the right shapes are required, and the rest is measured (int8)."""
+    result = Verification(tolerance=tolerance)
+    agree = total = 0
+    with torch.no_grad():
+        for batch in batches:
+            expected = model(batch)
+            found = onnx_model(batch)
+            result.batches += 1
+            result.posts += batch.size
+            result.posts_with_image += int(batch.has_image.sum())
+            _compare(result, batch, expected, found, exact)
+            same = expected.logits.argmax(-1) == found.logits.argmax(-1)
+            agree += int(same[batch.span_mask].sum())
+            total += int(batch.span_mask.sum())
+            if _entities(model.decode(batch, expected)) != _entities(
+                onnx_model.decode(batch, found)
+            ):
+                result.entities_equal = False
+                if exact:
+                    result.problems.append("the decoded entities differ")
+    result.span_label_agreement = agree / total if total else 1.0
+    return result
+
+
+def _compare(
+    result: Verification, batch: Batch, expected: ModelOutput, found: ModelOutput, exact: bool
+) -> None:
+    images = batch.has_image.bool()
+    pairs: list[tuple[str, torch.Tensor, torch.Tensor | None]] = [
+        ("logits", expected.logits, found.logits)
+    ]
+    if expected.attention is not None and bool(images.any()):
+        pairs.append(("attention", expected.attention[images], _rows(found.attention, images)))
+    if expected.grounding is not None and bool(images.any()):
+        grounding = found.grounding
+        pairs.append(
+            (
+                "in_image_logit",
+                expected.grounding.in_image_logit[images],
+                None if grounding is None else grounding.in_image_logit[images],
+            )
+        )
+        pairs.append(
+            (
+                "box",
+                expected.grounding.box[images],
+                None if grounding is None else grounding.box[images],
+            )
+        )
+    for name, want, got in pairs:
+        if got is None or tuple(got.shape) != tuple(want.shape):
+            shape = None if got is None else list(got.shape)
+            result.problems.append(f"{name}: shape {shape}, PyTorch's {list(want.shape)}")
+            continue
+        if not bool(torch.isfinite(got).all()):
+            result.problems.append(f"{name}: not finite")
+            continue
+        diff = float((got.float() - want.float()).abs().max()) if want.numel() else 0.0
+        key = {"logits": "max_logit_diff", "attention": "max_attention_diff"}.get(
+            name, "max_grounding_diff"
+        )
+        setattr(result, key, max(getattr(result, key), diff))
+        if exact and diff > result.tolerance:
+            result.problems.append(f"{name} differ by {diff:.3g} (tolerance {result.tolerance})")
+
+
+def _rows(tensor: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+    return None if tensor is None else tensor[rows]
+
+
+def _entities(posts: list[list[PredictedEntity]]) -> list[list[tuple[int, int, str]]]:
+    return [[(p.entity.start, p.entity.end, p.entity.type) for p in post] for post in posts]
+
+
+# --- the manifest ------------------------------------------------------------------------------
+
+
+def _manifest(
+    model: NERModel,
+    graph: Path,
+    names: tuple[list[str], list[str]],
+    payload: dict[str, Any],
+    quantize: str | None,
+    verification: Verification,
+    quantized: Verification | None,
+) -> dict[str, Any]:
+    onnx = import_extra("onnx", "onnx", ONNX_PURPOSE)
+    ort = import_onnxruntime()
+    proto = onnx.load(str(graph), load_external_data=False)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    session = open_session(graph)
+    return {
+        "backend": "onnxruntime",
+        "format_version": ONNX_FORMAT_VERSION,
+        "smner_version": __version__,
+        "model_type": model.config.type,
+        "graph": graph.name,
+        "graph_sha256": file_sha256(graph),
+        WEIGHTS_CHECKSUM_KEY: payload.get(WEIGHTS_CHECKSUM_KEY),
+        "opset": opset,
+        "quantization": quantize,
+        "inputs": [i.name for i in session.get_inputs()],
+        "outputs": [o.name for o in session.get_outputs()],
+        "traced_inputs": names[0],
+        "image_encoder": "pytorch" if model.image_encoder is not None else None,
+        "exported_with": {
+            "torch": torch.__version__,
+            "onnx": getattr(onnx, "__version__", "unknown"),
+            "onnxruntime": getattr(ort, "__version__", "unknown"),
+        },
+        "verification": verification.to_dict(),
+        "int8_verification": quantized.to_dict() if quantized is not None else None,
+    }
+
+
+def _json(payload: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(payload, indent=2) + "\n"
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.3g}")
