@@ -83,6 +83,22 @@ def check_worker_memory(more: int, model_rss: int | None, available: int | None)
         )
 
 
+def available_threads() -> int:
+    """The threads this process may use: ``OMP_NUM_THREADS`` when set, else its CPUs."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int, total: int | None = None) -> int:
+    """Each worker's share of the machine's threads (at least one)."""
+    return max(1, (total if total is not None else available_threads()) // workers)
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """What each worker process needs to build its predictor.
