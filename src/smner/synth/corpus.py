@@ -324,9 +324,12 @@ def _sides(rng: random.Random, share: tuple[float, float], reference: int) -> tu
 
 
 def _box_in(rng: random.Random, region: Box, width: int, height: int) -> Box:
-    """A ``width`` x ``height`` box at a random place inside ``region`` (shrunk to fit it)."""
+    """A ``width`` x ``height`` box at a random place inside ``region`` (shrunk to fit it,
+    keeping its shape, so that the cue drawn in it keeps its proportions)."""
     x0, y0, x1, y1 = region
-    width, height = min(width, x1 - x0), min(height, y1 - y0)
+    scale = min(1.0, (x1 - x0) / width, (y1 - y0) / height)
+    if scale < 1.0:
+        width, height = max(1, int(width * scale)), max(1, int(height * scale))
     left, top = rng.randint(x0, x1 - width), rng.randint(y0, y1 - height)
     return (left, top, left + width, top + height)
 
@@ -380,11 +383,6 @@ def _placed_layout(
     )
 
 
-def _overlaps(box: Box, taken: Sequence[Box]) -> bool:
-    """Whether ``box`` shares any pixel with one of ``taken``."""
-    return any(not _disjoint(box, other) for other in taken)
-
-
 def _free_box(
     rng: random.Random, size: int, taken: Sequence[Box], shape: tuple[float, float]
 ) -> Box | None:
@@ -394,14 +392,15 @@ def _free_box(
     step = max(1, size // 40)
     while side >= _MIN_OBJECT_SIDE * size:
         width, height = max(1, round(side * shape[0])), max(1, round(side * shape[1]))
-        spots = [
-            (x, y)
-            for x in range(0, size - width + 1, step)
-            for y in range(0, size - height + 1, step)
-            if not _overlaps((x, y, x + width, y + height), taken)
-        ]
-        if spots:
-            x, y = rng.choice(spots)
+        xs = np.arange(0, size - width + 1, step)[:, None]
+        ys = np.arange(0, size - height + 1, step)[None, :]
+        free = np.ones((len(xs), ys.shape[1]), dtype=bool)
+        for x0, y0, x1, y1 in taken:
+            free &= (xs + width <= x0) | (x1 <= xs) | (ys + height <= y0) | (y1 <= ys)
+        spots = np.argwhere(free)
+        if len(spots):
+            i, j = spots[rng.randrange(len(spots))]
+            x, y = int(xs[i, 0]), int(ys[0, j])
             return (x, y, x + width, y + height)
         side *= 0.75
     return None
@@ -457,11 +456,21 @@ def _knob_rng(seed: int, knob: str) -> random.Random:
 
 
 def _donor_types(
-    own: tuple[str, ...], all_types: Sequence[tuple[str, ...]], rng: random.Random
+    own: tuple[str, ...],
+    all_types: Sequence[tuple[str, ...]],
+    rng: random.Random,
+    cache: dict[tuple[str, ...], list[tuple[str, ...]]] | None = None,
 ) -> tuple[str, ...]:
-    """The types of another random post whose set of types differs: wrong cues for a noisy post."""
-    candidates = [t for t in all_types if t and collections.Counter(t) != collections.Counter(own)]
-    return rng.choice(candidates)
+    """The types of another random post whose set of types differs: wrong cues for a noisy post.
+    The candidates depend only on the set of ``own`` types, so ``cache`` keeps them by it (the
+    same list, so the same draw, in linear rather than quadratic time)."""
+    key = tuple(sorted(own))
+    if cache is None or key not in cache:
+        candidates = [t for t in all_types if t and tuple(sorted(t)) != key]
+        if cache is None:
+            return rng.choice(candidates)
+        cache[key] = candidates
+    return rng.choice(cache[key])
 
 
 def _pattern(hint: str | None, region: str | None) -> str | None:
@@ -494,6 +503,7 @@ class _Planner:
             for name in ("unrelated", "text_cues", "position_words", "cue_size", "distractors")
         }
         self.noisy = noisy
+        self.donors: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
         self.unrelated = _pick(
             sizes, self.streams["unrelated"], knobs.unrelated, lambda i: i not in noisy, True
         )
@@ -604,7 +614,7 @@ class _Planner:
         """
         size, cue_size = self.image_size, self.knobs.cue_size
         if image == "mismatched":
-            types = _donor_types(types, self.all_types, self.rng)
+            types = _donor_types(types, self.all_types, self.rng, self.donors)
         laid_out = _layout(types, size, self.rng)
         if image == "unrelated":
             return ()
