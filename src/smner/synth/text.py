@@ -3,7 +3,9 @@
 The names are invented words, so no pretrained text encoder knows what they refer to, and the
 templates say nothing about what kind of thing a name is: "who else saw {0} ?" reads as well for a
 person as for a place, a company or a product. Together with the corpus assigning every name to
-every type equally often, this makes the text alone unable to decide an entity's type.
+every type equally often, this makes the text alone unable to decide an entity's type, unless
+the corpus asks for words that tell it (``TYPE_HINTS`` for entities left out of their image,
+``TEXT_CUES`` for text cues) or for words that say where each entity is (``POSITION_WORDS``).
 """
 
 from __future__ import annotations
