@@ -173,3 +173,21 @@ def test_a_staging_file_that_is_not_a_regular_file_is_refused(
     if kind == "symlink":
         assert partial.is_symlink() and elsewhere.read_bytes() == before
     assert not out.exists()
+
+
+def test_a_staging_record_torn_by_a_kill_is_cut_so_that_a_run_resumes_twice(
+    tiny_predictor: Predictor, tmp_path: Path
+) -> None:
+    source = write_input(tmp_path / "posts.jsonl", 9)
+    reference = tmp_path / "reference.jsonl"
+    run(tiny_predictor, source, reference)
+    out = tmp_path / "out.jsonl"
+    interrupted(tiny_predictor, source, out, windows=1)
+    with open(fingerprint_path(out), "ab") as handle:
+        handle.write(b'{"records": 4, "by')  # the kill came while the record was written
+    job = FileJob(str(source), "unused", str(out), window=2, resume=True)
+    with pytest.raises(Interrupted):
+        run_file_job(job, JsonlEncoder(), load_predictor=lambda: StopsAfter(tiny_predictor, 1))
+    report = run(tiny_predictor, source, out, resume=True)
+    assert report.resumed_after == 4 and report.written == 5
+    assert out.read_bytes() == reference.read_bytes()

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from smner.errors import SmnerError
-from smner.fileio import current_umask, output_kind, read_lines
+from smner.fileio import current_umask, output_kind
 
 #: Bytes read at a time when counting the lines of a staging file.
 _BLOCK = 1 << 20
@@ -346,7 +346,7 @@ def _check_staged(partial: Path, ledger: Path, source: InputIdentity | None) -> 
             f"{partial}: no record of the input it was made from ({ledger.name} is missing); "
             f"{start_again}"
         )
-    head, found = _read_ledger(ledger, start_again)
+    head, found, kept = _read_ledger(ledger, start_again)
     made_from = InputIdentity(head.get("input"), head.get("size"), head.get("mtime_ns"))
     if made_from.path != source.path:
         raise SmnerError(
@@ -381,33 +381,36 @@ def _check_staged(partial: Path, ledger: Path, source: InputIdentity | None) -> 
             f"{partial} does not hold the {found.records} records in {found.size} bytes that "
             f"{ledger.name} recorded; {start_again}"
         )
+    os.truncate(ledger, kept)
     return found
 
 
-def _read_ledger(ledger: Path, start_again: str) -> tuple[dict[str, Any], Staged]:
-    """The head of ``OUT.partial.input`` and its last complete mark."""
+def _read_ledger(ledger: Path, start_again: str) -> tuple[dict[str, Any], Staged, int]:
+    """The head of ``OUT.partial.input``, its last mark, and the bytes up to the end of that
+    mark's line (a line torn by a kill after it is cut there before more are appended)."""
     head: dict[str, Any] | None = None
-    found = Staged()
+    found, end, number = Staged(), 0, 0
     with open(ledger, "rb") as handle:
-        for number, raw in read_lines(handle, 1 << 16):
+        while raw := handle.readline(1 << 16):
+            number += 1
             try:
-                value = json.loads(raw) if raw is not None else None
+                value = json.loads(raw) if raw.endswith(b"\n") else None
             except ValueError:
                 value = None
             if head is None:
                 head = value if isinstance(value, dict) else None
                 if head is None:
                     break
-                continue
-            if not _is_mark(value):
-                if handle.read(1):  # a torn last line is a kill; one before it is damage
-                    raise SmnerError(f"{ledger}: line {number} is damaged; {start_again}")
+            elif _is_mark(value):
+                found = Staged(value["records"], value["bytes"], value["sha256"])
+            elif handle.read(1):  # a torn last line is a kill; one before it is damage
+                raise SmnerError(f"{ledger}: line {number} is damaged; {start_again}")
+            else:
                 break
-            assert isinstance(value, dict)
-            found = Staged(value["records"], value["bytes"], value["sha256"])
+            end += len(raw)
     if head is None:
         raise SmnerError(f"{ledger}: does not name an input; {start_again}")
-    return head, found
+    return head, found, end
 
 
 def _is_mark(value: Any) -> bool:
