@@ -104,7 +104,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
         default=1,
         metavar="N",
         help="processes, each with its own copy of the model, the machine's threads split "
-        "between them (default: 1); with --engine ray, Ray actors",
+        "between them (default: 1): at most the machine's CPUs, and as many as fit in the "
+        "available memory once the first has loaded its model; with --engine ray, Ray actors",
     )
     parser.add_argument(
         "--engine",
@@ -123,7 +124,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "--resume",
         action="store_true",
         help="continue a run that was stopped: keep the records already in --output's "
-        "staging file and predict the rest of the same input",
+        "staging file and predict the rest of the same input (FILE.partial.input records "
+        "which input it was; another one is refused)",
     )
     add_input_limit_option(parser, streamed=True)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
