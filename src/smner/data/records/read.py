@@ -4,7 +4,12 @@ Each record becomes a :class:`~smner.data.posts.PostInput`, or, when it cannot b
 model cannot take it, a :class:`~smner.predict.streaming.FailedPost` whose error names the file and
 the line (``errors="record"``) or a :class:`~smner.errors.DataFormatError` that stops the
 run (``errors="raise"``). Blank JSONL lines are not records. ``skip`` passes over the first
-records without parsing them (a resumed run).
+records without parsing them (a resumed run; they still go into its :class:`RecordDigest`).
+
+Every record is bounded before it is split into words: a JSONL line by
+:data:`~smner.data.posts.MAX_RECORD_BYTES`, a Parquet row by its row group's metadata and then
+by its size measured in Arrow (see :func:`_parquet_rows`), and every post's text by
+:data:`~smner.data.posts.MAX_TEXT_CHARS`.
 """
 
 from __future__ import annotations
