@@ -263,6 +263,20 @@ def test_smner_card_turns_each_malformed_input_into_one_line(
     assert expected in err, err
 
 
+def test_smner_card_names_a_log_line_that_is_not_an_epoch_record(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = folder.parent / "run"
+    shutil.move(folder, run / "best")
+    facts = {"data": {"train": None}, "command": "smner train"}
+    (run / "best" / "training.json").write_text(json.dumps(facts))
+    (run / "log.jsonl").write_text('{"epoch": "one"}\n{"epoch": 2, "dev_f1"')  # torn last line
+    assert main(["card", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "log.jsonl: line 1.epoch: expected a whole number, got str" in err
+
+
 # --- workers ---------------------------------------------------------------------------------
 
 
