@@ -45,6 +45,16 @@ TRAINED_FIXTURES = frozenset(
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One intra-op thread for the tests' own process: the models here are tiny, and on two
+    cores a second thread costs more in hand-offs than it computes (a third of the suite's
+    time), and it leaves a core to the processes some tests start. Processes the tests start
+    keep their own setting."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the tests of a trained model ``integration``; leave ``slow`` tests out unless the
     -m expression names them (``pytest -m slow``), whatever else it selects."""
