@@ -1,5 +1,5 @@
-"""Benchmark entry point: ``python bench/run.py --suite SUITE`` (floor, grounding, quality, scale,
-speed, synth).
+"""Benchmark entry point: ``python bench/run.py --suite SUITE`` (floor, grounding, onnx, quality,
+scale, speed, synth).
 
 Results go to ``bench/results/<suite>.json`` and the tables of ``docs/BENCHMARKS.md`` are
 regenerated from every results file, with machine, date, commit and the exact command.
@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import floor_suite
 import grounding_suite
+import onnx_suite
 import quality_suite
 import scale
 import speed_suite
@@ -29,6 +30,7 @@ DOC = ROOT / "docs" / "BENCHMARKS.md"
 TABLES = {
     "floor": floor_suite.table,
     "grounding": grounding_suite.table,
+    "onnx": onnx_suite.table,
     "quality": quality_suite.table,
     "scale": scale.table,
     "speed": speed_suite.table,
@@ -87,14 +89,14 @@ def main() -> None:
     parser.add_argument(
         "--data-root",
         default="../shared/data",
-        help="quality: folder holding twitter2015/, twitter2017/ and images/",
+        help="quality, onnx: folder holding twitter2015/, twitter2017/ and images/",
     )
     parser.add_argument(
         "--posts",
         type=int,
         default=1000,
-        help="synth: corpus size; speed, floor: how many posts to time; scale: the larger file "
-        "(the smaller holds a tenth)",
+        help="synth: corpus size; speed, floor, onnx: how many posts to time; scale: the larger "
+        "file (the smaller holds a tenth)",
     )
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument(
@@ -117,6 +119,12 @@ def main() -> None:
         help="quality: comma-separated models to train (default: SMNER,BIO-softmax,BIO-CRF)",
     )
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument(
+        "--smner-model",
+        metavar="DIR",
+        help="onnx: a trained SMNER folder to compare (default: train one on Twitter-2017 "
+        "train, as the quality suite does, for --epochs)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="{}", help="JSON of model overrides (smoke tests)")
     parser.add_argument("--work", help="working folder (default: a temporary one)")
@@ -130,6 +138,19 @@ def main() -> None:
         results = speed_suite.run(args.data, args.images, args.posts, args.repeats, overrides)
     elif args.suite == "floor":
         results = floor_suite.run(args.data, args.images, args.posts, args.repeats, overrides)
+    elif args.suite == "onnx":
+        data_root = Path(args.data_root)
+        results = onnx_suite.run(
+            args.data,
+            data_root,
+            data_root / "images" / "twitter2017",
+            args.posts,
+            args.repeats,
+            args.epochs,
+            overrides,
+            work,
+            smner_model=args.smner_model,
+        )
     elif args.suite == "scale":
         model = scale.build_untrained_model(work / "model", overrides)
         sizes = [max(1, args.posts // 10), args.posts]

@@ -319,3 +319,69 @@ def test_quality_rows_of_mpnet_train_as_the_mpnet_configs_do(tmp_path: Path) -> 
     assert minilm["train"]["group_by_length"] is False
     bio = run_config(files, "BIO-CRF", "mpnet", 0, 2, {}, tmp_path)["model"]
     assert bio["text_encoder"] == "mpnet" and bio["type"] == "bio-tagger"
+
+
+@pytest.mark.integration  # the suite trains SMNER and a token classifier
+def test_onnx_suite_smoke(bench_model: str, tmp_path: Path) -> None:
+    """One run on the same posts: the floor, SMNER on PyTorch and its two exports, the
+    transformers pipeline (trained here), spaCy when it is installed; F1 and posts/s each."""
+    import shutil
+
+    from tests.pipeline_fixture import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus", copies=5)
+    root = tmp_path / "data"
+    (root / "twitter2017").mkdir(parents=True)
+    shutil.copy(corpus["train"], root / "twitter2017" / "train.txt")
+    shutil.copytree(corpus["images"], root / "images" / "twitter2017")
+    out = bench(
+        "--suite", "onnx", "--epochs", "1", "--repeats", "1", "--data", str(corpus["dev"]),
+        "--data-root", str(root), "--model", bench_model, "--work", str(tmp_path / "work"),
+    )  # fmt: skip
+    rows = table_rows(out, "| system | F1 | posts/s |")
+    assert list(rows) == [
+        "encoder floor",
+        "SMNER PyTorch float32",
+        "SMNER ONNX float32",
+        "SMNER ONNX int8",
+        "transformers pipeline",
+        "spaCy en_core_web_sm",
+    ]
+    assert rows["encoder floor"][0] == "–" and float(rows["encoder floor"][2]) == 1.0
+    for name in list(rows)[1:5]:
+        score, speed, ratio = rows[name]
+        percent(score)
+        assert number(speed) > 0 and number(ratio) > 0, name
+    # the float32 export predicts what PyTorch predicts
+    assert rows["SMNER ONNX float32"][0] == rows["SMNER PyTorch float32"][0]
+    spacy = rows["spaCy en_core_web_sm"]
+    assert "pip install 'smner[bench]'" in spacy[2] or number(spacy[1]) > 0
+    assert "SMNER ONNX int8: " in out and "x the floor (goal >= 2.5x)" in out
+    assert (tmp_path / "work" / "onnx-int8" / "onnx.json").is_file()
+
+
+def test_onnx_suite_maps_spacy_types_and_pipeline_offsets() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from types import SimpleNamespace
+
+    from onnx_suite import char_spans_to_tokens, spacy_entities
+
+    ents = [
+        SimpleNamespace(start=0, end=1, label_="PERSON"),
+        SimpleNamespace(start=2, end=4, label_="GPE"),
+        SimpleNamespace(start=4, end=5, label_="NORP"),
+        SimpleNamespace(start=5, end=6, label_="WORK_OF_ART"),
+        SimpleNamespace(start=6, end=7, label_="DATE"),  # dropped
+    ]
+    assert spacy_entities(ents) == {
+        (0, 1, "PER"),
+        (2, 4, "LOC"),
+        (4, 5, "ORG"),
+        (5, 6, "MISC"),
+    }
+    tokens = ["RT", "@george", ":", "New", "York", "rocks"]
+    groups = [  # characters of "RT @george : New York rocks"
+        {"entity_group": "PER", "start": 4, "end": 10},  # "george", inside "@george"
+        {"entity_group": "LOC", "start": 13, "end": 21},  # "New York"
+    ]
+    assert char_spans_to_tokens(tokens, groups) == {(1, 2, "PER"), (3, 5, "LOC")}

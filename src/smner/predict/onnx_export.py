@@ -153,7 +153,8 @@ def export_onnx(
         graph = staging / GRAPH_FILE
         names = trace_graph(model, processor, graph, opset)
         checks = check_batches(model, processor)
-        verification = verify(model, _session_model(model, graph), checks, tolerance, exact=True)
+        checked = _session_model(model, graph)
+        verification = verify(model, checked, checks, tolerance, exact=True)
         if not verification.passed:
             raise SmnerError(
                 f"smner export: the ONNX graph does not match PyTorch on the check posts "
@@ -165,13 +166,14 @@ def export_onnx(
             graph.replace(float_graph)
             quantize_graph(model, float_graph, graph)
             float_graph.unlink()
-            quantized = verify(model, _session_model(model, graph), checks, tolerance, exact=False)
+            checked = _session_model(model, graph)
+            quantized = verify(model, checked, checks, tolerance, exact=False)
             if quantized.problems:
                 raise SmnerError(
                     f"smner export: the int8 graph gives unusable outputs "
                     f"({'; '.join(quantized.problems[:3])}); nothing was written to {target}"
                 )
-        manifest = _manifest(model, graph, names, payload, quantize, verification, quantized)
+        manifest = _manifest(checked, graph, names, payload, quantize, verification, quantized)
         atomic_write_text(staging / MANIFEST_FILE, _json(manifest))
         replace_directory(staging, target)
     finally:
@@ -587,7 +589,7 @@ def _entities(posts: list[list[PredictedEntity]]) -> list[list[tuple[int, int, s
 
 
 def _manifest(
-    model: NERModel,
+    model: OnnxModel,
     graph: Path,
     names: tuple[list[str], list[str]],
     payload: dict[str, Any],
@@ -599,7 +601,6 @@ def _manifest(
     ort = import_onnxruntime()
     proto = onnx.load(str(graph), load_external_data=False)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    session = open_session(graph)
     return {
         "backend": "onnxruntime",
         "format_version": ONNX_FORMAT_VERSION,
@@ -610,8 +611,8 @@ def _manifest(
         WEIGHTS_CHECKSUM_KEY: payload.get(WEIGHTS_CHECKSUM_KEY),
         "opset": opset,
         "quantization": quantize,
-        "inputs": [i.name for i in session.get_inputs()],
-        "outputs": [o.name for o in session.get_outputs()],
+        "inputs": model.input_names,
+        "outputs": model.output_names,
         "traced_inputs": names[0],
         "image_encoder": "pytorch" if model.image_encoder is not None else None,
         "exported_with": {
