@@ -109,11 +109,6 @@ def test_a_post_without_words_is_a_clear_error(typed_predictor: Predictor, blank
                 typed_predictor.predict(form)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src: a PostInput's tokens are not checked as a list's or a record's are "
-    "(PostInput(tokens=['   ']) is predicted as a post with a blank word)",
-)
 def test_a_post_input_of_blank_tokens_is_a_clear_error(typed_predictor: Predictor) -> None:
     for tokens in (["   "], ["George", "\u3000"], ["George", ""]):
         with pytest.raises(SmnerError, match="non-blank"):

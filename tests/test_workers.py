@@ -4,6 +4,7 @@ one process, in input order."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ def test_threads_are_split_between_workers() -> None:
 
 
 @pytest.mark.integration  # starts worker processes
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two workers need two CPUs")
 def test_two_workers_write_what_one_writes(tiny_model_dir: Path, tmp_path: Path) -> None:
     solid_image((40, 200, 40)).save(tmp_path / "green.jpg")
     words = ["George", "visited", "Paris", "today", "with", "New", "York"]

@@ -71,6 +71,8 @@ class PostInput:
         if self._split is not None and self._split[0] == source:
             return self._split[1]
         if self.tokens is not None:
+            if not all(isinstance(word, str) and word.strip() for word in self.tokens):
+                raise SmnerError('a post\'s "tokens" must be a list of non-blank strings')
             spans, offset = [], 0
             for word in self.tokens:
                 spans.append(Token(str(word), offset, offset + len(word)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from smner.data.posts import MAX_TEXT_CHARS
 from smner.errors import SmnerError
 
 
@@ -35,6 +36,11 @@ class ServeSettings:
         for name in ("max_request_bytes", "max_image_pixels", "max_text_chars", "max_batch"):
             if getattr(self, name) < 1:
                 raise SmnerError(f"serve setting {name} must be at least 1")
+        if self.max_text_chars > MAX_TEXT_CHARS:
+            raise SmnerError(
+                f"serve setting max_text_chars must be at most {MAX_TEXT_CHARS} (the longest "
+                "text any post may have)"
+            )
         if self.max_pending < 1 or self.batch_wait_ms < 0:
             raise SmnerError("serve settings need max_pending >= 1 and batch_wait_ms >= 0")
         if self.max_pending_pixels < self.max_image_pixels:
