@@ -325,6 +325,8 @@ def test_a_missing_onnxruntime_names_the_extra(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    with pytest.raises(MissingExtra) as caught_load:
+        Predictor.from_pretrained(onnx_dir)
     for load in (
         lambda: Predictor.from_pretrained(onnx_dir),
         lambda: export_onnx(tiny_model_dir, tmp_path / "out"),
@@ -332,8 +334,9 @@ def test_a_missing_onnxruntime_names_the_extra(
         with pytest.raises(MissingExtra) as caught:
             load()
         message = str(caught.value)
-        assert "onnxruntime" in message and "pip install 'smner[onnx]'" in message
+        assert "needs onnxruntime" in message and "pip install 'smner[onnx]'" in message
         assert "\n" not in message
+    assert str(onnx_dir) in str(caught_load.value)
     assert not (tmp_path / "out").exists()
     assert main(["predict", "--model", str(onnx_dir), "--text", "George visited Paris"]) == 1
     err = capsys.readouterr().err.strip()

@@ -74,19 +74,20 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.manifest, indent=2))
         return 0
     check = result.verification
-    kind = f"{args.quantize} " if args.quantize else "float32 "
+    kind = "int8" if args.quantize else "float32"
+    checked = "its float32 graph checked" if args.quantize else "checked"
     print(
-        f"wrote {result.output} ({kind}ONNX graph, opset {result.manifest['opset']}); checked "
-        f"on {check.posts} posts ({check.posts_with_image} with an image): logits within "
-        f"{check.max_logit_diff:.2g} of PyTorch, same entities",
+        f"wrote {result.output} ({kind} ONNX graph, opset {result.manifest['opset']}); "
+        f"{checked} on {check.posts} posts ({check.posts_with_image} with an image): logits "
+        f"within {check.max_logit_diff:.2g} of PyTorch's, the same entities",
         file=sys.stderr,
     )
     if result.quantized is not None:
         q = result.quantized
         print(
-            f"int8: {100 * q.span_label_agreement:.1f}% of span labels as PyTorch's, logits "
+            f"int8: {100 * q.span_label_agreement:.1f}% of the spans get PyTorch's label, logits "
             f"within {q.max_logit_diff:.2g}, "
-            + ("same entities" if q.entities_equal else "some entities differ"),
+            + ("the same entities" if q.entities_equal else "some entities differ"),
             file=sys.stderr,
         )
     return 0

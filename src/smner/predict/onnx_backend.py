@@ -308,6 +308,7 @@ class OnnxModel(NERModel):
         was exported from the folder's own weights, and the graph itself."""
         directory = Path(directory)
         manifest = read_manifest(directory)
+        import_extra("onnxruntime", "onnx", f"{directory} (a folder written by smner export)")
         config, payload = read_config(directory)
         path = directory / MANIFEST_FILE
         if config.type not in EXPORTABLE_TYPES or manifest.get("model_type") != config.type:
