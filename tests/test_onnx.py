@@ -314,6 +314,44 @@ def test_workers_run_an_exported_folder(
     assert_records_close(outputs[1], outputs[0])
 
 
+@pytest.mark.integration  # a local Ray cluster
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
+def test_ray_runs_an_exported_folder(onnx_dir: Path, onnx_predictor: Predictor) -> None:
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'smner[ray]'")
+    pytest.importorskip("ray.data")
+    from smner.integrations.ray import predict_dataset
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=100 * 2**20,
+            logging_level="warning",
+            log_to_driver=False,
+        )
+    try:
+        texts = ["George visited Paris today", "loves New York with George", "Apple store"]
+        posts = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+        found = predict_dataset(ray.data.from_items(posts), onnx_dir, batch_size=2, concurrency=1)
+        rows = {row["id"]: row for row in found.take_all()}
+    finally:
+        if started:
+            ray.shutdown()
+    for post in posts:
+        alone = onnx_predictor.predict(post["text"]).to_dict()
+        assert_records_close(
+            [
+                {k: e[k] for k in ("text", "type", "start", "end", "score")}
+                for e in rows[post["id"]]["entities"]
+            ],
+            [
+                {k: e[k] for k in ("text", "type", "start", "end", "score")}
+                for e in alone["entities"]
+            ],
+        )
+
+
 # --- refusals --------------------------------------------------------------------------------
 
 
