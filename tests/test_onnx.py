@@ -511,6 +511,7 @@ def test_what_the_export_refuses(tiny_model_dir: Path, encoders: Any, tmp_path: 
             tmp_path / "out",
         ),
         "is the --model folder": (tiny_model_dir, tiny_model_dir),
+        "holds the --model folder": (tiny_model_dir, tiny_model_dir.parent),
         "neither empty nor a model folder": (tiny_model_dir, tmp_path),
         "not a saved smner model": (tmp_path / "nothing", tmp_path / "out"),
     }

@@ -149,7 +149,7 @@ def export_onnx(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = make_staging_dir(target.parent, f".{target.name}.")
     try:
-        _copy_folder(source, staging)
+        _copy_folder(source, staging, skip=target)
         graph = staging / GRAPH_FILE
         names = trace_graph(model, processor, graph, opset)
         checks = check_batches(model, processor)
@@ -186,9 +186,10 @@ def _check_target(source: Path, target: Path) -> None:
     """Refuse to write over the source, or over a folder that is not a model folder."""
     if not (source / CONFIG_FILE).is_file():
         raise SmnerError(f"{source}: not a saved smner model (no {CONFIG_FILE})")
+    if target.resolve() in (source.resolve(), *source.resolve().parents):
+        what = "is" if target.resolve() == source.resolve() else "holds"
+        raise SmnerError(f"--output {target}: {what} the --model folder; choose another folder")
     if target.exists():
-        if target.resolve() == source.resolve():
-            raise SmnerError(f"--output {target}: is the --model folder; choose another folder")
         if not target.is_dir():
             raise SmnerError(f"--output {target}: exists and is not a folder")
         if any(target.iterdir()) and not (target / CONFIG_FILE).is_file():
@@ -198,10 +199,13 @@ def _check_target(source: Path, target: Path) -> None:
             )
 
 
-def _copy_folder(source: Path, staging: Path) -> None:
-    """The model folder's files, but an earlier export's graph and manifest."""
+def _copy_folder(source: Path, staging: Path, skip: Path) -> None:
+    """The model folder's files, but an earlier export's graph and manifest, hidden files
+    (the staging folder, when the output is inside the model folder) and the output."""
     for item in source.iterdir():
         if item.name in (GRAPH_FILE, MANIFEST_FILE) or item.name.startswith("."):
+            continue
+        if item.resolve() == skip.resolve():
             continue
         if item.is_dir():
             shutil.copytree(item, staging / item.name)
