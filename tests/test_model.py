@@ -31,10 +31,23 @@ def test_output_shapes_and_loss_parts(encoders: tuple[Path, Path]) -> None:
     assert out.loss is not None and torch.isfinite(out.loss)
     cfg = model.config
     expected = (
-        out.losses["span_ce"] - cfg.ib_alpha * out.losses["mi"] + cfg.ib_beta * out.losses["kl"]
+        out.losses["span_ce"]
+        - cfg.ib_alpha * out.losses["mi"]
+        + cfg.ib_beta * out.losses["kl"]
     )
     assert torch.allclose(out.loss, expected)
     assert model(batch).loss is None  # no labels, no loss
+    weak, _ = tiny_model(encoders, region_types=1.0, region_attention=1.0)
+    out = weak(batch, labels=batch.span_labels)
+    assert {"region_types", "region_attention"} <= set(out.losses)
+    assert torch.allclose(
+        out.loss,
+        out.losses["span_ce"]
+        - cfg.ib_alpha * out.losses["mi"]
+        + cfg.ib_beta * out.losses["kl"]
+        + out.losses["region_types"]
+        + out.losses["region_attention"],
+    )
 
 
 def test_loading_a_newer_format_fails_clearly(encoders: tuple[Path, Path], tmp_path: Path) -> None:

@@ -202,6 +202,14 @@ class SMNERConfig(ModelConfig):
     #: weight of the attention-supervision loss where data.box_dir gives an entity's box: the
     #: cross-entropy between the boxes' coverage of the grid and the span's attention
     attention_supervision: float = ranged(1.0, 0.0, _BIG)
+    #: weakly supervised localisation, learned from entity types alone (no boxes): weight of
+    #: a multiple-instance loss that teaches a per-region type classifier which types each
+    #: image shows (those its post names; 0: off)
+    region_types: float = ranged(0.0, 0.0, _BIG)
+    #: weight of the loss that pulls each gold entity's span attention toward the regions
+    #: that classifier finds its type in, weighed by how sure it is (0: off; needs
+    #: region_types). Entities with a box in data.box_dir learn from the box instead.
+    region_attention: float = ranged(0.0, 0.0, _BIG)
 
     # grounding (which entities are in the image, and their boxes)
     #: a grounding head on the span attention, trained on data.box_dir's boxes: each predicted
@@ -227,6 +235,11 @@ class SMNERConfig(ModelConfig):
                 "model.grounding needs span-to-region attention: use_image and "
                 "use_cross_attention (the ablations without it do not ground)"
             )
+        if self.region_attention and not self.region_types:
+            raise ConfigError(
+                "model.region_attention needs model.region_types: the attention learns from "
+                "the region classifier's maps"
+            )
         if self.hidden_size % self.attention_heads:
             raise ConfigError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by "
@@ -240,6 +253,11 @@ class SMNERConfig(ModelConfig):
     @property
     def uses_cross_attention(self) -> bool:
         return self.use_image and self.use_cross_attention
+
+
+#: Settings added after model folders were first saved, with the value a folder saved without
+#: them meant (the feature was off), so that such folders load as they were.
+ADDED_AFTER_RELEASE: dict[str, Any] = {"region_types": 0.0, "region_attention": 0.0}
 
 
 @dataclass

@@ -7,7 +7,9 @@ estimate of the mutual information between the views and pulls the image distrib
 the text's with the closed-form KL of two diagonal Gaussians.
 
 Local: cross-modal attention from each span to the visual tokens, whose weights are kept as the
-explanation of a prediction.
+explanation of a prediction. Learned from entity types alone, without boxes, by
+:func:`weak_localisation_losses`: a region classifier learns by multiple-instance learning which
+types an image shows, and its maps teach each entity's span where its type is.
 """
 
 from __future__ import annotations
@@ -196,3 +198,76 @@ class CrossModalAttention(nn.Module):
         x = self.norm1(residual + self.dropout(attended))
         x = self.norm2(x + self.dropout(self.feed_forward(x)))
         return x, weights
+
+
+#: sharpness of the pooling over regions in the multiple-instance loss: between the mean
+#: (0) and the max (infinity) of the region scores
+_MIL_SHARPNESS = 4.0
+
+
+def weak_localisation_losses(
+    region_logits: torch.Tensor,
+    region_attention: torch.Tensor,
+    labels: torch.Tensor,
+    span_mask: torch.Tensor,
+    has_image: torch.Tensor,
+    boxed: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Localisation learned from entity types alone: ``(multiple-instance loss, attention
+    loss)``.
+
+    Multiple instances: an image is a bag of regions, and it shows the types its post names.
+    ``region_logits [B, K, T]`` score each region for each type; pooled over the regions (a
+    smooth maximum), they are trained against the post's types with a binary cross-entropy, so
+    that a region scores high for a type where that type's evidence is (Ilse et al., 2018;
+    WSDDN). Pseudo-labels: each gold entity's span attention over the regions
+    ``region_attention [B, S, K]`` is rewarded for the share it puts on regions the (detached)
+    classifier says show the entity's type, relative to the best such region. A classifier
+    that cannot yet tell the regions apart pulls the attention nowhere (unlike a target map,
+    which would pull it toward uniform), and a post whose image does not show the type at all
+    weighs little. Two entities of different
+    types in one post get different targets, which is what per-span attention alone never
+    forced. ``labels [B, S]`` are span label ids (0: not an entity), ``boxed [N, 2]`` the
+    (post, span) pairs that learn from a box instead (left out here).
+    """
+    zero = region_logits.new_zeros(())
+    if not bool(has_image.any()):
+        return zero, zero
+    types = region_logits.size(-1)
+    gold = (labels > 0) & span_mask & has_image[:, None]
+    present = torch.zeros(labels.size(0), types + 1, device=labels.device)
+    present.scatter_(1, labels.masked_fill(~gold, 0), 1.0)
+    pooled = (
+        torch.logsumexp(_MIL_SHARPNESS * region_logits, dim=1) - math.log(region_logits.size(1))
+    ) / _MIL_SHARPNESS  # [B, T]
+    mil = F.binary_cross_entropy_with_logits(pooled[has_image], present[has_image, 1:])
+    if boxed is not None and boxed.numel():
+        gold = gold.clone()
+        gold[boxed[:, 0], boxed[:, 1]] = False
+    posts, spans = gold.nonzero(as_tuple=True)
+    if posts.numel() == 0:
+        return mil, zero
+    # how sure the classifier is that each region shows the entity's type (detached: the
+    # attention follows the classifier, never the other way round)
+    shows = region_logits.detach()[posts, :, labels[posts, spans] - 1].sigmoid()  # [N, K]
+    found = (region_attention[posts, spans] * shows).sum(-1)  # attention on the type's evidence
+    confidence = shows.amax(-1)  # does the image show the type at all?
+    nll = -(found.clamp_min(1e-6) / confidence.clamp_min(1e-6)).clamp_max(1.0).log()
+    attention = (confidence * nll).sum() / confidence.sum().clamp_min(1e-6)
+    return mil, attention + competition(region_attention, posts, spans, labels)
+
+
+def competition(
+    region_attention: torch.Tensor, posts: torch.Tensor, spans: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Entities of different types in one post compete for the regions: the mean overlap
+    ``sum_k min(a_i[k], a_j[k])`` of their attention maps (0: disjoint, 1: the same map), so
+    that two names cannot settle on one picture of one of them."""
+    maps = region_attention[posts, spans]  # [N, K]
+    kinds = labels[posts, spans]
+    same_post = posts[:, None] == posts[None, :]
+    other_type = kinds[:, None] != kinds[None, :]
+    pairs = torch.triu(same_post & other_type, diagonal=1).nonzero(as_tuple=True)
+    if pairs[0].numel() == 0:
+        return region_attention.new_zeros(())
+    return torch.minimum(maps[pairs[0]], maps[pairs[1]]).sum(-1).mean()

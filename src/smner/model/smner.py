@@ -22,6 +22,7 @@ from smner.model.alignment import (
     GridPositions,
     InformationBottleneck,
     SpanPositions,
+    weak_localisation_losses,
 )
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
 from smner.model.grounding import GroundingHead, grounding_loss
@@ -81,6 +82,8 @@ class SMNER(NERModel):
                     self.query_positions = SpanPositions(d, scale=config.position_scale)
                 if config.grounding:
                     self.grounding_head = GroundingHead(d, config.dropout)
+                if config.region_types:
+                    self.region_classifier = nn.Linear(d, len(config.labels))
             classifier_in = 2 * d
         self.classifier = nn.Sequential(
             nn.Linear(classifier_in, d),
@@ -122,8 +125,9 @@ class SMNER(NERModel):
                 losses["mi"], losses["kl"] = ib.mi, ib.kl
             no_image = self.no_image.expand(batch.size, -1)
             if cfg.use_cross_attention:
+                region_tokens = self.image_regions(regions)
                 tokens = torch.cat(
-                    [no_image.unsqueeze(1), visual.unsqueeze(1), self.image_regions(regions)], dim=1
+                    [no_image.unsqueeze(1), visual.unsqueeze(1), region_tokens], dim=1
                 )
                 ignore = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
                 ignore[:, _NO_IMAGE] = has_image
@@ -152,6 +156,17 @@ class SMNER(NERModel):
             if attention is not None and batch.attention_target is not None:
                 losses["attention"] = self._attention_loss(attention, batch)
                 total = total + cfg.attention_supervision * losses["attention"]
+            if attention is not None and cfg.region_types and bool(batch.has_image.any()):
+                weak = weak_localisation_losses(
+                    self.region_classifier(region_tokens),
+                    attention[:, :, _FIRST_REGION:],
+                    labels,
+                    batch.span_mask,
+                    batch.has_image,
+                    boxed=batch.attention_target_index,
+                )
+                losses["region_types"], losses["region_attention"] = weak
+                total = total + cfg.region_types * weak[0] + cfg.region_attention * weak[1]
             if grounding is not None and batch.ground_index is not None:
                 assert batch.ground_in_image is not None and batch.ground_boxes is not None
                 assert batch.ground_box_mask is not None

@@ -19,7 +19,7 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 
 from smner.config.check import ConfigError, from_dict
-from smner.config.model import ModelConfig
+from smner.config.model import ADDED_AFTER_RELEASE, ModelConfig
 from smner.errors import SmnerError, SmnerWarning
 from smner.fileio import read_input_bytes
 from smner.version import __version__
@@ -109,7 +109,10 @@ def read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
     weights = directory / WEIGHTS_FILE
     shapes = weight_shapes(weights) if weights.is_file() else None
     try:
-        config = from_dict(ModelConfig, payload["model"], "model")
+        model = payload["model"]
+        if isinstance(model, dict) and model.get("type", "smner") == "smner":
+            model = {**ADDED_AFTER_RELEASE, **model}
+        config = from_dict(ModelConfig, model, "model")
         check_encoder_configs(config, shapes)
     except SmnerError as exc:
         raise SmnerError(f"{path} (saved by smner {saved_by}): {exc}") from None
