@@ -11,14 +11,39 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
+from smner.config.experiment import ExperimentConfig
 from smner.evaluation.metrics import Scores, format_prf
+from smner.model.base import NERModel
+from smner.processing.processor import Processor
 from smner.saved.card import LOG_FILE
 from smner.saved.folder import write_errors
+from smner.training.distributed import DistributedContext
+from smner.training.state import RunState
 
-if TYPE_CHECKING:
-    from smner.training.trainer import Trainer, TrainingRun
+
+class Trainer(Protocol):
+    """What an epoch-end callable may use of the trainer that calls it."""
+
+    config: ExperimentConfig
+    output_dir: Path
+    context: DistributedContext
+    #: facts of the run for the model card
+    facts: dict[str, Any]
+
+    def log(self, message: str) -> None: ...
+
+    def save_checkpoint(self, run: Any, epoch: int, step_in_epoch: int) -> None: ...
+
+
+class TrainingRun(Protocol):
+    """What an epoch-end callable may use of the run: the model, its processor, the state."""
+
+    model: NERModel
+    processor: Processor
+    state: RunState
 
 
 @dataclass
@@ -32,7 +57,7 @@ class EpochReport:
     improved: bool = False
 
 
-EpochEnd = Callable[["Trainer", "TrainingRun", EpochReport], None]
+EpochEnd = Callable[[Trainer, TrainingRun, EpochReport], None]
 
 
 def select_best(trainer: Trainer, run: TrainingRun, report: EpochReport) -> None:
