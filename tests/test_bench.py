@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def run_bench(script: str, *args: str) -> str:
         timeout=600,
         check=False,
         cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},  # tiny models: faster on one thread
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
