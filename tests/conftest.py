@@ -17,7 +17,11 @@ it to its ``tmp_path`` first, and the session checks at its end that none was ch
 - ``trained_grounding_run``: the same with a box file per image and the grounding head; also
   ``boxes``.
 
-A test that asks for a trained model is an ``integration`` test (marked here, at collection).
+A test that asks for a trained model is an ``integration`` test (marked here, at collection);
+so are, by their own marks, tests that train or learn, and tests that start Ray,
+torch.distributed, a browser, a benchmark suite, worker processes or smner processes. What is
+left (``pytest -m "not integration"``) runs in this one process: the inner loop. ``slow`` tests
+(benchmarks) run only when -m names them.
 
 Benchmark data: ``benchmark_data`` is a :class:`tests.benchmark_fixture.Benchmark`; a test that
 takes it runs on the generated benchmark (always) and on the real files of ``../shared/data``
@@ -27,7 +31,6 @@ where they are present (``[generated]`` and ``[real]`` in the test id).
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,9 +50,9 @@ TRAINED_FIXTURES = frozenset(
 
 def pytest_configure(config: pytest.Config) -> None:
     """One intra-op thread for the tests' own process: the models here are tiny, and on two
-    cores a second thread costs more in hand-offs than it computes (a third of the suite's
-    time), and it leaves a core to the processes some tests start. Processes the tests start
-    keep their own setting."""
+    shared cores a second thread costs more in hand-offs than it computes (the in-process
+    tests ran two to three times slower with two), and it leaves a core to the processes some
+    tests start. Those processes keep their own setting."""
     import torch
 
     torch.set_num_threads(1)
@@ -123,11 +126,6 @@ def read_only(folder: Path, what: str) -> Iterator[Path]:
         f"a test changed the shared {what} ({folder}): {changed[:5]}; "
         "copy it to tmp_path before changing it"
     )
-
-
-def copy_model(folder: Path, tmp_path: Path) -> Path:
-    """A copy of a shared model folder that a test may change."""
-    return Path(shutil.copytree(folder, tmp_path / folder.name))
 
 
 @pytest.fixture(scope="session")
