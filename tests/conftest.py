@@ -20,7 +20,8 @@ it to its ``tmp_path`` first, and the session checks at its end that none was ch
 A test that asks for a trained model is an ``integration`` test (marked here, at collection);
 so are, by their own marks, tests that train or learn, and tests that start Ray,
 torch.distributed, a browser, a benchmark suite, worker processes or smner processes. What is
-left (``pytest -m "not integration"``) runs in this one process: the inner loop. ``slow`` tests
+left (``pytest -m "not integration"``) is the inner loop: it runs in this process, but for a
+few short processes that load no model (image memory, closed pipes, ``--version``). ``slow`` tests
 (benchmarks) run only when -m names them.
 
 Benchmark data: ``benchmark_data`` is a :class:`tests.benchmark_fixture.Benchmark`; a test that
