@@ -1,0 +1,150 @@
+"""The span-to-region attention localises when trained from entity types alone (no boxes).
+
+A tiny corpus where the words never tell the type (every name takes every type) and each
+image shows one small coloured square per entity (the colour is the type), somewhere in the
+left half for the first-mentioned entity and in the right half for the second. Only an
+attention that finds each entity's own square can type both entities of a post; the test
+checks where the trained attention points on posts it has not seen.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from smner.data.images import ImageStatus
+from smner.data.types import Entity
+from smner.encoders.text import load_tokenizer
+from smner.model import build_model
+from smner.model.alignment import weak_localisation_losses
+from smner.predict.loop import visual_inputs
+from smner.processing.processor import PreparedPost, Processor
+from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
+
+COLOURS = {"PER": (220, 30, 30), "LOC": (30, 200, 30), "ORG": (30, 30, 220)}
+NAMES = ["george", "paris", "apple", "york"]
+SIZE = 112
+SQUARE = 30
+
+
+def square_image(cues: list[tuple[str, int]], rng: random.Random) -> tuple[Image.Image, list]:
+    """A grey noisy picture with a square of each ``(type, half)``; the squares' boxes."""
+    noise = np.random.default_rng(rng.randrange(2**32)).integers(-25, 25, (SIZE, SIZE, 3))
+    pixels = np.clip(128 + noise, 0, 255).astype(np.uint8)
+    boxes = []
+    for kind, half in cues:
+        x0 = rng.randint(0, SIZE // 2 - SQUARE) + half * (SIZE // 2)
+        y0 = rng.randint(0, SIZE - SQUARE)
+        pixels[y0 : y0 + SQUARE, x0 : x0 + SQUARE] = COLOURS[kind]
+        boxes.append((x0, y0, x0 + SQUARE, y0 + SQUARE))
+    return Image.fromarray(pixels), boxes
+
+
+def make_posts(count: int, seed: int) -> list[tuple[list[str], list[Entity], Image.Image, list]]:
+    rng = random.Random(seed)
+    posts = []
+    for n in range(count):
+        first, second = rng.sample(NAMES, 2)
+        kinds = rng.sample(sorted(COLOURS), 2)
+        if n % 3 == 0:  # one entity, its square in either half
+            tokens = ["rt", first, "is", "great", "today"]
+            half = rng.randint(0, 1)
+            picture, boxes = square_image([(kinds[0], half)], rng)
+            posts.append((tokens, [Entity(1, 2, kinds[0])], picture, boxes))
+            continue
+        tokens = [first, "visited", second, "today"]
+        picture, boxes = square_image([(kinds[0], 0), (kinds[1], 1)], rng)
+        entities = [Entity(0, 1, kinds[0]), Entity(2, 3, kinds[1])]
+        posts.append((tokens, entities, picture, boxes))
+    return posts
+
+
+def cell_box(cell: int, grid: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The cell's box in pixels of the SIZE x SIZE picture (the tiny model sees it whole)."""
+    h, w = grid
+    row, col = divmod(cell, w)
+    return (col * SIZE / w, row * SIZE / h, (col + 1) * SIZE / w, (row + 1) * SIZE / h)
+
+
+def train_and_point(tmp_path: Path, **settings: object) -> dict[str, float]:
+    """Train box-free on 48 posts; on held-out posts, the share of gold entities whose most
+    attended cell overlaps their own square (``square``) or lies in its half (``half``), and
+    the share of two-entity posts whose two spans look at different cells (``apart``)."""
+    torch.manual_seed(0)
+    text, image = make_text_encoder(tmp_path / "text"), make_image_encoder(tmp_path / "image")
+    model = build_model(tiny_config(text, image, use_ib=False, max_span_width=1, **settings))
+    processor = Processor.for_model(model.config, load_tokenizer(text))
+
+    def batch_of(posts: list) -> object:
+        prepared = [
+            PreparedPost(tokens, None, ImageStatus.OK, picture) for tokens, _, picture, _ in posts
+        ]
+        with torch.no_grad():
+            images = visual_inputs(model, processor, prepared, "cpu")
+        return processor([tokens for tokens, *_ in posts], [ents for _, ents, *_ in posts], images)
+
+    train = batch_of(make_posts(48, seed=1))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=3e-3)
+    model.train()
+    for _ in range(150):
+        optimizer.zero_grad()
+        model(train, labels=train.span_labels).loss.backward()
+        optimizer.step()
+    test_posts = make_posts(30, seed=2)
+    test = batch_of(test_posts)
+    model.eval()
+    with torch.no_grad():
+        output = model(test)
+    spans = {(int(s), int(e)): i for i, (s, e) in enumerate(test.spans)}
+    hits = sides = total = apart = pairs = 0
+    for b, (_, entities, _, boxes) in enumerate(test_posts):
+        if len(entities) == 2:
+            cells = [
+                int(output.attention[b, spans[(e.start, e.end)], 2:].argmax()) for e in entities
+            ]
+            pairs += 1
+            apart += cells[0] != cells[1]
+        for entity, box in zip(entities, boxes, strict=True):
+            weights = output.attention[b, spans[(entity.start, entity.end)], 2:]
+            x0, y0, x1, y1 = cell_box(int(weights.argmax()), output.grid)
+            total += 1
+            hits += x0 < box[2] and box[0] < x1 and y0 < box[3] and box[1] < y1
+            sides += ((x0 + x1) / 2 < SIZE / 2) == ((box[0] + box[2]) / 2 < SIZE / 2)
+    return {"square": hits / total, "half": sides / total, "apart": apart / pairs}
+
+
+@pytest.mark.integration
+def test_box_free_attention_finds_each_entity_s_own_square(tmp_path: Path) -> None:
+    """Learned from the types alone, each entity's attention points into its own half of the
+    picture, mostly at its own square (a random cell hits it about one time in six), and the
+    two entities of a post look at different places."""
+    scores = train_and_point(tmp_path, region_types=1.0, region_attention=1.0)
+    assert scores["half"] >= 0.9, scores
+    assert scores["square"] >= 0.7, scores
+    assert scores["apart"] >= 0.9, scores
+
+
+def test_the_pseudo_target_of_an_entity_is_its_own_type_s_map() -> None:
+    """Two entities of different types in one post are pulled toward different regions: the
+    attention loss is lower when each span looks at its own type's region than when they
+    swap."""
+    # 1 post, 2 regions, 2 types: region 0 shows type 1 (PER), region 1 type 2 (LOC)
+    region_logits = torch.tensor([[[6.0, -6.0], [-6.0, 6.0]]])
+    labels = torch.tensor([[1, 2]])  # span 0 is PER, span 1 is LOC
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    has_image = torch.tensor([True])
+    right = torch.tensor([[[0.9, 0.1], [0.1, 0.9]]])
+    swapped = right.flip(-1)
+    mil, loss_right = weak_localisation_losses(region_logits, right, labels, mask, has_image)
+    _, loss_swapped = weak_localisation_losses(region_logits, swapped, labels, mask, has_image)
+    assert float(loss_right) < float(loss_swapped) - 1.0
+    assert float(mil) < 0.1  # both types are there and the classifier says so
+    # a post without an image teaches nothing
+    none = torch.tensor([False])
+    assert float(weak_localisation_losses(region_logits, right, labels, mask, none)[1]) == 0.0
