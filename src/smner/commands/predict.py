@@ -13,6 +13,7 @@ from smner.commands import (
     add_model_option,
     add_quantize_option,
     model_folder,
+    positive_float,
     positive_int,
 )
 from smner.commands.predict_output import (
@@ -25,7 +26,7 @@ from smner.commands.predict_output import (
 from smner.data.posts import PostInput
 from smner.data.predictions import FailedPost
 from smner.errors import SmnerError
-from smner.predict.streaming import DEFAULT_WINDOW
+from smner.predict.streaming import DEFAULT_FLUSH_AFTER, DEFAULT_WINDOW
 
 if TYPE_CHECKING:
     from smner.data.predictions import PostPrediction
@@ -44,7 +45,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "warning. Files of any size stream through: a window of records is read, predicted "
         "and written before the next, in input order; a record the model cannot take gets "
         'an "error" field in its output record instead of stopping the run (--strict stops '
-        "before predicting anything).",
+        "before predicting anything). Standard input (--input -) may stay open, as from "
+        "tail -f: with --format jsonl or conll, the posts that have come are predicted and "
+        "written when the input pauses (--flush-after), not only when a window is full.",
         epilog="examples:\n"
         "  smner predict --model runs/t17/best --text 'Kevin Durant joins the Warriors'\n"
         "  echo 'George visited Paris' | smner predict --model runs/t17/best --text - "
@@ -53,6 +56,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "  smner predict --model runs/t17/best --input posts.parquet --output out.parquet "
         "--workers 2\n"
         "  cat posts.jsonl | smner predict --model runs/t17/best --input - | head\n"
+        "  tail -f posts.jsonl | smner predict --model runs/t17/best --input -   # live\n"
         "  smner predict --model runs/t17/best --input posts.jsonl --output out.jsonl "
         "--resume   # after a kill",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,7 +85,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
         choices=FORMATS,
         default="jsonl",
         help="jsonl: one record per post (default); conll: token<TAB>BIO tag, a blank line "
-        "between posts; table: one row per entity, for reading in a terminal",
+        "between posts; table: one row per entity, for reading in a terminal, written at the "
+        "end of the input (it does not stream)",
     )
     parser.add_argument(
         "--explain", action="store_true", help="add each entity's attention over the image grid"
@@ -97,6 +102,16 @@ def register(verbs: argparse._SubParsersAction) -> None:
         metavar="N",
         help="records read ahead and sorted by length before they are predicted (default: "
         "%(default)s); memory and the wait for the first output grow with it",
+    )
+    parser.add_argument(
+        "--flush-after",
+        type=positive_float,
+        default=DEFAULT_FLUSH_AFTER,
+        metavar="SECONDS",
+        help="with --input -: predict and write the posts that have come once the first of "
+        "them has waited this long, so a pause in the input never holds a post back "
+        "(default: %(default)s); posts that keep coming fast still fill --window. Files are "
+        "read in full windows; --strict and --format table do not stream",
     )
     parser.add_argument(
         "--workers",
@@ -118,7 +133,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "--strict",
         action="store_true",
         help="read and check every record before predicting any, and stop at the first bad "
-        'one (default: write it with an "error" field and go on)',
+        'one (default: write it with an "error" field and go on). With --input - it reads '
+        "standard input to its end first, so it does not stream",
     )
     parser.add_argument(
         "--resume",
@@ -252,6 +268,7 @@ def run_file(args: argparse.Namespace) -> int:
         resume=args.resume,
         max_input_bytes=args.max_input_mb * 2**20 if args.max_input_mb else None,
         progress=sys.stderr.isatty(),
+        flush_after=None if args.format == "table" else args.flush_after,
     )
     encoders = {"jsonl": lambda: JsonlEncoder(args.explain), "conll": ConllEncoder}
     encoder = encoders.get(args.format, TableEncoder)()

@@ -8,6 +8,11 @@ window is read. The pieces: :mod:`smner.data.records.read` (records in),
 resumable
 output). What a chunk looks like in the output (JSONL, CoNLL, a table) is the caller's
 :class:`Encoder`, so that this module knows nothing of output formats but their framing.
+
+Files are read in full windows. Standard input may be a pipe that stays open: with
+``flush_after`` set, its windows are cut when the input pauses as well as when they are full
+(:func:`~smner.predict.streaming.live_windows`), so that each post's result is written soon
+after the post came, not when a window has filled.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from smner.data.records.write import (
 )
 from smner.errors import SmnerError
 from smner.fileio import check_input_file
-from smner.predict.streaming import DEFAULT_WINDOW, windows
+from smner.predict.streaming import DEFAULT_FLUSH_AFTER, DEFAULT_WINDOW, live_windows, windows
 
 
 class Encoder(Protocol):
@@ -90,6 +95,9 @@ class FileJob:
         resume: go on after the records an unfinished run left in the output's staging file.
         max_input_bytes: refuse a larger input file (None: any size).
         progress: show a progress bar (posts and posts/s) on standard error.
+        flush_after: with ``input="-"`` (and not ``strict``, which reads it all first), the
+            seconds the first post of a window waits for others before the window is
+            predicted and written (a pause in the input cuts it); None: full windows only.
     """
 
     input: str
@@ -104,6 +112,12 @@ class FileJob:
     resume: bool = False
     max_input_bytes: int | None = None
     progress: bool = False
+    flush_after: float | None = DEFAULT_FLUSH_AFTER
+
+    @property
+    def live(self) -> bool:
+        """Whether windows are cut when the input pauses (see ``flush_after``)."""
+        return self.input == "-" and not self.strict and self.flush_after is not None
 
 
 @dataclass
@@ -182,6 +196,8 @@ def run_file_job(
             bar = _progress(job, sink.done)
             try:
                 for window, predicted in results:
+                    if not window:
+                        continue  # a live input's idle mark (see _chunks)
                     total = sink.done + report.written + len(predicted)
                     sink.write(encoder.chunk(predicted), (total, digest.after(total)))
                     _count(report, predicted)
@@ -276,20 +292,38 @@ def _predicted_windows(
     job: FileJob, records: Iterator[Any], load_predictor: Callable[[], Any] | None
 ) -> Iterator[Iterator[tuple[list[Any], list[Any]]]]:
     """``(window, results)`` pairs, from this process or from a pool of workers."""
-    chunks = windows(records, job.window)
     if job.workers == 1:
         predictor = load_predictor() if load_predictor else _load(job)
-        yield (
-            (window, list(predictor.predict_stream(window, job.batch_size, len(window), "record")))
-            for window in chunks
-        )
+        with contextlib.closing(_chunks(job, records)) as chunks:
+            yield (
+                (
+                    window,
+                    list(predictor.predict_stream(window, job.batch_size, len(window), "record")),
+                )
+                for window in chunks
+            )
         return
     from smner.predict.workers import WorkerPool, WorkerSpec, threads_per_worker
 
     threads = threads_per_worker(job.workers)
     spec = WorkerSpec(job.model_dir, job.device, job.batch_size, threads, job.quantize)
-    with WorkerPool(spec, job.workers) as pool:
+    in_flight = 2 * job.workers
+    # the pool reads in_flight windows before it gives back the first: after a window cut by
+    # a pause, in_flight - 1 empty ones push it through (they are not written)
+    with (
+        WorkerPool(spec, job.workers, in_flight=in_flight) as pool,
+        contextlib.closing(_chunks(job, records, idle_marks=in_flight - 1)) as chunks,
+    ):
         yield pool.run(chunks)
+
+
+def _chunks(job: FileJob, records: Iterator[Any], idle_marks: int = 0) -> Iterator[list[Any]]:
+    """The windows of ``records``: full ones, or for a live input also those a pause cuts."""
+    if job.live:
+        assert job.flush_after is not None
+        yield from live_windows(records, job.window, job.flush_after, idle_marks)
+    else:
+        yield from windows(records, job.window)
 
 
 def _load(job: FileJob) -> Any:

@@ -7,13 +7,23 @@ never with the input; the first results appear once the first window is predicte
 
 A post the model cannot take becomes a :class:`FailedPost` (with ``errors="record"``) that
 keeps its place in the output, so that a stream never loses a record.
+
+A live input (a pipe that stays open, ``tail -f``) would fill a window only after hours:
+:func:`live_windows` reads it in a thread and cuts a window when it is full *or* when its
+first post has waited ``flush_after`` seconds, so a pause in the input (or a slow trickle)
+never holds a post back for longer than that; posts that are already waiting when a window is
+cut go into it, so a fast input still makes full windows.
 """
 
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from smner.data.posts import InvalidPost, PostInput, as_post
 from smner.data.predictions import ErrorPolicy, FailedPost
@@ -27,6 +37,9 @@ T = TypeVar("T")
 #: Posts read ahead and sorted by length; memory and the delay before the first output grow
 #: with it, and the padding saved by sorting shrinks without it.
 DEFAULT_WINDOW = 1024
+#: Seconds the first post of a window of a live input waits for others before the window is
+#: predicted anyway (``smner predict --flush-after``).
+DEFAULT_FLUSH_AFTER = 1.0
 
 
 def windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -36,6 +49,131 @@ def windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+@dataclass(frozen=True)
+class _End:
+    """What the reader thread puts last: the end of the input, or the error that stopped it."""
+
+    error: BaseException | None = None
+
+
+class Arrivals(Protocol):
+    """Where :func:`cut_windows` takes items from: ``(arrival time, item)`` pairs and, last,
+    one end marker; ``get`` raises :class:`queue.Empty` when ``timeout`` passes (0: now)."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any: ...
+
+
+def cut_windows(
+    arrivals: Arrivals,
+    size: int,
+    flush_after: float,
+    clock: Callable[[], float] = time.monotonic,
+    idle_marks: int = 0,
+) -> Iterator[list[Any]]:
+    """Windows of at most ``size`` items from ``arrivals``, each cut when it is full, when the
+    input ends, or once its first item has waited ``flush_after`` seconds (by ``clock``, from
+    the item's arrival time); items already waiting then join it without delay.
+
+    A consumer that reads windows ahead before it gives back results (a pool with several
+    windows in flight) would sit on a window cut by a pause until the next post came:
+    ``idle_marks`` empty windows are yielded after each such window, one whenever nothing is
+    waiting, so that it has read that many more and gives it back.
+    """
+    if size < 1:
+        raise ValueError(f"window size must be at least 1, got {size}")
+    if flush_after < 0:
+        raise ValueError(f"flush_after must be at least 0, got {flush_after}")
+    window: list[Any] = []
+    deadline = 0.0
+    owed = 0
+    while True:
+        try:
+            if window:
+                left = deadline - clock()
+                entry = arrivals.get(timeout=left) if left > 0 else arrivals.get(block=False)
+            elif owed:
+                entry = arrivals.get(block=False)
+            else:
+                entry = arrivals.get()
+        except queue.Empty:
+            if window:
+                yield window
+                window, owed = [], idle_marks
+            else:
+                owed -= 1
+                yield []
+            continue
+        if isinstance(entry, _End):
+            if window:
+                yield window
+            if entry.error is not None:
+                raise entry.error
+            return
+        arrived, item = entry
+        if not window:
+            deadline = arrived + flush_after
+            owed = 0
+        window.append(item)
+        if len(window) >= size:
+            yield window
+            window = []
+
+
+def live_windows(
+    items: Iterable[T],
+    size: int,
+    flush_after: float = DEFAULT_FLUSH_AFTER,
+    idle_marks: int = 0,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[list[T]]:
+    """:func:`cut_windows` over ``items``, which a thread reads (and may block on) meanwhile.
+
+    The thread starts when the first window is asked for and holds at most ``size`` items
+    read ahead; an error it meets is raised here, after the items read before it. Closing
+    the generator stops the thread at its next item (one blocked on its input ends with the
+    process: it is a daemon).
+    """
+    if size < 1:
+        raise ValueError(f"window size must be at least 1, got {size}")
+    arrivals: queue.Queue[Any] = queue.Queue(maxsize=size)
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=_read_ahead,
+        args=(items, arrivals, stop, clock),
+        name="smner-live-reader",
+        daemon=True,
+    )
+    reader.start()
+    try:
+        yield from cut_windows(arrivals, size, flush_after, clock, idle_marks)
+    finally:
+        stop.set()
+
+
+def _read_ahead(
+    items: Iterable[Any], arrivals: queue.Queue[Any], stop: threading.Event, clock: Any
+) -> None:
+    """Put ``(arrival time, item)`` for each item, then an :class:`_End`, until ``stop``."""
+
+    def put(entry: Any) -> bool:
+        while not stop.is_set():
+            try:
+                arrivals.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for item in items:
+            if not put((clock(), item)):
+                return
+    except BaseException as exc:  # raised in the consumer's thread, where it can be handled
+        put(_End(exc))
+        return
+    put(_End())
 
 
 def approximate_length(post: PostInput) -> int:

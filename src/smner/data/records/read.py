@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -84,10 +86,12 @@ class RecordDigest:
     the digest of the records it skips: records may have no id, so only their content can
     show that the staging file was made from this input. The digest after each record from
     ``keep_from`` on is kept until :meth:`after` asks for it (the reader runs ahead of the
-    writer by a few windows).
+    writer by a few windows). A live input is read in another thread than the writer's, so
+    both methods hold a lock.
     """
 
     def __init__(self, keep_from: int = 0) -> None:
+        self._lock = threading.Lock()
         self._hash = hashlib.sha256()
         self.count = 0
         self.keep_from = keep_from
@@ -96,19 +100,21 @@ class RecordDigest:
             self._kept.append((0, self._hash.copy()))
 
     def add(self, raw: bytes) -> None:
-        self._hash.update(len(raw).to_bytes(8, "little"))
-        self._hash.update(raw)
-        self.count += 1
-        if self.count >= self.keep_from:
-            self._kept.append((self.count, self._hash.copy()))
+        with self._lock:
+            self._hash.update(len(raw).to_bytes(8, "little"))
+            self._hash.update(raw)
+            self.count += 1
+            if self.count >= self.keep_from:
+                self._kept.append((self.count, self._hash.copy()))
 
     def after(self, count: int) -> str:
         """The digest of the first ``count`` records; earlier ones are forgotten."""
-        while self._kept and self._kept[0][0] < count:
-            self._kept.popleft()
-        if not self._kept or self._kept[0][0] != count:
-            raise ValueError(f"the digest after {count} records is not kept")
-        return str(self._kept[0][1].hexdigest())
+        with self._lock:
+            while self._kept and self._kept[0][0] < count:
+                self._kept.popleft()
+            if not self._kept or self._kept[0][0] != count:
+                raise ValueError(f"the digest after {count} records is not kept")
+            return str(self._kept[0][1].hexdigest())
 
 
 @dataclass(frozen=True)
@@ -208,11 +214,65 @@ def _jsonl_lines(path: str, options: ReadOptions, stdin: Any) -> Iterator[_Read]
 
     digest = options.digest or RecordDigest()
     if path == STANDARD_STREAM:
-        handle = stdin if stdin is not None else sys.stdin.buffer
+        handle = stdin if stdin is not None else _standard_input()
         yield from _parse_lines(handle, "<stdin>", Path.cwd(), options.skip, digest)
         return
     with open_input_file(path, options.max_bytes, "JSONL input", "--max-input-mb") as handle:
         yield from _parse_lines(handle, path, Path(path).parent, options.skip, digest)
+
+
+def _standard_input() -> Any:
+    """Standard input as a binary stream with ``readline``: its file descriptor read directly
+    (see :class:`DescriptorLines`), or ``sys.stdin.buffer`` where it has none (a stand-in)."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return sys.stdin.buffer
+    return DescriptorLines(fd)
+
+
+class DescriptorLines:
+    """``readline`` over a file descriptor, read with ``os.read`` a block at a time.
+
+    A live input is read in a thread that may wait on an open pipe for hours. Waiting in
+    ``sys.stdin.buffer`` would hold its lock, and an interpreter that exits meanwhile (an
+    interrupt, a reader of the output that went away) aborts when it finds that lock held;
+    ``os.read`` holds no lock of Python's.
+    """
+
+    def __init__(self, fd: int, block: int = 1 << 16) -> None:
+        self.fd = fd
+        self.block = block
+        self._buffer = b""
+        self._start = 0
+        self._ended = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        """The next line with its newline (at most ``limit`` bytes; b"" at the end)."""
+        searched = self._start
+        while True:
+            newline = self._buffer.find(b"\n", searched)
+            size = len(self._buffer) - self._start
+            if newline >= 0:
+                cut = newline + 1 - self._start
+                if limit < 0 or cut <= limit:
+                    break
+            if 0 <= limit <= size:
+                cut = limit
+                break
+            if self._ended:
+                cut = size
+                break
+            searched = len(self._buffer)
+            chunk = os.read(self.fd, self.block)
+            if not chunk:
+                self._ended = True
+            self._buffer = self._buffer[self._start :] + chunk
+            searched -= self._start
+            self._start = 0
+        line = self._buffer[self._start : self._start + cut]
+        self._start += cut
+        return line
 
 
 def _record_id(raw: bytes) -> Any:
