@@ -31,9 +31,7 @@ def test_output_shapes_and_loss_parts(encoders: tuple[Path, Path]) -> None:
     assert out.loss is not None and torch.isfinite(out.loss)
     cfg = model.config
     expected = (
-        out.losses["span_ce"]
-        - cfg.ib_alpha * out.losses["mi"]
-        + cfg.ib_beta * out.losses["kl"]
+        out.losses["span_ce"] - cfg.ib_alpha * out.losses["mi"] + cfg.ib_beta * out.losses["kl"]
     )
     assert torch.allclose(out.loss, expected)
     assert model(batch).loss is None  # no labels, no loss
