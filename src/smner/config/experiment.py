@@ -15,31 +15,21 @@ from smner.config.check import (
     ConfigError,
     bounds,
     check_fields,
-    field_problem,
     from_dict,
     ranged,
     suggest,
-    to_dict,
 )
-from smner.config.model import BIOTaggerConfig, ModelConfig, SMNERConfig
+from smner.config.model import ModelConfig, SMNERConfig
 
 __all__ = [
     "MAX_CONFIG_BYTES",
-    "BIOTaggerConfig",
-    "ConfigError",
     "DataConfig",
     "ExperimentConfig",
-    "ModelConfig",
-    "SMNERConfig",
     "TrainConfig",
     "apply_overrides",
-    "check_fields",
-    "field_problem",
-    "from_dict",
     "load_experiment",
     "parse_yaml",
     "read_config_text",
-    "to_dict",
 ]
 
 #: Largest value of any size, count or step field: far above every real setting, far below
