@@ -8,10 +8,14 @@ docs/ARCHITECTURE.md draws.
 from __future__ import annotations
 
 import ast
+import importlib
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
+from smner.deprecated import MOVED_MODULES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "smner"
 
@@ -160,3 +164,23 @@ def test_the_reader_sees_every_kind_of_import(
     file = tmp_path / "probe.py"
     file.write_text(source)
     assert imported_modules(file) == expected
+
+
+@pytest.mark.parametrize("old", sorted(MOVED_MODULES))
+def test_old_module_paths_import_the_new_module_with_a_warning(old: str) -> None:
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=MOVED_MODULES[old].replace(".", r"\.")):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(MOVED_MODULES[old])
+
+
+def test_the_public_names_did_not_move() -> None:
+    import smner
+
+    assert smner.Predictor.__module__ == "smner.predict.predictor"
+    assert smner.Processor.__module__ == "smner.processing.processor"
+    assert callable(smner.train) and callable(smner.read_conll)
+    from smner.predict import Predictor
+    from smner.training import train
+
+    assert Predictor is smner.Predictor and train is smner.train
