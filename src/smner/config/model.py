@@ -178,6 +178,12 @@ class SMNERConfig(ModelConfig):
     use_ib: bool = True
     use_cross_attention: bool = True
 
+    #: the most images a post brings (a post's further images are refused): each image's
+    #: regions become visual tokens tagged with a learned image-slot embedding, absent slots
+    #: are masked out of the attention, and the bottleneck sees a masked pool over the images.
+    #: 1 adds no parameters (a folder saved before this setting loads as 1)
+    max_images: int = ranged(4, 1, 64)
+
     # sizes
     hidden_size: int = ranged(256, 1, 16384)
     width_embedding_dim: int = ranged(50, 1, 16384)
@@ -257,7 +263,11 @@ class SMNERConfig(ModelConfig):
 
 #: Settings added after model folders were first saved, with the value a folder saved without
 #: them meant (the feature was off), so that such folders load as they were.
-ADDED_AFTER_RELEASE: dict[str, Any] = {"region_types": 0.0, "region_attention": 0.0}
+ADDED_AFTER_RELEASE: dict[str, Any] = {
+    "region_types": 0.0,
+    "region_attention": 0.0,
+    "max_images": 1,
+}
 
 
 @dataclass

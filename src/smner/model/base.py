@@ -52,8 +52,10 @@ class ModelOutput:
     logits: torch.Tensor  # [B, S, C] span logits (or [B, T, C] tag logits)
     loss: torch.Tensor | None = None  # only when labels are given
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # its parts
-    attention: torch.Tensor | None = None  # [B, S, N] span -> visual-token weights
-    grid: tuple[int, int] | None = None  # (h, w) of the region tokens
+    #: [B, S, N] span -> visual-token weights: no-image, global, then the regions of image
+    #: slot 0, slot 1, ... (``N = 2 + M * h * w``)
+    attention: torch.Tensor | None = None
+    grid: tuple[int, int] | None = None  # (h, w) of one image's region tokens
     #: per span: in-image logit and box (models with a grounding head, posts with images)
     grounding: GroundingOutput | None = None
 
@@ -71,6 +73,9 @@ class PredictedEntity:
     #: its box ``(x0, y0, x1, y1)`` in [0, 1] coordinates of the crop the model saw, when
     #: ``in_image`` reaches the model's threshold; values past 0 or 1 reach outside the crop
     box_in_crop: tuple[float, float, float, float] | None = None
+    #: the image slot the entity is grounded in: the one whose regions got the most of its
+    #: attention (``attention`` and ``box_in_crop`` are over that image); None without one
+    image_index: int | None = None
 
 
 class NERModel(nn.Module):
@@ -125,6 +130,11 @@ class NERModel(nn.Module):
         where there is no image: the one place that picks a batch's visual input (cached
         features, or pixels through the backbone) for every model type."""
         size, device = batch.size, batch.input_ids.device
+        if batch.image_slots > 1:
+            raise SmnerError(
+                f"a batch with {batch.image_slots} images a post: this model (or backend) takes "
+                "one image per post"
+            )
         if batch.image_pooled is not None and batch.image_regions is not None:
             pooled, regions = batch.image_pooled, batch.image_regions
             grid = self.image.output_grid()
@@ -144,6 +154,40 @@ class NERModel(nn.Module):
             pooled = torch.where(keep, pooled, torch.zeros_like(pooled))
             regions = torch.where(keep.unsqueeze(-1), regions, torch.zeros_like(regions))
         return pooled, regions, grid
+
+    def visual_slots(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int] | None]:
+        """Pooled ``[B, M, Dv]`` and region ``[B, M, K, Dv]`` features of each image slot,
+        the slots that hold an image ``[B, M]``, and the region grid; zero in every absent
+        slot. A one-image batch goes through :meth:`visual_features` (``M = 1``)."""
+        if batch.image_mask is None:
+            pooled, regions, grid = self.visual_features(batch)
+            return pooled.unsqueeze(1), regions.unsqueeze(1), batch.has_image.unsqueeze(1), grid
+        mask = batch.image_mask
+        size, slots = mask.shape
+        if batch.image_pooled is not None and batch.image_regions is not None:
+            pooled, regions = batch.image_pooled, batch.image_regions
+            grid = self.image.output_grid()
+        elif batch.pixel_values is not None:
+            # only the slots that hold an image go through the backbone
+            features = self.image(batch.pixel_values[mask])
+            grid = features.grid
+            pooled = features.pooled.new_zeros((size, slots, *features.pooled.shape[1:]))
+            regions = features.regions.new_zeros((size, slots, *features.regions.shape[1:]))
+            pooled[mask], regions[mask] = features.pooled, features.regions
+        else:
+            dim, device = self.image.output_dim, batch.input_ids.device
+            return (
+                torch.zeros(size, slots, dim, device=device),
+                torch.zeros(size, slots, 0, dim, device=device),
+                mask,
+                None,
+            )
+        # where(), not multiplication: whatever sits in a masked slot (even NaN) cannot leak.
+        pooled = torch.where(mask.unsqueeze(-1), pooled, torch.zeros_like(pooled))
+        regions = torch.where(mask[:, :, None, None], regions, torch.zeros_like(regions))
+        return pooled, regions, mask, grid
 
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> ModelOutput:
         raise NotImplementedError

@@ -5,6 +5,12 @@ the whole text with the whole image (information bottleneck); let each span atte
 visual tokens (cross-attention); classify ``[span ; attended visual]``; decode the best
 non-overlapping spans. A post without an image attends to a learned "no image" token instead
 of its (masked) visual tokens, and takes no part in the bottleneck loss.
+
+Several images: a post brings up to ``max_images`` of them. The visual tokens are the no-image
+token, one global token (the bottleneck's output, fed a pool over the post's images), and the
+regions of every image one after the other, each image's keys tagged with a learned
+image-slot embedding; the slots a post leaves empty are masked out of the attention. A model
+with ``max_images = 1`` has no slot embedding, and is the one-image model exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from smner.config.model import SMNERConfig
 from smner.data.spans import decode_non_overlapping
 from smner.encoders.image_base import ImageEncoder
 from smner.encoders.text import TextEncoder
+from smner.errors import SmnerError
 from smner.model.alignment import (
     CrossModalAttention,
     GridPositions,
@@ -30,8 +37,10 @@ from smner.model.span_representation import SpanRepresentation
 from smner.model.word_context import WordContext
 from smner.processing.batching import SHAPES, Batch
 
-#: visual tokens are [no-image, global, region_1 .. region_K]
+#: visual tokens are [no-image, global, regions of image 1 (K), regions of image 2 (K), ...]
 _NO_IMAGE, _GLOBAL, _FIRST_REGION = 0, 1, 2
+#: what the region classifier scores in an empty image slot (its regions are no evidence)
+_ABSENT_LOGIT = -1e4
 
 
 class SMNER(NERModel):
@@ -91,6 +100,12 @@ class SMNER(NERModel):
             nn.Dropout(config.dropout),
             nn.Linear(d, len(config.id_to_label)),
         )
+        if config.use_image and config.use_cross_attention and config.max_images > 1:
+            # Built last, so that every other weight draws as in a one-image model, and zero
+            # at first, so that a new model reads one-image posts as a one-image model does
+            # (a tag added to every key of one image shifts the balance with the global token).
+            self.image_slots = nn.Embedding(config.max_images, d)
+            nn.init.zeros_(self.image_slots.weight)
 
     @property
     def explains(self) -> bool:
@@ -116,31 +131,43 @@ class SMNER(NERModel):
         losses: dict[str, torch.Tensor] = {}
         attention, grid, grounding = None, None, None
         if cfg.use_image:
-            pooled, regions, grid = self.visual_features(batch)
+            if batch.image_slots > cfg.max_images:
+                raise SmnerError(
+                    f"a post with {batch.image_slots} image slots: this model takes at most "
+                    f"{cfg.max_images} (model.max_images)"
+                )
+            pooled, regions, slots, grid = self.visual_slots(batch)
             has_image = batch.has_image
-            visual = self.image_global(pooled)
+            visual = self.image_global(masked_pool(pooled, slots))
             if cfg.use_ib:
                 ib = self.bottleneck(self.text_global(sentence), visual, has_image)
                 visual = ib.visual
                 losses["mi"], losses["kl"] = ib.mi, ib.kl
             no_image = self.no_image.expand(batch.size, -1)
             if cfg.use_cross_attention:
-                region_tokens = self.image_regions(regions)
+                cells = regions.size(2)
+                region_tokens = self.image_regions(regions).flatten(1, 2)  # [B, M * K, d]
                 tokens = torch.cat(
                     [no_image.unsqueeze(1), visual.unsqueeze(1), region_tokens], dim=1
                 )
                 ignore = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
                 ignore[:, _NO_IMAGE] = has_image
-                ignore[:, _GLOBAL:] = ~has_image.unsqueeze(1)
+                ignore[:, _GLOBAL] = ~has_image
+                ignore[:, _FIRST_REGION:] = ~slots.repeat_interleave(cells, dim=1)
                 attended, attention = self.cross_attention(
                     spans, tokens, ignore, *self._position_offsets(batch, tokens, grid)
                 )
                 if cfg.grounding and grid is not None:
                     # Detached: the grounding loss trains its own head only, so grounding costs
                     # the entity types nothing (through the shared layers it cut a small
-                    # model's F1 by half).
+                    # model's F1 by half). With several images, the head sees each span's
+                    # attention over the image it attends to most.
                     grounding = self.grounding_head(
-                        spans.detach(), attended.detach(), attention.detach(), grid, _FIRST_REGION
+                        spans.detach(),
+                        attended.detach(),
+                        chosen_image_attention(attention.detach(), slots),
+                        grid,
+                        _FIRST_REGION,
                     )
             else:
                 chosen = torch.where(has_image.unsqueeze(1), visual, no_image)
@@ -157,8 +184,13 @@ class SMNER(NERModel):
                 losses["attention"] = self._attention_loss(attention, batch)
                 total = total + cfg.attention_supervision * losses["attention"]
             if attention is not None and cfg.region_types and bool(batch.has_image.any()):
+                region_logits = self.region_classifier(region_tokens)  # [B, M * K, types]
+                if slots.size(1) > 1:
+                    present = slots.repeat_interleave(regions.size(2), dim=1).unsqueeze(-1)
+                    region_logits = region_logits.masked_fill(~present, _ABSENT_LOGIT)
+                # the attention over all regions of all images, flattened [B, S, M * K]
                 weak = weak_localisation_losses(
-                    self.region_classifier(region_tokens),
+                    region_logits,
                     attention[:, :, _FIRST_REGION:],
                     labels,
                     batch.span_mask,
@@ -190,9 +222,17 @@ class SMNER(NERModel):
         queries = keys = None
         if self.config.query_positions:
             queries = self.query_positions(batch.spans, batch.word_mask.sum(1))
-        if self.config.region_positions and grid is not None:
+        slotted = hasattr(self, "image_slots")
+        if (self.config.region_positions or slotted) and grid is not None:
             keys = torch.zeros_like(tokens[:1])
-            keys[:, _FIRST_REGION:] = self.region_positions(grid)
+            cells = grid[0] * grid[1]
+            images = (tokens.size(1) - _FIRST_REGION) // cells
+            if self.config.region_positions:
+                positions = self.region_positions(grid)
+                keys[:, _FIRST_REGION:] = positions if images == 1 else positions.repeat(images, 1)
+            if slotted:
+                tags = self.image_slots.weight[:images].repeat_interleave(cells, dim=0)
+                keys[:, _FIRST_REGION:] = keys[:, _FIRST_REGION:] + tags
         return queries, keys
 
     @staticmethod
@@ -201,9 +241,12 @@ class SMNER(NERModel):
         the grid. Mass on the global or no-image token counts as missing the box."""
         assert batch.attention_target_index is not None and batch.attention_target is not None
         posts, spans = batch.attention_target_index.unbind(1)
-        regions = attention[posts, spans, _FIRST_REGION:]  # [N, K]
+        regions = attention[posts, spans, _FIRST_REGION:]  # [N, M * K]
+        target = batch.attention_target  # [N, K]: over the post's first image
+        if target.size(-1) < regions.size(-1):
+            target = F.pad(target, (0, regions.size(-1) - target.size(-1)))
         log_attention = regions.clamp_min(1e-8).log()
-        return -(batch.attention_target * log_attention).sum(-1).mean()
+        return -(target * log_attention).sum(-1).mean()
 
     def _span_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
@@ -233,8 +276,12 @@ class SMNER(NERModel):
         label_ids = label_ids.masked_fill(~batch.span_mask, 0)
         spans = batch.spans.cpu().numpy()
         label_np, score_np = label_ids.cpu().numpy(), scores.cpu().numpy()
-        attention = output.attention.float().cpu().numpy() if output.attention is not None else None
+        attention = image_index = None
         grid = output.grid
+        if output.attention is not None:
+            attention = output.attention.float().cpu().numpy()
+            if grid is not None:
+                image_index = attended_image(output.attention, batch.slot_mask()).cpu().numpy()
         in_image = boxes = None
         if output.grounding is not None:
             in_image = output.grounding.in_image_logit.float().sigmoid().cpu().numpy()
@@ -250,8 +297,10 @@ class SMNER(NERModel):
                 if attention is not None and has_image:
                     weights = attention[b, index_of[(entity.start, entity.end)]]
                     item.global_attention = float(weights[_GLOBAL])
-                    if grid is not None:
-                        item.attention = weights[_FIRST_REGION:].reshape(grid)
+                    if grid is not None and image_index is not None:
+                        chosen = int(image_index[b, index_of[(entity.start, entity.end)]])
+                        item.image_index = chosen
+                        item.attention = weights[_FIRST_REGION:].reshape(-1, *grid)[chosen]
                 if in_image is not None and boxes is not None and has_image:
                     span = index_of[(entity.start, entity.end)]
                     item.in_image = float(in_image[b, span])
@@ -260,3 +309,36 @@ class SMNER(NERModel):
                 post.append(item)
             results.append(post)
         return results
+
+
+def masked_pool(pooled: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """The mean of each post's image features over the slots that hold an image: ``[B, M, Dv]``
+    and ``[B, M]`` -> ``[B, Dv]`` (zero for a post without any; one slot is taken as it is)."""
+    if pooled.size(1) == 1:
+        return pooled[:, 0]
+    kept = torch.where(slots.unsqueeze(-1), pooled, torch.zeros_like(pooled)).sum(1)
+    return kept / slots.sum(1, keepdim=True).clamp_min(1).to(pooled.dtype)
+
+
+def attended_image(attention: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """``[B, S]``: for each span, the image slot whose regions got the most of its attention
+    ``[B, S, 2 + M * K]`` (only slots that hold an image, ``slots [B, M]``; 0 for one)."""
+    images = slots.size(1)
+    regions = attention[..., _FIRST_REGION:]
+    if images == 1 or regions.size(-1) == 0:
+        return torch.zeros(attention.shape[:2], dtype=torch.long, device=attention.device)
+    mass = regions.unflatten(-1, (images, -1)).sum(-1)  # [B, S, M]
+    mass = mass.masked_fill(~slots.unsqueeze(1), -1.0)
+    return mass.argmax(-1)
+
+
+def chosen_image_attention(attention: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """Each span's attention over the no-image and global tokens and the regions of the image
+    it attends to most: ``[B, S, 2 + M * K]`` -> ``[B, S, 2 + K]`` (unchanged for one image)."""
+    images = slots.size(1)
+    if images == 1:
+        return attention
+    regions = attention[..., _FIRST_REGION:].unflatten(-1, (images, -1))  # [B, S, M, K]
+    index = attended_image(attention, slots)[..., None, None].expand(-1, -1, 1, regions.size(-1))
+    chosen = regions.gather(2, index).squeeze(2)
+    return torch.cat([attention[..., :_FIRST_REGION], chosen], dim=-1)

@@ -69,7 +69,14 @@ BoxCoords = tuple[float, float, float, float]
 
 @dataclass
 class Batch:
-    """Tensors for one batch. ``T`` words, ``L`` sub-words, ``S`` spans, ``K`` image regions."""
+    """Tensors for one batch. ``T`` words, ``L`` sub-words, ``S`` spans, ``K`` image regions.
+
+    Images: a batch where no post has more than one image holds ``[B, Dv]`` pooled and
+    ``[B, K, Dv]`` region features (or ``[B, 3, H, W]`` pixels) and no ``image_mask``. A batch
+    with a post of several images holds ``M`` slots a post: ``[B, M, Dv]``, ``[B, M, K, Dv]``
+    (or ``[B, M, 3, H, W]``), and ``image_mask [B, M]`` says which slots hold an image (zero
+    features elsewhere); ``has_image`` is whether a post has any.
+    """
 
     input_ids: torch.Tensor  # [B, L]
     attention_mask: torch.Tensor  # [B, L]
@@ -80,9 +87,11 @@ class Batch:
     spans: torch.Tensor  # [S, 2] (start, exclusive end), shared by the batch
     span_mask: torch.Tensor  # [B, S] bool: span lies inside the post
     has_image: torch.Tensor  # [B] bool
-    image_pooled: torch.Tensor | None = None  # [B, Dv] precomputed (frozen backbone)
-    image_regions: torch.Tensor | None = None  # [B, K, Dv]
-    pixel_values: torch.Tensor | None = None  # [B, 3, H, W] raw (trainable backbone)
+    image_pooled: torch.Tensor | None = None  # [B, Dv] or [B, M, Dv] precomputed
+    image_regions: torch.Tensor | None = None  # [B, K, Dv] or [B, M, K, Dv]
+    pixel_values: torch.Tensor | None = None  # [B, 3, H, W] or [B, M, 3, H, W] raw
+    #: [B, M] bool: which image slots hold an image (only in a batch with several slots)
+    image_mask: torch.Tensor | None = None
     span_labels: torch.Tensor | None = None  # [B, S] label id per span, 0 = O
     token_labels: torch.Tensor | None = None  # [B, T] BIO label id per word, -100 = padding
     #: supervised span attention: (post, span) pairs [N, 2] and their target over regions [N, K]
@@ -98,6 +107,15 @@ class Batch:
     @property
     def size(self) -> int:
         return int(self.input_ids.size(0))
+
+    @property
+    def image_slots(self) -> int:
+        """``M``: the image slots a post has in this batch (1 without ``image_mask``)."""
+        return 1 if self.image_mask is None else int(self.image_mask.size(1))
+
+    def slot_mask(self) -> torch.Tensor:
+        """``[B, M]`` bool: which image slots hold an image (``has_image`` for one slot)."""
+        return self.has_image.unsqueeze(1) if self.image_mask is None else self.image_mask
 
     def to(self, device: torch.device | str) -> Batch:
         moved = {
@@ -117,6 +135,11 @@ class ImageInput:
     pixels: torch.Tensor | None = None  # [3, H, W]
 
 
+#: what a post brings to a batch: one image input, one per image slot (None where that
+#: slot's image is missing), or None (no image)
+PostImages = ImageInput | Sequence[ImageInput | None] | None
+
+
 def make_batch(
     word_pieces: WordPieces,
     suggest_spans: Callable[[Sequence[int], int], tuple[np.ndarray, np.ndarray]],
@@ -125,7 +148,7 @@ def make_batch(
     bio_label_to_id: Mapping[str, int] | None,
     tokens: Sequence[Sequence[str]],
     entities: Sequence[Sequence[Entity]] | None = None,
-    images: Sequence[ImageInput | None] | None = None,
+    images: Sequence[PostImages] | None = None,
     attention_targets: Sequence[Mapping[Entity, np.ndarray] | None] | None = None,
     box_targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None] | None = None,
 ) -> Batch:
@@ -237,7 +260,43 @@ def token_labels(
     return labels
 
 
-def add_images(batch: Batch, images: Sequence[ImageInput | None]) -> None:
+def add_images(batch: Batch, images: Sequence[PostImages]) -> None:
+    """Each post's image input (or a list of them, one per image slot, None where a slot's
+    image is missing) into the batch: the one-image layout when no post has more than one
+    slot, else ``M`` slots a post with an ``image_mask`` (see :class:`Batch`)."""
+    slots = [[im] if im is None or isinstance(im, ImageInput) else list(im) for im in images]
+    width = max((len(s) for s in slots), default=1)
+    if width <= 1:
+        _add_single(batch, [s[0] if s else None for s in slots])
+        return
+    mask = torch.tensor(
+        [[j < len(s) and s[j] is not None for j in range(width)] for s in slots],
+        dtype=torch.bool,
+    )
+    batch.has_image = mask.any(1)
+    batch.image_mask = mask
+    present = [(i, j) for i, j in mask.nonzero().tolist()]
+    if not present:
+        return
+    first = slots[present[0][0]][present[0][1]]
+    assert first is not None
+    if first.pixels is not None:
+        pixels = first.pixels.new_zeros((len(slots), width, *first.pixels.shape), dtype=torch.float)
+        for i, j in present:
+            pixels[i, j] = slots[i][j].pixels  # type: ignore[union-attr]
+        batch.pixel_values = pixels
+        return
+    assert first.pooled is not None and first.regions is not None
+    shape = (len(slots), width)
+    pooled = first.pooled.new_zeros((*shape, *first.pooled.shape), dtype=torch.float)
+    regions = first.regions.new_zeros((*shape, *first.regions.shape), dtype=torch.float)
+    for i, j in present:
+        pooled[i, j] = slots[i][j].pooled  # type: ignore[union-attr]
+        regions[i, j] = slots[i][j].regions  # type: ignore[union-attr]
+    batch.image_pooled, batch.image_regions = pooled, regions
+
+
+def _add_single(batch: Batch, images: Sequence[ImageInput | None]) -> None:
     present = [i for i, im in enumerate(images) if im is not None]
     batch.has_image = torch.tensor([im is not None for im in images], dtype=torch.bool)
     if not present:

@@ -40,7 +40,7 @@ from smner.encoders.preprocessing import ImagePreprocessing
 from smner.encoders.text import WordTokenizer, load_tokenizer
 from smner.errors import SmnerError
 from smner.fileio import atomic_write_text, read_input_bytes
-from smner.processing.batching import Batch, BoxCoords, ImageInput, make_batch
+from smner.processing.batching import Batch, BoxCoords, ImageInput, PostImages, make_batch
 from smner.saved.folder import PROCESSOR_FILE, TOKENIZER_DIR, load_config
 
 #: Bumped when ``processor.json`` changes incompatibly.
@@ -173,7 +173,7 @@ class Processor:
         self,
         tokens: Sequence[Sequence[str]],
         entities: Sequence[Sequence[Entity]] | None = None,
-        images: Sequence[ImageInput | None] | None = None,
+        images: Sequence[PostImages] | None = None,
         attention_targets: Sequence[Mapping[Entity, np.ndarray] | None] | None = None,
         box_targets: Sequence[Mapping[Entity, Sequence[BoxCoords]] | None] | None = None,
     ) -> Batch:

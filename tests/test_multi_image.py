@@ -1,0 +1,238 @@
+"""Posts with several images (issue 32, item 1): image slots, their mask, the slot embedding,
+the pool the bottleneck sees, and which image each entity is grounded in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from smner.config.model import ModelConfig
+from smner.errors import SmnerError
+from smner.model.base import ModelOutput
+from smner.model.smner import _FIRST_REGION, attended_image
+from smner.processing.batching import ImageInput
+from smner.saved.folder import read_config
+from tests.tiny import fixture_batch, fixture_images, fixture_posts, solid_image, tiny_model
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "saved-0.1.0"
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.tiny import make_encoders
+
+    return make_encoders(tmp_path_factory.mktemp("encoders"))
+
+
+def _pixels(model, seed: int) -> ImageInput:
+    colour = ((seed * 70) % 256, (seed * 130) % 256, (seed * 40 + 90) % 256)
+    return ImageInput(pixels=model.image.preprocessing([solid_image(colour)])[0])
+
+
+def _slotted_batch(model, processor, slots):
+    posts = fixture_posts()
+    return processor([ex.tokens for ex, _ in posts], None, slots)
+
+
+def _region_slices(attention: torch.Tensor, cells: int, slot: int) -> torch.Tensor:
+    start = _FIRST_REGION + slot * cells
+    return attention[..., start : start + cells]
+
+
+def test_new_models_take_four_images_and_old_configs_load_as_one() -> None:
+    assert ModelConfig(labels=["PER"]).max_images == 4
+    for kind in ("smner", "smner-grounding", "smner-text-only"):
+        config, _ = read_config(FIXTURE / kind)
+        assert config.max_images == 1, kind
+
+
+def test_a_one_image_model_has_no_slot_embedding(encoders) -> None:
+    one, _ = tiny_model(encoders, max_images=1)
+    four, _ = tiny_model(encoders, max_images=4)
+    extra = set(four.state_dict()) - set(one.state_dict())
+    assert extra == {"image_slots.weight"}
+    assert set(one.state_dict()) <= set(four.state_dict())
+
+
+def test_one_image_posts_predict_as_on_a_one_image_model(encoders) -> None:
+    """Weights drawn as a one-image model's; with the slot tag at zero, a many-image model is
+    the one-image model on one-image posts, whether the batch has one slot or three."""
+    one, processor = tiny_model(encoders, max_images=1)
+    three, _ = tiny_model(encoders, max_images=3)
+    with torch.no_grad():
+        three.image_slots.weight.zero_()
+    for name, value in one.state_dict().items():
+        assert torch.equal(value, three.state_dict()[name]), name
+    one.eval(), three.eval()
+    batch = fixture_batch(one, processor, labels=False)
+    with torch.no_grad():
+        expected = one(batch)
+        assert torch.equal(three(batch).logits, expected.logits)
+        assert torch.equal(three(batch).attention, expected.attention)
+        # the same posts, each image as a list of one, then padded to three slots
+        images = fixture_images(one)
+        as_lists = processor(
+            [ex.tokens for ex, _ in fixture_posts()],
+            None,
+            [[im] if im is not None else None for im in images],
+        )
+        assert as_lists.image_mask is None
+        assert torch.equal(one(as_lists).logits, expected.logits)
+        padded = processor(
+            [ex.tokens for ex, _ in fixture_posts()],
+            None,
+            [[im, None, None] if im is not None else [None, None, None] for im in images],
+        )
+        assert padded.image_mask is not None and padded.image_mask.shape == (4, 3)
+        got = three(padded)
+    torch.testing.assert_close(got.logits, expected.logits, rtol=1e-5, atol=1e-5)
+    cells = expected.attention.size(-1) - _FIRST_REGION
+    torch.testing.assert_close(
+        got.attention[..., : _FIRST_REGION + cells], expected.attention, rtol=1e-5, atol=1e-6
+    )
+    expected_posts = [[(i.entity, i.score, i.image_index) for i in p] for p in one.predict(batch)]
+    got_posts = [[(i.entity, i.score, i.image_index) for i in p] for p in three.predict(batch)]
+    assert got_posts == expected_posts
+
+
+def test_absent_slots_are_never_attended_and_their_content_changes_nothing(encoders) -> None:
+    model, processor = tiny_model(encoders, max_images=3)
+    model.eval()
+    slots = [
+        [_pixels(model, 1), None, _pixels(model, 2)],
+        [None, _pixels(model, 3)],
+        None,
+        [_pixels(model, 4)],
+    ]
+    batch = _slotted_batch(model, processor, slots)
+    assert batch.image_mask.tolist() == [
+        [True, False, True],
+        [False, True, False],
+        [False, False, False],
+        [True, False, False],
+    ]
+    assert batch.has_image.tolist() == [True, True, False, True]
+    with torch.no_grad():
+        output = model(batch)
+    cells = output.grid[0] * output.grid[1]
+    assert output.attention.size(-1) == _FIRST_REGION + 3 * cells
+    for b, row in enumerate(batch.image_mask.tolist()):
+        for slot, present in enumerate(row):
+            mass = _region_slices(output.attention[b], cells, slot)
+            if present:
+                assert float(mass.sum()) > 0
+            else:
+                assert torch.count_nonzero(mass) == 0, (b, slot)
+    # garbage (even NaN) in the absent slots changes nothing
+    noisy = _slotted_batch(model, processor, slots)
+    absent = ~noisy.image_mask
+    noisy.pixel_values[absent] = float("nan")
+    with torch.no_grad():
+        again = model(noisy)
+    assert torch.equal(again.logits, output.logits)
+    assert torch.equal(again.attention, output.attention)
+    # a post's images in other slots: its own words attend elsewhere, no other post changes
+    entities = model.predict(batch)
+    for b, post in enumerate(entities):
+        for item in post:
+            if batch.has_image[b]:
+                assert batch.image_mask[b, item.image_index]
+                assert item.attention.shape == output.grid
+            else:
+                assert item.image_index is None and item.attention is None
+
+
+def test_features_given_per_slot_are_masked_like_pixels(encoders) -> None:
+    model, processor = tiny_model(encoders, max_images=2)
+    model.eval()
+    with torch.no_grad():
+        features = model.image(torch.stack([_pixels(model, 5).pixels, _pixels(model, 6).pixels]))
+    one = ImageInput(pooled=features.pooled[0], regions=features.regions[0])
+    two = ImageInput(pooled=features.pooled[1], regions=features.regions[1])
+    batch = _slotted_batch(model, processor, [[one, two], [None, two], None, [one]])
+    assert batch.image_regions.shape[:2] == (4, 2)
+    with torch.no_grad():
+        output = model(batch)
+        batch.image_regions[1, 0] = float("nan")
+        batch.image_pooled[3, 1] = 1e6
+        again = model(batch)
+    assert torch.equal(again.logits, output.logits)
+
+
+def test_the_bottleneck_sees_a_masked_pool_over_the_images(encoders) -> None:
+    from smner.model.smner import masked_pool
+
+    pooled = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 5.0], [0, 0], [0, 0]]])
+    slots = torch.tensor([[True, True, False], [False, False, False]])
+    assert masked_pool(pooled, slots).tolist() == [[2.0, 3.0], [0.0, 0.0]]
+    single = torch.tensor([[[7.0, 8.0]]])
+    assert torch.equal(masked_pool(single, torch.tensor([[True]])), single[:, 0])
+
+
+def test_the_image_index_is_the_image_with_the_most_attention(encoders) -> None:
+    model, processor = tiny_model(encoders, max_images=3)
+    model.eval()
+    slots = [[_pixels(model, 1), _pixels(model, 2), _pixels(model, 3)]] * 2 + [None] * 2
+    batch = _slotted_batch(model, processor, slots)
+    batch.image_mask[1, 1] = False  # post 1's second image is missing
+    batch.pixel_values[1, 1] = 0
+    with torch.no_grad():
+        output = model(batch)
+    cells = output.grid[0] * output.grid[1]
+    attention = torch.zeros_like(output.attention)
+    attention[..., _GLOBAL_TOKEN] = 0.1
+    # post 0: every span looks at one cell of image 2 (index 1) and a little at image 3
+    attention[0, :, _FIRST_REGION + cells + 4] = 0.6
+    attention[0, :, _FIRST_REGION + 2 * cells] = 0.3
+    # post 1: most of the mass sits on cells of the (absent) image 2: never chosen
+    attention[1, :, _FIRST_REGION] = 0.2
+    assert attended_image(attention, batch.image_mask)[0].unique().tolist() == [1]
+    assert attended_image(attention, batch.image_mask)[1].unique().tolist() == [0]
+    forced = ModelOutput(logits=output.logits, attention=attention, grid=output.grid)
+    logits = torch.full_like(output.logits, -10.0)
+    logits[..., 1] = 10.0  # every span an entity: decoding keeps the best non-overlapping ones
+    forced.logits = logits
+    posts = model.decode(batch, forced)
+    assert posts[0] and posts[1]
+    for item in posts[0]:
+        assert item.image_index == 1
+        assert item.attention.shape == output.grid
+        assert item.attention.reshape(-1)[4] == pytest.approx(0.6)
+        assert item.attention.sum() == pytest.approx(0.6)
+    for item in posts[1]:
+        assert item.image_index == 0
+
+
+_GLOBAL_TOKEN = _FIRST_REGION - 1
+
+
+def test_weak_localisation_and_grounding_train_on_several_images(encoders) -> None:
+    from tests.tiny import train_steps
+
+    model, processor = tiny_model(
+        encoders, max_images=3, region_types=1.0, region_attention=1.0, grounding=True
+    )
+    posts = fixture_posts()
+    slots = [[_pixels(model, 1), None, _pixels(model, 2)], [_pixels(model, 3)], None, None]
+    batch = processor([ex.tokens for ex, _ in posts], [ex.entities for ex, _ in posts], slots)
+    output = model(batch, labels=model.labels_of(batch))
+    assert torch.isfinite(output.loss)
+    assert set(output.losses) >= {"region_types", "region_attention"}
+    assert output.grounding is not None
+    assert output.grounding.box.shape[:2] == output.logits.shape[:2]
+    train_steps(model, batch, 2, 1e-3)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_too_many_images_and_one_image_models_refuse(encoders) -> None:
+    model, processor = tiny_model(encoders, max_images=2)
+    slots = [[_pixels(model, i) for i in range(3)], None, None, None]
+    batch = _slotted_batch(model, processor, slots)
+    with pytest.raises(SmnerError, match="at most 2"):
+        model(batch)
+    tagger, tagger_processor = tiny_model(encoders, type="bio-tagger")
+    two = _slotted_batch(tagger, tagger_processor, [[_pixels(tagger, 1)] * 2, None, None, None])
+    with pytest.raises(SmnerError, match="one image per post"):
+        tagger(two)
