@@ -19,13 +19,6 @@ from tests.tiny import fixture_batch, fixture_images, fixture_posts, solid_image
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "saved-0.1.0"
 
 
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from tests.tiny import make_encoders
-
-    return make_encoders(tmp_path_factory.mktemp("encoders"))
-
-
 def _pixels(model, seed: int) -> ImageInput:
     colour = ((seed * 70) % 256, (seed * 130) % 256, (seed * 40 + 90) % 256)
     return ImageInput(pixels=model.image.preprocessing([solid_image(colour)])[0])
@@ -236,3 +229,120 @@ def test_too_many_images_and_one_image_models_refuse(encoders) -> None:
     two = _slotted_batch(tagger, tagger_processor, [[_pixels(tagger, 1)] * 2, None, None, None])
     with pytest.raises(SmnerError, match="one image per post"):
         tagger(two)
+
+
+# --- increment 2: posts, prepare, the loop, postprocess ------------------------------------
+
+
+def _eager_predictor(encoders, **overrides):
+    """An untrained tiny predictor that calls every span an entity of the first type (so that
+    there are entities to look at)."""
+    from smner.predict.predictor import Predictor
+
+    model, processor = tiny_model(encoders, **overrides)
+    with torch.no_grad():
+        model.classifier[-1].bias[1] = 50.0
+    return Predictor(model, processor)
+
+
+def test_a_post_takes_image_or_images_not_both(tmp_path: Path) -> None:
+    from smner.data.posts import InvalidPost, PostInput, as_post, read_jsonl
+    from smner.errors import DataFormatError
+
+    with pytest.raises(InvalidPost, match="not both"):
+        PostInput(text="a", image="x.jpg", images=["y.jpg"])
+    with pytest.raises(InvalidPost, match="not both"):
+        as_post({"text": "a", "image": "x.jpg", "images": ["y.jpg"]})
+    post = as_post({"text": "a", "images": ["x.jpg", "y.jpg"]})
+    assert post.image_list() == ["x.jpg", "y.jpg"] and post.image is None
+    assert post.record()["images"] == ["x.jpg", "y.jpg"]
+    lines = tmp_path / "posts.jsonl"
+    lines.write_text(
+        '{"text": "a", "images": ["x.jpg", "sub/y.jpg"]}\n'
+        '{"text": "b", "image": "x.jpg", "images": ["y.jpg"]}\n'
+    )
+    reader = read_jsonl(lines)
+    _, first = next(reader)
+    assert first.images == [tmp_path / "x.jpg", tmp_path / "sub/y.jpg"]
+    assert first.record()["images"] == ["x.jpg", "sub/y.jpg"]  # as written
+    with pytest.raises(DataFormatError, match=r"posts.jsonl:2.*not both"):
+        next(reader)
+    lines.write_text('{"text": "a", "images": "x.jpg"}\n')
+    with pytest.raises(DataFormatError, match=r"posts.jsonl:1.*list of paths"):
+        list(read_jsonl(lines))
+
+
+def test_each_image_gets_its_status_and_one_image_posts_keep_their_record(
+    encoders, post_images: Path, tmp_path: Path
+) -> None:
+    predictor = _eager_predictor(encoders, max_images=3)
+    text = "George visited Paris today"
+    paths = [post_images / "0.jpg", tmp_path / "gone.jpg", post_images / "3.jpg"]
+    several = predictor.predict(text, images=paths)
+    assert several.image_statuses == ["ok", "missing", "ok"]
+    assert several.image_status == "ok"
+    record = several.to_dict()
+    assert record["image_statuses"] == ["ok", "missing", "ok"]
+    assert several.entities
+    for mention in several.entities:
+        assert mention.image_index in (0, 2)  # never the missing image
+        assert record["entities"][0]["image_index"] in (0, 2)
+    one = predictor.predict(text, image=post_images / "0.jpg")
+    assert one.image_statuses is None
+    record = one.to_dict(explain=True)
+    assert "image_statuses" not in record
+    assert all("image_index" not in m for m in record["entities"])
+    # the same image as a list of one: the same entities, scores and attention
+    listed = predictor.predict(text, images=[post_images / "0.jpg"])
+    assert listed.image_statuses == ["ok"]
+    assert [(m.text, m.type, m.score, m.attention) for m in listed.entities] == [
+        (m.text, m.type, m.score, m.attention) for m in one.entities
+    ]
+    assert {m.image_index for m in listed.entities} == {0}
+    none = predictor.predict(text, images=[tmp_path / "gone.jpg"])
+    assert none.image_statuses == ["missing"] and none.image_status == "missing"
+    assert all(m.image_index is None and m.attention is None for m in none.entities)
+    empty = predictor.predict(text, images=[])
+    assert empty.image_statuses == [] and empty.image_status == "no image"
+
+
+def test_more_images_than_the_model_takes_is_an_error(encoders, post_images: Path) -> None:
+    predictor = _eager_predictor(encoders, max_images=2)
+    with pytest.raises(SmnerError, match="3 images; this model takes at most 2"):
+        predictor.predict("George visited Paris", images=[post_images / "0.jpg"] * 3)
+    results = list(
+        predictor.predict_stream(
+            [{"text": "a b", "images": [str(post_images / "0.jpg")] * 3}, "George"],
+            errors="record",
+        )
+    )
+    assert "at most 2" in results[0].error
+    assert results[1].image_status == "no image"
+
+
+def test_every_picture_of_a_batch_goes_through_the_encoder_in_one_call(
+    encoders, post_images: Path
+) -> None:
+    predictor = _eager_predictor(encoders, max_images=3)
+    encoder = predictor.model.image_encoder
+    encoder.output_grid()  # measured once, by a probe through the encoder
+    calls: list[int] = []
+    original = encoder.forward
+
+    def counting(pixels):
+        calls.append(int(pixels.size(0)))
+        return original(pixels)
+
+    encoder.forward = counting
+    try:
+        posts = [
+            {"text": "George visited Paris", "images": [str(post_images / "0.jpg")] * 3},
+            {"text": "New York", "image": str(post_images / "1.jpg")},
+            {"text": "Apple store", "images": [str(post_images / "3.jpg")]},
+            "no image here",
+        ]
+        found = predictor.predict_many(posts)
+    finally:
+        del encoder.forward
+    assert calls == [5]
+    assert [p.image_statuses for p in found] == [["ok"] * 3, None, ["ok"], None]

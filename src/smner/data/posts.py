@@ -5,7 +5,8 @@ The forms accepted everywhere (``Predictor.predict_many``, ``smner predict``, th
 - a string: the raw text of a post, split by the tweet-aware tokenizer;
 - a list of strings: the post's tokens, already split;
 - a mapping with the keys of a JSONL record: ``text`` or ``tokens``, optionally ``image`` (a
-  path, the file's bytes or a PIL image) and ``id``; other keys are carried to the output;
+  path, the file's bytes or a PIL image) or ``images`` (a list of them, for a post with
+  several images), and ``id``; other keys are carried to the output;
 - a :class:`PostInput`.
 
 This module imports neither torch nor transformers.
@@ -29,7 +30,7 @@ ImageLike = str | Path | bytes | Image.Image | None
 #: What the error message says a post may be.
 EXPECTED = (
     "a string (raw text), a list of token strings, a mapping with 'text' or 'tokens' "
-    "(and optionally 'image' and 'id'), or a PostInput"
+    "(and optionally 'image' or 'images', and 'id'), or a PostInput"
 )
 
 
@@ -51,6 +52,9 @@ class PostInput:
         image: a path, the image file's bytes, a PIL image, or None.
         id: carried unchanged to the prediction (and its ``to_dict()`` record).
         extra: other keys of the input record, carried unchanged to the output record.
+        images: the post's images when it has several (each as ``image`` takes it), in
+            order; the prediction then has a status per image, and each entity the index of
+            the image it is grounded in. Give ``image`` or ``images``, not both.
     """
 
     text: str | None = None
@@ -58,10 +62,21 @@ class PostInput:
     image: ImageLike = None
     id: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    images: list[ImageLike] | None = None
     #: the split of the post's text (see :meth:`words`), kept with what it was made from
     _split: tuple[Any, list[Token]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+
+    def __post_init__(self) -> None:
+        if self.images is not None:
+            if self.image is not None:
+                raise InvalidPost("give a post 'image' or 'images', not both")
+            self.images = list(self.images)
+
+    def image_list(self) -> list[ImageLike] | None:
+        """The post's images when it was given a list of them (``images``), else None."""
+        return self.images
 
     def words(self) -> list[Token]:
         """The post's words with their character spans: the tweet-aware split of ``text``, or
@@ -91,6 +106,12 @@ class PostInput:
         post._split = self._split
         return post
 
+    def with_images(self, images: list[ImageLike]) -> PostInput:
+        """The same post with a list of images in place of its image(s)."""
+        post = PostInput(self.text, self.tokens, None, self.id, self.extra, list(images))
+        post._split = self._split
+        return post
+
     def record(self) -> dict[str, Any]:
         """The input keys of the output record: ``id``, ``text``, the image path, ``extra``."""
         out: dict[str, Any] = {}
@@ -100,6 +121,8 @@ class PostInput:
             out["text"] = self.text
         if isinstance(self.image, str | Path):
             out["image"] = str(self.image)
+        if self.images is not None and all(isinstance(i, str | Path) for i in self.images):
+            out["images"] = [str(i) for i in self.images]
         out.update(self.extra)
         return out
 
@@ -122,6 +145,12 @@ def _check_image(image: Any, where: str) -> ImageLike:
     )
 
 
+def _check_images(images: Any, where: str) -> list[ImageLike]:
+    if not isinstance(images, list | tuple):
+        raise InvalidPost(f'{where}: "images" must be a list of images')
+    return [_check_image(image, f"{where}, image {i}") for i, image in enumerate(images)]
+
+
 def from_mapping(record: Mapping[str, Any], where: str, base: Path | None = None) -> PostInput:
     """A post from a JSONL-style record; ``base`` is the folder relative image paths start at.
 
@@ -135,13 +164,27 @@ def from_mapping(record: Mapping[str, Any], where: str, base: Path | None = None
     if tokens is not None:
         tokens = _check_tokens(tokens, where)
     image = _check_image(record.get("image"), where)
-    extra = {k: v for k, v in record.items() if k not in ("id", "text", "tokens", "image")}
+    images = None
+    if record.get("images") is not None:
+        if image is not None:
+            raise InvalidPost(f'{where}: give "image" or "images", not both')
+        images = _check_images(record["images"], where)
+    keys = ("id", "text", "tokens", "image", "images")
+    extra = {k: v for k, v in record.items() if k not in keys}
     if isinstance(image, str) and not image:
         image = None  # "image": "" means no image, as an empty form field does
     if base is not None and isinstance(image, str | Path) and not Path(image).is_absolute():
         extra["image"] = str(image)
         image = base / image
-    return PostInput(text=text, tokens=tokens, image=image, id=record.get("id"), extra=extra)
+    if images is not None:
+        images = [None if isinstance(i, str) and not i else i for i in images]
+        relative = [isinstance(i, str | Path) and not Path(i).is_absolute() for i in images]
+        if base is not None and any(relative):
+            extra["images"] = [str(i) if i is not None else "" for i in images]
+            images = [base / i if r else i for i, r in zip(images, relative, strict=True)]  # type: ignore[operator]
+    return PostInput(
+        text=text, tokens=tokens, image=image, id=record.get("id"), extra=extra, images=images
+    )
 
 
 def as_post(value: Any, position: int | str = 0) -> PostInput:
@@ -158,11 +201,16 @@ def as_post(value: Any, position: int | str = 0) -> PostInput:
     raise InvalidPost(f"{where}: expected {EXPECTED}; got {type(value).__name__}")
 
 
-def with_image(value: Any, image: ImageLike) -> PostInput:
-    """``predict(text, image=...)``: the post, with ``image`` when one is given."""
+def with_image(value: Any, image: ImageLike, images: list[ImageLike] | None = None) -> PostInput:
+    """``predict(text, image=...)`` (or ``images=[...]``): the post, with ``image`` or
+    ``images`` when one is given."""
     post = as_post(value)
+    if image is not None and images is not None:
+        raise InvalidPost("give 'image' or 'images', not both")
     if image is not None:
         post = post.with_image(_check_image(image, "image"))
+    elif images is not None:
+        post = post.with_images(_check_images(images, "images"))
     return post
 
 
@@ -234,7 +282,7 @@ def post_words(
 
 def _lone_surrogate(record: Mapping[str, Any]) -> str | None:
     """Which field holds a lone surrogate (JSON allows ``"\\ud800"``; UTF-8 cannot hold it)."""
-    for key in ("id", "text", "tokens", "image"):
+    for key in ("id", "text", "tokens", "image", "images"):
         values = record.get(key)
         for value in values if isinstance(values, list) else [values]:
             if isinstance(value, str):
@@ -266,6 +314,11 @@ def post_from_record(
         raise bad(f"{problem}; expected text valid in UTF-8")
     if record.get("image") is not None and not isinstance(record["image"], str):
         raise bad('"image" must be a path (string)')
+    images = record.get("images")
+    if images is not None and not (
+        isinstance(images, list) and all(isinstance(i, str) for i in images)
+    ):
+        raise bad('"images" must be a list of paths (strings)')
     try:
         post = from_mapping(record, "record", base)
     except InvalidPost as exc:

@@ -51,6 +51,10 @@ class Mention:
     box_score: float | None = None
     """The probability that the entity is in the image (models with a grounding head, posts
     with an image); null otherwise."""
+    image_index: int | None = None
+    """For a post given a list of images: the image (0-based, in the list's order) the entity
+    is grounded in, the one its attention looked at most; ``attention`` and ``box`` are over
+    that image. Null for a post given one image (or none)."""
 
     def to_dict(self, explain: bool = False) -> dict[str, Any]:
         """The entity as in ``smner predict``'s JSONL (``explain`` adds the attention); the
@@ -68,6 +72,8 @@ class Mention:
         if self.box_score is not None:
             record["box"] = self.box
             record["box_score"] = self.box_score
+        if self.image_index is not None:
+            record["image_index"] = self.image_index
         if explain:
             record["attention"] = self.attention
             record["global_attention"] = self.global_attention
@@ -87,6 +93,9 @@ class PostPrediction:
         id: the input's ``id``, unchanged (None when it had none).
         extra: the input record's keys (``id``, ``text``, ``image`` path, any other keys),
             which :meth:`to_dict` puts first in the output record.
+        image_statuses: for a post given a list of images (``images``), what happened to each
+            one, in order (``image_status`` is then ``ok`` when any image was used); None for
+            a post given one image or none, whose record has no such key.
     """
 
     tokens: list[str]
@@ -94,11 +103,14 @@ class PostPrediction:
     image_status: ImageStatus
     extra: dict[str, Any] = field(default_factory=dict)
     id: Any = None
+    image_statuses: list[ImageStatus] | None = None
 
     def to_dict(self, explain: bool = False) -> dict[str, Any]:
         """Exactly the record ``smner predict`` writes as one JSONL line for this post."""
         status = ImageStatus(self.image_status).value
-        record = {**self.extra, "tokens": self.tokens, "image_status": status}
+        record: dict[str, Any] = {**self.extra, "tokens": self.tokens, "image_status": status}
+        if self.image_statuses is not None:
+            record["image_statuses"] = [ImageStatus(s).value for s in self.image_statuses]
         record["entities"] = [m.to_dict(explain) for m in self.entities]
         return record
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from smner.data.images import ImageStatus
@@ -17,7 +18,7 @@ from smner.data.types import Example
 from smner.errors import SmnerError
 from smner.model.base import NERModel, PredictedEntity
 from smner.predict.image_input import ImageProvider
-from smner.processing.batching import ImageInput
+from smner.processing.batching import ImageInput, PostImages
 from smner.processing.processor import PreparedPost, Processor
 
 
@@ -69,19 +70,38 @@ def visual_inputs(
     processor: Processor,
     prepared: Sequence[PreparedPost],
     device: torch.device | str,
-) -> list[ImageInput | None] | None:
+) -> list[PostImages] | None:
     """Each post's image input: what was prepared for it (cached features or pixels), or its
-    picture's features, computed in one call of the image encoder on the device."""
+    pictures' features (a list, one per image slot, for a post given several images), all
+    computed in one call of the image encoder on the device."""
     encoder = model.image_encoder
     if encoder is None:
         return None
-    inputs = [p.image for p in prepared]
-    to_encode = [i for i, p in enumerate(prepared) if p.image is None and p.picture is not None]
-    if to_encode:
-        pictures = [prepared[i].picture for i in to_encode]
+    inputs: list[PostImages] = []
+    places: list[tuple[int, int | None]] = []  # (post, slot: None for a one-image post)
+    pictures: list[Image.Image] = []
+    for i, post in enumerate(prepared):
+        if post.pictures is not None:
+            inputs.append([None] * len(post.pictures))
+            for j, picture in enumerate(post.pictures):
+                if picture is not None:
+                    places.append((i, j))
+                    pictures.append(picture)
+            continue
+        inputs.append(post.image)
+        if post.image is None and post.picture is not None:
+            places.append((i, None))
+            pictures.append(post.picture)
+    if pictures:
         features = encoder(processor.pixels(pictures).to(device))  # type: ignore[arg-type]
-        for k, i in enumerate(to_encode):
-            inputs[i] = ImageInput(pooled=features.pooled[k], regions=features.regions[k])
+        for k, (i, j) in enumerate(places):
+            found = ImageInput(pooled=features.pooled[k], regions=features.regions[k])
+            if j is None:
+                inputs[i] = found
+            else:
+                slots = inputs[i]
+                assert isinstance(slots, list)
+                slots[j] = found
     return inputs
 
 

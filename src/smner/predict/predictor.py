@@ -143,9 +143,12 @@ class Predictor:
             )
         self.model.save_pretrained(directory, processor=self.processor)
 
-    def predict(self, post: Any, image: ImageLike = None) -> PostPrediction:
-        """Entities of one post, in any accepted form; ``image`` adds or replaces its image."""
-        return self.predict_many([with_image(post, image)])[0]
+    def predict(
+        self, post: Any, image: ImageLike = None, images: list[ImageLike] | None = None
+    ) -> PostPrediction:
+        """Entities of one post, in any accepted form; ``image`` adds or replaces its image,
+        ``images`` gives it several (up to the model's ``max_images``)."""
+        return self.predict_many([with_image(post, image, images)])[0]
 
     def __call__(
         self, posts: Any, image: ImageLike = None
@@ -219,7 +222,18 @@ class Predictor:
         Callers with many posts check each first, so that one bad post stops the run before
         any prediction is made.
         """
-        return self.processor.words(post)
+        found = self.processor.words(post)
+        images = post.image_list()
+        if images is not None and self.model.image_encoder is not None:
+            most = getattr(self.model.config, "max_images", 1)
+            why = "model.max_images"
+            if self.backend == "onnx":
+                most, why = 1, "the ONNX backend takes one image a post for now"
+            if len(images) > most:
+                raise SmnerError(
+                    f"the post has {len(images)} images; this model takes at most {most} ({why})"
+                )
+        return found
 
     def _predict_batch(self, posts: Sequence[PostInput]) -> list[PostPrediction]:
         """prepare (CPU) -> forward (the device) -> postprocess (CPU), for one batch."""
@@ -234,16 +248,30 @@ class Predictor:
         attention as grids, boxes mapped through the crop back into the picture's pixels."""
         post = prepared.post
         assert post is not None and prepared.spans is not None
-        frame = self._frame(prepared.picture)
-        return PostPrediction(
-            tokens=prepared.words,
-            entities=[
+        if prepared.pictures is None:
+            frame = self._frame(prepared.picture)
+            mentions = [
                 self._mention(p, prepared.words, prepared.spans, text=post.text, frame=frame)
                 for p in predicted
-            ],
+            ]
+        else:  # a post given a list of images: each entity over the image it looked at
+            frames = [self._frame(picture) for picture in prepared.pictures]
+            mentions = []
+            for p in predicted:
+                index = p.image_index
+                frame = frames[index] if index is not None and index < len(frames) else None
+                mention = self._mention(
+                    p, prepared.words, prepared.spans, text=post.text, frame=frame
+                )
+                mention.image_index = index
+                mentions.append(mention)
+        return PostPrediction(
+            tokens=prepared.words,
+            entities=mentions,
             image_status=prepared.image_status,
             extra=post.record(),
             id=post.id,
+            image_statuses=prepared.image_statuses,
         )
 
     def _frame(self, picture: Image.Image | None) -> tuple[Box, tuple[int, int]] | None:

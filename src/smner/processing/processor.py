@@ -131,6 +131,11 @@ class PreparedPost:
         image: model input prepared earlier instead of a picture (cached backbone features, or
             pixels for a trainable backbone), as evaluation and training provide it.
         post: the post it came from (None for corpus examples).
+        pictures: for a post given a list of images, each one's picture (None where it
+            cannot be used), in order; ``picture`` is then None.
+        image_statuses: for such a post, what happened to each image; ``image_status`` is
+            then ``ok`` when any image is used, ``no image`` for an empty list, else the first
+            image's status.
     """
 
     words: list[str]
@@ -139,6 +144,8 @@ class PreparedPost:
     picture: Image.Image | None = None
     image: ImageInput | None = None
     post: PostInput | None = None
+    pictures: list[Image.Image | None] | None = None
+    image_statuses: list[ImageStatus] | None = None
 
 
 class Processor:
@@ -264,8 +271,20 @@ class Processor:
         on the post) and its image looked up, checked against ``limits`` and decoded. A
         text-only model does not open the image at all."""
         words, spans = self.words(post)
-        picture, status = self.load_image(post.image, limits)
-        return PreparedPost(words, spans, status, picture, post=post)
+        images = post.image_list()
+        if images is None:
+            picture, status = self.load_image(post.image, limits)
+            return PreparedPost(words, spans, status, picture, post=post)
+        loaded = [self.load_image(image, limits) for image in images]
+        statuses = [status for _, status in loaded]
+        return PreparedPost(
+            words,
+            spans,
+            summary_status(statuses),
+            post=post,
+            pictures=[picture for picture, _ in loaded],
+            image_statuses=statuses,
+        )
 
     def load_image(
         self, image: ImageLike, limits: ImageLimits = DEFAULT_LIMITS
@@ -293,3 +312,13 @@ class Processor:
         if self.image is None:
             raise SmnerError("this model is text-only: it takes no images")
         return self.image.crop_box(width, height)
+
+
+def summary_status(statuses: Sequence[ImageStatus]) -> ImageStatus:
+    """One status for a post of several images: ``ok`` when any is used, ``no image`` for
+    none, else the first image's (why it was not used)."""
+    if not statuses:
+        return ImageStatus.NO_IMAGE
+    if ImageStatus.OK in statuses:
+        return ImageStatus.OK
+    return statuses[0]
