@@ -346,3 +346,84 @@ def test_every_picture_of_a_batch_goes_through_the_encoder_in_one_call(
         del encoder.forward
     assert calls == [5]
     assert [p.image_statuses for p in found] == [["ok"] * 3, None, ["ok"], None]
+
+
+# --- increment 3: the command line, JSONL and Parquet records ------------------------------
+
+
+@pytest.fixture(scope="module")
+def eager_model_dir(encoders, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny model of three image slots that calls every span an entity."""
+    predictor = _eager_predictor(encoders, max_images=3)
+    folder = tmp_path_factory.mktemp("eager") / "model"
+    predictor.model.save_pretrained(folder, processor=predictor.processor)
+    return folder
+
+
+def test_the_cli_takes_several_images(
+    eager_model_dir: Path, post_images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from smner.cli import main
+
+    heat = tmp_path / "heat"
+    argv = ["predict", "--model", str(eager_model_dir), "--text", "George visited Paris"]
+    images = [str(post_images / "0.jpg"), str(tmp_path / "gone.jpg"), str(post_images / "3.jpg")]
+    code = main([*argv, "--heatmaps", str(heat), *[x for i in images for x in ("--image", i)]])
+    assert code == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["image_statuses"] == ["ok", "missing", "ok"]
+    assert record["entities"] and all(e["image_index"] in (0, 2) for e in record["entities"])
+    assert "1 of 3 images named were not found" in captured.err
+    drawn = sorted(p.name for p in heat.iterdir())
+    assert drawn and all(name.startswith(("1-image0-", "1-image2-")) for name in drawn)
+    # one --image: the record as before
+    assert main([*argv, "--image", images[0]]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert "image_statuses" not in record
+    assert all("image_index" not in e for e in record["entities"])
+
+
+def test_jsonl_and_parquet_records_take_images(
+    eager_model_dir: Path, post_images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from smner.cli import main
+
+    shutil.copy(post_images / "0.jpg", tmp_path / "a.jpg")
+    shutil.copy(post_images / "3.jpg", tmp_path / "b.jpg")
+    rows = [
+        {"id": "p1", "text": "George visited Paris", "images": ["a.jpg", "b.jpg"]},
+        {"id": "p2", "text": "New York", "image": "a.jpg"},
+        {"id": "p3", "text": "Apple store", "images": ["gone.jpg", "b.jpg"]},
+    ]
+    source = tmp_path / "posts.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = str(eager_model_dir)
+    assert main(["predict", "--model", model, "--input", str(source)]) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r.get("image_statuses") for r in records] == [["ok", "ok"], None, ["missing", "ok"]]
+    assert records[0]["images"] == ["a.jpg", "b.jpg"]  # as written
+    assert "1 of 5 images named" in captured.err
+    table = pa.table(
+        {
+            "id": ["p1", "p2"],
+            "text": ["George visited Paris", "New York"],
+            "image": [None, "a.jpg"],
+            "images": [["a.jpg", "b.jpg"], None],
+        }
+    )
+    parquet = tmp_path / "posts.parquet"
+    pq.write_table(table, parquet)
+    assert main(["predict", "--model", model, "--input", str(parquet)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r.get("image_statuses") for r in records] == [["ok", "ok"], None]
+    assert [r["image_status"] for r in records] == ["ok", "ok"]

@@ -72,7 +72,13 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "records; '-' reads JSONL from stdin. With --engine ray, also a folder of such files",
     )
     add_model_option(parser)
-    parser.add_argument("--image", metavar="PATH", help="image of the --text post")
+    parser.add_argument(
+        "--image",
+        metavar="PATH",
+        action="append",
+        help="image of the --text post; repeat it for a post with several images "
+        "(--image a.jpg --image b.jpg: up to the model's max_images)",
+    )
     parser.add_argument(
         "--output",
         metavar="FILE",
@@ -152,14 +158,21 @@ def register(verbs: argparse._SubParsersAction) -> None:
 FORMATS = ("jsonl", "conll", "table")
 
 
-def _stdin_posts(image: str | None) -> list[PostInput]:
+def _text_post(text: str, images: list[str] | None, post_id: str) -> PostInput:
+    """The --text post with its --image (one) or images (several)."""
+    if images is not None and len(images) > 1:
+        return PostInput(text=text, id=post_id, images=list(images))
+    return PostInput(text=text, id=post_id, image=images[0] if images else None)
+
+
+def _stdin_posts(images: list[str] | None) -> list[PostInput]:
     lines = [line.strip() for line in sys.stdin.read().splitlines()]
     lines = [line for line in lines if line]
     if not lines:
         raise SmnerError("--text -: no text on stdin (one post per line)")
-    if image and len(lines) > 1:
+    if images and len(lines) > 1:
         raise SmnerError(f"--image goes with one post; stdin holds {len(lines)} lines")
-    return [PostInput(text=t, id=str(n), image=image) for n, t in enumerate(lines, start=1)]
+    return [_text_post(t, images, str(n)) for n, t in enumerate(lines, start=1)]
 
 
 def _check_heatmaps_folder(value: str) -> None:
@@ -177,7 +190,9 @@ def run(args: argparse.Namespace) -> int:
         _check_heatmaps_folder(args.heatmaps)
     if args.input is not None:
         if args.image:
-            raise SmnerError('--image goes with --text; in --input records use "image"')
+            raise SmnerError(
+                '--image goes with --text; in --input records use "image" (or "images")'
+            )
         return run_file(args)
     for option in ("resume", "strict"):
         if getattr(args, option):
@@ -194,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         for post in posts:
             predictor.tokenize(post)
     else:
-        posts = [PostInput(text=args.text, image=args.image, id="1")]
+        posts = [_text_post(args.text, args.image, "1")]
     predictions = predictor.predict_many(posts, args.batch_size)
     warn_about_images(posts, predictions, None)
     if args.format == "jsonl":

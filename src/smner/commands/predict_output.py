@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,16 +40,25 @@ class ImageReport:
         for post, prediction in zip(posts, predictions, strict=True):
             if isinstance(prediction, FailedPost) or not isinstance(post, PostInput):
                 continue
+            images = post.image_list()
+            if images is not None and prediction.image_statuses is not None:
+                # a post of several images: each named image counts on its own
+                for image, status in zip(images, prediction.image_statuses, strict=True):
+                    if isinstance(image, str | Path):
+                        self._count(Path(str(image)), status)
+                continue
             if named_image(post) is None:
                 continue
-            self.named += 1
-            path, status = Path(str(post.image)), prediction.image_status
-            if status == ImageStatus.MISSING:
-                self.missing_count += 1
-                self.missing = self.missing or [path]
-            elif status not in (ImageStatus.OK, ImageStatus.IGNORED):
-                self.unusable_count += 1
-                self.unusable = self.unusable or [(path, status)]
+            self._count(Path(str(post.image)), prediction.image_status)
+
+    def _count(self, path: Path, status: ImageStatus) -> None:
+        self.named += 1
+        if status == ImageStatus.MISSING:
+            self.missing_count += 1
+            self.missing = self.missing or [path]
+        elif status not in (ImageStatus.OK, ImageStatus.IGNORED):
+            self.unusable_count += 1
+            self.unusable = self.unusable or [(path, status)]
 
     def warn(self) -> None:
         if not self.named:
@@ -140,6 +150,9 @@ def draw_post_heatmaps(
         reason = "the model is text-only"
     elif prediction.image_status != ImageStatus.OK:
         reason = f"its image was not used ({prediction.image_status}: {post.image})"
+    elif post.images is not None:
+        _several_heatmaps(folder, post_id, post, prediction, predictor)
+        return
     elif not isinstance(post.image, str | Path):
         reason = "its image was not given as a file"
     elif all(m.attention is None for m in prediction.entities):
@@ -148,6 +161,28 @@ def draw_post_heatmaps(
         print(f"heatmap: post {post_id}: nothing drawn, {reason}", file=sys.stderr)
         return
     save_heatmaps(folder, post_id, post.image, prediction, predictor)
+
+
+def _several_heatmaps(
+    folder: Path, post_id: str, post: PostInput, prediction: PostPrediction, predictor: Any
+) -> None:
+    """A post of several images: each image's entities over that image, named
+    ``<post>-image<k>``."""
+    assert post.images is not None
+    for index, image in enumerate(post.images):
+        own = [m for m in prediction.entities if m.image_index == index]
+        if not own:
+            continue
+        if not isinstance(image, str | Path):
+            print(
+                f"heatmap: post {post_id}, image {index}: nothing drawn, "
+                "its image was not given as a file",
+                file=sys.stderr,
+            )
+            continue
+        save_heatmaps(
+            folder, f"{post_id}-image{index}", image, replace(prediction, entities=own), predictor
+        )
 
 
 def save_heatmaps(

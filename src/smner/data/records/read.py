@@ -314,8 +314,8 @@ def _parquet_rows(path: str, options: ReadOptions) -> Iterator[_Read]:
     (see :func:`_group_problem`); otherwise each of its rows becomes an error naming the rows,
     and the other row groups are read. Strings are read as dictionaries, so that a short
     dictionary page repeated by run-length encoding is not expanded before it is measured.
-    Nulls in ``id``, ``text``, ``tokens`` and ``image`` mean the key is absent (a column holds
-    every key of the file).
+    Nulls in ``id``, ``text``, ``tokens``, ``image`` and ``images`` mean the key is absent (a
+    column holds every key of the file).
     """
     from smner.fileio import InputFileError, check_input_file
 
@@ -536,7 +536,9 @@ def _row_read(
     row: dict[str, Any], refused: str | None, path: str, number: int, base: Path
 ) -> _Read:
     record = {
-        k: v for k, v in row.items() if not (v is None and k in ("id", "text", "tokens", "image"))
+        k: v
+        for k, v in row.items()
+        if not (v is None and k in ("id", "text", "tokens", "image", "images"))
     }
     where = f"row {number}"
     if refused is not None:
