@@ -427,3 +427,90 @@ def test_jsonl_and_parquet_records_take_images(
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r.get("image_statuses") for r in records] == [["ok", "ok"], None]
     assert [r["image_status"] for r in records] == ["ok", "ok"]
+
+
+# --- the MNER-MI reader ---------------------------------------------------------------------
+
+
+def _mnermi_line(**record) -> str:
+    import json
+
+    base = {
+        "id": "7",
+        "text": ["George", "visited", "Paris"],
+        "images": ["0.jpg", "3.jpg"],
+        "label": ["B-PER", "O", "B-LOC"],
+        "url": "https://example.org/7",
+    }
+    base.update(record)
+    return json.dumps({k: v for k, v in base.items() if v is not ...}) + "\n"
+
+
+def test_the_mnermi_reader_keeps_labels_and_images(tmp_path: Path) -> None:
+    from smner.data.mnermi import read_corpus, read_mnermi
+    from smner.data.types import Entity
+
+    path = tmp_path / "train.jsonl"
+    path.write_text(
+        _mnermi_line()
+        + "\n"
+        + _mnermi_line(id=8, text=["Apple", "news"], label=["B-MIS", "O"], images=[])
+    )
+    corpus = read_mnermi(path, {"MIS": "MISC"})
+    first, second = corpus.examples
+    assert first.post_id == "7" and first.line == 1
+    assert first.image_ids == ["0.jpg", "3.jpg"] and first.image_id == "0.jpg"
+    assert first.entities == [Entity(0, 1, "PER"), Entity(2, 3, "LOC")]
+    assert second.post_id == "8" and second.line == 3 and second.image_id is None
+    assert second.tags == ["B-MIS", "O"]  # the file's own labels
+    assert second.entities == [Entity(0, 1, "MISC")]  # through data.label_aliases
+    assert corpus.labels == ["LOC", "MISC", "PER"]
+    assert read_corpus(path).examples[1].entities == [Entity(0, 1, "MIS")]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("not json\n", "not valid JSON"),
+        ("[1, 2]\n", "expected an object"),
+        (_mnermi_line(text=[]), '"text" must be a non-empty list'),
+        (_mnermi_line(label=["B-PER", "O"]), "one BIO tag per token \\(3 tokens, 2 tags\\)"),
+        (_mnermi_line(label=["B-PER", "X", "O"]), "invalid tag 'X' at token 1"),
+        (_mnermi_line(images="0.jpg"), '"images" must be a list'),
+        (_mnermi_line(images=["../secret.jpg"]), "path separator"),
+    ],
+)
+def test_a_bad_mnermi_record_names_its_line(tmp_path: Path, line: str, message: str) -> None:
+    from smner.data.mnermi import read_mnermi
+    from smner.errors import DataFormatError
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text(_mnermi_line() + line)
+    with pytest.raises(DataFormatError, match=rf"bad.jsonl:2: .*{message}"):
+        read_mnermi(path)
+
+
+def test_evaluate_reads_mnermi_files(tiny_model_dir: Path, post_images: Path, tmp_path: Path):
+    from smner.evaluation.evaluate import evaluate_saved_model
+
+    path = tmp_path / "test.jsonl"
+    path.write_text(_mnermi_line() + _mnermi_line(id="9", images=["1.jpg"]))
+    result = evaluate_saved_model(tiny_model_dir, path, post_images)
+    assert len(result.corpus) == 2 and len(result.predictions) == 2
+    assert [ex.image_ids for ex in result.corpus] == [["0.jpg", "3.jpg"], ["1.jpg"]]
+    assert result.image_summary is not None and "2 loaded" in result.image_summary
+
+
+def test_training_reads_mnermi_files(tmp_path: Path) -> None:
+    from smner.config.experiment import DataConfig, ExperimentConfig
+    from smner.training.data import read_training_data
+
+    train, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
+    train.write_text(_mnermi_line() + _mnermi_line(id="8", label=["B-MIS", "O", "O"]))
+    dev.write_text(_mnermi_line(id="9"))
+    config = ExperimentConfig(
+        data=DataConfig(train_file=str(train), dev_file=str(dev), label_aliases={"MIS": "MISC"})
+    )
+    examples, held = read_training_data(config)
+    assert [e.post_id for e in examples] == ["7", "8"] and held[0].post_id == "9"
+    assert examples[1].entities[0].type == "MISC"

@@ -41,6 +41,8 @@ class Example:
     post_id: str = ""
     line: int = 0
     entities: list[Entity] = field(default_factory=list)
+    #: every image of a post that has several (MNER-MI), in order; ``image_id`` is the first
+    image_ids: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)

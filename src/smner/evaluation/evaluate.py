@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from smner.data.conll import Corpus, read_conll
+from smner.data.conll import Corpus
 from smner.data.images import ImageStore
+from smner.data.mnermi import read_corpus
 from smner.data.types import Example
 from smner.encoders.preprocessing import ImagePreprocessing
 from smner.errors import SmnerError
@@ -101,7 +102,7 @@ def evaluate_saved_model(
 ) -> Evaluation:
     """Load ``model_dir``, predict every post of ``data_file`` and score it against its tags
     (with ``quantize="int8"``, as the int8 predictor does: see :mod:`smner.model.quantize`)."""
-    corpus = read_conll(data_file, label_aliases, max_file_bytes)
+    corpus = read_corpus(data_file, label_aliases, max_file_bytes)
     model = load_model(model_dir).to(device)
     if quantize is not None and isinstance(model, OnnxModel):
         raise SmnerError(

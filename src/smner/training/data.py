@@ -13,7 +13,8 @@ from typing import Any
 from smner.config.check import to_dict
 from smner.config.experiment import DataConfig, ExperimentConfig, TrainConfig
 from smner.config.model import ModelConfig
-from smner.data.conll import Corpus, read_conll
+from smner.data.conll import Corpus
+from smner.data.mnermi import read_corpus
 from smner.data.types import Example
 from smner.encoders.text import load_tokenizer, resolve_text_encoder
 from smner.errors import DataFormatError, SmnerError
@@ -97,12 +98,12 @@ def read_training_data(config: ExperimentConfig) -> tuple[list[Example], list[Ex
         # Checked now, scored only after training: a broken file should not wait that long.
         if not Path(data.test_file).is_file():
             raise SmnerError(f"data.test_file: {data.test_file} does not exist")
-        read_conll(data.test_file, data.label_aliases, limit)
-    train = read_conll(data.train_file, data.label_aliases, limit).examples
+        read_corpus(data.test_file, data.label_aliases, limit)
+    train = read_corpus(data.train_file, data.label_aliases, limit).examples
     if data.dev_holdout:
         train, dev = hold_out(train, data.dev_holdout)
     else:
-        dev = read_conll(data.dev_file, data.label_aliases, limit).examples
+        dev = read_corpus(data.dev_file, data.label_aliases, limit).examples
     for path, examples in ((data.train_file, train), (dev_source(data), dev)):
         if not examples:
             raise DataFormatError(path, None, "has no posts; expected at least one")
@@ -193,7 +194,7 @@ def run_card_facts(
         for split, (path, examples) in splits.items()
     }
     if data.test_file:
-        test = read_conll(data.test_file, data.label_aliases)
+        test = read_corpus(data.test_file, data.label_aliases)
         facts_data["test"] = data_facts(data.test_file, corpus_stats(test, width))
     return {
         "command": command,
