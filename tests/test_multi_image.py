@@ -498,7 +498,7 @@ def test_evaluate_reads_mnermi_files(tiny_model_dir: Path, post_images: Path, tm
     result = evaluate_saved_model(tiny_model_dir, path, post_images)
     assert len(result.corpus) == 2 and len(result.predictions) == 2
     assert [ex.image_ids for ex in result.corpus] == [["0.jpg", "3.jpg"], ["1.jpg"]]
-    assert result.image_summary is not None and "2 loaded" in result.image_summary
+    assert result.image_summary == "images: 3 loaded"  # every image of each post
 
 
 def test_training_reads_mnermi_files(tmp_path: Path) -> None:
@@ -514,3 +514,89 @@ def test_training_reads_mnermi_files(tmp_path: Path) -> None:
     examples, held = read_training_data(config)
     assert [e.post_id for e in examples] == ["7", "8"] and held[0].post_id == "9"
     assert examples[1].entities[0].type == "MISC"
+
+
+def test_evaluation_gives_a_many_image_model_every_image(
+    eager_model_dir: Path, post_images: Path, tmp_path: Path
+) -> None:
+    from smner.evaluation.evaluate import evaluate_saved_model
+
+    path = tmp_path / "test.jsonl"
+    path.write_text(
+        _mnermi_line(images=["0.jpg", "gone.jpg", "3.jpg", "1.jpg"])  # one past max_images
+        + _mnermi_line(id="9", images=["1.jpg"])
+        + _mnermi_line(id="10", images=[])
+    )
+    result = evaluate_saved_model(eager_model_dir, path, post_images)
+    assert "missing" in result.image_summary
+    first, second, third = result.predictions
+    assert first and {p.image_index for p in first} <= {0, 2}  # never the missing image
+    assert {p.image_index for p in second} == {0}
+    assert all(p.image_index is None for p in third)
+
+
+def test_a_one_image_model_sees_only_the_first_image(encoders, post_images: Path) -> None:
+    from smner.data.images import ImageStore
+    from smner.data.types import Example
+    from smner.predict.image_input import ImageProvider
+
+    examples = [
+        Example(["a"], image_id="0.jpg", image_ids=["0.jpg", "3.jpg"]),
+        Example(["b"], image_id="1.jpg"),
+        Example(["c"]),
+    ]
+    one, processor = tiny_model(encoders, max_images=1)
+    given = ImageProvider(one, processor, examples, ImageStore(post_images))([0, 1, 2])
+    assert isinstance(given[0], ImageInput) and isinstance(given[1], ImageInput)
+    assert given[2] is None
+    two, processor = tiny_model(encoders, max_images=2, train_image_encoder=True)
+    given = ImageProvider(two, processor, examples, ImageStore(post_images))([0, 1, 2])
+    assert isinstance(given[0], list) and len(given[0]) == 2
+    assert all(slot.pixels is not None for slot in given[0])
+    assert isinstance(given[1], ImageInput) and given[2] is None
+    batch = processor([ex.tokens for ex in examples], None, given)
+    assert batch.image_mask.tolist() == [[True, True], [True, False], [False, False]]
+
+
+@pytest.mark.integration
+def test_smner_train_learns_from_an_mnermi_file(tmp_path: Path) -> None:
+    """smner train on MNER-MI JSONL (several images a post, one missing, MIS mapped to MISC),
+    with the box-free localisation losses on; the model saved takes that many images."""
+    import json
+
+    import yaml
+
+    from smner.cli import main
+    from smner.data.spans import entities_to_bio
+    from smner.predict.predictor import Predictor
+    from tests.pipeline_fixture import write_corpus
+
+    corpus = write_corpus(tmp_path)
+    lines = []
+    for example, picture in fixture_posts():
+        images = [f"{example.image_id}.jpg", "3.jpg"] if picture is not None else ["gone.jpg"]
+        tags = entities_to_bio(example.entities, len(example.tokens))
+        tags = [t.replace("ORG", "MIS") for t in tags]  # the file's own type name
+        record = {"id": example.post_id, "text": example.tokens, "images": images, "label": tags}
+        lines.append(json.dumps(record) + "\n")
+    (tmp_path / "train.jsonl").write_text("".join(lines * 3))
+    (tmp_path / "dev.jsonl").write_text("".join(lines))
+    config = yaml.safe_load(corpus["config"].read_text())
+    config["data"].update(
+        train_file=str(tmp_path / "train.jsonl"),
+        dev_file=str(tmp_path / "dev.jsonl"),
+        label_aliases={"MIS": "ORG"},
+    )
+    config["model"].update(max_images=2, region_types=1.0, region_attention=1.0)
+    config["train"]["epochs"] = 2
+    corpus["config"].write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(corpus["config"]), "--output", str(run)]) == 0
+    predictor = Predictor.from_pretrained(run / "best")
+    assert predictor.model.config.max_images == 2
+    assert sorted(predictor.model.config.labels) == ["LOC", "ORG", "PER"]
+    found = predictor.predict(
+        "George visited Paris", images=[corpus["images"] / "0.jpg", corpus["images"] / "3.jpg"]
+    )
+    assert found.image_statuses == ["ok", "ok"]
+    assert all(m.image_index in (0, 1) for m in found.entities)

@@ -128,7 +128,7 @@ def predict_examples(
             PreparedPost(
                 examples[i].tokens,
                 None,
-                ImageStatus.OK if image is not None else ImageStatus.NO_IMAGE,
+                ImageStatus.OK if _any_image(image) else ImageStatus.NO_IMAGE,
                 image=image,
             )
             for i, image in zip(chunk, given, strict=True)
@@ -138,3 +138,9 @@ def predict_examples(
         bar.update(len(chunk))
     bar.close()
     return results
+
+
+def _any_image(image: PostImages) -> bool:
+    if image is None or isinstance(image, ImageInput):
+        return image is not None
+    return any(slot is not None for slot in image)

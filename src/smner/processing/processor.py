@@ -40,7 +40,7 @@ from smner.encoders.preprocessing import ImagePreprocessing
 from smner.encoders.text import WordTokenizer, load_tokenizer
 from smner.errors import SmnerError
 from smner.fileio import atomic_write_text, read_input_bytes
-from smner.processing.batching import Batch, BoxCoords, ImageInput, PostImages, make_batch
+from smner.processing.batching import Batch, BoxCoords, PostImages, make_batch
 from smner.saved.folder import PROCESSOR_FILE, TOKENIZER_DIR, load_config
 
 #: Bumped when ``processor.json`` changes incompatibly.
@@ -142,7 +142,8 @@ class PreparedPost:
     spans: list[Token] | None
     image_status: ImageStatus
     picture: Image.Image | None = None
-    image: ImageInput | None = None
+    #: (a list, one per image slot, for a corpus post of several images)
+    image: PostImages = None
     post: PostInput | None = None
     pictures: list[Image.Image | None] | None = None
     image_statuses: list[ImageStatus] | None = None
