@@ -600,3 +600,31 @@ def test_smner_train_learns_from_an_mnermi_file(tmp_path: Path) -> None:
     )
     assert found.image_statuses == ["ok", "ok"]
     assert all(m.image_index in (0, 1) for m in found.entities)
+
+
+def test_a_model_learns_which_image_holds_the_cue(encoders) -> None:
+    """Types alone (the box-free localisation losses), two images a post, one gray and one
+    whose colour goes with the type: each entity is grounded in the coloured image, whichever
+    slot it is in."""
+    from smner.data.types import Entity
+    from tests.tiny import train_steps
+
+    model, processor = tiny_model(encoders, max_images=2, region_types=1.0, region_attention=1.0)
+
+    def features(rgb: tuple[int, int, int]) -> ImageInput:
+        with torch.no_grad():
+            found = model.image(model.image.preprocessing([solid_image(rgb)]))
+        return ImageInput(pooled=found.pooled[0], regions=found.regions[0])
+
+    gray, red, blue = features((128, 128, 128)), features((220, 30, 30)), features((30, 30, 220))
+    tokens = [["George", "visited", "Paris"], ["Paris", "loves", "George"]] * 2
+    entities = [
+        [Entity(0, 1, "PER"), Entity(2, 3, "LOC")],
+        [Entity(0, 1, "LOC"), Entity(2, 3, "PER")],
+    ]
+    slots = [[gray, red], [gray, blue], [blue, gray], [red, gray]]
+    batch = processor(tokens, entities * 2, slots)
+    train_steps(model, batch, 40, 3e-3)
+    found = model.predict(batch)
+    assert [[p.image_index for p in post] for post in found] == [[1, 1], [1, 1], [0, 0], [0, 0]]
+    assert all(float(p.attention.sum()) > 0.9 for post in found for p in post)
