@@ -264,17 +264,28 @@ def test_image_status_with_and_without_an_image(nlp: Any, post_images: Path) -> 
     assert nlp(doc)._.smner_image_status == "missing"
 
 
-def test_several_images_use_the_first_and_warn_once(nlp: Any, post_images: Path) -> None:
+def test_several_images_up_to_the_models_and_a_warning_past_them(
+    nlp: Any, post_images: Path
+) -> None:
     docs = []
     for first in ("0.jpg", "nowhere.jpg"):
         doc = nlp.make_doc("George visited Paris today")
         doc._.images = [post_images / first, post_images / "1.jpg"]
         docs.append(doc)
-    assert doc_post(docs[0]).image == post_images / "0.jpg"
-    with pytest.warns(SmnerSpacyWarning, match="2 images.*first is used") as caught:
-        done = list(nlp.pipe(docs))
+    assert doc_post(docs[0]).image == post_images / "0.jpg"  # one image by default
+    assert doc_post(docs[0], 4).images == [post_images / "0.jpg", post_images / "1.jpg"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SmnerSpacyWarning)
+        done = list(nlp.pipe(docs))  # the tiny model takes 4 images a post
+    assert [d._.smner_image_status for d in done] == ["ok", "ok"]  # one of them is used
+    assert all(e._.image_index in (0, 1) for d in done for e in d.ents if e._.image_box)
+    many = [nlp.make_doc("George visited Paris today") for _ in range(2)]
+    for doc in many:
+        doc._.images = [post_images / "0.jpg"] * 5
+    with pytest.warns(SmnerSpacyWarning, match="5 images.*takes 4.*first 4 are used") as caught:
+        done = list(nlp.pipe(many))
     assert len(caught) == 1
-    assert [d._.smner_image_status for d in done] == ["ok", "missing"]
+    assert done[0]._.smner_image_status == "ok"
 
 
 def test_a_bad_image_value_is_a_type_error(nlp: Any) -> None:

@@ -60,8 +60,9 @@ __all__ = [
     "set_entities",
 ]
 
-#: How many of a doc's images the Predictor takes: one, until it accepts several; a doc with
-#: more is predicted with its first (and the component warns once).
+#: How many of a doc's images :func:`doc_post` takes by default; the component takes as many as
+#: its model does (``model.max_images``), and a doc with more is predicted with the first of
+#: them (the component warns once).
 IMAGES_PER_POST = 1
 
 #: How a prediction's character span becomes a span of spaCy tokens when its ends fall inside
@@ -113,10 +114,10 @@ def doc_post(doc: Doc, images_per_post: int = IMAGES_PER_POST) -> PostInput:
 
     A value in ``doc._.images`` that is not a path, bytes or a PIL image is a TypeError."""
     images = doc_images(doc)[:images_per_post]
-    if images_per_post != 1:  # pragma: no cover - no Predictor takes several images yet
-        raise NotImplementedError("the Predictor takes one image per post")
     record: dict[str, Any] = {"text": doc.text}
-    if images:
+    if len(images) > 1:
+        record["images"] = images
+    elif images:
         record["image"] = images[0]
     try:
         return as_post(record)
@@ -278,6 +279,12 @@ class SmnerComponent(Pipe):
         self.batch_size = batch_size
         self.alignment_mode = alignment_mode
         self.overwrite_ents = overwrite_ents
+        #: how many of a doc's images the model takes (one on the ONNX backend, for now)
+        self.images_per_post = (
+            getattr(predictor.model.config, "max_images", 1)
+            if predictor.backend == "pytorch"
+            else 1
+        )
         self._warned_images = False
 
     @property
@@ -310,7 +317,7 @@ class SmnerComponent(Pipe):
             if not doc.text.strip():
                 continue  # nothing to predict: the doc keeps its entities
             self._check_images(doc)
-            todo.append((doc, doc_post(doc)))
+            todo.append((doc, doc_post(doc, self.images_per_post)))
         if not todo:
             return
         results = self.predictor.predict_stream(
@@ -332,11 +339,13 @@ class SmnerComponent(Pipe):
 
     def _check_images(self, doc: Doc) -> None:
         count = len(doc_images(doc))
-        if count > IMAGES_PER_POST and not self._warned_images:
+        most = self.images_per_post
+        if count > most and not self._warned_images:
             self._warned_images = True
+            used = "the first is used" if most == 1 else f"the first {most} are used"
             warnings.warn(
-                f"smner: a doc has {count} images; the model takes {IMAGES_PER_POST} per post, "
-                "so the first is used (this warning is shown once)",
+                f"smner: a doc has {count} images; the model takes {most} per post, "
+                f"so {used} (this warning is shown once)",
                 SmnerSpacyWarning,
                 stacklevel=4,
             )
