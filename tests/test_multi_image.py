@@ -628,3 +628,24 @@ def test_a_model_learns_which_image_holds_the_cue(encoders) -> None:
     found = model.predict(batch)
     assert [[p.image_index for p in post] for post in found] == [[1, 1], [1, 1], [0, 0], [0, 0]]
     assert all(float(p.attention.sum()) > 0.9 for post in found for p in post)
+
+
+def test_an_exported_many_image_model_takes_one_image_a_post(
+    eager_model_dir: Path, post_images: Path, tmp_path: Path
+) -> None:
+    """The ONNX graph of a model of several image slots is traced with one image a post: it
+    predicts one-image posts as PyTorch does, and refuses a post of several in one line."""
+    pytest.importorskip("onnxruntime")
+    from smner.predict.onnx_export import export_onnx
+    from smner.predict.predictor import Predictor
+
+    export_onnx(eager_model_dir, tmp_path / "onnx")
+    onnx = Predictor.from_pretrained(tmp_path / "onnx")
+    assert onnx.backend == "onnx"
+    torch_side = Predictor.from_pretrained(eager_model_dir)
+    image = post_images / "0.jpg"
+    got = onnx.predict("George visited Paris", image=image)
+    expected = torch_side.predict("George visited Paris", image=image)
+    assert [(m.text, m.type) for m in got.entities] == [(m.text, m.type) for m in expected.entities]
+    with pytest.raises(SmnerError, match="ONNX backend takes one image a post"):
+        onnx.predict("George visited Paris", images=[image, image])

@@ -149,7 +149,8 @@ def draw_post_heatmaps(
     elif prediction.image_status == ImageStatus.IGNORED:
         reason = "the model is text-only"
     elif prediction.image_status != ImageStatus.OK:
-        reason = f"its image was not used ({prediction.image_status}: {post.image})"
+        named = post.image if post.images is None else ", ".join(map(str, post.images))
+        reason = f"its image was not used ({prediction.image_status}: {named})"
     elif post.images is not None:
         _several_heatmaps(folder, post_id, post, prediction, predictor)
         return
