@@ -649,3 +649,22 @@ def test_an_exported_many_image_model_takes_one_image_a_post(
     assert [(m.text, m.type) for m in got.entities] == [(m.text, m.type) for m in expected.entities]
     with pytest.raises(SmnerError, match="ONNX backend takes one image a post"):
         onnx.predict("George visited Paris", images=[image, image])
+
+
+def test_the_conll_format_names_several_images_on_the_imgid_line(tmp_path: Path) -> None:
+    from smner.data.conll import format_conll, parse_conll
+    from smner.data.mnermi import read_corpus
+    from smner.errors import DataFormatError
+
+    text = "IMGID:1 7.jpg 9\nGeorge\tB-PER\nvisited\tO\n\nIMGID:2\nParis\tB-LOC\n"
+    corpus = parse_conll(text, "data.txt")
+    several, one = corpus.examples
+    assert several.image_ids == ["1", "7.jpg", "9"] and several.image_id == "1"
+    assert several.post_id == "1"
+    assert one.image_ids is None and one.image_id == "2"
+    assert format_conll(corpus.examples, final_blank_line=False) == text  # round-trips
+    with pytest.raises(DataFormatError, match=r"data.txt:1: .*path separator"):
+        parse_conll("IMGID:1 ../2\nGeorge\tB-PER\n", "data.txt")
+    path = tmp_path / "train.txt"
+    path.write_text(text)
+    assert read_corpus(path).examples[0].image_ids == ["1", "7.jpg", "9"]

@@ -1,7 +1,9 @@
 """Reader and writer for the Twitter MNER format (and plain two-column CoNLL).
 
 The format: a line ``IMGID:<id>`` opens a post, then one ``token<TAB>tag`` line per token with
-BIO tags, and a blank line between posts. The ``IMGID`` line is optional (plain CoNLL). The
+BIO tags, and a blank line between posts. The ``IMGID`` line is optional (plain CoNLL). A post
+of several images names them all on its line, separated by spaces (``IMGID:<id1> <id2>``,
+smner's own multi-image format; the first is the image of a one-image model). The
 reader refuses broken input with a :class:`~smner.errors.DataFormatError` that names the file,
 the line and what was expected; it never guesses.
 """
@@ -70,11 +72,12 @@ def parse_conll(
     tokens: list[str] = []
     tags: list[str] = []
     image_id: str | None = None
+    image_ids: list[str] | None = None
     start_line = 0
     open_post = False
 
     def close_post() -> None:
-        nonlocal tokens, tags, image_id, open_post
+        nonlocal tokens, tags, image_id, image_ids, open_post
         if not tokens:
             raise DataFormatError(
                 path, start_line, "post has no tokens; expected token<TAB>tag lines"
@@ -88,9 +91,10 @@ def parse_conll(
                 post_id=image_id if image_id is not None else str(len(examples) + 1),
                 line=start_line,
                 entities=bio_to_entities(aliased),
+                image_ids=image_ids,
             )
         )
-        tokens, tags, image_id, open_post = [], [], None, False
+        tokens, tags, image_id, image_ids, open_post = [], [], None, None, False
 
     lone_cr = text.replace("\r\n", "\n").find("\r")
     if lone_cr >= 0:
@@ -112,15 +116,18 @@ def parse_conll(
         if line.startswith(IMGID_PREFIX):
             if open_post:
                 close_post()
-            image_id = line[len(IMGID_PREFIX) :].strip()
-            if not image_id:
+            named = line[len(IMGID_PREFIX) :].split()
+            if not named:
                 raise DataFormatError(path, number, "empty image id; expected IMGID:<id>")
-            try:
-                check_image_id(image_id)
-            except UnsafeImageIdError as exc:
-                raise DataFormatError(
-                    path, number, f"{exc}; expected IMGID:<id> with a plain file name as <id>"
-                ) from None
+            for each in named:
+                try:
+                    check_image_id(each)
+                except UnsafeImageIdError as exc:
+                    raise DataFormatError(
+                        path, number, f"{exc}; expected IMGID:<id> with a plain file name as <id>"
+                    ) from None
+            image_id = named[0]
+            image_ids = named if len(named) > 1 else None
             start_line, open_post = number, True
             continue
         if line.startswith("-DOCSTART-"):
@@ -184,7 +191,12 @@ def format_conll(
             tags = ["O"] * len(example.tokens)
         if len(tags) != len(example.tokens):
             raise ValueError(f"post {example.post_id}: {len(tags)} tags for {len(example)} tokens")
-        head = f"{IMGID_PREFIX}{example.image_id}\n" if example.image_id is not None else ""
+        named = (
+            " ".join(example.image_ids)
+            if example.image_ids is not None and len(example.image_ids) > 1
+            else example.image_id
+        )
+        head = f"{IMGID_PREFIX}{named}\n" if named is not None else ""
         body = "".join(f"{tok}\t{tag}\n" for tok, tag in zip(example.tokens, tags, strict=True))
         posts.append(head + body)
     text = "\n".join(posts)
