@@ -668,3 +668,26 @@ def test_the_conll_format_names_several_images_on_the_imgid_line(tmp_path: Path)
     path = tmp_path / "train.txt"
     path.write_text(text)
     assert read_corpus(path).examples[0].image_ids == ["1", "7.jpg", "9"]
+
+
+def test_data_stats_and_score_read_mnermi_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from smner.cli import main
+
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(_mnermi_line() + _mnermi_line(id="8", label=["B-MIS", "O", "O"]))
+    assert main(["data", "stats", str(gold), "--json", "--label-alias", "MIS=MISC"]) == 0
+    stats = json.loads(capsys.readouterr().out)[0]
+    assert stats["posts"] == 2 and stats["posts_with_image_id"] == 2
+    pred = tmp_path / "pred.txt"
+    pred.write_text(
+        "IMGID:0.jpg 3.jpg\nGeorge\tB-PER\nvisited\tO\nParis\tO\n\n"
+        "IMGID:0.jpg\nGeorge\tB-MIS\nvisited\tO\nParis\tO\n"
+    )
+    assert main(["score", "--gold", str(gold), "--pred", str(pred), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert (scores["precision"], scores["recall"], scores["support"]) == (1.0, 2 / 3, 3)
+    assert set(scores["per_type"]) == {"LOC", "MIS", "PER"}

@@ -12,8 +12,8 @@ from smner.commands import (
     positive_float,
     positive_int,
 )
-from smner.data.conll import read_conll
 from smner.data.download import CHECKSUMS, DEFAULT_BASE_URL, download_benchmark
+from smner.data.mnermi import read_corpus
 from smner.data.stats import box_stats, corpus_stats, format_stats
 
 
@@ -78,7 +78,7 @@ def run_stats(args: argparse.Namespace) -> int:
     aliases = parse_aliases(args.label_alias)
     all_stats = []
     for path in args.files:
-        corpus = read_conll(path, aliases, args.max_input_mb * 2**20)
+        corpus = read_corpus(path, aliases, args.max_input_mb * 2**20)
         stats = corpus_stats(corpus, args.max_span_width)
         if args.boxes:
             stats["boxes"] = box_stats(corpus, args.boxes)

@@ -11,7 +11,8 @@ from smner.commands import (
     parse_aliases,
     print_scores,
 )
-from smner.data.conll import Corpus, read_conll
+from smner.data.conll import Corpus
+from smner.data.mnermi import read_corpus
 from smner.errors import SmnerError
 from smner.evaluation.metrics import Scores, score_entities
 
@@ -74,8 +75,8 @@ def read_aligned(
     max_bytes: int | None = None,
 ) -> tuple[Corpus, Corpus]:
     """The gold and predicted files, checked to hold the same posts and tokens."""
-    gold = read_conll(gold_path, aliases, max_bytes)
-    pred = read_conll(pred_path, aliases, max_bytes)
+    gold = read_corpus(gold_path, aliases, max_bytes)
+    pred = read_corpus(pred_path, aliases, max_bytes)
     check_aligned(gold, pred)
     return gold, pred
 
