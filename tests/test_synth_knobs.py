@@ -17,17 +17,15 @@ from smner.data.boxes import read_voc
 from smner.errors import SmnerError
 from smner.synth.corpus import (
     REALISTIC,
-    REGION_PAIRS,
-    REGIONS,
     SPLITS,
     SynthPost,
     build_posts,
     generate_corpus,
     parse_cue_size,
-    region_box,
     split_sizes,
 )
 from smner.synth.drawing import DISTRACTORS
+from smner.synth.layout import REGION_PAIRS, REGIONS, region_box
 from smner.synth.text import MAX_TOKENS, MIN_TOKENS, POSITION_WORDS, TEXT_CUES, pattern_words
 
 #: SHA-256 of train/valid/test.txt and meta.jsonl, concatenated, as written before the knobs
