@@ -168,13 +168,19 @@ def read_conll(
     Only a regular file of at most ``max_bytes`` bytes (default :data:`DEFAULT_MAX_FILE_MB`
     MiB) is read: a FIFO, a device or a larger file is refused before reading.
     """
+    return parse_conll(read_data_text(path, max_bytes), str(path), aliases)
+
+
+def read_data_text(path: str | Path, max_bytes: int | None = None) -> str:
+    """A data file's text: a regular file of at most ``max_bytes`` bytes (default
+    :data:`DEFAULT_MAX_FILE_MB` MiB) in UTF-8, or :class:`DataFormatError` saying why not."""
     path_str = str(path)
     limit = DEFAULT_MAX_FILE_MB * 2**20 if max_bytes is None else max_bytes
     try:
         data = read_input_bytes(path, limit, "data", "--max-input-mb or data.max_file_mb")
     except InputFileError as exc:
         raise DataFormatError(path_str, None, exc.problem) from None
-    return parse_conll(_decode(data, path_str), path_str, aliases)
+    return _decode(data, path_str)
 
 
 def format_conll(

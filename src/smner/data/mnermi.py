@@ -15,12 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from smner.data.conll import DEFAULT_MAX_FILE_MB, Corpus, _apply_alias, _decode, read_conll
+from smner.data.conll import Corpus, _apply_alias, read_conll, read_data_text
 from smner.data.images import UnsafeImageIdError, check_image_id
 from smner.data.spans import bio_to_entities
 from smner.data.types import Example
 from smner.errors import DataFormatError
-from smner.fileio import InputFileError, read_input_bytes
 
 #: a tag as the CoNLL reader takes it
 _TAGS = ("O", "B-", "I-")
@@ -105,13 +104,7 @@ def read_mnermi(
 ) -> Corpus:
     """Read an MNER-MI JSONL file (at most ``max_bytes``, default
     :data:`~smner.data.conll.DEFAULT_MAX_FILE_MB` MiB)."""
-    path_str = str(path)
-    limit = DEFAULT_MAX_FILE_MB * 2**20 if max_bytes is None else max_bytes
-    try:
-        data = read_input_bytes(path, limit, "data", "--max-input-mb or data.max_file_mb")
-    except InputFileError as exc:
-        raise DataFormatError(path_str, None, exc.problem) from None
-    return parse_mnermi(_decode(data, path_str), path_str, aliases)
+    return parse_mnermi(read_data_text(path, max_bytes), str(path), aliases)
 
 
 def read_corpus(
