@@ -25,25 +25,22 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import math
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from smner.errors import SmnerError
 from smner.extras import import_extra
 from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
-from smner.model.base import ModelOutput, NERModel, PredictedEntity
-from smner.model.quantize import QUANTIZATIONS, int8_layers
+from smner.model.base import ModelOutput, NERModel
+from smner.model.quantize import QUANTIZATIONS
 from smner.predict.onnx_backend import (
     EXPORTABLE_TYPES,
     GRAPH_FILE,
@@ -54,60 +51,23 @@ from smner.predict.onnx_backend import (
     graph_inputs,
     graph_outputs,
     import_onnxruntime,
-    open_session,
 )
-from smner.processing.batching import Batch, ImageInput
+from smner.predict.onnx_quantize import quantize_graph, quiet_loggers
+from smner.predict.onnx_verify import (
+    CHECK_POSTS,
+    DEFAULT_TOLERANCE,
+    Verification,
+    check_batches,
+    session_model,
+    verify,
+    with_features,
+)
+from smner.processing.batching import Batch
 from smner.processing.processor import Processor
 from smner.saved.folder import CONFIG_FILE, WEIGHTS_CHECKSUM_KEY, file_sha256, read_config
 from smner.version import __version__
 
 #: largest difference allowed between the graph's and PyTorch's logits and attention weights
-DEFAULT_TOLERANCE = 1e-3
-
-#: the posts the export checks itself on (each is predicted with and without an image)
-CHECK_POSTS: tuple[tuple[str, ...], ...] = (
-    ("George", "visited", "Paris", "today"),
-    ("RT", "@nytimes", ":", "Apple", "store", "opens", "in", "New", "York", "#nyc"),
-    ("Manchester", "United", "beat", "Chelsea", "2", "-", "1", "at", "Old", "Trafford", "!"),
-    ("lol",),
-    ("Watching", "the", "Lakers", "with", "Kobe", "Bryant", "and", "LeBron", "James", "tonight"),
-    ("Obama", "speaks", "at", "the", "United", "Nations", "http://t.co/x1"),
-)
-
-
-@dataclass
-class Verification:
-    """How the graph's outputs compare with PyTorch's on the check posts."""
-
-    posts: int = 0
-    posts_with_image: int = 0
-    batches: int = 0
-    tolerance: float = DEFAULT_TOLERANCE
-    max_logit_diff: float = 0.0
-    max_attention_diff: float = 0.0
-    max_grounding_diff: float = 0.0
-    entities_equal: bool = True
-    #: spans whose most likely label is PyTorch's (1.0 for a float graph)
-    span_label_agreement: float = 1.0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.problems
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "posts": self.posts,
-            "posts_with_image": self.posts_with_image,
-            "batches": self.batches,
-            "tolerance": self.tolerance,
-            "max_logit_diff": _round(self.max_logit_diff),
-            "max_attention_diff": _round(self.max_attention_diff),
-            "max_grounding_diff": _round(self.max_grounding_diff),
-            "entities_equal": self.entities_equal,
-            "span_label_agreement": round(self.span_label_agreement, 6),
-            "passed": self.passed,
-        }
 
 
 @dataclass
@@ -153,7 +113,7 @@ def export_onnx(
         graph = staging / GRAPH_FILE
         names = trace_graph(model, processor, graph, opset)
         checks = check_batches(model, processor)
-        checked = _session_model(model, graph)
+        checked = session_model(model, graph)
         verification = verify(model, checked, checks, tolerance, exact=True)
         if not verification.passed:
             raise SmnerError(
@@ -166,7 +126,7 @@ def export_onnx(
             graph.replace(float_graph)
             quantize_graph(model, float_graph, graph)
             float_graph.unlink()
-            checked = _session_model(model, graph)
+            checked = session_model(model, graph)
             quantized = verify(model, checked, checks, tolerance, exact=False)
             if quantized.problems:
                 raise SmnerError(
@@ -322,7 +282,7 @@ def trace_graph(
 ) -> tuple[list[str], list[str]]:
     """Write ``model``'s graph (float32) to ``path``; its input and output names."""
     module = GraphModule(model).eval()
-    batch = _with_features(model, processor, list(CHECK_POSTS[:3]), [True, False, True])
+    batch = with_features(model, processor, list(CHECK_POSTS[:3]), [True, False, True])
     example = tuple(getattr(batch, name) for name in module.inputs)
     dynamic = _dynamic_shapes(module.inputs, processor.word_pieces.max_length)
     quiet = io.StringIO()
@@ -331,7 +291,7 @@ def trace_graph(
         torch.no_grad(),
         warnings.catch_warnings(),
         contextlib.redirect_stdout(quiet),
-        _quiet_loggers("torch", "onnxscript", "torch.onnx", "torch.export"),
+        quiet_loggers("torch", "onnxscript", "torch.onnx", "torch.export"),
     ):
         warnings.simplefilter("ignore")
         try:
@@ -381,215 +341,10 @@ def _dynamic_shapes(names: Sequence[str], max_subwords: int) -> tuple[dict[int, 
     return tuple(axes[name] for name in names)
 
 
-@contextlib.contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
 # --- quantisation ------------------------------------------------------------------------------
 
 
-def int8_nodes(model: NERModel, graph: Any) -> list[str]:
-    """The graph's matrix products that belong to the layers PyTorch's int8 quantises
-    (:func:`~smner.model.quantize.int8_layers` of the text encoder), found by the module
-    path the exporter records on each node."""
-    wanted = {f"model.text.{name}" for name in int8_layers(model.text)}
-    chosen = []
-    for node in graph.graph.node:
-        if node.op_type not in ("MatMul", "Gemm"):
-            continue
-        scopes = next(
-            (p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None
-        )
-        if scopes is None:
-            continue
-        try:
-            path = eval_list(scopes)
-        except ValueError:
-            continue
-        # the innermost module (the last entry names the operation)
-        if len(path) >= 2 and path[-2] in wanted:
-            chosen.append(node.name)
-    return chosen
-
-
-def eval_list(text: str) -> list[str]:
-    """A list of strings as the exporter writes it (``['', 'model', 'model.text']``)."""
-    import ast
-
-    value = ast.literal_eval(text)
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ValueError(text)
-    return list(value)
-
-
-def quantize_graph(model: NERModel, source: Path, target: Path) -> list[str]:
-    """``source`` with the nodes of :func:`int8_nodes` dynamically quantised to int8 (one
-    scale per output channel, as PyTorch's int8 does), written to ``target``."""
-    onnx = import_extra("onnx", "onnx", ONNX_PURPOSE)
-    import_onnxruntime()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    nodes = int8_nodes(model, onnx.load(str(source)))
-    if not nodes:
-        raise SmnerError("smner export: found no text-encoder layer to quantise in the graph")
-    with warnings.catch_warnings(), _quiet_loggers("root", "onnxruntime"):
-        warnings.simplefilter("ignore")
-        quantize_dynamic(
-            str(source),
-            str(target),
-            op_types_to_quantize=["MatMul", "Gemm"],
-            nodes_to_quantize=nodes,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-        )
-    return nodes
-
-
 # --- checking ----------------------------------------------------------------------------------
-
-
-def check_images(count: int) -> list[Image.Image]:
-    """Deterministic pictures with some structure (blocks of colour and noise)."""
-    rng = np.random.default_rng(0)
-    pictures = []
-    for i in range(count):
-        pixels = rng.integers(0, 255, size=(96, 128, 3)).astype(np.uint8)
-        pixels[: 48 + 8 * i, : 64 - 8 * i] = (40 * i % 255, 200, 90)
-        pictures.append(Image.fromarray(pixels))
-    return pictures
-
-
-def _with_features(
-    model: NERModel, processor: Processor, posts: Sequence[Sequence[str]], images: Sequence[bool]
-) -> Batch:
-    """A batch of ``posts``, with image features where ``images`` says so."""
-    inputs: list[ImageInput | None] | None = None
-    encoder = model.image_encoder
-    if encoder is not None:
-        pictures = check_images(len(posts))
-        with torch.no_grad():
-            features = encoder(processor.pixels(pictures))
-        inputs = [
-            ImageInput(pooled=features.pooled[i], regions=features.regions[i]) if wanted else None
-            for i, wanted in enumerate(images)
-        ]
-    return processor([list(p) for p in posts], None, inputs)
-
-
-def check_batches(model: NERModel, processor: Processor) -> list[Batch]:
-    """The batches the export is checked on: every check post with and without an image,
-    in a mixed batch, a batch without images, a batch of one and one of each post alone."""
-    posts = list(CHECK_POSTS)
-    half = [i % 2 == 0 for i in range(len(posts))]
-    batches = [
-        _with_features(model, processor, posts, half),
-        _with_features(model, processor, posts, [not h for h in half]),
-        _with_features(model, processor, posts, [False] * len(posts)),
-        _with_features(model, processor, posts[1:2], [True]),
-        _with_features(model, processor, posts[3:4], [False]),
-    ]
-    if model.image_encoder is None:
-        batches = batches[2:]
-    return batches
-
-
-def _session_model(model: NERModel, graph: Path) -> OnnxModel:
-    return OnnxModel(model, open_session(graph), {"graph": graph.name})
-
-
-def verify(
-    model: NERModel,
-    onnx_model: OnnxModel,
-    batches: Sequence[Batch],
-    tolerance: float,
-    exact: bool,
-) -> Verification:
-    """Compare ``onnx_model`` with ``model`` on ``batches``. ``exact``: the outputs must be
-    within ``tolerance`` and decode to the same entities (a float graph); otherwise only
-    finite outputs of the right shapes are required, and the rest is measured (int8)."""
-    result = Verification(tolerance=tolerance)
-    agree = total = 0
-    with torch.no_grad():
-        for batch in batches:
-            expected = model(batch)
-            found = onnx_model(batch)
-            result.batches += 1
-            result.posts += batch.size
-            result.posts_with_image += int(batch.has_image.sum())
-            _compare(result, batch, expected, found, exact)
-            same = expected.logits.argmax(-1) == found.logits.argmax(-1)
-            agree += int(same[batch.span_mask].sum())
-            total += int(batch.span_mask.sum())
-            if _entities(model.decode(batch, expected)) != _entities(
-                onnx_model.decode(batch, found)
-            ):
-                result.entities_equal = False
-                if exact:
-                    result.problems.append("the decoded entities differ")
-    result.span_label_agreement = agree / total if total else 1.0
-    return result
-
-
-def _compare(
-    result: Verification, batch: Batch, expected: ModelOutput, found: ModelOutput, exact: bool
-) -> None:
-    images = batch.has_image.bool()
-    pairs: list[tuple[str, torch.Tensor, torch.Tensor | None]] = [
-        ("logits", expected.logits, found.logits)
-    ]
-    if expected.attention is not None and bool(images.any()):
-        pairs.append(("attention", expected.attention[images], _rows(found.attention, images)))
-    if expected.grounding is not None and bool(images.any()):
-        grounding = found.grounding
-        pairs.append(
-            (
-                "in_image_logit",
-                expected.grounding.in_image_logit[images],
-                None if grounding is None else grounding.in_image_logit[images],
-            )
-        )
-        pairs.append(
-            (
-                "box",
-                expected.grounding.box[images],
-                None if grounding is None else grounding.box[images],
-            )
-        )
-    for name, want, got in pairs:
-        if got is None or tuple(got.shape) != tuple(want.shape):
-            shape = None if got is None else list(got.shape)
-            result.problems.append(f"{name}: shape {shape}, PyTorch's {list(want.shape)}")
-            continue
-        if not bool(torch.isfinite(got).all()):
-            result.problems.append(f"{name}: not finite")
-            continue
-        diff = float((got.float() - want.float()).abs().max()) if want.numel() else 0.0
-        key = {"logits": "max_logit_diff", "attention": "max_attention_diff"}.get(
-            name, "max_grounding_diff"
-        )
-        setattr(result, key, max(getattr(result, key), diff))
-        if exact and diff > result.tolerance:
-            result.problems.append(f"{name} differ by {diff:.3g} (tolerance {result.tolerance})")
-
-
-def _rows(tensor: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
-    return None if tensor is None else tensor[rows]
-
-
-def _entities(posts: list[list[PredictedEntity]]) -> list[list[tuple[int, int, str]]]:
-    return [[(p.entity.start, p.entity.end, p.entity.type) for p in post] for post in posts]
-
-
-# --- the manifest ------------------------------------------------------------------------------
 
 
 def _manifest(
