@@ -144,3 +144,84 @@ def test_boxes_from_meta_jsonl(tmp_path):
     path.write_text(json.dumps(records[0]) + "\n" + '{"image_id": "c"}\n')
     with pytest.raises(DataFormatError, match=r"meta.jsonl:2: expected a meta.jsonl record"):
         load_entity_boxes(path)
+
+
+@dataclass
+class _Grounded(_Predicted):
+    image_index: int | None = 0
+
+
+def test_posts_with_several_images_score_the_image_chosen_and_point_only_there():
+    person, place = Entity(0, 1, "PER"), Entity(2, 3, "LOC")
+    located = {person: (0, [(112.5, 12.5, 200, 187.5)]), place: (2, [(200, 12.5, 287.5, 187.5)])}
+    looks_left = np.array([[0.6, 0.1], [0.2, 0.1]])
+    looks_right = np.array([[0.1, 0.6], [0.1, 0.2]])
+    scorer = AlignmentScorer()
+    crops = [CROP, None, CROP]  # the middle image could not be read
+    # the person in its own image, at its place; the place in the wrong image, though the
+    # attention over that image peaks where the place's box would be
+    scorer.update_images(
+        [person, place],
+        [
+            _Grounded(person, looks_left, image_index=0),
+            _Grounded(place, looks_right, image_index=0),
+        ],
+        located,
+        crops,
+    )
+    # the place in its own image, at its place
+    scorer.update_images([place], [_Grounded(place, looks_right, image_index=2)], located, crops)
+    result = scorer.result()
+    assert result.image_chosen == {"value": 2 / 3, "hits": 2, "total": 3}
+    assert result.pointing == {"value": 2 / 3, "hits": 2, "total": 3}
+    assert result.mass_in_box == pytest.approx(np.mean([0.8, 0.0, 0.8]))
+    assert result.uniform_mass == pytest.approx(0.25)  # a half of one of two readable images
+    text = format_alignment(result)
+    assert "entity grounded in its own image 0.67 (2/3)" in text
+    one_image = AlignmentScorer()
+    one_image.update(
+        [person], [_Predicted(person, looks_left)], {person: [(112.5, 12.5, 200, 187.5)]}, CROP
+    )
+    assert one_image.result().image_chosen is None
+    assert "own image" not in format_alignment(one_image.result())
+
+
+def test_boxes_of_posts_with_several_images_from_meta_jsonl_and_voc(tmp_path):
+    from smner.data.boxes import format_voc
+    from smner.data.types import Example
+
+    record = {
+        "image_id": "p_0",
+        "image_ids": ["p_0", "p_1", "p_2"],
+        "entities": [[0, 1, "PER"], [2, 3, "LOC"]],
+        "cues": [
+            {"type": "PER", "box": [0, 0, 10, 10], "entity": 0, "image_index": 0},
+            {"type": "LOC", "box": [5, 5, 9, 9], "entity": 1, "image_index": 2},
+        ],
+    }
+    path = tmp_path / "meta.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    boxes = load_entity_boxes(path)
+    assert boxes == {
+        "p_0": {Entity(0, 1, "PER"): [(0, 0, 10, 10)]},
+        "p_1": {},
+        "p_2": {Entity(2, 3, "LOC"): [(5, 5, 9, 9)]},
+    }
+    example = Example(
+        tokens=["Ann", "in", "Rome", "!"],
+        tags=["B-PER", "O", "B-LOC", "O"],
+        image_id="p_0",
+        image_ids=["p_0", "p_1", "p_2"],
+        entities=[Entity(0, 1, "PER"), Entity(2, 3, "LOC")],
+    )
+    folder = tmp_path / "boxes"
+    folder.mkdir()
+    (folder / "p_0.xml").write_text(format_voc("p_0", (20, 20), [("ann", (0, 0, 10, 10))]))
+    (folder / "p_2.xml").write_text(format_voc("p_2", (20, 20), [("rome", (5, 5, 9, 9))]))
+    from_voc = load_entity_boxes(folder, [example])
+    assert from_voc["p_0"] == {Entity(0, 1, "PER"): [(0, 0, 10, 10)]}
+    assert from_voc["p_2"] == {Entity(2, 3, "LOC"): [(5, 5, 9, 9)]}
+    record["cues"][1]["image_index"] = 3
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(DataFormatError, match=r"meta.jsonl:1: a cue's image_index 3"):
+        load_entity_boxes(path)

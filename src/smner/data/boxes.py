@@ -151,17 +151,20 @@ def entity_boxes(example: Example, image: ImageBoxes) -> EntityBoxes:
 
 
 def load_box_dir(box_dir: str | Path, examples: Sequence[Example]) -> dict[str, EntityBoxes]:
-    """Entity boxes of every post whose image has a box file, by image id."""
+    """Entity boxes of every post whose image has a box file, by image id (each image of a
+    post with several: an entity's boxes are in the file of the image that shows it)."""
     folder = Path(box_dir)
     if not folder.is_dir():
         raise DataFormatError(folder, None, "box folder not found (expected <image id>.xml files)")
     boxes: dict[str, EntityBoxes] = {}
     for example in examples:
-        if example.image_id is None or example.image_id in boxes:
-            continue
-        path = folder / f"{example.image_id}.xml"
-        if path.is_file():
-            boxes[example.image_id] = entity_boxes(example, read_voc(path))
+        several = example.image_ids if example.image_ids else [example.image_id]
+        for image_id in several:
+            if image_id is None or image_id in boxes:
+                continue
+            path = folder / f"{image_id}.xml"
+            if path.is_file():
+                boxes[image_id] = entity_boxes(example, read_voc(path))
     return boxes
 
 

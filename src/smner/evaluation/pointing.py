@@ -8,7 +8,11 @@ boxes of grounded-NER data), a span's attention over the region grid can be chec
 - *attention mass in the box*: the share of the span's region attention that falls inside the
   box (cells split by area), against the box's share of the crop, which is what uniform
   attention would score;
-- *posts fully right*: posts whose predicted entity set equals the gold set, by gold count.
+- *posts fully right*: posts whose predicted entity set equals the gold set, by gold count;
+- *image chosen right*: for a post with several images, the share of entities grounded in the
+  image that shows them (the one whose regions got most of the span's attention); pointing
+  there counts a hit only in that image, and uniform attention's share is split over the
+  post's images.
 
 Only correctly predicted entities (span and type) that have a box are scored for pointing: an
 entity the model missed has no attention to check. Attention on the global visual token is left
@@ -118,6 +122,9 @@ class AlignmentScores:
     #: posts whose predicted entities equal the gold ones, by number of gold entities
     posts_right: dict[int, dict[str, Any]] = field(default_factory=dict)
     scored_entities: int = 0
+    #: entities of posts with several images grounded in the image that shows them (None
+    #: where no such post was scored)
+    image_chosen: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +135,7 @@ class AlignmentScores:
             "global_attention": self.global_attention,
             "posts_right": {str(k): v for k, v in self.posts_right.items()},
             "scored_entities": self.scored_entities,
+            "image_chosen": self.image_chosen,
         }
 
 
@@ -141,6 +149,7 @@ class AlignmentScorer:
         self._mass: list[float] = []
         self._uniform: list[float] = []
         self._global: list[float] = []
+        self._image_chosen = _Rate()
 
     def update(
         self,
@@ -156,11 +165,7 @@ class AlignmentScorer:
         entity with several boxes is hit by any of them; one not in the map is not scored);
         ``crop`` is the part of the image the model saw (:meth:`ImagePreprocessing.crop_box`).
         """
-        count = len(gold)
-        predicted_set = {p.entity for p in predicted}
-        right = self._posts_right.setdefault(count, _Rate())
-        right.total += 1
-        right.hits += int(predicted_set == set(gold))
+        count = self._count_post(gold, predicted)
         if not boxes or crop is None:
             return
         gold_set = set(gold)
@@ -168,16 +173,62 @@ class AlignmentScorer:
             own = boxes.get(item.entity)
             if item.entity not in gold_set or not own or item.attention is None:
                 continue
-            attention = np.asarray(item.attention, dtype=np.float64)
-            hit = any(pointing_hit(attention, box, crop) for box in own)
-            mass, best = max((mass_in_box(attention, box, crop), box) for box in own)
-            for rate in (self._pointing, self._pointing_by.setdefault(count, _Rate())):
-                rate.total += 1
-                rate.hits += int(hit)
-            self._mass.append(mass)
-            self._uniform.append(box_share(best, crop))
-            if item.global_attention is not None:
-                self._global.append(float(item.global_attention))
+            self._score(item, own, crop, count, share=1.0)
+
+    def update_images(
+        self,
+        gold: Sequence[Entity],
+        predicted: Sequence[Any],
+        located: Mapping[Entity, tuple[int, Sequence[Box]]],
+        crops: Sequence[Box | None],
+    ) -> None:
+        """Add one post with several images: ``located`` maps a gold entity to the index of
+        the image that shows it and its boxes there, ``crops`` is each image's crop (None for
+        an image that could not be read). ``predicted`` items also carry ``image_index``."""
+        count = self._count_post(gold, predicted)
+        gold_set = set(gold)
+        shown = sum(crop is not None for crop in crops)
+        for item in predicted:
+            where = located.get(item.entity)
+            if item.entity not in gold_set or where is None or item.attention is None:
+                continue
+            index, own = where
+            crop = crops[index] if 0 <= index < len(crops) else None
+            if not own or crop is None:
+                continue
+            chosen = item.image_index == index
+            self._image_chosen.total += 1
+            self._image_chosen.hits += int(chosen)
+            self._score(item, own, crop, count, share=1.0 / max(shown, 1), chosen=chosen)
+
+    def _count_post(self, gold: Sequence[Entity], predicted: Sequence[Any]) -> int:
+        """Count the post as fully right or not; its number of gold entities."""
+        right = self._posts_right.setdefault(len(gold), _Rate())
+        right.total += 1
+        right.hits += int({p.entity for p in predicted} == set(gold))
+        return len(gold)
+
+    def _score(
+        self,
+        item: Any,
+        own: Sequence[Box],
+        crop: Box,
+        count: int,
+        share: float,
+        chosen: bool = True,
+    ) -> None:
+        """Pointing and mass of one entity whose attention is over the image ``crop`` frames
+        (over another image when not ``chosen``: then it misses, with no mass in the box)."""
+        attention = np.asarray(item.attention, dtype=np.float64)
+        hit = chosen and any(pointing_hit(attention, box, crop) for box in own)
+        mass, best = max((mass_in_box(attention, box, crop), box) for box in own)
+        for rate in (self._pointing, self._pointing_by.setdefault(count, _Rate())):
+            rate.total += 1
+            rate.hits += int(hit)
+        self._mass.append(mass if chosen else 0.0)
+        self._uniform.append(box_share(best, crop) * share)
+        if item.global_attention is not None:
+            self._global.append(float(item.global_attention))
 
     def result(self) -> AlignmentScores:
         def mean(values: list[float]) -> float | None:
@@ -191,6 +242,7 @@ class AlignmentScorer:
             global_attention=mean(self._global),
             posts_right={k: v.to_dict() for k, v in sorted(self._posts_right.items())},
             scored_entities=self._pointing.total,
+            image_chosen=self._image_chosen.to_dict() if self._image_chosen.total else None,
         )
 
 
@@ -210,6 +262,11 @@ def format_alignment(scores: AlignmentScores) -> str:
             f"{k}-entity posts {rate(v)}" for k, v in scores.pointing_by_entities.items()
         )
         lines.append(f"pointing accuracy: {rate(scores.pointing)}; {by}")
+        if scores.image_chosen is not None:
+            lines.append(
+                f"posts with several images: entity grounded in its own image "
+                f"{rate(scores.image_chosen)} (pointing above counts a hit only there)"
+            )
         lines.append(
             f"attention mass in the entity's box: {scores.mass_in_box:.2f} "
             f"(uniform attention: {scores.uniform_mass:.2f})"
@@ -227,7 +284,9 @@ def load_entity_boxes(
 
     A cue names the entity it shows (``"entity": i``; null on a mismatched image, whose cues
     are other posts'); in older files without that key, a post's ``i``-th cue belongs to its
-    ``i``-th entity when their types agree, and a ``noisy`` post's entities get no box.
+    ``i``-th entity when their types agree, and a ``noisy`` post's entities get no box. A post
+    with several images (``"image_ids"``) files each cue under the image its ``image_index``
+    names, and every one of its images gets an entry.
     """
     path = Path(path)
     if path.is_dir():
@@ -248,23 +307,29 @@ def load_entity_boxes(
                 for c in record["cues"]
             ]
             image_id, noisy = str(record["image_id"]), bool(record.get("noisy", False))
+            image_ids = [str(i) for i in record.get("image_ids") or [image_id]]
+            shown_in = [int(c.get("image_index", 0)) for c in record["cues"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise DataFormatError(
                 path,
                 number,
                 f"expected a meta.jsonl record with image_id, entities and cues ({exc})",
             ) from None
-        own: dict[Entity, list[Box]] = {}
-        for slot, (kind, box, index) in enumerate(cues):
+        per_image: list[dict[Entity, list[Box]]] = [{} for _ in image_ids]
+        for slot, ((kind, box, index), shown) in enumerate(zip(cues, shown_in, strict=True)):
             legacy = index == -1
             if legacy:
                 index = None if noisy else slot
             if not isinstance(index, int) or not 0 <= index < len(entities) or len(box) != 4:
                 continue
+            if not 0 <= shown < len(image_ids):
+                raise DataFormatError(
+                    path, number, f"a cue's image_index {shown} is not one of the post's images"
+                )
             entity = entities[index]
             if kind == entity.type or not legacy:
-                own.setdefault(entity, []).append(box)  # type: ignore[arg-type]
-        boxes[image_id] = own
+                per_image[shown].setdefault(entity, []).append(box)  # type: ignore[arg-type]
+        boxes.update(zip(image_ids, per_image, strict=True))
     return boxes
 
 
@@ -280,11 +345,25 @@ def score_alignment(
     rotation is as the model saw it) for the crop ``preprocessing`` took of it."""
     scorer = AlignmentScorer()
     for example, post in zip(examples, predictions, strict=True):
+        several = getattr(example, "image_ids", None)
+        if several and len(several) > 1:
+            located = {
+                entity: (index, own)
+                for index, image_id in enumerate(several)
+                for entity, own in boxes.get(image_id, {}).items()
+            }
+            crops = [_crop(image_id, store, preprocessing) for image_id in several]
+            scorer.update_images(example.entities, post, located, crops)
+            continue
         own = boxes.get(example.image_id) if example.image_id else None
-        crop = None
-        if own and preprocessing is not None:
-            picture, _ = store.load(example.image_id, count=False)
-            if picture is not None:
-                crop = preprocessing.crop_box(*picture.size)
+        crop = _crop(example.image_id, store, preprocessing) if own else None
         scorer.update(example.entities, post, own, crop)
     return scorer.result()
+
+
+def _crop(image_id: str, store: Any, preprocessing: Any) -> Box | None:
+    """The crop the model took of image ``image_id`` (None where it cannot be read)."""
+    if preprocessing is None:
+        return None
+    picture, _ = store.load(image_id, count=False)
+    return None if picture is None else preprocessing.crop_box(*picture.size)
