@@ -16,6 +16,7 @@ from smner.synth.corpus import (
     generate_corpus,
     parse_cue_size,
 )
+from smner.synth.multi_image import MAX_IMAGES_PER_POST, parse_images_per_post
 
 #: The knobs beyond noise and ungroundable: option, destination, default, and help. Their
 #: defaults are applied in :func:`knob_settings`, so that ``--realistic`` can tell an option
@@ -132,6 +133,21 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help=f"side of the square images in pixels, at least {MIN_IMAGE_SIZE} "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--images-per-post",
+        default="1",
+        metavar="K",
+        help=f"images of each post, 1 to {MAX_IMAGES_PER_POST}. With K > 1 a post names K "
+        "images <id>_0 .. <id>_{K-1} on its IMGID line (separated by spaces); each entity's cue "
+        "is drawn alone in one of them, anywhere (inside the region its position words name, "
+        "if any; --cue-size of the image side), and the "
+        "first-mentioned entity's cue in a lower-indexed image than the second's; the other "
+        "images show scenery of no type (a ball, a tree, a cloud) or an empty background. A "
+        "mismatched post's images show the cues of another post's types, an unrelated post's "
+        "are all scenery. boxes/ holds one file per image (its cues, in its pixels); each "
+        "meta.jsonl record adds image_ids, image_index per cue (and per distractor) and "
+        "scenery. Texts and labels are those of K = 1 (default: %(default)s)",
+    )
     for option, dest, default, text in _KNOBS:
         parser.add_argument(
             option,
@@ -188,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         ungroundable=args.ungroundable,
         progress=sys.stderr.isatty(),
+        images_per_post=parse_images_per_post(args.images_per_post),
         **knob_settings(args),
     )
     print(summary.format())

@@ -8,13 +8,13 @@ The knobs that make the corpus test each module (text cues, unrelated images, po
 cue size, distractors: see :class:`Knobs`) draw from streams of their own, derived from the seed
 and the knob's name, and only when they are on: at their defaults the corpus is byte for byte
 the one earlier versions wrote, and the knobs that change only images leave texts and labels as
-they were.
+they were. So do several images per post (:mod:`smner.synth.multi_image`), which spread the cues
+of the one-image plan over the post's images.
 """
 
 from __future__ import annotations
 
 import collections
-import io
 import itertools
 import json
 import random
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from smner.data.boxes import format_voc
@@ -33,7 +32,7 @@ from smner.data.spans import entities_to_bio
 from smner.data.types import Entity, Example
 from smner.errors import SmnerError
 from smner.fileio import atomic_write_text, replace_directory
-from smner.synth.drawing import render_image
+from smner.synth.images import encode_images
 from smner.synth.layout import (
     REGION_PAIRS,
     SCENE_OBJECTS,
@@ -42,6 +41,15 @@ from smner.synth.layout import (
     layout,
     place_distractors,
     placed_layout,
+)
+from smner.synth.multi_image import (
+    box_files,
+    check_images_per_post,
+    extra_distractor,
+    image_ids,
+    post_rng,
+    scenery,
+    spread_cues,
 )
 from smner.synth.text import (
     NAMES,
@@ -63,7 +71,6 @@ TWO_ENTITY_DEFAULT = 0.3
 
 MIN_POSTS = 20
 MIN_IMAGE_SIZE = 64
-JPEG_QUALITY = 90
 
 #: Where an image comes from: the post's own cues, another post's cues, or a scene with none.
 IMAGE_KINDS: tuple[str, ...] = ("own", "mismatched", "unrelated")
@@ -88,7 +95,9 @@ class SynthPost:
     ("coach {}", or an ungroundable entity's hint; None where the text does not);
     ``positions`` the region its position words name (None: none); ``extended`` says that the
     corpus uses knobs beyond noise and ungroundable, so that :meth:`meta` records them (and
-    corpora without them stay the same).
+    corpora without them stay the same). A post of several images names them in ``image_ids``
+    (``image_id`` is the first; empty for one image), each cue and distractor says which image
+    shows it, and ``scenery`` holds the objects of its images that show no cue.
     """
 
     index: int
@@ -103,6 +112,8 @@ class SynthPost:
     positions: tuple[str | None, ...] = ()
     distractors: tuple[Distractor, ...] = ()
     extended: bool = False
+    image_ids: tuple[str, ...] = ()
+    scenery: tuple[Distractor, ...] = ()
 
     @property
     def noisy(self) -> bool:
@@ -118,31 +129,64 @@ class SynthPost:
             image_id=self.image_id,
             post_id=self.image_id,
             entities=list(self.entities),
+            image_ids=list(self.image_ids) or None,
         )
 
     def voc(self, image_size: int) -> str:
         """The post's entity boxes as VOC XML: each entity's own cue, named by its text (a post
         with a mismatched image shows other posts' cues, so its entities have none, and an
         entity whose cue was left out has none either)."""
-        objects = []
+        objects = [(name, cue.box) for name, cue in self._named_cues()]
+        return format_voc(self.image_id, (image_size, image_size), objects)
+
+    def box_files(self, image_size: int) -> list[tuple[str, str]]:
+        """``(image id, VOC XML)`` per image: :meth:`voc`, or for a post of several images one
+        file per image with the cues drawn in it."""
+        if not self.image_ids:
+            return [(self.image_id, self.voc(image_size))]
+        return box_files(self.image_ids, image_size, self._named_cues())
+
+    def image_files(self, seed: int, image_size: int) -> list[tuple[str, bytes]]:
+        """``(image id, JPEG bytes)`` of each of the post's images (see
+        :mod:`smner.synth.images`)."""
+        objects = (*self.distractors, *self.scenery)
+        ids = self.image_ids or (self.image_id,)
+        return encode_images(seed, self.index, image_size, ids, self.cues, objects)
+
+    def _named_cues(self) -> list[tuple[str, Cue]]:
+        """The cues of the post's own entities, each with its entity's text."""
+        named = []
         for cue in self.cues:
             if cue.entity is not None:
                 entity = self.entities[cue.entity]
-                objects.append((" ".join(self.tokens[entity.start : entity.end]), cue.box))
-        return format_voc(self.image_id, (image_size, image_size), objects)
+                named.append((" ".join(self.tokens[entity.start : entity.end]), cue))
+        return named
 
     def meta(self) -> dict[str, Any]:
         """The line of ``meta.jsonl`` that documents the post; in an ``extended`` corpus also
         where its image comes from, which entities' words tell their type (and the words),
-        where the text places them, and the distractors drawn."""
+        where the text places them, and the distractors drawn. A post of several images adds
+        their ids, the image of each cue and distractor (``image_index``) and their scenery."""
+        multi = bool(self.image_ids)
+
+        def at(item: Cue | Distractor) -> dict[str, int]:
+            return {"image_index": item.image} if multi else {}
+
         record: dict[str, Any] = {
             "split": self.split,
             "image_id": self.image_id,
+            **({"image_ids": list(self.image_ids)} if multi else {}),
             "tokens": list(self.tokens),
             "entities": [[e.start, e.end, e.type] for e in self.entities],
-            "cues": [{"type": c.type, "box": list(c.box), "entity": c.entity} for c in self.cues],
+            "cues": [
+                {"type": c.type, "box": list(c.box), "entity": c.entity, **at(c)} for c in self.cues
+            ],
             "noisy": self.noisy,
         }
+        if multi:
+            record["scenery"] = [
+                {"kind": d.kind, "box": list(d.box), **at(d)} for d in self.scenery
+            ]
         if self.extended:
             hints = self.hints or (None,) * len(self.entities)
             positions = self.positions or (None,) * len(self.entities)
@@ -152,7 +196,9 @@ class SynthPost:
                 hints=list(hints),
                 position_words=any(positions),
                 positions=list(positions),
-                distractors=[{"kind": d.kind, "box": list(d.box)} for d in self.distractors],
+                distractors=[
+                    {"kind": d.kind, "box": list(d.box), **at(d)} for d in self.distractors
+                ],
             )
         return record
 
@@ -174,6 +220,7 @@ class SynthSummary:
     text_cued: int = 0
     positioned: int = 0
     distracted: int = 0
+    images_per_post: int = 1
 
     def format(self) -> str:
         """A few lines for the command line (a knob's line only where it did something)."""
@@ -193,6 +240,7 @@ class SynthSummary:
             f"  noisy images: {self.noisy}\n"
             + "".join(f"  {label}: {count}\n" for label, count in optional if count)
             + f"  images: {self.images}"
+            + (f" ({self.images_per_post} per post)" if self.images_per_post > 1 else "")
         )
 
 
@@ -329,8 +377,10 @@ class _Planner:
         image_size: int,
         ungroundable: float,
         knobs: Knobs,
+        images_per_post: int = 1,
     ) -> None:
         self.rng, self.seed, self.all_types = rng, seed, all_types
+        self.images_per_post = images_per_post
         self.image_size, self.ungroundable, self.knobs = image_size, ungroundable, knobs
         self.names = {kind: _Dealer(NAMES, rng) for kind in TYPES}
         self.streams = {
@@ -383,10 +433,18 @@ class _Planner:
         if reserve:
             tokens, spans = with_type_words(tokens, spans, patterns)
         cues = self._cues(image, types, left_out, regions)
+        base = f"synth{self.seed}-{index:05d}"
+        ids: tuple[str, ...] = ()
+        scenery_objects: tuple[Distractor, ...] = ()
+        if self.images_per_post == 1:
+            distractors = self._distractors(index, image, cues)
+        else:
+            ids = image_ids(base, self.images_per_post)
+            cues, distractors, scenery_objects = self._spread(index, image, cues, positions)
         return SynthPost(
             index=index,
             split=split,
-            image_id=f"synth{self.seed}-{index:05d}",
+            image_id=ids[0] if ids else base,
             tokens=tuple(tokens),
             entities=tuple(
                 Entity(start, end, kind) for (start, end), kind in zip(spans, types, strict=True)
@@ -396,8 +454,10 @@ class _Planner:
             text_cued=index in self.text_cued,
             hints=hints,
             positions=positions,
-            distractors=self._distractors(index, image, cues),
+            distractors=distractors,
             extended=self.knobs.extended,
+            image_ids=ids,
+            scenery=scenery_objects,
         )
 
     def _left_out(self, image: str, types: tuple[str, ...]) -> list[str | None]:
@@ -477,6 +537,22 @@ class _Planner:
             return place_distractors(self.streams["distractors"], size, boxes, 1)
         return ()
 
+    def _spread(
+        self,
+        index: int,
+        image: str,
+        cues: Sequence[Cue],
+        positions: Sequence[str | None],
+    ) -> tuple[tuple[Cue, ...], tuple[Distractor, ...], tuple[Distractor, ...]]:
+        """A post of several images: the one-image plan's cues spread over its images, the
+        ``--distractors`` object, and the scenery of the images left without a cue. Only the
+        post's own stream is drawn from, so texts and labels stay those of one image."""
+        rng, count, size = post_rng(self.seed, index), self.images_per_post, self.image_size
+        regions = [None if cue.entity is None else positions[cue.entity] for cue in cues]
+        spread = spread_cues(cues, regions, count, size, rng, self.knobs.cue_size)
+        extra = extra_distractor(spread, count, size, rng) if index in self.distracted else ()
+        return spread, extra, scenery(spread, extra, count, size, rng, image == "unrelated")
+
 
 def build_posts(
     posts: int,
@@ -491,6 +567,7 @@ def build_posts(
     position_words: float = 0.0,
     cue_size: tuple[float, float] | None = None,
     distractors: float = 0.0,
+    images_per_post: int = 1,
 ) -> list[SynthPost]:
     """Plan the corpus: texts, labels, cue boxes and distractors of every post, in split order.
 
@@ -499,8 +576,10 @@ def build_posts(
     With ``ungroundable`` > 0, that share of the entities of posts with their own image is not
     drawn; the text names its type instead ("the town of Velmora"). The other knobs are those
     of ``smner synth`` (see :class:`Knobs`). At their defaults no extra random numbers are
-    drawn, so such a corpus is the one earlier versions wrote.
+    drawn, so such a corpus is the one earlier versions wrote. With ``images_per_post`` > 1
+    each post has that many images (see :mod:`smner.synth.multi_image`), and the same texts.
     """
+    check_images_per_post(images_per_post)
     knobs = Knobs(text_cues, unrelated, two_entity, position_words, cue_size, distractors)
     rng = random.Random(seed)
     sizes = split_sizes(posts)
@@ -520,37 +599,9 @@ def build_posts(
         image_size,
         ungroundable,
         knobs,
+        images_per_post,
     )
     return [planner.plan(index, split) for index, split in enumerate(splits)]
-
-
-def _post_rngs(seed: int, index: int) -> tuple[random.Random, np.random.Generator]:
-    """Drawing RNGs of one post, derived from the corpus seed and the post's index only."""
-    sequence = np.random.SeedSequence([seed, index])
-    state = int.from_bytes(sequence.generate_state(4).tobytes(), "little")
-    return random.Random(state), np.random.default_rng(sequence)
-
-
-def encode_image(post: SynthPost, seed: int, image_size: int) -> bytes:
-    """The JPEG bytes of a post's image; fixed encoder settings make them reproducible."""
-    rng, nprng = _post_rngs(seed, post.index)
-    image = render_image(
-        image_size,
-        [(c.type, c.box) for c in post.cues],
-        rng,
-        nprng,
-        [(d.kind, d.box) for d in post.distractors],
-    )
-    buffer = io.BytesIO()
-    image.save(
-        buffer,
-        format="JPEG",
-        quality=JPEG_QUALITY,
-        subsampling=0,
-        optimize=False,
-        progressive=False,
-    )
-    return buffer.getvalue()
 
 
 def _write_images(
@@ -561,19 +612,21 @@ def _write_images(
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    for post in tqdm(planned, desc="drawing images", unit="img", disable=not progress):
-        (staging / f"{post.image_id}.jpg").write_bytes(encode_image(post, seed, image_size))
+    for post in tqdm(planned, desc="drawing images", unit="post", disable=not progress):
+        for image_id, data in post.image_files(seed, image_size):
+            (staging / f"{image_id}.jpg").write_bytes(data)
     replace_directory(staging, output / "images")
 
 
 def _write_boxes(output: Path, planned: Sequence[SynthPost], image_size: int) -> None:
-    """One VOC XML file per post in ``output/boxes`` (swapped in whole, like the images)."""
+    """One VOC XML file per image in ``output/boxes`` (swapped in whole, like the images)."""
     staging = output / ".boxes.partial"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     for post in planned:
-        (staging / f"{post.image_id}.xml").write_text(post.voc(image_size), encoding="utf-8")
+        for image_id, xml in post.box_files(image_size):
+            (staging / f"{image_id}.xml").write_text(xml, encoding="utf-8")
     replace_directory(staging, output / "boxes")
 
 
@@ -655,6 +708,7 @@ def generate_corpus(
     position_words: float = 0.0,
     cue_size: tuple[float, float] | None = None,
     distractors: float = 0.0,
+    images_per_post: int = 1,
 ) -> SynthSummary:
     """Write a synthetic corpus: ``train/valid/test.txt``, ``images/``, ``boxes/`` (each
     entity's cue box, VOC XML) and ``meta.jsonl``.
@@ -663,10 +717,13 @@ def generate_corpus(
     of ``smner synth`` (``generate_corpus(out, **REALISTIC)`` is ``--realistic``), and at their
     defaults the files are those earlier versions wrote. ``draw_images=False`` writes only the
     text files and ``meta.jsonl`` (identical to those written with images), for fast checks of
-    the text. Images are written before the data files that name them.
+    the text. Images are written before the data files that name them. ``images_per_post``
+    K > 1 gives each post K images ``<id>_0`` .. ``<id>_{K-1}`` (see
+    :mod:`smner.synth.multi_image`) and one box file per image.
     """
     knobs = Knobs(text_cues, unrelated, two_entity, position_words, cue_size, distractors)
     _validate(posts, seed, noise, image_size, ungroundable)
+    check_images_per_post(images_per_post)
     _validate_knobs(knobs, noise)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -682,6 +739,7 @@ def generate_corpus(
         position_words=position_words,
         cue_size=cue_size,
         distractors=distractors,
+        images_per_post=images_per_post,
     )
     if draw_images:
         _write_images(output, planned, seed, image_size, progress)
@@ -691,10 +749,12 @@ def generate_corpus(
         atomic_write_text(output / f"{split}.txt", format_conll(examples))
     meta = "".join(json.dumps(post.meta(), ensure_ascii=False) + "\n" for post in planned)
     atomic_write_text(output / "meta.jsonl", meta)
-    return _summary(output, planned, draw_images)
+    return _summary(output, planned, draw_images, images_per_post)
 
 
-def _summary(output: Path, planned: Sequence[SynthPost], draw_images: bool) -> SynthSummary:
+def _summary(
+    output: Path, planned: Sequence[SynthPost], draw_images: bool, images_per_post: int = 1
+) -> SynthSummary:
     """What was written, counted from the planned posts."""
     entities = collections.Counter(e.type for post in planned for e in post.entities)
     return SynthSummary(
@@ -702,7 +762,7 @@ def _summary(output: Path, planned: Sequence[SynthPost], draw_images: bool) -> S
         posts={split: sum(post.split == split for post in planned) for split in SPLITS},
         entities={kind: entities[kind] for kind in TYPES},
         noisy=sum(post.noisy for post in planned),
-        images=len(planned) if draw_images else 0,
+        images=len(planned) * images_per_post if draw_images else 0,
         ungroundable=sum(
             len(post.entities) - sum(cue.entity is not None for cue in post.cues)
             for post in planned
@@ -712,4 +772,5 @@ def _summary(output: Path, planned: Sequence[SynthPost], draw_images: bool) -> S
         text_cued=sum(post.text_cued for post in planned),
         positioned=sum(any(post.positions) for post in planned),
         distracted=sum(bool(post.distractors) and post.image != "unrelated" for post in planned),
+        images_per_post=images_per_post,
     )

@@ -54,19 +54,23 @@ REGION_PAIRS: tuple[tuple[str, str], ...] = tuple(
 @dataclass(frozen=True, slots=True)
 class Cue:
     """What was drawn where: a cue of ``type`` inside ``box`` = (x0, y0, x1, y1), ends exclusive,
-    showing the post's ``entity``-th entity (None: another post's cue, on a mismatched image)."""
+    showing the post's ``entity``-th entity (None: another post's cue, on a mismatched image),
+    in the post's ``image``-th image (always 0 unless posts have several)."""
 
     type: str
     box: Box
     entity: int | None = None
+    image: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Distractor:
-    """An extra object drawn in ``box``, showing no entity type (see ``DISTRACTORS``)."""
+    """An extra object drawn in ``box`` of the post's ``image``-th image, showing no entity type
+    (see ``DISTRACTORS``)."""
 
     kind: str
     box: Box
+    image: int = 0
 
 
 def _default_layout(types: Sequence[str], size: int, rng: random.Random) -> tuple[Cue, ...]:
