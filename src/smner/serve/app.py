@@ -11,15 +11,16 @@ leaves the server serving (:mod:`~smner.serve.errors`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 
 from smner.data.images import ImageStatus
 from smner.data.posts import PostInput
@@ -29,7 +30,7 @@ from smner.serve.batcher import BatcherClosed, BatcherOverloaded, MicroBatcher
 from smner.serve.errors import ApiError, add_error_handlers
 from smner.serve.images import LARGE_IMAGE_PIXELS, ImageDecoder, PixelBudget
 from smner.serve.middleware import BodyLimit, ByteBudget, HostCheck, SecurityHeaders, _host_name
-from smner.serve.parsing import read_post
+from smner.serve.parsing import ImageCap, read_post
 from smner.serve.schemas import (
     ERRORS,
     FORM_SCHEMA,
@@ -76,7 +77,18 @@ def _decode_side(predictor: Predictor) -> int | None:
     return 3 * int(preprocessing.resize) if preprocessing is not None else None
 
 
-def _model_info(predictor: Predictor, settings: ServeSettings) -> ModelInfo:
+def _image_cap(predictor: Predictor, settings: ServeSettings) -> ImageCap:
+    """The most images a post may bring: the server's setting, lowered to what the
+    predictor takes as ``Predictor.tokenize`` checks it (a text-only model ignores images),
+    so that a post is refused before its images are decoded rather than after."""
+    if predictor.model.image_encoder is None:
+        return ImageCap.of(settings, None)
+    if predictor.backend == "onnx":
+        return ImageCap.of(settings, 1, "the ONNX backend takes one image a post")
+    return ImageCap.of(settings, int(getattr(predictor.model.config, "max_images", 1)))
+
+
+def _model_info(predictor: Predictor, settings: ServeSettings, image_cap: ImageCap) -> ModelInfo:
     config = predictor.model.config
     return ModelInfo(
         labels=list(config.labels),
@@ -95,6 +107,8 @@ def _model_info(predictor: Predictor, settings: ServeSettings) -> ModelInfo:
             max_image_pixels=settings.max_image_pixels,
             max_text_chars=settings.max_text_chars,
             max_tokens=predictor.max_tokens,
+            max_images_per_post=image_cap.most,
+            max_post_pixels=settings.post_pixel_limit,
         ),
     )
 
@@ -110,7 +124,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         max_wait_s=settings.batch_wait_ms / 1000,
         max_pending=settings.max_pending,
     )
-    info = _model_info(predictor, settings)
+    image_cap = _image_cap(predictor, settings)
+    info = _model_info(predictor, settings, image_cap)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -158,7 +173,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         "/v1/predict",
         response_model=PredictResponse,
         responses=ERRORS,
-        summary="Entities of one post, with their attention over the image",
+        summary="Entities of one post, with their attention over its image or images",
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -170,24 +185,48 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             }
         },
     )
-    async def predict(request: Request) -> dict[str, Any]:
-        post = await read_post(request, settings, predictor.max_tokens)
-        picture = await images.load(post.image) if post.image is not None else None
+    async def predict(request: Request) -> JSONResponse:
+        post = await read_post(request, settings, predictor.max_tokens, image_cap)
+        listed = post.images is not None
+        pictures: list[Image.Image] = []
+        picture: Image.Image | None = None
         try:
-            with images.pixel_budget.hold(picture.width * picture.height if picture else 0):
-                prediction = await batcher.run(post.with_image(picture))
+            with ExitStack() as held:
+                if post.images is not None:  # the files' bytes, as read_post gives them
+                    pictures = await images.load_post(cast(list[bytes], post.images), held)
+                    post = post.with_images(list(pictures))
+                else:
+                    picture = await images.load(post.image) if post.image is not None else None
+                    pixels = picture.width * picture.height if picture else 0
+                    held.enter_context(images.pixel_budget.hold(pixels))
+                    post = post.with_image(picture)
+                prediction = await batcher.run(post)
         except (BatcherOverloaded, BatcherClosed) as error:
             raise ApiError(503, "server busy", str(error)) from None
         except SmnerError as error:
             raise ApiError(422, "invalid post", str(error)) from None
         record = prediction.to_dict(explain=True)
-        attended = grid is not None and picture is not None
-        attended = attended and prediction.image_status == ImageStatus.OK
-        record["grid"] = grid if attended else None
-        record["crop_box"] = (
-            predictor.processor.crop_box(picture.width, picture.height) if attended else None
-        )
-        return record
+
+        def crop_box(
+            picture: Image.Image | None, status: ImageStatus
+        ) -> tuple[float, float, float, float] | None:
+            if grid is None or picture is None or status != ImageStatus.OK:
+                return None  # the image was not attended to
+            return predictor.processor.crop_box(picture.width, picture.height)
+
+        if listed:
+            statuses = prediction.image_statuses or []
+            boxes = [crop_box(p, s) for p, s in zip(pictures, statuses, strict=True)]
+            record["grid"] = grid if any(box is not None for box in boxes) else None
+            record["crop_box"], record["crop_boxes"] = None, boxes
+        else:
+            box = crop_box(picture, prediction.image_status)
+            record["grid"] = grid if box is not None else None
+            record["crop_box"] = box
+        # A post of one image (or none) is answered without the keys of a list of images.
+        absent = set() if listed else {"image_statuses", "crop_boxes"}
+        response = PredictResponse.model_validate(record)
+        return JSONResponse(response.model_dump(mode="json", exclude=absent))
 
     def openapi() -> dict[str, Any]:
         # /v1/predict reads its body itself (JSON or multipart), so FastAPI does not see the

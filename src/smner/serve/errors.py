@@ -26,6 +26,18 @@ class ApiError(Exception):
         self.status, self.error, self.detail = status, error, detail
         self.headers = headers or {}
 
+    def for_image(self, index: int) -> ApiError:
+        """The same error about image ``index`` of a post's list: ``detail`` becomes an
+        object whose ``image`` names it (a string detail moves to its ``reason``), so that a
+        client can tell which image to fix."""
+        if isinstance(self.detail, dict):
+            detail = {"image": index, **self.detail}
+        elif self.detail is None:
+            detail = {"image": index}
+        else:
+            detail = {"image": index, "reason": self.detail}
+        return ApiError(self.status, self.error, detail, self.headers)
+
 
 def error_response(status: int, error: str, detail: Any = None) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)

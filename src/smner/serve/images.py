@@ -3,7 +3,8 @@
 Decoding is CPU- and memory-heavy: large images decode one (or a few) at a time, in their own
 low-priority thread(s), so that they cannot crowd out the small ones; every image holds its
 pixels in a budget from the moment its header is read, decoding included, until the model is
-done with it.
+done with it. A post of several images holds every one of them, and their pixels together are
+checked from their headers before any is decoded.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 
 import anyio
 from PIL import Image
@@ -78,6 +79,7 @@ class ImageDecoder:
             initializer=_lower_thread_priority,
         )
         self._small_slots = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+        self.max_post_pixels = settings.post_pixel_limit
         #: pixels of every image being decoded or waiting for the model
         self.pixel_budget = PixelBudget(settings.max_pending_pixels)
         # Large images take at most half the budget, so they never crowd out small ones.
@@ -123,3 +125,37 @@ class ImageDecoder:
         if status is ImageStatus.TRUNCATED:
             raise ApiError(422, "image is truncated")
         raise ApiError(422, "not a readable image", {"formats": list(IMAGE_FORMATS)})
+
+    def check_post(self, images: Sequence[bytes]) -> None:
+        """Refuse a post's images from their headers, before any is decoded: one over the
+        pixels of an image, or the one that takes the post over its pixels together (413,
+        naming the image)."""
+        total = 0
+        for index, data in enumerate(images):
+            size = image_size(data)
+            pixels = size[0] * size[1] if size else 0  # unreadable: refused when decoded
+            if pixels > self.limits.max_pixels:
+                limits = {"max_pixels": self.limits.max_pixels, "max_bytes": self.limits.max_bytes}
+                raise ApiError(413, "image too large", limits).for_image(index)
+            total += pixels
+            if total > self.max_post_pixels:
+                detail = {"image": index, "pixels": total, "max_post_pixels": self.max_post_pixels}
+                raise ApiError(413, "images too large together", detail)
+
+    async def load_post(self, images: Sequence[bytes], held: ExitStack) -> list[Image.Image]:
+        """A post's images decoded one after another, each one's pixels held in the budget
+        by ``held`` from its decoding until ``held`` closes (after the model), so that the
+        budget counts every image of the post; an image that cannot be used is an error
+        naming it."""
+        self.check_post(images)
+        pictures = []
+        for index, data in enumerate(images):
+            try:
+                picture = await self.load(data)
+            except ApiError as error:
+                if error.status not in (413, 422):  # the budget's 503 is not the image's fault
+                    raise
+                raise error.for_image(index) from None
+            held.enter_context(self.pixel_budget.hold(picture.width * picture.height))
+            pictures.append(picture)
+        return pictures

@@ -10,7 +10,8 @@ from smner.data.predictions import Mention
 
 
 class PredictRequest(BaseModel):
-    """A post as JSON: exactly one of ``text`` and ``tokens``, and optionally an image."""
+    """A post as JSON: exactly one of ``text`` and ``tokens``, and optionally an image or a
+    list of images."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -25,11 +26,19 @@ class PredictRequest(BaseModel):
         description="base64 of the image file (JPEG, PNG, GIF, WebP, BMP or TIFF); a "
         "'data:<type>;base64,' prefix is allowed. URLs are not fetched.",
     )
+    images: list[str] | None = Field(
+        None,
+        description="the post's images, in order, each as 'image' takes it (up to the "
+        "server's limits.max_images_per_post); the answer then has a status per image and "
+        "each entity the index of the image it is grounded in. Not with 'image'.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> PredictRequest:
         if (self.text is None) == (self.tokens is None):
             raise ValueError("give exactly one of 'text' and 'tokens'")
+        if self.image is not None and self.images is not None:
+            raise ValueError("give 'image' (one image) or 'images' (a list of them), not both")
         return self
 
 
@@ -39,6 +48,12 @@ FORM_SCHEMA: dict[str, Any] = {
     "properties": {
         "text": {"type": "string", "description": "raw post text"},
         "image": {"type": "string", "format": "binary", "description": "the image file"},
+        "images": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "several image files, one part named 'images' each, in order; "
+            "not with 'image'",
+        },
     },
 }
 
@@ -60,7 +75,19 @@ class PredictResponse(BaseModel):
     crop_box: tuple[float, float, float, float] | None = Field(
         default=None,
         description="[x0, y0, x1, y1]: the part of the (upright) image the model saw, in its "
-        "pixels; the attention grid covers this box; null when the image was not attended to",
+        "pixels; the attention grid covers this box; null when the image was not attended to "
+        "(and for a post given 'images': see crop_boxes)",
+    )
+    image_statuses: list[str] | None = Field(
+        default=None,
+        description="for a post given 'images' only: what happened to each image, in order "
+        "('ok', or why it was not used); image_status is then 'ok' when any image was used",
+    )
+    crop_boxes: list[tuple[float, float, float, float] | None] | None = Field(
+        default=None,
+        description="for a post given 'images' only: crop_box of each image, in order (null "
+        "for an image not attended to); an entity's attention and box are over the image "
+        "its image_index names",
     )
 
 
@@ -69,6 +96,11 @@ class Limits(BaseModel):
     max_image_pixels: int
     max_text_chars: int
     max_tokens: int
+    max_images_per_post: int = Field(
+        description="images a post may bring in 'images': the server's setting, lowered to "
+        "what the model takes"
+    )
+    max_post_pixels: int = Field(description="pixels of a post's images together")
 
 
 class ModelInfo(BaseModel):

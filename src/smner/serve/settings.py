@@ -14,6 +14,11 @@ class ServeSettings:
 
     max_request_bytes: int = 10 * 2**20
     max_image_pixels: int = 40_000_000
+    #: images a post may bring (``images``); the model's ``max_images`` lowers it
+    max_images_per_post: int = 4
+    #: pixels of a post's images together; None: twice ``max_image_pixels``, at most
+    #: ``max_pending_pixels`` (so that one post can always fit the pending budget)
+    max_post_pixels: int | None = None
     max_text_chars: int = 2000
     max_batch: int = 16
     batch_wait_ms: float = 5.0
@@ -45,9 +50,24 @@ class ServeSettings:
             raise SmnerError("serve settings need max_pending >= 1 and batch_wait_ms >= 0")
         if self.max_pending_pixels < self.max_image_pixels:
             raise SmnerError("serve setting max_pending_pixels must be >= max_image_pixels")
+        if not 1 <= self.max_images_per_post <= 64:
+            raise SmnerError("serve setting max_images_per_post must be between 1 and 64")
+        post = self.max_post_pixels
+        if post is not None and not self.max_image_pixels <= post <= self.max_pending_pixels:
+            raise SmnerError(
+                "serve setting max_post_pixels must be between max_image_pixels and "
+                "max_pending_pixels"
+            )
         if self.max_large_decodes < 1:
             raise SmnerError("serve setting max_large_decodes must be at least 1")
         if not self.body_timeout_s > 0:
             raise SmnerError("serve setting body_timeout_s must be above 0")
         if self.max_buffered_bytes < self.max_request_bytes:
             raise SmnerError("serve setting max_buffered_bytes must be >= max_request_bytes")
+
+    @property
+    def post_pixel_limit(self) -> int:
+        """``max_post_pixels``, or its default when it is None."""
+        if self.max_post_pixels is not None:
+            return self.max_post_pixels
+        return min(2 * self.max_image_pixels, self.max_pending_pixels)

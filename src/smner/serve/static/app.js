@@ -1,4 +1,5 @@
-// smner page: post -> /v1/predict -> highlighted entities -> attention heatmap over the image.
+// smner page: post -> /v1/predict -> highlighted entities -> attention heatmap over the image
+// each entity was found in (a post may have several images).
 // Plain JS, no dependencies, nothing loaded from other hosts.
 "use strict";
 
@@ -14,15 +15,18 @@
   const $ = (id) => document.getElementById(id);
   const els = {
     form: $("post-form"), text: $("post-text"), file: $("post-image"), preview: $("preview"),
+    previews: $("previews"), maxImages: $("max-images"),
     button: $("predict"), status: $("status"), error: $("error"), modelInfo: $("model-info"),
     results: $("results"), legend: $("legend"), highlighted: $("highlighted"),
     imageStatus: $("image-status"), noEntities: $("no-entities"), list: $("entity-list"),
     chooseHint: $("choose-hint"),
     explain: $("explain"), caption: $("explain-caption"), canvas: $("heatmap"),
   };
+  // images: the sent images as the browser decoded them (null where it cannot), in order;
+  // imagesSent: how many were sent.
   const state = {
-    colours: new Map(), labels: [], previewUrl: null, maxRequestBytes: Infinity,
-    result: null, text: "", image: null, imageSent: false,
+    colours: new Map(), labels: [], previewUrls: [], maxRequestBytes: Infinity,
+    maxImages: Infinity, result: null, text: "", images: [], imagesSent: 0,
   };
 
   function colourOf(type) {
@@ -70,6 +74,9 @@
         `text encoder ${info.text_encoder} · ${image} · smner ${info.version}`;
       els.text.maxLength = info.limits.max_text_chars;
       state.maxRequestBytes = info.limits.max_request_bytes;
+      state.maxImages = info.limits.max_images_per_post || 1;
+      els.file.multiple = state.maxImages > 1;
+      els.maxImages.textContent = state.maxImages > 1 ? `; up to ${state.maxImages}` : "; one";
     } catch (error) {
       els.modelInfo.textContent = `Could not load the model information (${error.message}).`;
     }
@@ -87,8 +94,12 @@
     let detail = "";
     if (typeof body.detail === "string") detail = body.detail;
     else if (Array.isArray(body.detail)) detail = body.detail.map((d) => d.msg || d).join("; ");
-    else if (body.detail && typeof body.detail === "object") detail = plainWords(body.detail);
-    else if (body.detail) detail = String(body.detail);
+    else if (body.detail && typeof body.detail === "object") {
+      // {"image": 1, ...}: the error is about the second image of the post (counted from 0)
+      const { image, ...rest } = body.detail;
+      const words = plainWords(rest);
+      detail = Number.isInteger(image) ? `image ${image + 1}${words ? `; ${words}` : ""}` : words;
+    } else if (body.detail) detail = String(body.detail);
     return `Error: ${body.error}${detail ? ` (${detail})` : ""}.`;
   }
 
@@ -105,6 +116,21 @@
     return file && file.type && !file.type.startsWith("image/")
       ? `“${file.name}” is not an image: choose a JPEG, PNG, GIF, WebP, BMP or TIFF file.`
       : null;
+  }
+
+  // Why the chosen files will not be sent, or null: a file that is not an image, or more
+  // images than the server takes in a post.
+  function refusedFiles(files) {
+    for (const file of files) {
+      const refused = notAnImage(file);
+      if (refused) return refused;
+    }
+    if (files.length > state.maxImages) {
+      return state.maxImages === 1
+        ? "This model takes one image a post: choose one."
+        : `This server takes at most ${state.maxImages} images a post: choose fewer.`;
+    }
+    return null;
   }
 
   function readBase64(file) {
@@ -132,34 +158,51 @@
     }
   }
 
-  function hidePreview() {
+  // The first image previews in #preview, the others in images added after it.
+  function hidePreviews() {
+    for (const url of state.previewUrls) URL.revokeObjectURL(url);
+    state.previewUrls = [];
     els.preview.hidden = true;
     els.preview.removeAttribute("src");
+    for (const node of [...els.previews.children]) if (node !== els.preview) node.remove();
   }
 
-  // The preview appears only once the browser has decoded the image: never a broken icon.
+  // Each preview appears only once the browser has decoded its image: never a broken icon.
   function onFileChange() {
-    if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
-    state.previewUrl = null;
     els.error.hidden = true;
-    hidePreview();
-    const file = els.file.files[0];
-    if (!file) return;
-    const refused = notAnImage(file);
+    hidePreviews();
+    const files = [...els.file.files];
+    if (!files.length) return;
+    const refused = refusedFiles(files);
     if (refused) {
       showError(refused);
       return;
     }
-    state.previewUrl = URL.createObjectURL(file);
-    els.preview.src = state.previewUrl;
+    files.forEach((file, i) => {
+      const preview = i === 0 ? els.preview : element("img", "preview");
+      if (i > 0) {
+        preview.hidden = true;
+        preview.alt = `Preview of image ${i + 1}`;
+        preview.addEventListener("load", onPreviewLoad);
+        preview.addEventListener("error", onPreviewError);
+        els.previews.append(preview);
+      }
+      if (files.length > 1) preview.title = `Image ${i + 1}: ${file.name}`;
+      else preview.removeAttribute("title");
+      const url = URL.createObjectURL(file);
+      state.previewUrls.push(url);
+      preview.src = url;
+    });
   }
 
-  function onPreviewLoad() { els.preview.hidden = false; }
+  function onPreviewLoad(event) { event.target.hidden = false; }
 
-  function onPreviewError() {
-    hidePreview();
-    if (els.file.files[0]) {
-      setStatus("This browser cannot show the chosen image; the server may still read it.");
+  function onPreviewError(event) {
+    event.target.hidden = true;
+    event.target.removeAttribute("src");
+    if (els.file.files.length) {
+      const which = els.file.files.length > 1 ? "one of the chosen images" : "the chosen image";
+      setStatus(`This browser cannot show ${which}; the server may still read it.`);
     }
   }
 
@@ -173,32 +216,36 @@
       els.text.focus();
       return;
     }
-    const file = els.file.files[0] || null;
-    const refused = notAnImage(file);
+    const files = [...els.file.files];
+    const refused = refusedFiles(files);
     if (refused) {
       setStatus("");
       showError(refused);
       return;
     }
-    if (file && Math.ceil(file.size / 3) * 4 + 4 * text.length + 64 > state.maxRequestBytes) {
+    const bytes = files.reduce((sum, file) => sum + Math.ceil(file.size / 3) * 4 + 3, 0);
+    if (files.length && bytes + 4 * text.length + 64 > state.maxRequestBytes) {
       setStatus("");
       const limit = (state.maxRequestBytes / 2 ** 20).toFixed(1);
-      showError(`The image is too large to send: requests are limited to ${limit} MiB.`);
+      const what = files.length > 1 ? "The images are" : "The image is";
+      showError(`${what} too large to send: requests are limited to ${limit} MiB.`);
       return;
     }
     els.button.disabled = true;
     els.form.setAttribute("aria-busy", "true");
     setStatus("Predicting…");
     try {
+      // One image is sent as "image" (the one-image answer); several as the list "images".
       const body = { text };
-      if (file) body.image = await readBase64(file);
-      const [response, image] = await Promise.all([
+      if (files.length === 1) body.image = await readBase64(files[0]);
+      else if (files.length > 1) body.images = await Promise.all(files.map(readBase64));
+      const [response, images] = await Promise.all([
         fetch("/v1/predict", {
           method: "POST",
           headers: { "Content-Type": "application/json", Accept: "application/json" },
           body: JSON.stringify(body),
         }),
-        file ? loadImage(file) : Promise.resolve(null),
+        Promise.all(files.map(loadImage)),
       ]);
       let data = null;
       try { data = await response.json(); } catch { /* not JSON: reported below */ }
@@ -207,7 +254,7 @@
         showError(describeError(response.status, data));
         return;
       }
-      Object.assign(state, { result: data, text, image, imageSent: Boolean(file) });
+      Object.assign(state, { result: data, text, images, imagesSent: files.length });
       renderResult();
       const n = data.entities.length;
       setStatus(`Found ${n} ${n === 1 ? "entity" : "entities"}.`);
@@ -232,6 +279,9 @@
     return button;
   }
 
+  // A post sent with a list of images: each entity names the one it was found in.
+  function isListed() { return Array.isArray(state.result.image_statuses); }
+
   function listItem(entity, index) {
     const button = element("button", "entity-item");
     button.type = "button";
@@ -243,6 +293,9 @@
       element("span", "entity-type", entity.type),
       element("span", "entity-score", `score ${entity.score.toFixed(2)}`),
     );
+    if (isListed() && Number.isInteger(entity.image_index)) {
+      button.append(element("span", "entity-image", `image ${entity.image_index + 1}`));
+    }
     const item = element("li");
     item.append(button);
     return item;
@@ -268,7 +321,9 @@
     els.list.replaceChildren(...result.entities.map(listItem));
     els.noEntities.hidden = result.entities.length > 0;
     els.chooseHint.hidden = result.entities.length === 0;
-    els.imageStatus.textContent = `Image: ${result.image_status}.`;
+    els.imageStatus.textContent = isListed()
+      ? `Images: ${result.image_statuses.map((s, i) => `${i + 1}. ${s}`).join("; ")}.`
+      : `Image: ${result.image_status}.`;
     renderLegend();
     els.results.hidden = false;
     els.explain.hidden = true;
@@ -283,28 +338,47 @@
     for (const node of document.querySelectorAll("#results [data-index]")) {
       node.setAttribute("aria-pressed", String(Number(node.dataset.index) === index));
     }
-    const entity = state.result.entities[index];
+    const { result } = state;
+    const entity = result.entities[index];
     const name = `“${entity.text}” (${entity.type})`;
+    // The image the entity is grounded in, and the crop of it that the model saw.
+    const listed = isListed();
+    const at = listed ? entity.image_index : 0;
+    const found = Number.isInteger(at);
+    const image = found ? state.images[at] || null : null;
+    const cropBox = listed ? (found && result.crop_boxes ? result.crop_boxes[at] : null)
+      : result.crop_box;
     els.explain.hidden = false;
-    if (!entity.attention || !state.image) {
+    if (!entity.attention || !image) {
       els.canvas.hidden = true;
       els.canvas.removeAttribute("data-entity");
-      let why = `the model did not use the image (${state.result.image_status})`;
-      if (!state.imageSent) why = "no image was sent with this post";
-      else if (!state.image) why = "this browser cannot display the image";
+      let why = `the model did not use the image (${result.image_status})`;
+      if (listed) {
+        why = found ? `the model did not use image ${at + 1} (${result.image_statuses[at]})`
+          : `the model used none of the images (${result.image_statuses.join(", ")})`;
+      }
+      if (!state.imagesSent) why = "no image was sent with this post";
+      else if (entity.attention && found && !image) {
+        why = listed ? `this browser cannot display image ${at + 1}`
+          : "this browser cannot display the image";
+      }
       els.caption.textContent = `No heatmap for ${name}: ${why}.`;
       els.explain.scrollIntoView({ block: "nearest" });
       return;
     }
-    const peak = drawHeatmap(els.canvas, state.image, entity.attention, state.result.crop_box);
+    const peak = drawHeatmap(els.canvas, image, entity.attention, cropBox);
     const rows = entity.attention.length;
     const cols = entity.attention[0].length;
     const where = `strongest in row ${peak.row + 1}, column ${peak.col + 1}`;
+    const of = listed ? `regions of image ${at + 1} of ${result.image_statuses.length}`
+      : "image regions";
     let global = "";
     if (entity.global_attention !== null && entity.global_attention !== undefined) {
       const whole = Math.round(100 * entity.global_attention);
-      global = ` ${whole}% of its attention went to the image as a whole, ` +
-        `${100 - whole}% to the ${rows}×${cols} regions drawn here.`;
+      global = listed
+        ? ` ${whole}% of its attention went to the post's images as a whole.`
+        : ` ${whole}% of its attention went to the image as a whole, ` +
+          `${100 - whole}% to the ${rows}×${cols} regions drawn here.`;
     }
     let grounded = "";
     if (entity.box_score !== null && entity.box_score !== undefined) {
@@ -313,9 +387,9 @@
         ? ` Its box, outlined in cyan, is where the model places it in the image (${chance}% sure it is there).`
         : ` The model says it is not in the image (${chance}% that it is).`;
     }
-    if (entity.box) drawBox(els.canvas, state.image, entity.box);
+    if (entity.box) drawBox(els.canvas, image, entity.box);
     els.caption.textContent =
-      `Attention of ${name} over the ${rows}×${cols} image regions, ${where}.${global}${grounded}`;
+      `Attention of ${name} over the ${rows}×${cols} ${of}, ${where}.${global}${grounded}`;
     els.canvas.setAttribute("aria-label", `Image with the attention heatmap of ${name}, ${where}`);
     els.canvas.dataset.entity = String(index);
     els.canvas.hidden = false;
