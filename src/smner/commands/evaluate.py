@@ -52,6 +52,14 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     add_quantize_option(parser)
+    parser.add_argument(
+        "--span-pruning",
+        type=int,
+        metavar="N",
+        help="send only each post's N spans the text finds likeliest through the span-to-"
+        "region attention, the rest counted as non-entities (faster; 0: every span; default: "
+        "the model's model.span_pruning). Measures what pruning costs before you ship it",
+    )
     add_alias_option(parser)
     add_input_limit_option(parser)
     parser.set_defaults(handler=run)
@@ -75,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         max_file_bytes=args.max_input_mb * 2**20,
         quantize=args.quantize,
+        span_pruning=args.span_pruning,
     )
     if result.image_summary:
         print(result.image_summary, file=sys.stderr)

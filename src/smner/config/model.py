@@ -217,6 +217,12 @@ class SMNERConfig(ModelConfig):
     #: region_types). Entities with a box in data.box_dir learn from the box instead.
     region_attention: float = ranged(0.0, 0.0, _BIG)
 
+    #: at prediction, only the best N spans of a post by their text-side score (what the
+    #: model predicts for them without the picture) go through the span-to-region attention,
+    #: the rest are non-entities; posts without an image are not changed (0: every span; only
+    #: with visual_context "context"; training never prunes). See smner.model.span_pruning
+    span_pruning: int = ranged(0, 0, 100_000)
+
     # grounding (which entities are in the image, and their boxes)
     #: a grounding head on the span attention, trained on data.box_dir's boxes: each predicted
     #: entity gets a probability of being in the image and a box (needs cross-attention)
@@ -267,6 +273,7 @@ ADDED_AFTER_RELEASE: dict[str, Any] = {
     "region_types": 0.0,
     "region_attention": 0.0,
     "max_images": 1,
+    "span_pruning": 0,
 }
 
 

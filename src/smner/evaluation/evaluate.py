@@ -21,6 +21,7 @@ from smner.evaluation.metrics import EntityScorer, Scores
 from smner.evaluation.pointing import AlignmentScores, load_entity_boxes, score_alignment
 from smner.model.base import PredictedEntity
 from smner.model.quantize import Quantization, quantize_model
+from smner.model.span_pruning import set_span_pruning
 from smner.predict.image_input import ImageProvider
 from smner.predict.loop import predict_examples
 from smner.predict.onnx_backend import OnnxModel, load_model
@@ -99,9 +100,11 @@ def evaluate_saved_model(
     progress: bool = False,
     max_file_bytes: int | None = None,
     quantize: Quantization | None = None,
+    span_pruning: int | None = None,
 ) -> Evaluation:
     """Load ``model_dir``, predict every post of ``data_file`` and score it against its tags
-    (with ``quantize="int8"``, as the int8 predictor does: see :mod:`smner.model.quantize`)."""
+    (with ``quantize="int8"``, as the int8 predictor does: see :mod:`smner.model.quantize`;
+    ``span_pruning=N`` overrides the folder's: see :mod:`smner.model.span_pruning`)."""
     corpus = read_corpus(data_file, label_aliases, max_file_bytes)
     model = load_model(model_dir).to(device)
     if quantize is not None and isinstance(model, OnnxModel):
@@ -111,6 +114,8 @@ def evaluate_saved_model(
         )
     if quantize is not None:
         quantize_model(model, quantize, torch.device(device))
+    if span_pruning is not None:
+        set_span_pruning(model, span_pruning)
     processor = Processor.from_pretrained(model_dir)
     store = ImageStore(image_dir)
     images = ImageProvider(

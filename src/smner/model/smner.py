@@ -32,7 +32,15 @@ from smner.model.alignment import (
     weak_localisation_losses,
 )
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
-from smner.model.grounding import GroundingHead, grounding_loss
+from smner.model.grounding import GroundingHead, GroundingOutput, grounding_loss
+from smner.model.span_pruning import (
+    PRUNED_LOGIT,
+    gather_rows,
+    pruned_logits,
+    scatter_rows,
+    text_side_logits,
+    top_spans,
+)
 from smner.model.span_representation import SpanRepresentation
 from smner.model.word_context import WordContext
 from smner.processing.batching import SHAPES, Batch
@@ -154,9 +162,16 @@ class SMNER(NERModel):
                 ignore[:, _NO_IMAGE] = has_image
                 ignore[:, _GLOBAL] = ~has_image
                 ignore[:, _FIRST_REGION:] = ~slots.repeat_interleave(cells, dim=1)
-                attended, attention = self.cross_attention(
-                    spans, tokens, ignore, *self._position_offsets(batch, tokens, grid)
-                )
+                offsets = self._position_offsets(batch, tokens, grid)
+                keep = self._spans_kept(spans.size(1), labels)
+                if keep:
+                    logits, attention, grounding = self._pruned_alignment(
+                        batch, spans, no_image, (tokens, ignore), offsets, slots, grid, keep
+                    )
+                    return ModelOutput(
+                        logits=logits, attention=attention, grid=grid, grounding=grounding
+                    )
+                attended, attention = self.cross_attention(spans, tokens, ignore, *offsets)
                 if cfg.grounding and grid is not None:
                     # Detached: the grounding loss trains its own head only, so grounding costs
                     # the entity types nothing (through the shared layers it cut a small
@@ -214,6 +229,55 @@ class SMNER(NERModel):
                 total = total - cfg.ib_alpha * losses["mi"] + cfg.ib_beta * losses["kl"]
             output.loss, output.losses = total, losses
         return output
+
+    def _spans_kept(self, spans: int, labels: torch.Tensor | None) -> int:
+        """How many spans a post sends through the span-to-region attention at prediction
+        (0: all of them; see :mod:`smner.model.span_pruning`)."""
+        keep = self.config.span_pruning
+        if labels is not None or self.training or self.config.visual_context != "context":
+            return 0
+        return keep if 0 < keep < spans else 0
+
+    def _pruned_alignment(
+        self,
+        batch: Batch,
+        spans: torch.Tensor,
+        no_image: torch.Tensor,
+        visual: tuple[torch.Tensor, torch.Tensor],
+        offsets: tuple[torch.Tensor | None, torch.Tensor | None],
+        slots: torch.Tensor,
+        grid: tuple[int, int] | None,
+        keep: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, GroundingOutput | None]:
+        """Logits, attention and grounding with only each post's ``keep`` best spans by their
+        text-side score through the cross-attention (the rest are non-entities)."""
+        tokens, ignore = visual
+        text_logits, _ = text_side_logits(spans, no_image, self.cross_attention, self.classifier)
+        index = top_spans(text_logits, batch.span_mask, keep)
+        kept = gather_rows(spans, index)
+        queries, keys = offsets
+        if queries is not None:
+            queries = gather_rows(queries.expand(spans.size(0), -1, -1), index)
+        attended, attention_kept = self.cross_attention(kept, tokens, ignore, queries, keys)
+        logits_kept = self.classifier(torch.cat([kept, attended], dim=-1))
+        logits = scatter_rows(pruned_logits(text_logits, batch.has_image), index, logits_kept)
+        # rows of pruned spans: all weight on the no-image token (never read: they are "O")
+        attention = torch.zeros(
+            (*spans.shape[:2], tokens.size(1)), dtype=attention_kept.dtype, device=spans.device
+        )
+        attention[..., _NO_IMAGE] = 1.0
+        attention = scatter_rows(attention, index, attention_kept)
+        grounding = None
+        if self.config.grounding and grid is not None:
+            found = self.grounding_head(
+                kept, attended, chosen_image_attention(attention_kept, slots), grid, _FIRST_REGION
+            )
+            absent = torch.full(spans.shape[:2], PRUNED_LOGIT, device=spans.device)
+            grounding = GroundingOutput(
+                in_image_logit=scatter_rows(absent, index, found.in_image_logit),
+                box=scatter_rows(spans.new_zeros(*spans.shape[:2], 4), index, found.box),
+            )
+        return logits, attention, grounding
 
     def _position_offsets(
         self, batch: Batch, tokens: torch.Tensor, grid: tuple[int, int] | None

@@ -25,6 +25,7 @@ from smner.data.tweet_tokenizer import Token
 from smner.errors import SmnerError
 from smner.model.base import NERModel, PredictedEntity
 from smner.model.quantize import Quantization, quantize_model
+from smner.model.span_pruning import set_span_pruning
 from smner.predict.loop import forward, resolve_device
 from smner.predict.onnx_backend import OnnxModel, load_model
 from smner.predict.streaming import DEFAULT_WINDOW, predict_stream
@@ -60,17 +61,22 @@ class Predictor:
         limits: ImageLimits | None = None,
         max_tokens: int | None = None,
         quantize: Quantization | None = None,
+        span_pruning: int | None = None,
     ) -> None:
         """``processor`` is the model's :class:`Processor` (or its Hugging Face tokenizer, from
         which the processor of the model's config is made); ``max_tokens`` overrides its
         token limit; ``quantize="int8"`` runs the linear layers in int8 on the CPU (faster;
-        see :mod:`smner.model.quantize`)."""
+        see :mod:`smner.model.quantize`); ``span_pruning=N`` sends only each post's N spans
+        the text finds likeliest through the span-to-region attention (faster; see
+        :mod:`smner.model.span_pruning`), overriding the folder's ``model.span_pruning``."""
         self.device = resolve_device(device)
         if quantize is not None and isinstance(model, OnnxModel):
             raise SmnerError(
                 f"quantize {quantize}: {model.directory} runs on ONNX Runtime; PyTorch's "
                 "quantization applies to PyTorch folders (export with --quantize int8 instead)"
             )
+        if span_pruning is not None:
+            set_span_pruning(model, span_pruning)
         self.model = model.to(self.device).eval()
         #: "int8" when the linear layers run quantized (such a predictor is not saved)
         self.quantized = quantize

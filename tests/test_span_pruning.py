@@ -1,0 +1,116 @@
+"""Span pruning at prediction (``model.span_pruning``): the kept spans get exactly the logits,
+attention and boxes of the full path, pruned spans are non-entities, posts without an image are
+unchanged, and training never prunes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from smner.config.model import SMNERConfig
+from smner.model.span_pruning import top_spans
+from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
+
+
+def _outputs(encoders, keep: int, **overrides):
+    model, processor = tiny_model(encoders, **overrides)
+    batch = fixture_batch(model, processor, labels=True)
+    train_steps(model, batch, steps=30, lr=3e-3)  # a model with opinions about its spans
+    model.eval()
+    with torch.no_grad():
+        full = model(batch)
+        model.config = dataclasses.replace(model.config, span_pruning=keep)
+        pruned = model(batch)
+    return model, batch, full, pruned
+
+
+@pytest.mark.parametrize("grounding", [False, True])
+def test_kept_spans_are_the_full_paths_and_the_rest_are_not_entities(encoders, grounding):
+    keep = 5
+    model, batch, full, pruned = _outputs(encoders, keep, grounding=grounding)
+    kept = top_spans(pruned.logits, batch.span_mask, keep)
+    with_image = batch.has_image.nonzero().flatten().tolist()
+    without = (~batch.has_image).nonzero().flatten().tolist()
+    assert with_image and without  # the fixture has both kinds of post
+    for b in with_image:
+        rows = kept[b]
+        assert torch.allclose(pruned.logits[b, rows], full.logits[b, rows], atol=1e-5)
+        assert torch.allclose(pruned.attention[b, rows], full.attention[b, rows], atol=1e-6)
+        others = torch.ones(batch.spans.size(0), dtype=torch.bool)
+        others[rows] = False
+        assert bool((pruned.logits[b, others].argmax(-1) == 0).all())
+        if grounding:
+            got, want = pruned.grounding, full.grounding
+            assert torch.allclose(got.box[b, rows], want.box[b, rows], atol=1e-5)
+            assert torch.allclose(
+                got.in_image_logit[b, rows], want.in_image_logit[b, rows], atol=1e-5
+            )
+    for b in without:  # no image: the text-side logits are what the full path computes
+        assert torch.allclose(pruned.logits[b], full.logits[b], atol=1e-5)
+    # the kept spans are the ones the text finds likely: every gold entity of the fixture
+    posts = fixture_posts()
+    decoded_full = model.decode(batch, full)
+    decoded_pruned = model.decode(batch, pruned)
+    for b in range(batch.size):
+        entities_full = {p.entity for p in decoded_full[b]}
+        entities_pruned = {p.entity for p in decoded_pruned[b]}
+        assert entities_pruned <= entities_full | set(posts[b][0].entities)
+    assert sum(map(len, decoded_pruned)) > 0
+
+
+def test_a_kept_spans_ranking_is_by_the_chance_of_being_an_entity() -> None:
+    logits = torch.tensor([[[5.0, 0.0], [0.0, 5.0], [0.0, 2.0], [0.0, 9.0]]])
+    mask = torch.tensor([[True, True, True, False]])  # the last span is padding
+    assert top_spans(logits, mask, 2).tolist() == [[1, 2]]
+
+
+def test_training_and_block_models_never_prune(encoders) -> None:
+    model, processor = tiny_model(encoders, span_pruning=2)
+    batch = fixture_batch(model, processor, labels=True)
+    model.train()
+    output = model(batch, labels=model.labels_of(batch))
+    assert output.loss is not None and "span_ce" in output.losses
+    model.eval()
+    assert model._spans_kept(batch.spans.size(0), labels=None) == 2
+    assert model._spans_kept(batch.spans.size(0), labels=model.labels_of(batch)) == 0
+    assert model._spans_kept(2, labels=None) == 0  # nothing to prune
+    block, _ = tiny_model(encoders, span_pruning=2, visual_context="block")
+    assert block.eval()._spans_kept(batch.spans.size(0), labels=None) == 0
+
+
+def test_folders_saved_before_the_setting_load_without_pruning() -> None:
+    assert SMNERConfig(labels=["PER"]).span_pruning == 0
+
+
+def test_the_predictor_and_evaluate_take_a_pruning_and_refuse_where_it_cannot_apply(
+    tiny_model_dir, post_images, tmp_path, capsys
+) -> None:
+    from smner.cli import main
+    from smner.errors import SmnerError
+    from smner.predict.predictor import Predictor
+
+    full = Predictor.from_pretrained(tiny_model_dir)
+    pruned = Predictor.from_pretrained(tiny_model_dir, span_pruning=3)
+    assert pruned.model.config.span_pruning == 3 and full.model.config.span_pruning == 0
+    text = "George visited Paris today with Anna"
+    with_image = pruned.predict(text, image=post_images / "0.jpg")
+    assert len(with_image.entities) <= 3
+    # without an image nothing changes
+    assert pruned.predict(text).to_dict() == full.predict(text).to_dict()
+    with pytest.raises(SmnerError, match="visual_context 'context'"):
+        block = Predictor.from_pretrained(tiny_model_dir)
+        block.model.config = dataclasses.replace(block.model.config, visual_context="block")
+        from smner.model.span_pruning import set_span_pruning
+
+        set_span_pruning(block.model, 3)
+    data = tmp_path / "data.txt"
+    data.write_text("IMGID:0\nGeorge\tB-PER\nvisited\tO\nParis\tB-LOC\n\n")
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--json"]
+    scores = []
+    for extra in (["--span-pruning", "1"], ["--span-pruning", "0"], []):
+        assert main([*argv, "--images", str(post_images), *extra]) == 0
+        scores.append(json.loads(capsys.readouterr().out))
+    assert scores[0]["predicted"] <= 1 and scores[1] == scores[2]
