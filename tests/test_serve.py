@@ -437,7 +437,7 @@ def test_openapi_describes_predict(client: TestClient) -> None:
     assert operation["requestBody"]["required"] is True
     reference = content["application/json"]["schema"]["$ref"]
     request = schema["components"]["schemas"][reference.rsplit("/", 1)[1]]
-    assert set(request["properties"]) == {"text", "tokens", "image"}
+    assert set(request["properties"]) == {"text", "tokens", "image", "images"}
     assert content["multipart/form-data"]["schema"]["required"] == ["text"]
     ok = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     response = schema["components"]["schemas"][ok.rsplit("/", 1)[1]]

@@ -18,10 +18,12 @@ from smner.errors import SmnerError
 
 EPILOG = """\
 endpoints:
-  GET  /             web page: type a post, attach an image, see entities and heatmaps
+  GET  /             web page: type a post, attach images, see entities and heatmaps
   GET  /health       {"status": "ok"}
   GET  /v1/model     labels, encoders, ablation switches, limits, smner version
-  POST /v1/predict   JSON {"text" or "tokens", "image": base64} or multipart (text, image)
+  POST /v1/predict   JSON {"text" or "tokens", "image": base64} or multipart (text, image);
+                     several images: JSON "images": [base64, ...] or multipart "images"
+                     parts, in order (each entity then says its image_index)
   GET  /openapi.json the API schema
 
 example:
@@ -29,7 +31,8 @@ example:
   curl -s localhost:8000/v1/predict -H 'content-type: application/json' \\
        -d '{"text": "George visited Paris today"}'
 
-limits: 10 MiB per request, 40 megapixels per image, 2000 characters per post (fixed);
+limits: 10 MiB per request, 40 megapixels per image, 80 megapixels over a post's images,
+4 images a post (fewer where the model takes fewer), 2000 characters per post (fixed);
 request headers within --header-timeout, bodies within --body-timeout,
 at most --max-connections open connections and --max-buffered-mb of request bodies at once.
 Requests are answered only for the host names in --allowed-host (default: the --host

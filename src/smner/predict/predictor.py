@@ -102,6 +102,15 @@ class Predictor:
         encoder and heads), else ``"pytorch"``."""
         return "onnx" if isinstance(self.model, OnnxModel) else "pytorch"
 
+    def image_limit(self) -> tuple[int | None, str]:
+        """The most images a post may bring, and what sets it: None for a text-only model
+        (it ignores images), 1 on the ONNX backend, else the model's ``max_images``."""
+        if self.model.image_encoder is None:
+            return None, "a text-only model ignores images"
+        if self.backend == "onnx":
+            return 1, "the ONNX backend takes one image a post for now"
+        return int(getattr(self.model.config, "max_images", 1)), "model.max_images"
+
     @property
     def collator(self) -> Processor:
         """Deprecated: the processor, by the name earlier versions gave it."""
@@ -230,15 +239,11 @@ class Predictor:
         """
         found = self.processor.words(post)
         images = post.image_list()
-        if images is not None and self.model.image_encoder is not None:
-            most = getattr(self.model.config, "max_images", 1)
-            why = "model.max_images"
-            if self.backend == "onnx":
-                most, why = 1, "the ONNX backend takes one image a post for now"
-            if len(images) > most:
-                raise SmnerError(
-                    f"the post has {len(images)} images; this model takes at most {most} ({why})"
-                )
+        most, why = self.image_limit()
+        if images is not None and most is not None and len(images) > most:
+            raise SmnerError(
+                f"the post has {len(images)} images; this model takes at most {most} ({why})"
+            )
         return found
 
     def _predict_batch(self, posts: Sequence[PostInput]) -> list[PostPrediction]:

@@ -81,11 +81,7 @@ def _image_cap(predictor: Predictor, settings: ServeSettings) -> ImageCap:
     """The most images a post may bring: the server's setting, lowered to what the
     predictor takes as ``Predictor.tokenize`` checks it (a text-only model ignores images),
     so that a post is refused before its images are decoded rather than after."""
-    if predictor.model.image_encoder is None:
-        return ImageCap.of(settings, None)
-    if predictor.backend == "onnx":
-        return ImageCap.of(settings, 1, "the ONNX backend takes one image a post")
-    return ImageCap.of(settings, int(getattr(predictor.model.config, "max_images", 1)))
+    return ImageCap.of(settings, *predictor.image_limit())
 
 
 def _model_info(predictor: Predictor, settings: ServeSettings, image_cap: ImageCap) -> ModelInfo:
