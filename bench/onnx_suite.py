@@ -6,9 +6,9 @@ where the image folder has it), F1 and posts/s for each subject:
 - **encoder floor**: the smner model's own text encoder, tokenisation + forward, length-ordered
   batches of 32, no images (the floor of the floor suite);
 - **SMNER PyTorch float32** (every span, and with ``span_pruning=16``: see
-  :mod:`smner.model.span_pruning`), **SMNER ONNX float32**, **SMNER ONNX int8**: ``Predictor.predict_many``
-  on the folder, its two ``smner export``s (prepare, forward, postprocess; images decoded and
-  encoded in PyTorch for all three);
+  :mod:`smner.model.span_pruning`), **SMNER ONNX float32**, **SMNER ONNX int8**:
+  ``Predictor.predict_many`` on the folder, its two ``smner export``s (prepare, forward,
+  postprocess; images decoded and encoded in PyTorch for all three);
 - **transformers pipeline**: ``pipeline("token-classification")`` on the same text encoder, a
   head fine-tuned for 3 epochs on Twitter-2017 train with the standard ``Trainer`` recipe (the
   Hugging Face token-classification tutorial's: learning rate 2e-5, batch 16, weight decay
