@@ -691,3 +691,58 @@ def test_data_stats_and_score_read_mnermi_files(
     scores = json.loads(capsys.readouterr().out)
     assert (scores["precision"], scores["recall"], scores["support"]) == (1.0, 2 / 3, 3)
     assert set(scores["per_type"]) == {"LOC", "MIS", "PER"}
+
+
+def _oracle(examples, boxes, store, preprocessing, grid, wrong_image: bool):
+    """Each gold entity predicted with its attention peaked on its box, in its own image (or,
+    with ``wrong_image``, said to be in the next one)."""
+    import numpy as np
+
+    from smner.evaluation.pointing import cell_box
+    from smner.model.base import PredictedEntity
+
+    predictions = []
+    for example in examples:
+        post = []
+        for index, image_id in enumerate(example.image_ids or []):
+            for entity, own in boxes.get(image_id, {}).items():
+                picture, _ = store.load(image_id, count=False)
+                crop = preprocessing.crop_box(*picture.size)
+                x0, y0, x1, y1 = own[0]
+                cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+                attention = np.full(grid, 0.01)
+                for row in range(grid[0]):
+                    for col in range(grid[1]):
+                        a, b, c, d = cell_box(row, col, grid, crop)
+                        if a <= cx < c and b <= cy < d:
+                            attention[row, col] = 1.0
+                item = PredictedEntity(entity, 0.9, attention=attention, global_attention=0.0)
+                item.image_index = (index + 1) % len(example.image_ids) if wrong_image else index
+                post.append(item)
+        predictions.append(post)
+    return predictions
+
+
+def test_a_generated_corpus_of_three_images_a_post_scores_which_image(tmp_path: Path) -> None:
+    from smner.data.conll import read_conll
+    from smner.data.images import ImageStore
+    from smner.encoders.preprocessing import ImagePreprocessing
+    from smner.evaluation.pointing import load_entity_boxes, score_alignment
+    from smner.synth.corpus import generate_corpus
+
+    generate_corpus(tmp_path, posts=40, seed=4, image_size=96, images_per_post=3)
+    examples = read_conll(tmp_path / "train.txt").examples
+    assert all(len(ex.image_ids) == 3 for ex in examples)
+    store, preprocessing = ImageStore(tmp_path / "images"), ImagePreprocessing(size=96, resize=96)
+    for source in (tmp_path / "meta.jsonl", tmp_path / "boxes"):
+        boxes = load_entity_boxes(source, examples)
+        located = sum(len(boxes.get(i, {})) for ex in examples for i in ex.image_ids)
+        assert located == sum(len(ex.entities) for ex in examples) > 10
+        right = _oracle(examples, boxes, store, preprocessing, (6, 6), wrong_image=False)
+        scores = score_alignment(examples, right, boxes, store, preprocessing)
+        assert scores.image_chosen["value"] == 1.0 and scores.pointing["value"] == 1.0
+        assert scores.image_chosen["total"] == located
+        assert scores.uniform_mass < scores.mass_in_box
+        wrong = _oracle(examples, boxes, store, preprocessing, (6, 6), wrong_image=True)
+        scores = score_alignment(examples, wrong, boxes, store, preprocessing)
+        assert scores.image_chosen["value"] == 0.0 and scores.pointing["value"] == 0.0
