@@ -344,13 +344,14 @@ def test_onnx_suite_smoke(bench_model: str, tmp_path: Path) -> None:
     assert list(rows) == [
         "encoder floor",
         "SMNER PyTorch float32",
+        "SMNER PyTorch float32, span pruning",
         "SMNER ONNX float32",
         "SMNER ONNX int8",
         "transformers pipeline",
         "spaCy en_core_web_sm",
     ]
     assert rows["encoder floor"][0] == "–" and float(rows["encoder floor"][2]) == 1.0
-    for name in list(rows)[1:5]:
+    for name in list(rows)[1:6]:
         score, speed, ratio = rows[name]
         percent(score)
         assert number(speed) > 0 and number(ratio) > 0, name
