@@ -1,46 +1,170 @@
-"""The generated-corpus suite: each alignment module where it should matter.
+"""The generated-corpus suite: each alignment module where it should matter, learned box-free.
 
-A grid of {full SMNER, without IB, without cross-attention, text-only} x {clean images, 30%
-mismatched images}, over several seeds, with the alignment scores of the attention (pointing
-accuracy, attention mass in the entity's box), posts fully right by number of entities, and a
-paired bootstrap of full SMNER against each ablation on the same test posts (pooled over seeds).
-The paper's claims it tests: the bottleneck helps under visual noise; the cross-attention helps
-on posts with two entities, whose cues sit in different halves of the image.
+A grid of {full SMNER, without IB, without cross-attention, text-only} x {clean corpus,
+realistic corpus}, over several seeds. Every image model learns where entities are from their
+types alone, with the weak localisation losses of ``configs/synth-boxfree.yaml``; the corpus's
+boxes only score the attention. Overall F1 hides where a module helps, so the test posts are
+cut into slices read from ``meta.jsonl``: posts whose words tell the type but whose image is
+not their own (the bottleneck should keep the wrong picture out), words and own image, posts
+whose only type cue is the image, and posts with two entities (whose cues sit in different
+parts of the image, which the cross-attention must tell apart). Full SMNER is compared with
+each ablation by a paired bootstrap on the same test posts (pooled over seeds), overall and on
+the slice where the bottleneck is meant to help.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from common import mean_std, paired_bootstrap, train_and_test
 
+#: Epochs, batch and learning rates of ``configs/synth-boxfree.yaml``, which localises well.
+EPOCHS = 16
+BATCH_SIZE = 16
+ENCODER_LR = 5e-5
+HEAD_LR = 1e-3
+
+#: The weak localisation losses, for the models whose span-to-region attention they train.
+BOX_FREE = {"region_types": 1.0, "region_attention": 2.0}
+NO_REGION_LOSSES = {"region_types": 0.0, "region_attention": 0.0}
+
 VARIANTS: dict[str, dict[str, Any]] = {
-    "SMNER": {},
-    "without IB": {"use_ib": False},
-    "without cross-attention": {"use_cross_attention": False},
-    "text-only": {"use_image": False},
+    "SMNER": dict(BOX_FREE),
+    "without IB": {"use_ib": False, **BOX_FREE},
+    "without cross-attention": {"use_cross_attention": False, **NO_REGION_LOSSES},
+    "text-only": {"use_image": False, **NO_REGION_LOSSES},
 }
-CONDITIONS: dict[str, float] = {"clean images": 0.0, "30% mismatched images": 0.3}
+#: Corpus names; "realistic" is ``generate_corpus(..., **REALISTIC)`` (``smner synth
+#: --realistic``), where text and image each tell part of the story.
+CORPORA: tuple[str, ...] = ("clean", "realistic")
+
+CUED_MISMATCHED = "cued + mismatched"
+CUED_CLEAN = "cued + clean"
+UNCUED = "uncued"
+TWO_ENTITY = "two-entity"
+#: The slices of the test posts, and what each one isolates.
+SLICES: dict[str, str] = {
+    CUED_MISMATCHED: "the words tell the type, the image is another post's or unrelated",
+    CUED_CLEAN: "the words tell the type, the image is the post's own",
+    UNCUED: "only the image tells the type",
+    TWO_ENTITY: "two gold entities",
+}
+#: The slice where the bottleneck is supposed to help: the bootstrap is run on it too.
+IB_SLICE = CUED_MISMATCHED
+_NOT_OWN = frozenset({"mismatched", "unrelated"})
+
+
+def image_kind(record: Mapping[str, Any]) -> str:
+    """Where the post's image comes from: ``own``, ``mismatched`` or ``unrelated``.
+
+    Corpora written without the knobs have no ``image`` key; their ``noisy`` flag (older files,
+    and default corpora) marks a mismatched image, and anything else is the post's own.
+    """
+    kind = record.get("image")
+    if kind is not None:
+        return str(kind)
+    return "mismatched" if record.get("noisy") else "own"
+
+
+def text_cued(record: Mapping[str, Any]) -> bool:
+    """Whether the post's words tell an entity's type. ``text_cue`` is a flag per entity (a
+    plain bool is accepted too); a corpus without the knob has none, and no post is cued."""
+    cue = record.get("text_cue")
+    if isinstance(cue, list):
+        return any(bool(c) for c in cue)
+    return bool(cue)
+
+
+def post_slices(record: Mapping[str, Any]) -> tuple[str, ...]:
+    """The slices a post belongs to: one of the three cue/image slices, and two-entity."""
+    cued = text_cued(record)
+    if not cued:
+        slices = [UNCUED]
+    elif image_kind(record) in _NOT_OWN:
+        slices = [CUED_MISMATCHED]
+    else:
+        slices = [CUED_CLEAN]
+    if len(record.get("entities") or ()) == 2:
+        slices.append(TWO_ENTITY)
+    return tuple(slices)
+
+
+def read_meta(path: Path) -> dict[str, dict[str, Any]]:
+    """``meta.jsonl``'s records by image id (a post of several images: its first)."""
+    records: dict[str, dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            records[str(record["image_id"])] = record
+    return records
+
+
+def assign_slices(
+    image_ids: Sequence[str | None],
+    meta: Mapping[str, Mapping[str, Any]],
+    gold_counts: Sequence[int] | None = None,
+) -> list[tuple[str, ...]]:
+    """The slices of each test post, matched to ``meta`` by image id.
+
+    With ``gold_counts`` (each post's number of gold entities, as scored), a post whose record
+    names another number of entities is an error: the records would be some other posts'.
+    """
+    slices = []
+    for index, image_id in enumerate(image_ids):
+        record = meta.get(str(image_id)) if image_id is not None else None
+        if record is None:
+            raise ValueError(f"test post {index} (image {image_id!r}) has no meta.jsonl record")
+        if gold_counts is not None and gold_counts[index] != len(record.get("entities") or ()):
+            raise ValueError(
+                f"test post {index} (image {image_id!r}) has {gold_counts[index]} gold entities, "
+                f"its meta.jsonl record {len(record.get('entities') or ())}"
+            )
+        slices.append(post_slices(record))
+    return slices
+
+
+def micro_f1(counts: Sequence[Sequence[int]]) -> float | None:
+    """Entity micro F1 of per-post ``[correct, predicted, gold]`` counts (None: nothing to
+    score, no post or no entity predicted or gold)."""
+    correct = sum(c[0] for c in counts)
+    total = sum(c[1] + c[2] for c in counts)
+    return 2 * correct / total if total else None
+
+
+def in_slice(
+    per_post: Sequence[Sequence[int]], slices: Sequence[Sequence[str]], name: str
+) -> list[list[int]]:
+    """The per-post counts of the posts in slice ``name``, in order."""
+    return [list(c) for c, s in zip(per_post, slices, strict=True) if name in s]
+
+
+def slice_f1(
+    per_post: Sequence[Sequence[int]], slices: Sequence[Sequence[str]]
+) -> dict[str, float | None]:
+    """Micro F1 over each slice's posts."""
+    return {name: micro_f1(in_slice(per_post, slices, name)) for name in SLICES}
 
 
 def config(corpus: Path, work: Path, model: dict[str, Any], seed: int, epochs: int) -> dict:
+    """A box-free training run: no ``box_dir``, so the attention learns from types alone."""
     return {
         "data": {
             "train_file": str(corpus / "train.txt"),
             "dev_file": str(corpus / "valid.txt"),
             "image_dir": str(corpus / "images"),
             "feature_cache_dir": str(work / "feature-cache"),
-            "box_dir": str(corpus / "boxes"),
         },
         "model": model,
         "train": {
             "epochs": epochs,
-            "batch_size": 16,
-            "head_lr": 1e-3,
-            "encoder_lr": 5e-5,
+            "batch_size": BATCH_SIZE,
+            "head_lr": HEAD_LR,
+            "encoder_lr": ENCODER_LR,
             "patience": 0,
             "seed": seed,
             "progress": False,
@@ -53,45 +177,85 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text)
 
 
+def _test_image_ids(test_file: Path) -> list[str | None]:
+    """The image ids of the test posts, read as the evaluation reads them (same order)."""
+    from smner.data.mnermi import read_corpus
+
+    return [example.image_id for example in read_corpus(test_file).examples]
+
+
 def run(
     work: Path,
     seeds: list[int],
-    epochs: int,
-    posts: int,
-    base_model: dict[str, Any],
+    epochs: int = EPOCHS,
+    posts: int = 1000,
+    base_model: dict[str, Any] | None = None,
     corpus_seed: int = 0,
 ) -> dict[str, Any]:
-    from smner.synth.corpus import generate_corpus
+    from smner.synth.corpus import REALISTIC, generate_corpus
 
+    knobs: dict[str, dict[str, Any]] = {"clean": {}, "realistic": dict(REALISTIC)}
     results: dict[str, Any] = {
         "posts": posts,
         "epochs": epochs,
         "seeds": seeds,
         "corpus_seed": corpus_seed,
-        "conditions": {},
+        "slices": dict(SLICES),
+        "corpora": {},
     }
-    for condition, noise in CONDITIONS.items():
-        corpus = work / f"corpus-{_slug(condition)}"
-        generate_corpus(corpus, posts=posts, seed=corpus_seed, noise=noise)
+    for name in CORPORA:
+        corpus = work / f"corpus-{name}"
+        generate_corpus(corpus, posts=posts, seed=corpus_seed, **knobs[name])
+        test_file, meta_file = corpus / "test.txt", corpus / "meta.jsonl"
+        meta = read_meta(meta_file)
+        image_ids = _test_image_ids(test_file)
+        slices: list[tuple[str, ...]] | None = None
         runs: dict[str, list[dict[str, Any]]] = {}
-        for name, overrides in VARIANTS.items():
+        pooled: dict[str, list[list[int]]] = {}
+        pooled_ib: dict[str, list[list[int]]] = {}
+        for model, overrides in VARIANTS.items():
             for seed in seeds:
-                folder = work / "runs" / f"{_slug(condition)}-{_slug(name)}-{seed}"
+                folder = work / "runs" / f"{name}-{_slug(model)}-{seed}"
                 shutil.rmtree(folder, ignore_errors=True)
-                cfg = config(corpus, work, {**base_model, **overrides}, seed, epochs)
-                result = train_and_test(
-                    cfg, folder, str(corpus / "test.txt"), str(corpus / "meta.jsonl")
+                cfg = config(corpus, work, {**(base_model or {}), **overrides}, seed, epochs)
+                # meta.jsonl only scores the attention (pointing, mass in box)
+                result = train_and_test(cfg, folder, str(test_file), str(meta_file))
+                per_post = result.pop("per_post")
+                if slices is None:
+                    slices = assign_slices(image_ids, meta, [c[2] for c in per_post])
+                result["slice_f1"] = slice_f1(per_post, slices)
+                pooled.setdefault(model, []).extend(per_post)
+                pooled_ib.setdefault(model, []).extend(in_slice(per_post, slices, IB_SLICE))
+                runs.setdefault(model, []).append(result)
+                parts = ", ".join(
+                    f"{s} {'-' if f is None else f'{100 * f:.1f}'}"
+                    for s, f in result["slice_f1"].items()
                 )
-                runs.setdefault(name, []).append(result)
-                print(f"{condition} / {name} seed {seed}: F1 {100 * result['f1']:.1f}", flush=True)
+                print(
+                    f"{name} / {model} seed {seed}: F1 {100 * result['f1']:.1f} ({parts})",
+                    flush=True,
+                )
                 shutil.rmtree(folder, ignore_errors=True)
-        pooled = {name: [p for r in rs for p in r.pop("per_post")] for name, rs in runs.items()}
+        assert slices is not None
         bootstrap = {
-            name: paired_bootstrap(pooled["SMNER"], pooled[name])
-            for name in runs
-            if name != "SMNER"
+            model: {
+                "overall": paired_bootstrap(pooled["SMNER"], pooled[model]),
+                IB_SLICE: (
+                    paired_bootstrap(pooled_ib["SMNER"], pooled_ib[model])
+                    if pooled_ib[model]
+                    else None
+                ),
+            }
+            for model in runs
+            if model != "SMNER"
         }
-        results["conditions"][condition] = {"runs": runs, "bootstrap_p": bootstrap}
+        results["corpora"][name] = {
+            "knobs": knobs[name],
+            "slice_posts": {s: sum(s in p for p in slices) for s in SLICES},
+            "test_posts": len(slices),
+            "runs": runs,
+            "bootstrap_p": bootstrap,
+        }
     return results
 
 
@@ -106,6 +270,10 @@ def _cell(values: list[float | None]) -> str:
     return mean_std(present) if present else "-"
 
 
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _pointing(run: dict[str, Any], entities: str | None) -> float | None:
     alignment = run.get("alignment") or {}
     if entities is None:
@@ -113,29 +281,43 @@ def _pointing(run: dict[str, Any], entities: str | None) -> float | None:
     return (alignment.get("pointing_by_entities", {}).get(entities) or {}).get("value")
 
 
-def _right(run: dict[str, Any], entities: str) -> float | None:
-    alignment = run.get("alignment") or {}
-    return (alignment.get("posts_right", {}).get(entities) or {}).get("value")
-
-
 def table(results: dict[str, Any]) -> str:
-    if "conditions" not in results:  # results written before the suite became a grid
-        return "(re-run the suite: these results predate the grid)"
+    if "corpora" not in results:  # results written before the slice grid
+        return "(re-run the suite: these results predate the box-free slice grid)"
     seeds = len(results["seeds"])
+    names = list(results["slices"])
+    sizes = "; ".join(
+        f"{corpus} {' / '.join(str(block['slice_posts'].get(s, 0)) for s in names)} "
+        f"of {block['test_posts']}"
+        for corpus, block in results["corpora"].items()
+    )
     lines = [
-        f"{results['posts']} posts (corpus seed {results.get('corpus_seed', 0)}), "
-        f"{results['epochs']} epochs, {seeds} training seeds, mean ± std (%). "
-        "p: paired bootstrap of SMNER against the row (posts of every seed pooled; small "
-        "p = SMNER better). Pointing: most attended cell inside the entity's box (correct "
-        "entities); mass: attention inside the box / the box's share of the image.",
+        f"{results['posts']} posts a corpus (corpus seed {results.get('corpus_seed', 0)}), "
+        f"{results['epochs']} epochs, {seeds} training seeds, mean ± std (%); every model "
+        "learns from entity types alone (no boxes), the boxes only score the attention. "
+        "Test posts are sliced by meta.jsonl: *cued + mismatched*, the words tell the type but "
+        "the image is another post's or unrelated (where the bottleneck should help); *cued + "
+        "clean*, words and the post's own image; *uncued*, only the image tells the type; "
+        '*two-entity*, two gold entities. F1 of a slice: micro F1 over its posts ("-": no '
+        f"post). Test posts per slice ({' / '.join(names)}): {sizes}. "
+        "p: paired bootstrap of SMNER against the row, overall and on cued + mismatched (posts "
+        "of every seed pooled; small p = SMNER better). Pointing: most attended cell inside "
+        "the entity's box (correct entities); mass: attention inside the box / the box's share "
+        "of the image.",
         "",
-        "| images | model | test F1 | p | 1-entity posts right | 2-entity posts right "
-        "| pointing (1 / 2 entities) | mass in box / uniform |",
-        "|---|---|---|---|---|---|---|---|",
+        "| corpus | model | test F1 | p | "
+        + " | ".join(f"{s}" + (f" | p ({s})" if s == IB_SLICE else "") for s in names)
+        + " | pointing (1 / 2 entities) | mass in box / uniform |",
+        "|---|---|---|---|" + "---|" * (len(names) + 1) + "---|---|",
     ]
-    for condition, block in results["conditions"].items():
+    for corpus, block in results["corpora"].items():
         for name, runs in block["runs"].items():
-            p = block["bootstrap_p"].get(name)
+            p = block["bootstrap_p"].get(name) or {}
+            cells = []
+            for s in names:
+                cells.append(_cell([r["slice_f1"].get(s) for r in runs]))
+                if s == IB_SLICE:
+                    cells.append("" if name == "SMNER" else _p(p.get(s)))
             mass = _mean([(r.get("alignment") or {}).get("mass_in_box") for r in runs])
             uniform = _mean([(r.get("alignment") or {}).get("uniform_mass") for r in runs])
             pointing = (
@@ -145,9 +327,10 @@ def table(results: dict[str, Any]) -> str:
             if all(_pointing(r, None) is None for r in runs):
                 pointing = "-"
             lines.append(
-                f"| {condition} | {name} | {_cell([r['f1'] for r in runs])} | "
-                f"{'' if p is None else f'{p:.3f}'} | {_cell([_right(r, '1') for r in runs])} | "
-                f"{_cell([_right(r, '2') for r in runs])} | {pointing} | "
+                f"| {corpus} | {name} | {_cell([r['f1'] for r in runs])} | "
+                f"{'' if name == 'SMNER' else _p(p.get('overall'))} | "
+                + " | ".join(cells)
+                + f" | {pointing} | "
                 + (f"{mass:.2f} / {uniform:.2f}" if mass is not None else "-")
                 + " |"
             )

@@ -146,6 +146,9 @@ def test_speed_suite_smoke(bench_model: str, tmp_path: Path) -> None:
 
 @pytest.mark.integration  # the suite trains models
 def test_synth_suite_smoke(bench_model: str, tmp_path: Path) -> None:
+    """The grid at its smallest: every model on both corpora, with the F1 of each slice of the
+    test posts. The clean corpus has no text cues, so its cued slices are empty and every post
+    is uncued."""
     out = bench(
         "--suite",
         "synth",
@@ -158,20 +161,43 @@ def test_synth_suite_smoke(bench_model: str, tmp_path: Path) -> None:
         "--work",
         str(tmp_path),
     )
-    for name in (
-        "SMNER",
-        "text-only",
-        "without IB",
-        "without cross-attention",
-        "30% mismatched images",
-    ):
-        assert name in out
-    (rows,) = tables(out, "| images | model |")
-    for _images, model, f1, p, one, two, _pointing, _mass in rows:
-        percent(f1)
-        assert p == "" or 0.0 <= float(p) <= 1.0, (model, p)
-        for cell in (one, two):
-            assert cell == "-" or percent(cell) >= 0, (model, cell)
+    (rows,) = tables(out, "| corpus | model |")
+    header = next(line for line in out.splitlines() if line.startswith("| corpus | model |"))
+    columns = [c.strip() for c in header.strip()[1:-1].split("|")]
+    assert columns == [
+        "corpus",
+        "model",
+        "test F1",
+        "p",
+        "cued + mismatched",
+        "p (cued + mismatched)",
+        "cued + clean",
+        "uncued",
+        "two-entity",
+        "pointing (1 / 2 entities)",
+        "mass in box / uniform",
+    ]
+    models = ["SMNER", "without IB", "without cross-attention", "text-only"]
+    assert [(r[0], r[1]) for r in rows] == [
+        (corpus, model) for corpus in ("clean", "realistic") for model in models
+    ]
+    for row in rows:
+        cell = dict(zip(columns, row, strict=True))
+        percent(cell["test F1"])
+        for p in (cell["p"], cell["p (cued + mismatched)"]):
+            if cell["model"] == "SMNER":
+                assert p == "", row
+            else:
+                assert p == "-" or 0.0 <= float(p) <= 1.0, row
+        for name in ("cued + mismatched", "cued + clean", "uncued", "two-entity"):
+            assert cell[name] == "-" or percent(cell[name]) >= 0, row
+        if cell["corpus"] == "clean":
+            assert cell["cued + mismatched"] == cell["cued + clean"] == "-", row
+            assert cell["p (cued + mismatched)"] in ("", "-"), row
+            percent(cell["uncued"])
+        if cell["model"] in ("without cross-attention", "text-only"):
+            assert cell["pointing (1 / 2 entities)"] == "-", row
+    assert "Test posts per slice" in out
 
 
 @pytest.mark.integration  # the suite trains models
