@@ -135,9 +135,17 @@ def test_an_empty_slice_has_no_f1_and_shows_a_dash() -> None:
     assert column[UNCUED] == "100.0" and column["p"] == "1.000"
 
 
-def test_results_from_before_the_slice_grid_render_a_note() -> None:
-    old = {"posts": 1000, "epochs": 6, "seeds": [0], "corpus_seed": 0, "conditions": {}}
-    assert "predate" in synth_suite.table(old)
+def test_results_from_before_the_slice_grid_render_as_they_were_measured() -> None:
+    run = {"f1": 0.9, "alignment": {"posts_right": {"1": {"value": 1.0}}}}
+    old = {
+        "posts": 1000,
+        "epochs": 6,
+        "seeds": [0],
+        "corpus_seed": 0,
+        "conditions": {"clean images": {"runs": {"SMNER": [run]}, "bootstrap_p": {}}},
+    }
+    text = synth_suite.table(old)
+    assert "| clean images | SMNER | 90.0" in text and "mass in box / uniform" in text
     assert "predate" in synth_suite.table({"runs": {}})
 
 
