@@ -49,12 +49,20 @@ def commit() -> str:
         return "unknown"
 
 
-def save(suite: str, results: dict[str, Any], command: str, wall_seconds: float) -> Path:
+def save(
+    suite: str,
+    results: dict[str, Any],
+    command: str,
+    wall_seconds: float,
+    measured_at: str | None = None,
+) -> Path:
+    """Write a suite's results; ``measured_at`` is the commit the run started from (the code
+    that was measured: commits made while a long run goes on are not in it)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {
         "suite": suite,
         "date": time.strftime("%Y-%m-%d"),
-        "commit": commit(),
+        "commit": measured_at or commit(),
         "machine": machine(),
         "command": command,
         "wall_seconds": round(wall_seconds),

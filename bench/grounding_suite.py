@@ -34,6 +34,7 @@ def run(
         folder = work / "runs" / f"grounding-{seed}"
         shutil.rmtree(folder, ignore_errors=True)
         cfg = config(corpus, work, {"grounding": True, **base_model}, seed, epochs)
+        cfg["data"]["box_dir"] = str(corpus / "boxes")  # the box head learns from the boxes
         result = train_and_test(cfg, folder, str(corpus / "test.txt"), str(corpus / "boxes"))
         result.pop("per_post")
         runs.append(result)

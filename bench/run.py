@@ -24,7 +24,7 @@ import quality_suite
 import scale
 import speed_suite
 import synth_suite
-from common import RESULTS, ROOT, save
+from common import RESULTS, ROOT, commit, save
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 TABLES = {
@@ -138,7 +138,7 @@ def main() -> None:
     overrides = json.loads(args.model)
     work = Path(args.work or tempfile.mkdtemp(prefix="smner-bench-"))
     seeds = [int(s) for s in args.seeds.split(",")]
-    started = time.perf_counter()
+    started, measured_at = time.perf_counter(), commit()
     if args.suite == "speed":
         results = speed_suite.run(args.data, args.images, args.posts, args.repeats, overrides)
     elif args.suite == "floor":
@@ -187,7 +187,7 @@ def main() -> None:
     command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if not args.no_doc:
         name = results_name(args.suite, args.encoder)
-        save(name, results, command, time.perf_counter() - started)
+        save(name, results, command, time.perf_counter() - started, measured_at)
         update_doc()
     print(TABLES[args.suite](results))
 
