@@ -114,3 +114,14 @@ def test_the_predictor_and_evaluate_take_a_pruning_and_refuse_where_it_cannot_ap
         assert main([*argv, "--images", str(post_images), *extra]) == 0
         scores.append(json.loads(capsys.readouterr().out))
     assert scores[0]["predicted"] <= 1 and scores[1] == scores[2]
+
+
+@pytest.mark.integration
+def test_a_pruning_model_exports_a_graph_of_every_span(encoders, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from smner.predict.onnx_export import export_onnx
+
+    model, processor = tiny_model(encoders, span_pruning=2)
+    model.save_pretrained(tmp_path / "model", processor=processor)
+    result = export_onnx(tmp_path / "model", tmp_path / "onnx")
+    assert result.verification.passed and result.verification.entities_equal

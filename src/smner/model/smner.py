@@ -253,7 +253,8 @@ class SMNER(NERModel):
         text-side score through the cross-attention (the rest are non-entities)."""
         tokens, ignore = visual
         text_logits, _ = text_side_logits(spans, no_image, self.cross_attention, self.classifier)
-        if not bool(batch.has_image.any()):  # nothing to align: the text side is the answer
+        exporting = torch.compiler.is_exporting()
+        if not exporting and not bool(batch.has_image.any()):  # the text side is the answer
             attention = spans.new_zeros(*spans.shape[:2], tokens.size(1))
             attention[..., _NO_IMAGE] = 1.0
             return text_logits, attention, None

@@ -41,6 +41,7 @@ from smner.extras import import_extra
 from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
 from smner.model.base import ModelOutput, NERModel
 from smner.model.quantize import QUANTIZATIONS
+from smner.model.span_pruning import set_span_pruning
 from smner.predict.onnx_backend import (
     EXPORTABLE_TYPES,
     GRAPH_FILE,
@@ -105,6 +106,10 @@ def export_onnx(
             f"{', '.join(EXPORTABLE_TYPES)} models only (this one runs on PyTorch)"
         )
     model = NERModel.from_pretrained(source).eval()
+    if getattr(model.config, "span_pruning", 0):
+        # The graph takes every span (a pruned one does not trace to a graph that runs), and
+        # is checked against PyTorch doing the same.
+        set_span_pruning(model, 0)
     processor = Processor.from_pretrained(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = make_staging_dir(target.parent, f".{target.name}.")
