@@ -279,12 +279,9 @@ class SmnerComponent(Pipe):
         self.batch_size = batch_size
         self.alignment_mode = alignment_mode
         self.overwrite_ents = overwrite_ents
-        #: how many of a doc's images the model takes (one on the ONNX backend, for now)
-        self.images_per_post = (
-            getattr(predictor.model.config, "max_images", 1)
-            if predictor.backend == "pytorch"
-            else 1
-        )
+        #: how many of a doc's images the model takes (one on the ONNX backend, for now; a
+        #: text-only model reads none, so any number passes)
+        self.images_per_post = predictor.image_limit()[0] or 1
         self._warned_images = False
 
     @property
