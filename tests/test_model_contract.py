@@ -147,6 +147,10 @@ def test_every_trainable_parameter_gets_a_finite_nonzero_gradient(
             if p.grad.abs().sum() > 0:
                 silent.discard(name)
         optimizer.step()
+    if batch.image_slots == 1:
+        # the image-slot tags are relative to the first image's: they learn from posts of
+        # several images only (tests/test_multi_image.py trains them)
+        silent.discard("image_slots.weight")
     assert not silent
     assert (model.image_encoder is None) == (not model.config.use_image)
     if model.image_encoder is not None and not model.config.train_image_encoder:

@@ -36,6 +36,7 @@ def _region_slices(attention: torch.Tensor, cells: int, slot: int) -> torch.Tens
 
 def test_new_models_take_four_images_and_old_configs_load_as_one() -> None:
     assert ModelConfig(labels=["PER"]).max_images == 4
+    assert ModelConfig(labels=["PER"]).image_slot_scale == 1.0
     for kind in ("smner", "smner-grounding", "smner-text-only"):
         config, _ = read_config(FIXTURE / kind)
         assert config.max_images == 1, kind
@@ -50,12 +51,14 @@ def test_a_one_image_model_has_no_slot_embedding(encoders) -> None:
 
 
 def test_one_image_posts_predict_as_on_a_one_image_model(encoders) -> None:
-    """Weights drawn as a one-image model's; with the slot tag at zero, a many-image model is
-    the one-image model on one-image posts, whether the batch has one slot or three."""
+    """Weights drawn as a one-image model's; the first image's keys get no slot tag, so a
+    many-image model is the one-image model on one-image posts whatever its tags have learned,
+    whether the batch has one slot or three."""
     one, processor = tiny_model(encoders, max_images=1)
     three, _ = tiny_model(encoders, max_images=3)
+    assert three.image_slots.weight[1:].std() > 0.5  # the later images' tags start at scale
     with torch.no_grad():
-        three.image_slots.weight.zero_()
+        three.image_slots.weight.normal_(std=2.0)  # as if trained
     for name, value in one.state_dict().items():
         assert torch.equal(value, three.state_dict()[name]), name
     one.eval(), three.eval()
@@ -215,6 +218,10 @@ def test_weak_localisation_and_grounding_train_on_several_images(encoders) -> No
     assert set(output.losses) >= {"region_types", "region_attention"}
     assert output.grounding is not None
     assert output.grounding.box.shape[:2] == output.logits.shape[:2]
+    output.loss.backward()
+    tags = model.image_slots.weight.grad
+    assert tags is not None and float(tags[2].abs().sum()) > 0  # the third image's tag learns
+    model.zero_grad()
     train_steps(model, batch, 2, 1e-3)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -624,7 +631,7 @@ def test_a_model_learns_which_image_holds_the_cue(encoders) -> None:
     ]
     slots = [[gray, red], [gray, blue], [blue, gray], [red, gray]]
     batch = processor(tokens, entities * 2, slots)
-    train_steps(model, batch, 40, 3e-3)
+    train_steps(model, batch, 80, 3e-3)
     found = model.predict(batch)
     assert [[p.image_index for p in post] for post in found] == [[1, 1], [1, 1], [0, 0], [0, 0]]
     assert all(float(p.attention.sum()) > 0.9 for post in found for p in post)

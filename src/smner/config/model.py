@@ -183,6 +183,12 @@ class SMNERConfig(ModelConfig):
     #: are masked out of the attention, and the bottleneck sees a masked pool over the images.
     #: 1 adds no parameters (a folder saved before this setting loads as 1)
     max_images: int = ranged(4, 1, 64)
+    #: initial scale (std) of the image-slot tags of the images after a post's first, which
+    #: are taken relative to the first image's (so the first image's keys get none and a post
+    #: of one image reads as in a one-image model, ever): large enough to compete with the
+    #: content of the keys from the first step, as ``position_scale`` is. 0: every slot's tag
+    #: learned from zero, the first image's too (how folders saved before this setting work)
+    image_slot_scale: float = ranged(1.0, 0.0, 100.0)
 
     # sizes
     hidden_size: int = ranged(256, 1, 16384)
@@ -274,6 +280,7 @@ ADDED_AFTER_RELEASE: dict[str, Any] = {
     "region_attention": 0.0,
     "max_images": 1,
     "span_pruning": 0,
+    "image_slot_scale": 0.0,
 }
 
 

@@ -109,11 +109,15 @@ class SMNER(NERModel):
             nn.Linear(d, len(config.id_to_label)),
         )
         if config.use_image and config.use_cross_attention and config.max_images > 1:
-            # Built last, so that every other weight draws as in a one-image model, and zero
-            # at first, so that a new model reads one-image posts as a one-image model does
-            # (a tag added to every key of one image shifts the balance with the global token).
+            # Built last, so that every other weight draws as in a one-image model. The first
+            # image's keys get no tag, so that a post of one image reads as in a one-image
+            # model (a tag added to every key of one image shifts the balance with the global
+            # token); the others' tags start at image_slot_scale, so that they can tell the
+            # images apart from the first step (from zero they hardly did).
             self.image_slots = nn.Embedding(config.max_images, d)
             nn.init.zeros_(self.image_slots.weight)
+            if config.image_slot_scale:  # tags relative to the first image's (see the config)
+                nn.init.normal_(self.image_slots.weight[1:], std=config.image_slot_scale)
 
     @property
     def explains(self) -> bool:
@@ -300,7 +304,10 @@ class SMNER(NERModel):
                 positions = self.region_positions(grid)
                 keys[:, _FIRST_REGION:] = positions if images == 1 else positions.repeat(images, 1)
             if slotted:
-                tags = self.image_slots.weight[:images].repeat_interleave(cells, dim=0)
+                tags = self.image_slots.weight[:images]
+                if self.config.image_slot_scale:
+                    tags = tags - self.image_slots.weight[:1]
+                tags = tags.repeat_interleave(cells, dim=0)
                 keys[:, _FIRST_REGION:] = keys[:, _FIRST_REGION:] + tags
         return queries, keys
 
