@@ -83,6 +83,10 @@ def write_page(model: Path, corpus: Path, output: Path, page: Path) -> None:
         "|---|---|---|",
         "| " + " | ".join(f"![image {i}]({output.name}/image{i}.jpg)" for i in range(3)) + " |",
         "",
+        "The post is the first test post whose two entities are shown in two images; posts",
+        "with two entities are where such a model is weakest (docs/BENCHMARKS.md), so it is not",
+        "always as right as here.",
+        "",
         "What the model says (`predictor.predict(text, images=[...])`): image statuses "
         + ", ".join(str(getattr(s, "value", s)) for s in prediction.image_statuses or [])
         + ".",
