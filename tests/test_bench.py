@@ -414,3 +414,20 @@ def test_onnx_suite_maps_spacy_types_and_pipeline_offsets() -> None:
         {"entity_group": "LOC", "start": 13, "end": 21},  # "New York"
     ]
     assert char_spans_to_tokens(tokens, groups) == {(1, 2, "PER"), (3, 5, "LOC")}
+
+
+def test_the_several_images_page_picks_a_post_of_two_entities_in_two_images(
+    tmp_path: Path,
+) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from several_images_page import pick_post
+    from smner.synth.corpus import generate_corpus
+
+    generate_corpus(tmp_path / "k3", posts=60, seed=2, image_size=64, images_per_post=3)
+    record = pick_post(tmp_path / "k3")
+    assert record["split"] == "test" and len(record["entities"]) == 2
+    shown = {c["image_index"] for c in record["cues"] if c.get("entity") is not None}
+    assert len(shown) == 2
+    generate_corpus(tmp_path / "k1", posts=20, seed=2, image_size=64)
+    with pytest.raises(SystemExit, match="no test post with two entities in two images"):
+        pick_post(tmp_path / "k1")
