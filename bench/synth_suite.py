@@ -318,23 +318,26 @@ def table(results: dict[str, Any]) -> str:
                 cells.append(_cell([r["slice_f1"].get(s) for r in runs]))
                 if s == IB_SLICE:
                     cells.append("" if name == "SMNER" else _p(p.get(s)))
-            mass = _mean([(r.get("alignment") or {}).get("mass_in_box") for r in runs])
-            uniform = _mean([(r.get("alignment") or {}).get("uniform_mass") for r in runs])
-            pointing = (
-                f"{_cell([_pointing(r, '1') for r in runs])} / "
-                f"{_cell([_pointing(r, '2') for r in runs])}"
-            )
-            if all(_pointing(r, None) is None for r in runs):
-                pointing = "-"
+            pointing, mass = _alignment_cells(runs)
             lines.append(
                 f"| {corpus} | {name} | {_cell([r['f1'] for r in runs])} | "
                 f"{'' if name == 'SMNER' else _p(p.get('overall'))} | "
                 + " | ".join(cells)
-                + f" | {pointing} | "
-                + (f"{mass:.2f} / {uniform:.2f}" if mass is not None else "-")
-                + " |"
+                + f" | {pointing} | {mass} |"
             )
     return "\n".join(lines)
+
+
+def _alignment_cells(runs: list[dict[str, Any]]) -> tuple[str, str]:
+    """The pointing (1 / 2 entities) and "mass in box / uniform" cells of a row's runs."""
+    mass = _mean([(r.get("alignment") or {}).get("mass_in_box") for r in runs])
+    uniform = _mean([(r.get("alignment") or {}).get("uniform_mass") for r in runs])
+    pointing = (
+        f"{_cell([_pointing(r, '1') for r in runs])} / {_cell([_pointing(r, '2') for r in runs])}"
+    )
+    if all(_pointing(r, None) is None for r in runs):
+        pointing = "-"
+    return pointing, f"{mass:.2f} / {uniform:.2f}" if mass is not None else "-"
 
 
 def _right(run: dict[str, Any], entities: str) -> float | None:
@@ -362,19 +365,10 @@ def _box_supervised_table(results: dict[str, Any]) -> str:
     for condition, block in results["conditions"].items():
         for name, runs in block["runs"].items():
             p = block["bootstrap_p"].get(name)
-            mass = _mean([(r.get("alignment") or {}).get("mass_in_box") for r in runs])
-            uniform = _mean([(r.get("alignment") or {}).get("uniform_mass") for r in runs])
-            pointing = (
-                f"{_cell([_pointing(r, '1') for r in runs])} / "
-                f"{_cell([_pointing(r, '2') for r in runs])}"
-            )
-            if all(_pointing(r, None) is None for r in runs):
-                pointing = "-"
+            pointing, mass = _alignment_cells(runs)
             lines.append(
                 f"| {condition} | {name} | {_cell([r['f1'] for r in runs])} | "
                 f"{'' if p is None else f'{p:.3f}'} | {_cell([_right(r, '1') for r in runs])} | "
-                f"{_cell([_right(r, '2') for r in runs])} | {pointing} | "
-                + (f"{mass:.2f} / {uniform:.2f}" if mass is not None else "-")
-                + " |"
+                f"{_cell([_right(r, '2') for r in runs])} | {pointing} | {mass} |"
             )
     return "\n".join(lines)
