@@ -129,7 +129,8 @@ def run_facts(run_dir: Path, facts: dict[str, Any]) -> dict[str, Any]:
     updated = dict(facts)
     updated["epochs"] = epochs
     updated["epochs_run"] = len(epochs)
-    updated["training_seconds"] = round(sum(r.get("seconds", 0.0) for r in epochs), 2)
+    # rounded once, to what the card shows (rounding to 0.01 first could move the shown digit)
+    updated["training_seconds"] = round(sum(r.get("seconds", 0.0) for r in epochs), 1)
     updated["test"] = read_json(run_dir / TEST_SCORES_FILE)
     return updated
 
