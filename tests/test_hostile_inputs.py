@@ -21,7 +21,7 @@ import pytest
 
 from smner.cli import main
 from smner.data.posts import MAX_TEXT_CHARS, PostInput, post_words
-from smner.data.records import read as records_read
+from smner.data.records import parquet_rows as records_parquet
 from smner.data.records.read import ReadOptions, read_records
 from smner.errors import SmnerError
 from smner.predict.job import FileJob, JsonlEncoder, run_file_job
@@ -49,13 +49,13 @@ def predict_file(predictor: Predictor, source: Path, out: Path) -> list[dict[str
 def decoded_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The Parquet row groups the reader decodes, in order."""
     seen: list[int] = []
-    original = records_read._decoded_rows
+    original = records_parquet._decoded_rows
 
     def spy(table: Any, g: int, group: Any) -> Iterator[Any]:
         seen.append(g)
         return original(table, g, group)
 
-    monkeypatch.setattr(records_read, "_decoded_rows", spy)
+    monkeypatch.setattr(records_parquet, "_decoded_rows", spy)
     return seen
 
 
@@ -90,13 +90,13 @@ def test_a_long_post_in_a_shared_row_group_is_refused_before_it_becomes_python_t
         [[{"id": "a", "text": "George visited Paris"}, {"id": "b", "text": long}]],
     )
     lengths: list[int] = []
-    original = records_read.post_from_record
+    original = records_parquet.post_from_record
 
     def spy(record: dict[str, Any], *args: Any, **kwargs: Any) -> PostInput:
         lengths.append(len(record.get("text") or ""))
         return original(record, *args, **kwargs)
 
-    monkeypatch.setattr(records_read, "post_from_record", spy)
+    monkeypatch.setattr(records_parquet, "post_from_record", spy)
     records = predict_file(tiny_predictor, source, tmp_path / "out.jsonl")
     assert "entities" in records[0] and records[1]["id"] == "b"
     assert records[1]["error"] == (
