@@ -192,7 +192,8 @@ def run(
     base_model: dict[str, Any] | None = None,
     corpus_seed: int = 0,
 ) -> dict[str, Any]:
-    from smner.synth.corpus import REALISTIC, generate_corpus
+    from smner.synth.corpus import generate_corpus
+    from smner.synth.knobs import REALISTIC
 
     knobs: dict[str, dict[str, Any]] = {"clean": {}, "realistic": dict(REALISTIC)}
     results: dict[str, Any] = {

@@ -16,8 +16,9 @@ from smner.commands import synth as synth_command
 from smner.data.boxes import normalise_name, read_voc
 from smner.data.conll import read_conll
 from smner.errors import SmnerError
-from smner.synth.corpus import REALISTIC, SPLITS, build_posts, generate_corpus
+from smner.synth.corpus import SPLITS, build_posts, generate_corpus
 from smner.synth.drawing import DISTRACTORS
+from smner.synth.knobs import REALISTIC
 from smner.synth.layout import region_box
 
 K = 3

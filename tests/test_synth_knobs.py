@@ -16,15 +16,14 @@ from smner.commands import synth as synth_command
 from smner.data.boxes import read_voc
 from smner.errors import SmnerError
 from smner.synth.corpus import (
-    REALISTIC,
     SPLITS,
     SynthPost,
     build_posts,
     generate_corpus,
-    parse_cue_size,
     split_sizes,
 )
 from smner.synth.drawing import DISTRACTORS
+from smner.synth.knobs import REALISTIC, parse_cue_size
 from smner.synth.layout import REGION_PAIRS, REGIONS, region_box
 from smner.synth.text import MAX_TOKENS, MIN_TOKENS, POSITION_WORDS, TEXT_CUES, pattern_words
 

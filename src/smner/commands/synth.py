@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from smner.synth.corpus import (
+from smner.synth.corpus import generate_corpus
+from smner.synth.knobs import (
     MIN_IMAGE_SIZE,
     MIN_POSTS,
     REALISTIC,
     TWO_ENTITY_DEFAULT,
-    generate_corpus,
     parse_cue_size,
 )
 from smner.synth.multi_image import MAX_IMAGES_PER_POST, parse_images_per_post
