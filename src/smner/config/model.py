@@ -223,6 +223,14 @@ class SMNERConfig(ModelConfig):
     #: region_types). Entities with a box in data.box_dir learn from the box instead.
     region_attention: float = ranged(0.0, 0.0, _BIG)
 
+    #: entities compete for the picture: a second span-to-region pass over the entities of
+    #: each post that names two or more, where each visual token's weight is shared out among
+    #: them by a softmax over the entities at this temperature, so that two names cannot
+    #: settle on one cue (0: off). Training adds the pass's cross-entropy over the gold
+    #: entities; prediction reads the entities' types (and heatmaps) from it. See
+    #: smner.model.competition
+    entity_competition: float = ranged(0.0, 0.0, 100.0)
+
     #: at prediction, only the best N spans of a post by their text-side score (what the
     #: model predicts for them without the picture) go through the span-to-region attention,
     #: the rest are non-entities; posts without an image are not changed (0: every span; only
@@ -241,6 +249,13 @@ class SMNERConfig(ModelConfig):
     # losses
     ib_alpha: float = ranged(0.1, 0.0, _BIG)
     ib_beta: float = ranged(0.001, 0.0, _BIG)
+    #: the gated bottleneck: the image path (the span-to-region context, or the global image
+    #: vector without cross-attention) is scaled per post by a gate driven by the bottleneck's
+    #: text-image agreement (its mutual-information critic's score of the post's own pair),
+    #: and the rest of the way filled with the no-image token, so that a picture that does not
+    #: go with its words is read as no picture. False: the bottleneck as the paper specifies it
+    #: (configs/paper.yaml); needs use_ib and use_image
+    ib_gate: bool = False
     entity_weight: float = ranged(1.0, 0.0, _BIG)
     non_entity_weight: float = ranged(0.5, 0.0, _BIG)
     #: share of each span's target spread over the other classes (0: plain cross-entropy)
@@ -257,6 +272,10 @@ class SMNERConfig(ModelConfig):
             raise ConfigError(
                 "model.region_attention needs model.region_types: the attention learns from "
                 "the region classifier's maps"
+            )
+        if self.ib_gate and not (self.use_image and self.use_ib):
+            raise ConfigError(
+                "model.ib_gate is driven by the bottleneck's critic: it needs use_image and use_ib"
             )
         if self.hidden_size % self.attention_heads:
             raise ConfigError(
@@ -281,6 +300,8 @@ ADDED_AFTER_RELEASE: dict[str, Any] = {
     "max_images": 1,
     "span_pruning": 0,
     "image_slot_scale": 0.0,
+    "ib_gate": False,
+    "entity_competition": 0.0,
 }
 
 

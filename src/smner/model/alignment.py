@@ -64,6 +64,10 @@ class PairCritic(nn.Module):
         hidden = F.gelu(self.text(t)[:, None, :] + self.image(v)[None, :, :])
         return self.out(hidden).squeeze(-1)
 
+    def matched(self, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``T(t_i, v_i)`` of each row's own pair, ``[n]`` (the diagonal, without the rest)."""
+        return self.out(F.gelu(self.text(t) + self.image(v))).squeeze(-1)
+
 
 def jensen_shannon_mi(scores: torch.Tensor) -> torch.Tensor:
     """Jensen-Shannon MI lower bound from pair scores: matched pairs on the diagonal, every
@@ -81,14 +85,48 @@ class BottleneckOutput:
     visual: torch.Tensor  # [B, D] sample (training) or mean (inference) of p_v
     mi: torch.Tensor  # scalar
     kl: torch.Tensor  # scalar
+    #: [B] in (0, 1): how much of the image path each post keeps (the gated bottleneck only)
+    gate: torch.Tensor | None = None
+
+
+class AgreementGate(nn.Module):
+    """How much of the image a post keeps, from the bottleneck critic's score of its own
+    (text, image) pair: ``sigmoid(scale * T(t, v) + bias)``.
+
+    The critic learns, from the batch's other images as negatives, whether an image goes with
+    its words; the gate turns that score into a share of the image path, learned end to end by
+    the entity loss, so that a picture which shows other types than the words tell is read as
+    less of a picture. The bias starts the gate open (about 0.9), so training begins as the
+    ungated model does.
+    """
+
+    def __init__(self, open_bias: float = 2.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.bias = nn.Parameter(torch.full((), open_bias))
+
+    def forward(self, agreement: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.scale * agreement + self.bias)
+
+
+def gated(image_path: torch.Tensor, fill: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """``gate * image_path + (1 - gate) * fill`` per post: ``image_path [B, ..., D]``, ``fill``
+    broadcastable to it (what the path reads without an image), ``gate [B]``."""
+    weight = gate.reshape(gate.size(0), *(1,) * (image_path.dim() - 1)).to(image_path.dtype)
+    return weight * image_path + (1 - weight) * fill
 
 
 class InformationBottleneck(nn.Module):
-    def __init__(self, dim: int) -> None:
+    """The global alignment; with ``gate``, also the share of the image path each post keeps
+    (see :class:`AgreementGate`)."""
+
+    def __init__(self, dim: int, gate: bool = False) -> None:
         super().__init__()
         self.text_head = GaussianHead(dim)
         self.image_head = GaussianHead(dim)
         self.critic = PairCritic(dim)
+        if gate:
+            self.gate = AgreementGate()
 
     def forward(
         self, text: torch.Tensor, image: torch.Tensor, has_image: torch.Tensor
@@ -110,7 +148,10 @@ class InformationBottleneck(nn.Module):
             if int(has_image.sum()) >= 2
             else zero
         )
-        return BottleneckOutput(visual=v, mi=mi, kl=kl)
+        gate = None
+        if hasattr(self, "gate"):  # on the means: the same gate in training and at prediction
+            gate = self.gate(self.critic.matched(mu_t, mu_v))
+        return BottleneckOutput(visual=v, mi=mi, kl=kl, gate=gate)
 
 
 class GridPositions(nn.Module):
@@ -194,10 +235,45 @@ class CrossModalAttention(nn.Module):
             need_weights=True,
             average_attn_weights=True,
         )
+        return self._finish(queries, attended), weights
+
+    def _finish(self, queries: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         residual = 0 if self.context_only else queries
         x = self.norm1(residual + self.dropout(attended))
-        x = self.norm2(x + self.dropout(self.feed_forward(x)))
-        return x, weights
+        return self.norm2(x + self.dropout(self.feed_forward(x)))
+
+    def compete(
+        self,
+        queries: torch.Tensor,
+        tokens: torch.Tensor,
+        ignore: torch.Tensor,
+        valid: torch.Tensor,
+        temperature: float,
+        query_offsets: torch.Tensor | None = None,
+        key_offsets: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block over a post's competing spans ``queries [B, G, d]`` (``valid [B, G]``
+        marks the real ones): the same weights as :meth:`forward`, with each key's weight
+        shared out among them (see :mod:`smner.model.competition`)."""
+        from smner.model.competition import shared_out
+
+        mha = self.attention
+        heads, dim = mha.num_heads, queries.size(-1)
+        w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
+        q = F.linear(queries if query_offsets is None else queries + query_offsets, w_q, b_q)
+        k = F.linear(tokens if key_offsets is None else tokens + key_offsets, w_k, b_k)
+        v = F.linear(tokens, w_v, b_v)
+
+        def split(x: torch.Tensor) -> torch.Tensor:  # [B, L, d] -> [B, H, L, d / H]
+            return x.unflatten(-1, (heads, dim // heads)).transpose(1, 2)
+
+        scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(dim // heads)
+        scores = scores.masked_fill(ignore[:, None, None, :], float("-inf"))
+        weights = shared_out(scores, scores.softmax(-1), valid, temperature)
+        dropped = F.dropout(weights, mha.dropout, self.training)
+        attended = mha.out_proj((dropped @ split(v)).transpose(1, 2).flatten(2))
+        return self._finish(queries, attended), weights.mean(1)
 
 
 #: sharpness of the pooling over regions in the multiple-instance loss: between the mean

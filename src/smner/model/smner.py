@@ -29,9 +29,11 @@ from smner.model.alignment import (
     GridPositions,
     InformationBottleneck,
     SpanPositions,
+    gated,
     weak_localisation_losses,
 )
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
+from smner.model.competition import groups_from_labels, groups_from_logits, members
 from smner.model.grounding import GroundingHead, GroundingOutput, grounding_loss
 from smner.model.span_pruning import (
     PRUNED_LOGIT,
@@ -84,7 +86,7 @@ class SMNER(NERModel):
             self.no_image = nn.Parameter(torch.randn(d) * 0.02)
             if config.use_ib:
                 self.text_global = nn.Linear(self.text.hidden_size, d)
-                self.bottleneck = InformationBottleneck(d)
+                self.bottleneck = InformationBottleneck(d, gate=config.ib_gate)
             if config.use_cross_attention:
                 self.image_regions = nn.Linear(self.image.output_dim, d)
                 self.cross_attention = CrossModalAttention(
@@ -141,7 +143,7 @@ class SMNER(NERModel):
             words = self.word_context(words, batch.shape_ids, batch.word_mask)
         spans = self.span_representation(words, batch.shape_ids, batch.spans)  # [B, S, d]
         losses: dict[str, torch.Tensor] = {}
-        attention, grid, grounding = None, None, None
+        attention, grid, grounding, gate = None, None, None, None
         if cfg.use_image:
             if batch.image_slots > cfg.max_images:
                 raise SmnerError(
@@ -153,7 +155,7 @@ class SMNER(NERModel):
             visual = self.image_global(masked_pool(pooled, slots))
             if cfg.use_ib:
                 ib = self.bottleneck(self.text_global(sentence), visual, has_image)
-                visual = ib.visual
+                visual, gate = ib.visual, ib.gate
                 losses["mi"], losses["kl"] = ib.mi, ib.kl
             no_image = self.no_image.expand(batch.size, -1)
             if cfg.use_cross_attention:
@@ -170,12 +172,18 @@ class SMNER(NERModel):
                 keep = self._spans_kept(spans.size(1), labels)
                 if keep:
                     logits, attention, grounding = self._pruned_alignment(
-                        batch, spans, no_image, (tokens, ignore), offsets, slots, grid, keep
+                        batch, spans, no_image, (tokens, ignore), offsets, slots, grid, keep, gate
                     )
+                    if cfg.entity_competition:
+                        logits, attention, _ = self._compete(
+                            batch, spans, logits, attention, (tokens, ignore), offsets, gate
+                        )
                     return ModelOutput(
                         logits=logits, attention=attention, grid=grid, grounding=grounding
                     )
                 attended, attention = self.cross_attention(spans, tokens, ignore, *offsets)
+                if gate is not None:
+                    attended = gated(attended, self._no_image_context(spans, no_image), gate)
                 if cfg.grounding and grid is not None:
                     # Detached: the grounding loss trains its own head only, so grounding costs
                     # the entity types nothing (through the shared layers it cut a small
@@ -189,16 +197,26 @@ class SMNER(NERModel):
                         _FIRST_REGION,
                     )
             else:
+                if gate is not None:
+                    visual = gated(visual, no_image, gate)
                 chosen = torch.where(has_image.unsqueeze(1), visual, no_image)
                 attended = chosen.unsqueeze(1).expand_as(spans)
             features = torch.cat([spans, attended], dim=-1)
         else:
             features = spans
         logits = self.classifier(features)
+        competition_loss = None
+        if attention is not None and cfg.entity_competition:
+            logits, attention, competition_loss = self._compete(
+                batch, spans, logits, attention, (tokens, ignore), offsets, gate, labels
+            )
         output = ModelOutput(logits=logits, attention=attention, grid=grid, grounding=grounding)
         if labels is not None:
             losses["span_ce"] = self._span_loss(logits, labels, batch.span_mask)
             total = losses["span_ce"]
+            if competition_loss is not None:
+                losses["competition"] = competition_loss
+                total = total + competition_loss
             if attention is not None and batch.attention_target is not None:
                 losses["attention"] = self._attention_loss(attention, batch)
                 total = total + cfg.attention_supervision * losses["attention"]
@@ -234,6 +252,69 @@ class SMNER(NERModel):
             output.loss, output.losses = total, losses
         return output
 
+    def _compete(
+        self,
+        batch: Batch,
+        spans: torch.Tensor,
+        logits: torch.Tensor,
+        attention: torch.Tensor,
+        visual: tuple[torch.Tensor, torch.Tensor],
+        offsets: tuple[torch.Tensor | None, torch.Tensor | None],
+        gate: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The competitive pass (:mod:`smner.model.competition`): in training, ``(logits,
+        attention, its cross-entropy over the gold entities)``; at prediction the entities'
+        logits and attention rows replaced by the pass's, and no loss."""
+        tokens, ignore = visual
+        if labels is not None:
+            group = groups_from_labels(labels, batch.span_mask)
+        else:
+            group = groups_from_logits(logits, batch.spans, batch.span_mask)
+        group = group & batch.has_image[:, None]
+        zero = logits.new_zeros(()) if labels is not None else None
+        if not bool(group.any()):
+            return logits, attention, zero
+        index, valid = members(group)
+
+        def padded(rows: torch.Tensor) -> torch.Tensor:  # one row past the last span
+            return torch.cat([rows, rows[:, :1]], dim=1)
+
+        queries = gather_rows(padded(spans), index)
+        query_offsets, key_offsets = offsets
+        if query_offsets is not None:
+            query_offsets = gather_rows(padded(query_offsets.expand_as(spans)), index)
+        attended, weights = self.cross_attention.compete(
+            queries,
+            tokens,
+            ignore,
+            valid,
+            self.config.entity_competition,
+            query_offsets,
+            key_offsets,
+        )
+        if gate is not None:
+            no_image = self.no_image.expand(batch.size, -1)
+            attended = gated(attended, self._no_image_context(queries, no_image), gate)
+        competed = self.classifier(torch.cat([queries, attended], dim=-1))  # [B, G, C]
+        if labels is not None:
+            gold = gather_rows(padded(labels), index)
+            loss = F.cross_entropy(competed[valid], gold[valid])
+            return logits, attention, loss
+        # padding entries write into the extra row, which is dropped
+        logits = scatter_rows(padded(logits), index, competed)[:, :-1]
+        attention = scatter_rows(padded(attention), index, weights)[:, :-1]
+        return logits, attention, None
+
+    def _no_image_context(self, spans: torch.Tensor, no_image: torch.Tensor) -> torch.Tensor:
+        """What the span-to-region block gives a span with no picture (the no-image token its
+        only key): where the gated bottleneck closes, the image path reads as this. With
+        ``visual_context`` "context" it is one vector a post, whatever the span."""
+        queries = spans[:, :1] if self.config.visual_context == "context" else spans
+        alone = torch.zeros(spans.size(0), 1, dtype=torch.bool, device=spans.device)
+        context, _ = self.cross_attention(queries, no_image.unsqueeze(1), alone)
+        return context
+
     def _spans_kept(self, spans: int, labels: torch.Tensor | None) -> int:
         """How many spans a post sends through the span-to-region attention at prediction
         (0: all of them; see :mod:`smner.model.span_pruning`)."""
@@ -252,11 +333,14 @@ class SMNER(NERModel):
         slots: torch.Tensor,
         grid: tuple[int, int] | None,
         keep: int,
+        gate: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, GroundingOutput | None]:
         """Logits, attention and grounding with only each post's ``keep`` best spans by their
         text-side score through the cross-attention (the rest are non-entities)."""
         tokens, ignore = visual
-        text_logits, _ = text_side_logits(spans, no_image, self.cross_attention, self.classifier)
+        text_logits, context = text_side_logits(
+            spans, no_image, self.cross_attention, self.classifier
+        )
         exporting = torch.compiler.is_exporting()
         if not exporting and not bool(batch.has_image.any()):  # the text side is the answer
             attention = spans.new_zeros(*spans.shape[:2], tokens.size(1))
@@ -268,6 +352,8 @@ class SMNER(NERModel):
         if queries is not None:
             queries = gather_rows(queries.expand(spans.size(0), -1, -1), index)
         attended, attention_kept = self.cross_attention(kept, tokens, ignore, queries, keys)
+        if gate is not None:
+            attended = gated(attended, context, gate)
         logits_kept = self.classifier(torch.cat([kept, attended], dim=-1))
         logits = scatter_rows(pruned_logits(text_logits, batch.has_image), index, logits_kept)
         # rows of pruned spans: all weight on the no-image token (never read: they are "O")

@@ -1,0 +1,95 @@
+"""The gated bottleneck (model.ib_gate): the critic's agreement decides how much of the image
+path a post keeps; shut, the post reads as a post without a picture; open, as the paper's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from smner.config.check import ConfigError
+from smner.config.model import ADDED_AFTER_RELEASE
+from smner.data.images import ImageStatus
+from smner.encoders.text import load_tokenizer
+from smner.model import build_model
+from smner.model.alignment import gated
+from smner.predict.loop import visual_inputs
+from smner.processing.processor import PreparedPost, Processor
+from tests.test_weak_alignment import make_posts
+from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("gate")
+    return make_text_encoder(root / "text"), make_image_encoder(root / "image")
+
+
+def _batch(model: object, text: Path, posts: list, status: ImageStatus) -> object:
+    processor = Processor.for_model(model.config, load_tokenizer(text))  # type: ignore[attr-defined]
+    prepared = [
+        PreparedPost(tokens, None, status, picture if status is ImageStatus.OK else None)
+        for tokens, _, picture, _ in posts
+    ]
+    with torch.no_grad():
+        images = visual_inputs(model, processor, prepared, "cpu")
+    return processor([t for t, *_ in posts], None, images)
+
+
+def test_gated_mixes_each_post_between_its_image_path_and_the_fill() -> None:
+    path, fill = torch.ones(2, 3, 4), torch.zeros(2, 1, 4)
+    out = gated(path, fill, torch.tensor([0.25, 1.0]))
+    torch.testing.assert_close(out[0], torch.full((3, 4), 0.25))
+    torch.testing.assert_close(out[1], torch.ones(3, 4))
+
+
+@pytest.mark.parametrize("cross_attention", [True, False])
+@pytest.mark.parametrize("visual_context", ["context", "block"])
+def test_a_shut_gate_reads_the_post_as_one_without_a_picture(
+    encoders: tuple[Path, Path], cross_attention: bool, visual_context: str
+) -> None:
+    text, image = encoders
+    torch.manual_seed(0)
+    config = tiny_config(
+        text,
+        image,
+        ib_gate=True,
+        use_cross_attention=cross_attention,
+        visual_context=visual_context,
+        max_span_width=2,
+    )
+    model = build_model(config).eval()
+    with torch.no_grad():
+        model.bottleneck.gate.bias.fill_(-1e4)
+    posts = make_posts(4, seed=5)
+    with torch.no_grad():
+        shut = model(_batch(model, text, posts, ImageStatus.OK)).logits
+        without = model(_batch(model, text, posts, ImageStatus.NO_IMAGE)).logits
+        model.bottleneck.gate.bias.fill_(0.0)
+        half_open = model(_batch(model, text, posts, ImageStatus.OK)).logits
+    torch.testing.assert_close(shut, without, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(half_open, without, atol=1e-3)
+
+
+def test_a_wide_open_gate_is_the_paper_s_bottleneck(encoders: tuple[Path, Path]) -> None:
+    text, image = encoders
+    torch.manual_seed(0)
+    gate = build_model(tiny_config(text, image, ib_gate=True, max_span_width=2)).eval()
+    paper = build_model(tiny_config(text, image, max_span_width=2)).eval()
+    missing = paper.load_state_dict(gate.state_dict(), strict=False)
+    assert set(missing.unexpected_keys) == {"bottleneck.gate.scale", "bottleneck.gate.bias"}
+    assert not hasattr(paper.bottleneck, "gate")
+    with torch.no_grad():
+        gate.bottleneck.gate.bias.fill_(1e4)
+    batch = _batch(gate, text, make_posts(4, seed=6), ImageStatus.OK)
+    with torch.no_grad():
+        torch.testing.assert_close(gate(batch).logits, paper(batch).logits)
+
+
+def test_the_gate_needs_the_bottleneck_and_old_folders_load_without_it(
+    encoders: tuple[Path, Path],
+) -> None:
+    with pytest.raises(ConfigError, match="ib_gate"):
+        tiny_config(*encoders, ib_gate=True, use_ib=False)
+    assert ADDED_AFTER_RELEASE["ib_gate"] is False
