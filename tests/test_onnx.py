@@ -562,3 +562,26 @@ def test_a_grounding_model_gives_the_same_boxes_on_onnx(
                 boxes += 1
                 assert gm.box == pytest.approx(em.box, abs=0.11)  # rounded to 0.1 px
     assert boxes
+
+
+def test_entity_competition_is_left_out_of_the_graph_and_the_folder_says_so(
+    encoders: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The competitive pass runs between two passes of PyTorch (a decode in between): the graph
+    is the ordinary pass, checked against PyTorch without competition, and the exported
+    folder's config and manifest say that it is off."""
+    from tests.tiny import tiny_model
+
+    model, processor = tiny_model(encoders, entity_competition=1.0)
+    model.save_pretrained(tmp_path / "model", processor=processor)
+    out = tmp_path / "onnx"
+    assert main(["export", "--model", str(tmp_path / "model"), "--output", str(out)]) == 0
+    assert "entity_competition = 1.0 runs in PyTorch only" in capsys.readouterr().err
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert manifest["left_out"] == {"entity_competition": 1.0}
+    assert json.loads((out / "config.json").read_text())["model"]["entity_competition"] == 0.0
+    source = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert source["model"]["entity_competition"] == 1.0  # the source is not touched
+    onnx = Predictor.from_pretrained(out)
+    assert onnx.model.config.entity_competition == 0.0
+    assert onnx.predict_many(fixture_inputs())

@@ -24,6 +24,7 @@ how far it moves the outputs is recorded in the manifest.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import math
 import shutil
@@ -110,11 +111,15 @@ def export_onnx(
         # The graph takes every span (a pruned one does not trace to a graph that runs), and
         # is checked against PyTorch doing the same.
         set_span_pruning(model, 0)
+    left_out = _leave_out_pytorch_passes(model)
     processor = Processor.from_pretrained(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = make_staging_dir(target.parent, f".{target.name}.")
     try:
         _copy_folder(source, staging, skip=target)
+        if left_out:  # the folder says what its graph computes
+            payload["model"].update(dict.fromkeys(left_out, 0.0))
+            atomic_write_text(staging / CONFIG_FILE, _json(payload))
         graph = staging / GRAPH_FILE
         names = trace_graph(model, processor, graph, opset)
         checks = check_batches(model, processor)
@@ -139,12 +144,32 @@ def export_onnx(
                     f"({'; '.join(quantized.problems[:3])}); nothing was written to {target}"
                 )
         manifest = _manifest(checked, graph, names, payload, quantize, verification, quantized)
+        if left_out:
+            manifest["left_out"] = left_out
         atomic_write_text(staging / MANIFEST_FILE, _json(manifest))
         replace_directory(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     return ExportResult(target, manifest, verification, quantized)
+
+
+#: settings of passes that run in PyTorch only (a decode between two passes), which the graph
+#: leaves out: the exported folder predicts as the model with them at 0
+PYTORCH_ONLY_PASSES = ("entity_competition",)
+
+
+def _leave_out_pytorch_passes(model: NERModel) -> dict[str, float]:
+    """Turn off the model's PyTorch-only passes, for tracing and for the check against
+    PyTorch; their settings as they were (empty: none was on)."""
+    left_out = {
+        name: float(getattr(model.config, name))
+        for name in PYTORCH_ONLY_PASSES
+        if getattr(model.config, name, 0)
+    }
+    if left_out:
+        model.config = dataclasses.replace(model.config, **dict.fromkeys(left_out, 0.0))
+    return left_out
 
 
 def _check_target(source: Path, target: Path) -> None:
