@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smner.model.competition import shared_out
+
 _MIN_SIGMA = 1e-4
 
 
@@ -90,23 +92,22 @@ class BottleneckOutput:
 
 
 class AgreementGate(nn.Module):
-    """How much of the image a post keeps, from the bottleneck critic's score of its own
-    (text, image) pair: ``sigmoid(scale * T(t, v) + bias)``.
-
-    The critic learns, from the batch's other images as negatives, whether an image goes with
-    its words; the gate turns that score into a share of the image path, learned end to end by
-    the entity loss, so that a picture which shows other types than the words tell is read as
-    less of a picture. The bias starts the gate open (about 0.9), so training begins as the
-    ungated model does.
+    """How much of the image a post keeps, from how its text and image agree in the
+    bottleneck's space: a small network over ``[t, v, t * v, |t - v|]`` (the means of the two
+    views) and the critic's score of the pair, learned end to end by the entity loss, so that
+    a picture which shows other types than the words tell is read as less of a picture. The
+    output bias starts the gate open (about 0.9), so training begins as the ungated model does.
     """
 
-    def __init__(self, open_bias: float = 2.0) -> None:
+    def __init__(self, dim: int, open_bias: float = 2.0) -> None:
         super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-        self.bias = nn.Parameter(torch.full((), open_bias))
+        self.net = nn.Sequential(nn.Linear(4 * dim + 1, dim), nn.GELU(), nn.Linear(dim, 1))
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.constant_(self.net[2].bias, open_bias)
 
-    def forward(self, agreement: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.scale * agreement + self.bias)
+    def forward(self, t: torch.Tensor, v: torch.Tensor, agreement: torch.Tensor) -> torch.Tensor:
+        features = torch.cat([t, v, t * v, (t - v).abs(), agreement[:, None]], dim=-1)
+        return torch.sigmoid(self.net(features).squeeze(-1))
 
 
 def gated(image_path: torch.Tensor, fill: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
@@ -126,7 +127,7 @@ class InformationBottleneck(nn.Module):
         self.image_head = GaussianHead(dim)
         self.critic = PairCritic(dim)
         if gate:
-            self.gate = AgreementGate()
+            self.gate = AgreementGate(dim)
 
     def forward(
         self, text: torch.Tensor, image: torch.Tensor, has_image: torch.Tensor
@@ -150,7 +151,7 @@ class InformationBottleneck(nn.Module):
         )
         gate = None
         if hasattr(self, "gate"):  # on the means: the same gate in training and at prediction
-            gate = self.gate(self.critic.matched(mu_t, mu_v))
+            gate = self.gate(mu_t, mu_v, self.critic.matched(mu_t, mu_v))
         return BottleneckOutput(visual=v, mi=mi, kl=kl, gate=gate)
 
 
@@ -255,8 +256,6 @@ class CrossModalAttention(nn.Module):
         """The block over a post's competing spans ``queries [B, G, d]`` (``valid [B, G]``
         marks the real ones): the same weights as :meth:`forward`, with each key's weight
         shared out among them (see :mod:`smner.model.competition`)."""
-        from smner.model.competition import shared_out
-
         mha = self.attention
         heads, dim = mha.num_heads, queries.size(-1)
         w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
