@@ -223,6 +223,10 @@ class SMNERConfig(ModelConfig):
     #: region_types). Entities with a box in data.box_dir learn from the box instead.
     region_attention: float = ranged(0.0, 0.0, _BIG)
 
+    #: modality dropout: the share of training posts read, each step, as posts without a
+    #: picture, so that the words learn to tell types on their own and a picture that
+    #: contradicts them does not simply win (0: off; prediction never drops)
+    image_dropout: float = ranged(0.0, 0.0, 1.0, high_open=True)
     #: entities compete for the picture: a second span-to-region pass over the entities of
     #: each post that names two or more, where each visual token's weight is shared out among
     #: them by a softmax over the entities at this temperature, so that two names cannot
@@ -268,6 +272,11 @@ class SMNERConfig(ModelConfig):
                 "model.grounding needs span-to-region attention: use_image and "
                 "use_cross_attention (the ablations without it do not ground)"
             )
+        if self.grounding and self.image_dropout:
+            raise ConfigError(
+                "model.image_dropout with model.grounding: the box head learns from the "
+                "attention of posts that show their picture; set image_dropout to 0"
+            )
         if self.region_attention and not self.region_types:
             raise ConfigError(
                 "model.region_attention needs model.region_types: the attention learns from "
@@ -302,6 +311,7 @@ ADDED_AFTER_RELEASE: dict[str, Any] = {
     "image_slot_scale": 0.0,
     "ib_gate": False,
     "entity_competition": 0.0,
+    "image_dropout": 0.0,
 }
 
 

@@ -152,6 +152,10 @@ class SMNER(NERModel):
                 )
             pooled, regions, slots, grid = self.visual_slots(batch)
             has_image = batch.has_image
+            if self.training and cfg.image_dropout:
+                # modality dropout: these posts are read as posts without a picture this step
+                kept = torch.rand(batch.size, device=has_image.device) >= cfg.image_dropout
+                has_image, slots = has_image & kept, slots & kept[:, None]
             visual = self.image_global(masked_pool(pooled, slots))
             if cfg.use_ib:
                 ib = self.bottleneck(self.text_global(sentence), visual, has_image)
@@ -208,7 +212,7 @@ class SMNER(NERModel):
         competition_loss = None
         if attention is not None and cfg.entity_competition:
             logits, attention, competition_loss = self._compete(
-                batch, spans, logits, attention, (tokens, ignore), offsets, gate, labels
+                batch, spans, logits, attention, (tokens, ignore), offsets, gate, labels, has_image
             )
         output = ModelOutput(logits=logits, attention=attention, grid=grid, grounding=grounding)
         if labels is not None:
@@ -218,9 +222,9 @@ class SMNER(NERModel):
                 losses["competition"] = competition_loss
                 total = total + competition_loss
             if attention is not None and batch.attention_target is not None:
-                losses["attention"] = self._attention_loss(attention, batch)
+                losses["attention"] = self._attention_loss(attention, batch, has_image)
                 total = total + cfg.attention_supervision * losses["attention"]
-            if attention is not None and cfg.region_types and bool(batch.has_image.any()):
+            if attention is not None and cfg.region_types and bool(has_image.any()):
                 region_logits = self.region_classifier(region_tokens)  # [B, M * K, types]
                 if slots.size(1) > 1:
                     present = slots.repeat_interleave(regions.size(2), dim=1).unsqueeze(-1)
@@ -231,7 +235,7 @@ class SMNER(NERModel):
                     attention[:, :, _FIRST_REGION:],
                     labels,
                     batch.span_mask,
-                    batch.has_image,
+                    has_image,
                     boxed=batch.attention_target_index,
                 )
                 losses["region_types"], losses["region_attention"] = weak
@@ -262,6 +266,7 @@ class SMNER(NERModel):
         offsets: tuple[torch.Tensor | None, torch.Tensor | None],
         gate: torch.Tensor | None,
         labels: torch.Tensor | None = None,
+        has_image: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The competitive pass (:mod:`smner.model.competition`): in training, ``(logits,
         attention, its cross-entropy over the gold entities)``; at prediction the entities'
@@ -271,7 +276,7 @@ class SMNER(NERModel):
             group = groups_from_labels(labels, batch.span_mask)
         else:
             group = groups_from_logits(logits, batch.spans, batch.span_mask)
-        group = group & batch.has_image[:, None]
+        group = group & (batch.has_image if has_image is None else has_image)[:, None]
         zero = logits.new_zeros(()) if labels is not None else None
         if not bool(group.any()):
             return logits, attention, zero
@@ -398,13 +403,19 @@ class SMNER(NERModel):
         return queries, keys
 
     @staticmethod
-    def _attention_loss(attention: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def _attention_loss(
+        attention: torch.Tensor, batch: Batch, has_image: torch.Tensor
+    ) -> torch.Tensor:
         """Cross-entropy of each boxed entity's span attention against its box's coverage of
-        the grid. Mass on the global or no-image token counts as missing the box."""
+        the grid. Mass on the global or no-image token counts as missing the box. Posts read
+        without their picture this step (``has_image`` false) take no part."""
         assert batch.attention_target_index is not None and batch.attention_target is not None
-        posts, spans = batch.attention_target_index.unbind(1)
+        seen = has_image[batch.attention_target_index[:, 0]]
+        if not bool(seen.any()):
+            return attention.new_zeros(())
+        posts, spans = batch.attention_target_index[seen].unbind(1)
         regions = attention[posts, spans, _FIRST_REGION:]  # [N, M * K]
-        target = batch.attention_target  # [N, K]: over the post's first image
+        target = batch.attention_target[seen]  # [N, K]: over the post's first image
         if target.size(-1) < regions.size(-1):
             target = F.pad(target, (0, regions.size(-1) - target.size(-1)))
         log_attention = regions.clamp_min(1e-8).log()

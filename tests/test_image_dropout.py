@@ -1,0 +1,71 @@
+"""Modality dropout (model.image_dropout): in training, a share of the posts is read as posts
+without a picture; prediction never drops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from smner.config.check import ConfigError
+from smner.data.images import ImageStatus
+from smner.encoders.text import load_tokenizer
+from smner.model import build_model
+from smner.predict.loop import visual_inputs
+from smner.processing.processor import PreparedPost, Processor
+from tests.test_weak_alignment import make_posts
+from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("dropout")
+    return make_text_encoder(root / "text"), make_image_encoder(root / "image")
+
+
+def _batch(model: object, text: Path, posts: list, status: ImageStatus) -> object:
+    processor = Processor.for_model(model.config, load_tokenizer(text))  # type: ignore[attr-defined]
+    prepared = [
+        PreparedPost(tokens, None, status, picture if status is ImageStatus.OK else None)
+        for tokens, _, picture, _ in posts
+    ]
+    with torch.no_grad():
+        images = visual_inputs(model, processor, prepared, "cpu")
+    return processor([t for t, *_ in posts], [e for _, e, *_ in posts], images)
+
+
+def test_a_dropped_post_trains_as_the_same_post_without_its_picture(
+    encoders: tuple[Path, Path],
+) -> None:
+    text, image = encoders
+    torch.manual_seed(0)
+    config = tiny_config(
+        text,
+        image,
+        image_dropout=0.999999,
+        entity_competition=1.0,
+        region_types=1.0,
+        region_attention=1.0,
+        max_span_width=1,
+    )
+    model = build_model(config)
+    posts = make_posts(6, seed=7)
+    with_pictures = _batch(model, text, posts, ImageStatus.OK)
+    without = _batch(model, text, posts, ImageStatus.NO_IMAGE)
+    model.train()  # the tiny config has no dropout: training differs only by the image dropout
+    dropped = model(with_pictures, labels=with_pictures.span_labels)
+    plain = model(without, labels=without.span_labels)
+    torch.testing.assert_close(dropped.logits, plain.logits)
+    torch.testing.assert_close(dropped.losses["span_ce"], plain.losses["span_ce"])
+    assert "region_types" not in dropped.losses  # no picture seen, nothing to localise
+    assert float(dropped.losses["competition"]) == 0.0
+    model.eval()
+    with torch.no_grad():
+        seen = model(with_pictures).logits
+    assert not torch.allclose(seen, plain.logits.detach())  # prediction never drops
+
+
+def test_image_dropout_is_refused_with_the_box_head(encoders: tuple[Path, Path]) -> None:
+    with pytest.raises(ConfigError, match="image_dropout"):
+        tiny_config(*encoders, image_dropout=0.3, grounding=True)
