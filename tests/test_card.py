@@ -153,3 +153,20 @@ def test_checkpoints_get_a_card_and_the_demo_does_not_keep_last(
     assert meta["library_name"] == "smner" and "model-index" not in meta
     settings = DemoSettings(output=Path("demo-output"))
     assert experiment(settings, Path("corpus"), True).train.keep_last is False
+
+
+def test_the_card_says_how_the_alignment_modules_are_set_up(tmp_path: Path) -> None:
+    from smner.saved.card_render import render_card
+
+    base = {"type": "smner", "labels": ["PER"], "use_image": True, "use_cross_attention": True}
+    gated = render_card(
+        tmp_path,
+        {**base, "use_ib": True, "ib_gate": True, "region_types": 1.0, "entity_competition": 1.0},
+        None,
+    )
+    assert "Information bottleneck: gated (`model.ib_gate`)" in gated
+    assert "from entity types alone" in gated and "compete for the picture" in gated
+    paper = render_card(tmp_path, {**base, "use_ib": True}, None)
+    assert "as the paper specifies it" in paper and "compete" not in paper
+    text_only = render_card(tmp_path, {**base, "use_image": False}, None)
+    assert "bottleneck" not in text_only.lower()

@@ -150,6 +150,7 @@ def render_card(
         f"- Switches: use_image={model.get('use_image')}, use_ib={model.get('use_ib')}, "
         f"use_cross_attention={model.get('use_cross_attention')}; "
         f"longest span: {model.get('max_span_width')} tokens.",
+        *_alignment_lines(model),
     ]
     if parameters is not None:
         lines.append(f"- Parameters: {parameters:,} (counted in `model.safetensors`).")
@@ -302,3 +303,44 @@ def _limits(model: dict[str, Any], facts: dict[str, Any] | None) -> list[str]:
             "attention heatmaps show where it looked, not why."
         )
     return lines
+
+
+def _alignment_lines(model: dict[str, Any]) -> list[str]:
+    """How an SMNER model's two alignment modules are set up, in words (nothing for the
+    other types and the ablations without an image)."""
+    if model.get("type") != "smner" or not model.get("use_image"):
+        return []
+    lines = []
+    if model.get("use_ib"):
+        gated = model.get("ib_gate")
+        lines.append(
+            "- Information bottleneck: "
+            + (
+                "gated (`model.ib_gate`): the text-image agreement in the bottleneck's space "
+                "decides how much of the picture each post keeps."
+                if gated
+                else "as the paper specifies it (no gate)."
+            )
+        )
+    if model.get("use_cross_attention"):
+        learned = (
+            "from entity types alone (`region_types`, `region_attention`)"
+            if model.get("region_types")
+            else "from the entity loss"
+        )
+        competition = model.get("entity_competition") or 0
+        lines.append(
+            f"- Span-to-region attention: learned {learned}"
+            + (
+                f"; a post's entities compete for the picture (temperature {competition})."
+                if competition
+                else "."
+            )
+        )
+    if model.get("image_dropout"):
+        lines.append(
+            f"- Image dropout: {model['image_dropout']} of the training posts read without "
+            "their picture each step."
+        )
+    return lines
+
