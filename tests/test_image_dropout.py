@@ -69,3 +69,27 @@ def test_a_dropped_post_trains_as_the_same_post_without_its_picture(
 def test_image_dropout_is_refused_with_the_box_head(encoders: tuple[Path, Path]) -> None:
     with pytest.raises(ConfigError, match="image_dropout"):
         tiny_config(*encoders, image_dropout=0.3, grounding=True)
+
+
+def test_the_text_side_loss_is_the_loss_of_the_post_read_without_its_picture(
+    encoders: tuple[Path, Path],
+) -> None:
+    text, image = encoders
+    torch.manual_seed(0)
+    model = build_model(tiny_config(text, image, text_side_loss=0.5, max_span_width=1))
+    posts = make_posts(6, seed=8)
+    with_pictures = _batch(model, text, posts, ImageStatus.OK)
+    without = _batch(model, text, posts, ImageStatus.NO_IMAGE)
+    model.train()
+    seen = model(with_pictures, labels=with_pictures.span_labels)
+    unseen = model(without, labels=without.span_labels)
+    torch.testing.assert_close(seen.losses["text_side"], unseen.losses["span_ce"])
+    parts = {k: v.detach() for k, v in seen.losses.items()}
+    cfg = model.config
+    expected = (
+        parts["span_ce"]
+        + 0.5 * parts["text_side"]
+        - cfg.ib_alpha * parts["mi"]
+        + cfg.ib_beta * parts["kl"]
+    )
+    torch.testing.assert_close(seen.loss.detach(), expected)

@@ -227,6 +227,10 @@ class SMNERConfig(ModelConfig):
     #: picture, so that the words learn to tell types on their own and a picture that
     #: contradicts them does not simply win (0: off; prediction never drops)
     image_dropout: float = ranged(0.0, 0.0, 1.0, high_open=True)
+    #: weight of the cross-entropy of every post's text-side reading (its spans classified
+    #: as if it had no picture) beside the multimodal one, so that the words learn to tell
+    #: types even where the picture already does (0: off)
+    text_side_loss: float = ranged(0.0, 0.0, _BIG)
     #: entities compete for the picture: a second span-to-region pass over the entities of
     #: each post that names two or more, where each visual token's weight is shared out among
     #: them by a softmax over the entities at this temperature, so that two names cannot
@@ -312,6 +316,7 @@ ADDED_AFTER_RELEASE: dict[str, Any] = {
     "ib_gate": False,
     "entity_competition": 0.0,
     "image_dropout": 0.0,
+    "text_side_loss": 0.0,
 }
 
 

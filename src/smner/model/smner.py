@@ -218,6 +218,10 @@ class SMNER(NERModel):
         if labels is not None:
             losses["span_ce"] = self._span_loss(logits, labels, batch.span_mask)
             total = losses["span_ce"]
+            if cfg.use_image and cfg.text_side_loss:
+                text_logits = self._text_side_logits(spans)
+                losses["text_side"] = self._span_loss(text_logits, labels, batch.span_mask)
+                total = total + cfg.text_side_loss * losses["text_side"]
             if competition_loss is not None:
                 losses["competition"] = competition_loss
                 total = total + competition_loss
@@ -310,6 +314,14 @@ class SMNER(NERModel):
         logits = scatter_rows(padded(logits), index, competed)[:, :-1]
         attention = scatter_rows(padded(attention), index, weights)[:, :-1]
         return logits, attention, None
+
+    def _text_side_logits(self, spans: torch.Tensor) -> torch.Tensor:
+        """Each span's logits as if its post had no picture: what the words alone tell."""
+        no_image = self.no_image.expand(spans.size(0), -1)
+        if self.config.use_cross_attention:
+            context = self._no_image_context(spans, no_image)
+            return self.classifier(torch.cat([spans, context.expand_as(spans)], dim=-1))
+        return self.classifier(torch.cat([spans, no_image[:, None].expand_as(spans)], dim=-1))
 
     def _no_image_context(self, spans: torch.Tensor, no_image: torch.Tensor) -> torch.Tensor:
         """What the span-to-region block gives a span with no picture (the no-image token its

@@ -343,4 +343,3 @@ def _alignment_lines(model: dict[str, Any]) -> list[str]:
             "their picture each step."
         )
     return lines
-
