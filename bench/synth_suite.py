@@ -29,9 +29,10 @@ BATCH_SIZE = 16
 ENCODER_LR = 5e-5
 HEAD_LR = 1e-3
 
-#: The weak localisation losses, for the models whose span-to-region attention they train.
-BOX_FREE = {"region_types": 1.0, "region_attention": 2.0}
-NO_REGION_LOSSES = {"region_types": 0.0, "region_attention": 0.0}
+#: The weak localisation losses and entity competition, for the models whose span-to-region
+#: attention they train.
+BOX_FREE = {"region_types": 1.0, "region_attention": 2.0, "entity_competition": 1.0}
+NO_REGION_LOSSES = {"region_types": 0.0, "region_attention": 0.0, "entity_competition": 0.0}
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "SMNER": dict(BOX_FREE),

@@ -158,6 +158,6 @@ def test_models_without_cross_attention_train_no_localisation_loss() -> None:
         assert "box_dir" not in cfg["data"], name
         model = from_dict(ExperimentConfig, cfg).model
         attends = model.use_image and model.use_cross_attention
-        assert (model.region_types, model.region_attention) == (
-            (1.0, 2.0) if attends else (0.0, 0.0)
+        assert (model.region_types, model.region_attention, model.entity_competition) == (
+            (1.0, 2.0, 1.0) if attends else (0.0, 0.0, 0.0)
         ), name

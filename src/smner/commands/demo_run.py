@@ -48,8 +48,9 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-#: SMNER's box-free localisation losses (configs/synth-boxfree.yaml)
-BOX_FREE = {"region_types": 1.0, "region_attention": 2.0}
+#: SMNER's box-free localisation (configs/synth-boxfree.yaml): the weak losses, and a post's
+#: entities competing for the picture
+BOX_FREE = {"region_types": 1.0, "region_attention": 2.0, "entity_competition": 1.0}
 
 
 def epochs_of(settings: DemoSettings, use_image: bool) -> int:
