@@ -83,3 +83,10 @@ def test_shipped_synth_config_trains_as_the_demo_does(tmp_path: Path) -> None:
     assert shipped.data.box_dir is None and demo.data.box_dir is None  # learned from types alone
     for key in ("train_file", "dev_file", "image_dir"):
         assert getattr(shipped.data, key) == getattr(demo.data, key)
+
+
+def test_the_peak_of_a_heatmap_is_its_largest_weight() -> None:
+    from smner.commands.demo_run import peak_cell
+
+    assert peak_cell([[0.1, 0.2, 0.0], [0.0, 0.05, 0.65]]) == (1, 2)
+    assert peak_cell([[0.7, 0.3]]) == (0, 0)

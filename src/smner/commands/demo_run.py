@@ -179,3 +179,25 @@ def show_examples(model_dir: Path, corpus: Path, heatmaps: Path) -> None:
             if n in drawn:
                 line += f"  heatmap: {drawn[n]}"
             print(line)
+        attended = [m for m in result.entities if m.attention]
+        if len(attended) >= 2:
+            grid = attended[0].attention or []
+            peaks = [peak_cell(m.attention or []) for m in attended]
+            where = "; ".join(
+                f"{m.text} at row {r + 1}, column {c + 1}"
+                for m, (r, c) in zip(attended, peaks, strict=True)
+            )
+            apart = "different places" if len(set(peaks)) == len(peaks) else "the same place"
+            print(
+                f"  attention peaks ({len(grid)} x {len(grid[0])} grid, learned without "
+                f"boxes): {where} ({apart})"
+            )
+
+
+def peak_cell(attention: list[list[float]]) -> tuple[int, int]:
+    """The (row, column) of a heatmap's largest weight."""
+    best = max(
+        ((value, r, c) for r, row in enumerate(attention) for c, value in enumerate(row)),
+        key=lambda item: item[0],
+    )
+    return best[1], best[2]
