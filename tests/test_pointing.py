@@ -225,3 +225,33 @@ def test_boxes_of_posts_with_several_images_from_meta_jsonl_and_voc(tmp_path):
     path.write_text(json.dumps(record) + "\n")
     with pytest.raises(DataFormatError, match=r"meta.jsonl:1: a cue's image_index 3"):
         load_entity_boxes(path)
+
+
+def test_the_centre_baseline_points_at_the_middle_of_what_the_model_saw():
+    """On the same entities as pointing: a hit where the entity's box holds the crop's centre
+    (of the first image, for posts with several), whatever the attention."""
+    x0, y0, x1, y1 = CROP
+    middle = ((x0 + x1) / 2, (y0 + y1) / 2)
+    central, aside = Entity(0, 1, "PER"), Entity(2, 3, "LOC")
+    boxes = {
+        central: [(middle[0] - 10, middle[1] - 10, middle[0] + 10, middle[1] + 10)],
+        aside: [(x0, y0, x0 + 10, y0 + 10)],
+    }
+    scorer = AlignmentScorer()
+    looks = np.array([[0.7, 0.1], [0.1, 0.1]])
+    scorer.update(
+        [central, aside], [_Predicted(central, looks), _Predicted(aside, looks)], boxes, CROP
+    )
+    result = scorer.result()
+    assert result.centre == {"value": 0.5, "hits": 1, "total": 2}
+    assert result.centre["total"] == result.pointing["total"]
+    assert "(always the centre: 0.50 (1/2))" in format_alignment(result)
+    several = AlignmentScorer()
+    located = {central: (1, boxes[central]), aside: (0, boxes[aside])}
+    several.update_images(
+        [central, aside],
+        [_Grounded(central, looks, image_index=1), _Grounded(aside, looks, image_index=0)],
+        located,
+        [CROP, CROP],
+    )
+    assert several.result().centre == {"value": 0.0, "hits": 0, "total": 2}  # not in image 0

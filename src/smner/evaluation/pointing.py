@@ -57,7 +57,12 @@ def pointing_hit(attention: np.ndarray, box: Box, crop: Box) -> bool:
     grid = attention.shape
     row, col = np.unravel_index(int(np.argmax(attention)), grid)
     cx0, cy0, cx1, cy1 = cell_box(int(row), int(col), grid, crop)
-    x, y = (cx0 + cx1) / 2, (cy0 + cy1) / 2
+    return _inside(((cx0 + cx1) / 2, (cy0 + cy1) / 2), box)
+
+
+def _inside(point: tuple[float, float], box: Box) -> bool:
+    """Whether ``point`` lies inside ``box`` (ends exclusive)."""
+    x, y = point
     return box[0] <= x < box[2] and box[1] <= y < box[3]
 
 
@@ -125,6 +130,9 @@ class AlignmentScores:
     #: entities of posts with several images grounded in the image that shows them (None
     #: where no such post was scored)
     image_chosen: dict[str, Any] | None = None
+    #: the baseline of always pointing at the centre of the picture the model saw (of the
+    #: first image, for posts with several), on the same entities as ``pointing``
+    centre: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +144,7 @@ class AlignmentScores:
             "posts_right": {str(k): v for k, v in self.posts_right.items()},
             "scored_entities": self.scored_entities,
             "image_chosen": self.image_chosen,
+            "centre": self.centre,
         }
 
 
@@ -150,6 +159,7 @@ class AlignmentScorer:
         self._uniform: list[float] = []
         self._global: list[float] = []
         self._image_chosen = _Rate()
+        self._centre = _Rate()
 
     def update(
         self,
@@ -199,7 +209,9 @@ class AlignmentScorer:
             chosen = item.image_index == index
             self._image_chosen.total += 1
             self._image_chosen.hits += int(chosen)
-            self._score(item, own, crop, count, share=1.0 / max(shown, 1), chosen=chosen)
+            self._score(
+                item, own, crop, count, share=1.0 / max(shown, 1), chosen=chosen, first=index == 0
+            )
 
     def _count_post(self, gold: Sequence[Entity], predicted: Sequence[Any]) -> int:
         """Count the post as fully right or not; its number of gold entities."""
@@ -216,15 +228,20 @@ class AlignmentScorer:
         count: int,
         share: float,
         chosen: bool = True,
+        first: bool = True,
     ) -> None:
         """Pointing and mass of one entity whose attention is over the image ``crop`` frames
-        (over another image when not ``chosen``: then it misses, with no mass in the box)."""
+        (over another image when not ``chosen``: then it misses, with no mass in the box);
+        ``first``: the entity is in the post's first image, where the centre baseline points."""
         attention = np.asarray(item.attention, dtype=np.float64)
         hit = chosen and any(pointing_hit(attention, box, crop) for box in own)
         mass, best = max((mass_in_box(attention, box, crop), box) for box in own)
         for rate in (self._pointing, self._pointing_by.setdefault(count, _Rate())):
             rate.total += 1
             rate.hits += int(hit)
+        centre = ((crop[0] + crop[2]) / 2, (crop[1] + crop[3]) / 2)
+        self._centre.total += 1
+        self._centre.hits += int(first and any(_inside(centre, box) for box in own))
         self._mass.append(mass if chosen else 0.0)
         self._uniform.append(box_share(best, crop) * share)
         if item.global_attention is not None:
@@ -243,6 +260,7 @@ class AlignmentScorer:
             posts_right={k: v.to_dict() for k, v in sorted(self._posts_right.items())},
             scored_entities=self._pointing.total,
             image_chosen=self._image_chosen.to_dict() if self._image_chosen.total else None,
+            centre=self._centre.to_dict() if self._centre.total else None,
         )
 
 
@@ -261,7 +279,8 @@ def format_alignment(scores: AlignmentScores) -> str:
         by = ", ".join(
             f"{k}-entity posts {rate(v)}" for k, v in scores.pointing_by_entities.items()
         )
-        lines.append(f"pointing accuracy: {rate(scores.pointing)}; {by}")
+        centre = f" (always the centre: {rate(scores.centre)})" if scores.centre else ""
+        lines.append(f"pointing accuracy: {rate(scores.pointing)}{centre}; {by}")
         if scores.image_chosen is not None:
             lines.append(
                 f"posts with several images: entity grounded in its own image "
