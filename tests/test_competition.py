@@ -5,17 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
-from smner.data.images import ImageStatus
-from smner.encoders.text import load_tokenizer
 from smner.model import build_model
 from smner.model.competition import groups_from_labels, groups_from_logits, members, shared_out
-from smner.predict.loop import visual_inputs
-from smner.processing.processor import PreparedPost, Processor
 from tests.test_weak_alignment import make_posts
-from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
+from tests.tiny import posts_batch, tiny_config
 
 
 def test_a_cue_two_names_want_goes_to_the_one_that_claims_it_most() -> None:
@@ -75,12 +70,6 @@ def test_prediction_groups_are_the_decoded_non_overlapping_entities() -> None:
     assert not groups_from_logits(logits, spans, torch.ones(1, 4, dtype=torch.bool)).any()
 
 
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("competition")
-    return make_text_encoder(root / "text"), make_image_encoder(root / "image")
-
-
 def test_the_competitive_pass_with_one_member_is_the_ordinary_block(
     encoders: tuple[Path, Path],
 ) -> None:
@@ -101,16 +90,6 @@ def test_the_competitive_pass_with_one_member_is_the_ordinary_block(
     torch.testing.assert_close(competed_weights[:, 0], weights[:, 0], atol=1e-6, rtol=1e-5)
 
 
-def _batch(model: object, text: Path, posts: list) -> object:
-    processor = Processor.for_model(model.config, load_tokenizer(text))  # type: ignore[attr-defined]
-    prepared = [
-        PreparedPost(tokens, None, ImageStatus.OK, picture) for tokens, _, picture, _ in posts
-    ]
-    with torch.no_grad():
-        images = visual_inputs(model, processor, prepared, "cpu")
-    return processor([t for t, *_ in posts], [e for _, e, *_ in posts], images)
-
-
 def test_the_model_changes_only_the_entities_of_posts_that_name_two(
     encoders: tuple[Path, Path],
 ) -> None:
@@ -120,7 +99,7 @@ def test_the_model_changes_only_the_entities_of_posts_that_name_two(
     competing = build_model(tiny_config(text, image, max_span_width=1, entity_competition=1.0))
     competing.load_state_dict(plain.state_dict())
     competing.eval()
-    batch = _batch(plain, text, make_posts(6, seed=3))
+    batch = posts_batch(plain, text, make_posts(6, seed=3))
     with torch.no_grad():
         before, after = plain(batch), competing(batch)
     group = groups_from_logits(before.logits, batch.spans, batch.span_mask)
@@ -136,7 +115,7 @@ def test_training_adds_the_competitive_cross_entropy_with_its_gradient(
     text, image = encoders
     torch.manual_seed(0)
     model = build_model(tiny_config(text, image, max_span_width=1, entity_competition=1.0))
-    batch = _batch(model, text, make_posts(6, seed=4))  # two thirds name two entities
+    batch = posts_batch(model, text, make_posts(6, seed=4))  # two thirds name two entities
     model.train()
     output = model(batch, labels=batch.span_labels)
     assert output.losses["competition"].item() > 0

@@ -11,30 +11,10 @@ import torch
 from smner.config.check import ConfigError
 from smner.config.model import ADDED_AFTER_RELEASE
 from smner.data.images import ImageStatus
-from smner.encoders.text import load_tokenizer
 from smner.model import build_model
 from smner.model.alignment import gated
-from smner.predict.loop import visual_inputs
-from smner.processing.processor import PreparedPost, Processor
 from tests.test_weak_alignment import make_posts
-from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
-
-
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("gate")
-    return make_text_encoder(root / "text"), make_image_encoder(root / "image")
-
-
-def _batch(model: object, text: Path, posts: list, status: ImageStatus) -> object:
-    processor = Processor.for_model(model.config, load_tokenizer(text))  # type: ignore[attr-defined]
-    prepared = [
-        PreparedPost(tokens, None, status, picture if status is ImageStatus.OK else None)
-        for tokens, _, picture, _ in posts
-    ]
-    with torch.no_grad():
-        images = visual_inputs(model, processor, prepared, "cpu")
-    return processor([t for t, *_ in posts], None, images)
+from tests.tiny import posts_batch, tiny_config
 
 
 def test_gated_mixes_each_post_between_its_image_path_and_the_fill() -> None:
@@ -64,10 +44,10 @@ def test_a_shut_gate_reads_the_post_as_one_without_a_picture(
         model.bottleneck.gate.net[2].bias.fill_(-1e4)
     posts = make_posts(4, seed=5)
     with torch.no_grad():
-        shut = model(_batch(model, text, posts, ImageStatus.OK)).logits
-        without = model(_batch(model, text, posts, ImageStatus.NO_IMAGE)).logits
+        shut = model(posts_batch(model, text, posts, ImageStatus.OK)).logits
+        without = model(posts_batch(model, text, posts, ImageStatus.NO_IMAGE)).logits
         model.bottleneck.gate.net[2].bias.fill_(0.0)
-        half_open = model(_batch(model, text, posts, ImageStatus.OK)).logits
+        half_open = model(posts_batch(model, text, posts, ImageStatus.OK)).logits
     torch.testing.assert_close(shut, without, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(half_open, without, atol=1e-3)
 
@@ -84,7 +64,7 @@ def test_a_wide_open_gate_is_the_paper_s_bottleneck(encoders: tuple[Path, Path])
     assert not hasattr(paper.bottleneck, "gate")
     with torch.no_grad():
         gate.bottleneck.gate.net[2].bias.fill_(1e4)
-    batch = _batch(gate, text, make_posts(4, seed=6), ImageStatus.OK)
+    batch = posts_batch(gate, text, make_posts(4, seed=6), ImageStatus.OK)
     with torch.no_grad():
         torch.testing.assert_close(gate(batch).logits, paper(batch).logits)
 

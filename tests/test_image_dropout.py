@@ -10,29 +10,9 @@ import torch
 
 from smner.config.check import ConfigError
 from smner.data.images import ImageStatus
-from smner.encoders.text import load_tokenizer
 from smner.model import build_model
-from smner.predict.loop import visual_inputs
-from smner.processing.processor import PreparedPost, Processor
 from tests.test_weak_alignment import make_posts
-from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
-
-
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("dropout")
-    return make_text_encoder(root / "text"), make_image_encoder(root / "image")
-
-
-def _batch(model: object, text: Path, posts: list, status: ImageStatus) -> object:
-    processor = Processor.for_model(model.config, load_tokenizer(text))  # type: ignore[attr-defined]
-    prepared = [
-        PreparedPost(tokens, None, status, picture if status is ImageStatus.OK else None)
-        for tokens, _, picture, _ in posts
-    ]
-    with torch.no_grad():
-        images = visual_inputs(model, processor, prepared, "cpu")
-    return processor([t for t, *_ in posts], [e for _, e, *_ in posts], images)
+from tests.tiny import posts_batch, tiny_config
 
 
 def test_a_dropped_post_trains_as_the_same_post_without_its_picture(
@@ -51,8 +31,8 @@ def test_a_dropped_post_trains_as_the_same_post_without_its_picture(
     )
     model = build_model(config)
     posts = make_posts(6, seed=7)
-    with_pictures = _batch(model, text, posts, ImageStatus.OK)
-    without = _batch(model, text, posts, ImageStatus.NO_IMAGE)
+    with_pictures = posts_batch(model, text, posts, ImageStatus.OK)
+    without = posts_batch(model, text, posts, ImageStatus.NO_IMAGE)
     model.train()  # the tiny config has no dropout: training differs only by the image dropout
     dropped = model(with_pictures, labels=with_pictures.span_labels)
     plain = model(without, labels=without.span_labels)
@@ -78,8 +58,8 @@ def test_the_text_side_loss_is_the_loss_of_the_post_read_without_its_picture(
     torch.manual_seed(0)
     model = build_model(tiny_config(text, image, text_side_loss=0.5, max_span_width=1))
     posts = make_posts(6, seed=8)
-    with_pictures = _batch(model, text, posts, ImageStatus.OK)
-    without = _batch(model, text, posts, ImageStatus.NO_IMAGE)
+    with_pictures = posts_batch(model, text, posts, ImageStatus.OK)
+    without = posts_batch(model, text, posts, ImageStatus.NO_IMAGE)
     model.train()
     seen = model(with_pictures, labels=with_pictures.span_labels)
     unseen = model(without, labels=without.span_labels)

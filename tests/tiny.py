@@ -13,6 +13,7 @@ from PIL import Image
 from transformers import BertConfig, BertModel, BertTokenizer, ResNetConfig, ResNetModel
 
 from smner.config.model import ModelConfig
+from smner.data.images import ImageStatus
 from smner.data.types import Entity, Example
 from smner.processing.batching import Batch, ImageInput
 
@@ -223,3 +224,18 @@ def save_tiny_model(root: Path) -> Path:
         root / "model", tokenizer=load_tokenizer(text)
     )
     return root / "model"
+
+
+def posts_batch(model: Any, text: Path, posts: list, status: ImageStatus = ImageStatus.OK) -> Any:
+    """A batch of ``(tokens, entities, picture, ...)`` posts for ``model`` (labels from the
+    entities), each with its picture (``status`` OK) or read without it (e.g. NO_IMAGE)."""
+    from smner.encoders.text import load_tokenizer
+    from smner.predict.loop import visual_inputs
+    from smner.processing.processor import PreparedPost, Processor
+
+    processor = Processor.for_model(model.config, load_tokenizer(text))
+    shown = status is ImageStatus.OK
+    prepared = [PreparedPost(post[0], None, status, post[2] if shown else None) for post in posts]
+    with torch.no_grad():
+        images = visual_inputs(model, processor, prepared, "cpu")
+    return processor([post[0] for post in posts], [post[1] for post in posts], images)
