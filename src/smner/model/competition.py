@@ -16,9 +16,14 @@ their types are read from it. Posts with fewer than two entities are not changed
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 
 from smner.data.spans import decode_non_overlapping
+from smner.model.span_pruning import gather_rows, scatter_rows
 
 
 def groups_from_labels(labels: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
@@ -74,3 +79,53 @@ def shared_out(
     total = claimed.sum(-1, keepdim=True)
     # a member that every other member outbids everywhere keeps its own weights
     return torch.where(total > 1e-12, claimed / total.clamp_min(1e-12), weights)
+
+
+def competitive_pass(
+    block: Any,
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    first: tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor],
+    visual: tuple[torch.Tensor, torch.Tensor],
+    offsets: tuple[torch.Tensor | None, torch.Tensor | None],
+    temperature: float,
+    has_image: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    regate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The pass over each post's entities, after the ordinary one (``first``: the batch, the
+    span vectors, their logits and attention): in training ``(logits, attention, its
+    cross-entropy over the gold entities)``; at prediction the entities' logits and attention
+    rows replaced by the pass's, and no loss. ``block`` is the span-to-region block (its
+    ``compete``), ``visual`` its tokens and ignored keys, ``offsets`` its query and key
+    offsets; ``regate(attended, queries)`` applies the gated bottleneck's gate, if any."""
+    batch, spans, logits, attention = first
+    tokens, ignore = visual
+    if labels is not None:
+        group = groups_from_labels(labels, batch.span_mask)
+    else:
+        group = groups_from_logits(logits, batch.spans, batch.span_mask)
+    group = group & has_image[:, None]
+    if not bool(group.any()):
+        return logits, attention, logits.new_zeros(()) if labels is not None else None
+    index, valid = members(group)
+
+    def padded(rows: torch.Tensor) -> torch.Tensor:  # one row past the last span
+        return torch.cat([rows, rows[:, :1]], dim=1)
+
+    queries = gather_rows(padded(spans), index)
+    query_offsets, key_offsets = offsets
+    if query_offsets is not None:
+        query_offsets = gather_rows(padded(query_offsets.expand_as(spans)), index)
+    attended, weights = block.compete(
+        queries, tokens, ignore, valid, temperature, query_offsets, key_offsets
+    )
+    if regate is not None:
+        attended = regate(attended, queries)
+    competed = classifier(torch.cat([queries, attended], dim=-1))  # [B, G, C]
+    if labels is not None:
+        gold = gather_rows(padded(labels), index)
+        return logits, attention, F.cross_entropy(competed[valid], gold[valid])
+    # padding entries write into the extra row, which is dropped
+    logits = scatter_rows(padded(logits), index, competed)[:, :-1]
+    attention = scatter_rows(padded(attention), index, weights)[:, :-1]
+    return logits, attention, None

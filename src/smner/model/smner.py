@@ -33,22 +33,23 @@ from smner.model.alignment import (
     weak_localisation_losses,
 )
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
-from smner.model.competition import groups_from_labels, groups_from_logits, members
+from smner.model.competition import competitive_pass
 from smner.model.grounding import GroundingHead, GroundingOutput, grounding_loss
-from smner.model.span_pruning import (
-    PRUNED_LOGIT,
-    gather_rows,
-    pruned_logits,
-    scatter_rows,
-    text_side_logits,
-    top_spans,
-)
+from smner.model.span_pruning import pruned_alignment
 from smner.model.span_representation import SpanRepresentation
+from smner.model.visual_tokens import (
+    FIRST_REGION,
+    GLOBAL,
+    NO_IMAGE,
+    attended_image,
+    chosen_image_attention,
+    masked_pool,
+)
 from smner.model.word_context import WordContext
 from smner.processing.batching import SHAPES, Batch
 
 #: visual tokens are [no-image, global, regions of image 1 (K), regions of image 2 (K), ...]
-_NO_IMAGE, _GLOBAL, _FIRST_REGION = 0, 1, 2
+_NO_IMAGE, _GLOBAL, _FIRST_REGION = NO_IMAGE, GLOBAL, FIRST_REGION
 #: what the region classifier scores in an empty image slot (its regions are no evidence)
 _ABSENT_LOGIT = -1e4
 
@@ -272,48 +273,26 @@ class SMNER(NERModel):
         labels: torch.Tensor | None = None,
         has_image: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The competitive pass (:mod:`smner.model.competition`): in training, ``(logits,
-        attention, its cross-entropy over the gold entities)``; at prediction the entities'
-        logits and attention rows replaced by the pass's, and no loss."""
-        tokens, ignore = visual
-        if labels is not None:
-            group = groups_from_labels(labels, batch.span_mask)
-        else:
-            group = groups_from_logits(logits, batch.spans, batch.span_mask)
-        group = group & (batch.has_image if has_image is None else has_image)[:, None]
-        zero = logits.new_zeros(()) if labels is not None else None
-        if not bool(group.any()):
-            return logits, attention, zero
-        index, valid = members(group)
-
-        def padded(rows: torch.Tensor) -> torch.Tensor:  # one row past the last span
-            return torch.cat([rows, rows[:, :1]], dim=1)
-
-        queries = gather_rows(padded(spans), index)
-        query_offsets, key_offsets = offsets
-        if query_offsets is not None:
-            query_offsets = gather_rows(padded(query_offsets.expand_as(spans)), index)
-        attended, weights = self.cross_attention.compete(
-            queries,
-            tokens,
-            ignore,
-            valid,
-            self.config.entity_competition,
-            query_offsets,
-            key_offsets,
-        )
+        """The competitive pass (:func:`smner.model.competition.competitive_pass`), through
+        the gated bottleneck's gate where there is one."""
+        regate = None
         if gate is not None:
             no_image = self.no_image.expand(batch.size, -1)
-            attended = gated(attended, self._no_image_context(queries, no_image), gate)
-        competed = self.classifier(torch.cat([queries, attended], dim=-1))  # [B, G, C]
-        if labels is not None:
-            gold = gather_rows(padded(labels), index)
-            loss = F.cross_entropy(competed[valid], gold[valid])
-            return logits, attention, loss
-        # padding entries write into the extra row, which is dropped
-        logits = scatter_rows(padded(logits), index, competed)[:, :-1]
-        attention = scatter_rows(padded(attention), index, weights)[:, :-1]
-        return logits, attention, None
+
+            def regate(attended: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+                return gated(attended, self._no_image_context(queries, no_image), gate)
+
+        return competitive_pass(
+            self.cross_attention,
+            self.classifier,
+            (batch, spans, logits, attention),
+            visual,
+            offsets,
+            self.config.entity_competition,
+            batch.has_image if has_image is None else has_image,
+            labels,
+            regate,
+        )
 
     def _text_side_logits(self, spans: torch.Tensor) -> torch.Tensor:
         """Each span's logits as if its post had no picture: what the words alone tell."""
@@ -352,44 +331,26 @@ class SMNER(NERModel):
         keep: int,
         gate: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, GroundingOutput | None]:
-        """Logits, attention and grounding with only each post's ``keep`` best spans by their
-        text-side score through the cross-attention (the rest are non-entities)."""
-        tokens, ignore = visual
-        text_logits, context = text_side_logits(
-            spans, no_image, self.cross_attention, self.classifier
-        )
-        exporting = torch.compiler.is_exporting()
-        if not exporting and not bool(batch.has_image.any()):  # the text side is the answer
-            attention = spans.new_zeros(*spans.shape[:2], tokens.size(1))
-            attention[..., _NO_IMAGE] = 1.0
-            return text_logits, attention, None
-        index = top_spans(text_logits, batch.span_mask, keep)
-        kept = gather_rows(spans, index)
-        queries, keys = offsets
-        if queries is not None:
-            queries = gather_rows(queries.expand(spans.size(0), -1, -1), index)
-        attended, attention_kept = self.cross_attention(kept, tokens, ignore, queries, keys)
+        """Logits, attention and grounding with only each post's ``keep`` best spans through
+        the cross-attention (:func:`smner.model.span_pruning.pruned_alignment`)."""
+        regate = None
         if gate is not None:
-            attended = gated(attended, context, gate)
-        logits_kept = self.classifier(torch.cat([kept, attended], dim=-1))
-        logits = scatter_rows(pruned_logits(text_logits, batch.has_image), index, logits_kept)
-        # rows of pruned spans: all weight on the no-image token (never read: they are "O")
-        attention = torch.zeros(
-            (*spans.shape[:2], tokens.size(1)), dtype=attention_kept.dtype, device=spans.device
+
+            def regate(attended: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+                return gated(attended, context, gate)
+
+        head = self.grounding_head if self.config.grounding and grid is not None else None
+        return pruned_alignment(
+            (self.cross_attention, self.classifier, head),
+            batch,
+            spans,
+            no_image,
+            visual,
+            offsets,
+            (slots, grid),
+            keep,
+            regate,
         )
-        attention[..., _NO_IMAGE] = 1.0
-        attention = scatter_rows(attention, index, attention_kept)
-        grounding = None
-        if self.config.grounding and grid is not None:
-            found = self.grounding_head(
-                kept, attended, chosen_image_attention(attention_kept, slots), grid, _FIRST_REGION
-            )
-            absent = torch.full(spans.shape[:2], PRUNED_LOGIT, device=spans.device)
-            grounding = GroundingOutput(
-                in_image_logit=scatter_rows(absent, index, found.in_image_logit),
-                box=scatter_rows(spans.new_zeros(*spans.shape[:2], 4), index, found.box),
-            )
-        return logits, attention, grounding
 
     def _position_offsets(
         self, batch: Batch, tokens: torch.Tensor, grid: tuple[int, int] | None
@@ -494,36 +455,3 @@ class SMNER(NERModel):
                 post.append(item)
             results.append(post)
         return results
-
-
-def masked_pool(pooled: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """The mean of each post's image features over the slots that hold an image: ``[B, M, Dv]``
-    and ``[B, M]`` -> ``[B, Dv]`` (zero for a post without any; one slot is taken as it is)."""
-    if pooled.size(1) == 1:
-        return pooled[:, 0]
-    kept = torch.where(slots.unsqueeze(-1), pooled, torch.zeros_like(pooled)).sum(1)
-    return kept / slots.sum(1, keepdim=True).clamp_min(1).to(pooled.dtype)
-
-
-def attended_image(attention: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """``[B, S]``: for each span, the image slot whose regions got the most of its attention
-    ``[B, S, 2 + M * K]`` (only slots that hold an image, ``slots [B, M]``; 0 for one)."""
-    images = slots.size(1)
-    regions = attention[..., _FIRST_REGION:]
-    if images == 1 or regions.size(-1) == 0:
-        return torch.zeros(attention.shape[:2], dtype=torch.long, device=attention.device)
-    mass = regions.unflatten(-1, (images, -1)).sum(-1)  # [B, S, M]
-    mass = mass.masked_fill(~slots.unsqueeze(1), -1.0)
-    return mass.argmax(-1)
-
-
-def chosen_image_attention(attention: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """Each span's attention over the no-image and global tokens and the regions of the image
-    it attends to most: ``[B, S, 2 + M * K]`` -> ``[B, S, 2 + K]`` (unchanged for one image)."""
-    images = slots.size(1)
-    if images == 1:
-        return attention
-    regions = attention[..., _FIRST_REGION:].unflatten(-1, (images, -1))  # [B, S, M, K]
-    index = attended_image(attention, slots)[..., None, None].expand(-1, -1, 1, regions.size(-1))
-    chosen = regions.gather(2, index).squeeze(2)
-    return torch.cat([attention[..., :_FIRST_REGION], chosen], dim=-1)

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 
 from smner.errors import SmnerError
+from smner.model.grounding import GroundingOutput
+from smner.model.visual_tokens import FIRST_REGION, NO_IMAGE, chosen_image_attention
 
 #: the logit given to every entity type of a pruned span (its non-entity logit is 0), and to
 #: its presence in the image
@@ -70,6 +72,60 @@ def pruned_logits(text_logits: torch.Tensor, has_image: torch.Tensor) -> torch.T
     pruned = torch.full_like(text_logits, PRUNED_LOGIT)
     pruned[..., 0] = 0.0
     return torch.where(has_image[:, None, None], pruned, text_logits)
+
+
+def pruned_alignment(
+    layers: tuple[Callable[..., Any], Callable[[torch.Tensor], torch.Tensor], Any],
+    batch: Any,
+    spans: torch.Tensor,
+    no_image: torch.Tensor,
+    visual: tuple[torch.Tensor, torch.Tensor],
+    offsets: tuple[torch.Tensor | None, torch.Tensor | None],
+    images: tuple[torch.Tensor, tuple[int, int] | None],
+    keep: int,
+    regate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, GroundingOutput | None]:
+    """Logits, attention and grounding with only each post's ``keep`` best spans by their
+    text-side score through the cross-attention (the rest are non-entities). ``layers``: the
+    span-to-region block, the classifier and the grounding head (None: no grounding);
+    ``images``: the image slots and the region grid; ``regate(attended, no-image context)``
+    applies the gated bottleneck's gate, if any."""
+    block, classifier, grounding_head = layers
+    slots, grid = images
+    tokens, ignore = visual
+    text_logits, context = text_side_logits(spans, no_image, block, classifier)
+    exporting = torch.compiler.is_exporting()
+    if not exporting and not bool(batch.has_image.any()):  # the text side is the answer
+        attention = spans.new_zeros(*spans.shape[:2], tokens.size(1))
+        attention[..., NO_IMAGE] = 1.0
+        return text_logits, attention, None
+    index = top_spans(text_logits, batch.span_mask, keep)
+    kept = gather_rows(spans, index)
+    queries, keys = offsets
+    if queries is not None:
+        queries = gather_rows(queries.expand(spans.size(0), -1, -1), index)
+    attended, attention_kept = block(kept, tokens, ignore, queries, keys)
+    if regate is not None:
+        attended = regate(attended, context)
+    logits_kept = classifier(torch.cat([kept, attended], dim=-1))
+    logits = scatter_rows(pruned_logits(text_logits, batch.has_image), index, logits_kept)
+    # rows of pruned spans: all weight on the no-image token (never read: they are "O")
+    attention = torch.zeros(
+        (*spans.shape[:2], tokens.size(1)), dtype=attention_kept.dtype, device=spans.device
+    )
+    attention[..., NO_IMAGE] = 1.0
+    attention = scatter_rows(attention, index, attention_kept)
+    grounding = None
+    if grounding_head is not None and grid is not None:
+        found = grounding_head(
+            kept, attended, chosen_image_attention(attention_kept, slots), grid, FIRST_REGION
+        )
+        absent = torch.full(spans.shape[:2], PRUNED_LOGIT, device=spans.device)
+        grounding = GroundingOutput(
+            in_image_logit=scatter_rows(absent, index, found.in_image_logit),
+            box=scatter_rows(spans.new_zeros(*spans.shape[:2], 4), index, found.box),
+        )
+    return logits, attention, grounding
 
 
 def set_span_pruning(model: Any, keep: int) -> None:
