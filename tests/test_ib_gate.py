@@ -12,7 +12,7 @@ from smner.config.check import ConfigError
 from smner.config.model import ADDED_AFTER_RELEASE
 from smner.data.images import ImageStatus
 from smner.model import build_model
-from smner.model.alignment import gated
+from smner.model.visual_tokens import gated
 from tests.test_weak_alignment import make_posts
 from tests.tiny import posts_batch, tiny_config
 

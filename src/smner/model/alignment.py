@@ -110,13 +110,6 @@ class AgreementGate(nn.Module):
         return torch.sigmoid(self.net(features).squeeze(-1))
 
 
-def gated(image_path: torch.Tensor, fill: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """``gate * image_path + (1 - gate) * fill`` per post: ``image_path [B, ..., D]``, ``fill``
-    broadcastable to it (what the path reads without an image), ``gate [B]``."""
-    weight = gate.reshape(gate.size(0), *(1,) * (image_path.dim() - 1)).to(image_path.dtype)
-    return weight * image_path + (1 - weight) * fill
-
-
 class InformationBottleneck(nn.Module):
     """The global alignment; with ``gate``, also the share of the image path each post keeps
     (see :class:`AgreementGate`)."""

@@ -29,12 +29,11 @@ from smner.model.alignment import (
     GridPositions,
     InformationBottleneck,
     SpanPositions,
-    gated,
     weak_localisation_losses,
 )
 from smner.model.base import ModelOutput, NERModel, PredictedEntity
 from smner.model.competition import competitive_pass
-from smner.model.grounding import GroundingHead, GroundingOutput, grounding_loss
+from smner.model.grounding import GroundingHead, grounding_loss
 from smner.model.span_pruning import pruned_alignment
 from smner.model.span_representation import SpanRepresentation
 from smner.model.visual_tokens import (
@@ -43,6 +42,7 @@ from smner.model.visual_tokens import (
     NO_IMAGE,
     attended_image,
     chosen_image_attention,
+    gated,
     masked_pool,
 )
 from smner.model.word_context import WordContext
@@ -176,8 +176,17 @@ class SMNER(NERModel):
                 offsets = self._position_offsets(batch, tokens, grid)
                 keep = self._spans_kept(spans.size(1), labels)
                 if keep:
-                    logits, attention, grounding = self._pruned_alignment(
-                        batch, spans, no_image, (tokens, ignore), offsets, slots, grid, keep, gate
+                    head = self.grounding_head if cfg.grounding and grid is not None else None
+                    logits, attention, grounding = pruned_alignment(
+                        (self.cross_attention, self.classifier, head),
+                        batch,
+                        spans,
+                        no_image,
+                        (tokens, ignore),
+                        offsets,
+                        (slots, grid),
+                        keep,
+                        gate,
                     )
                     if cfg.entity_competition:
                         logits, attention, _ = self._compete(
@@ -318,39 +327,6 @@ class SMNER(NERModel):
         if labels is not None or self.training or self.config.visual_context != "context":
             return 0
         return keep if 0 < keep < spans else 0
-
-    def _pruned_alignment(
-        self,
-        batch: Batch,
-        spans: torch.Tensor,
-        no_image: torch.Tensor,
-        visual: tuple[torch.Tensor, torch.Tensor],
-        offsets: tuple[torch.Tensor | None, torch.Tensor | None],
-        slots: torch.Tensor,
-        grid: tuple[int, int] | None,
-        keep: int,
-        gate: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, GroundingOutput | None]:
-        """Logits, attention and grounding with only each post's ``keep`` best spans through
-        the cross-attention (:func:`smner.model.span_pruning.pruned_alignment`)."""
-        regate = None
-        if gate is not None:
-
-            def regate(attended: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-                return gated(attended, context, gate)
-
-        head = self.grounding_head if self.config.grounding and grid is not None else None
-        return pruned_alignment(
-            (self.cross_attention, self.classifier, head),
-            batch,
-            spans,
-            no_image,
-            visual,
-            offsets,
-            (slots, grid),
-            keep,
-            regate,
-        )
 
     def _position_offsets(
         self, batch: Batch, tokens: torch.Tensor, grid: tuple[int, int] | None

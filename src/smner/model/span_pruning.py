@@ -23,7 +23,7 @@ import torch
 
 from smner.errors import SmnerError
 from smner.model.grounding import GroundingOutput
-from smner.model.visual_tokens import FIRST_REGION, NO_IMAGE, chosen_image_attention
+from smner.model.visual_tokens import FIRST_REGION, NO_IMAGE, chosen_image_attention, gated
 
 #: the logit given to every entity type of a pruned span (its non-entity logit is 0), and to
 #: its presence in the image
@@ -83,13 +83,13 @@ def pruned_alignment(
     offsets: tuple[torch.Tensor | None, torch.Tensor | None],
     images: tuple[torch.Tensor, tuple[int, int] | None],
     keep: int,
-    regate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    gate: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, GroundingOutput | None]:
     """Logits, attention and grounding with only each post's ``keep`` best spans by their
     text-side score through the cross-attention (the rest are non-entities). ``layers``: the
     span-to-region block, the classifier and the grounding head (None: no grounding);
-    ``images``: the image slots and the region grid; ``regate(attended, no-image context)``
-    applies the gated bottleneck's gate, if any."""
+    ``images``: the image slots and the region grid; ``gate``: the gated bottleneck's gate of
+    each post, if any."""
     block, classifier, grounding_head = layers
     slots, grid = images
     tokens, ignore = visual
@@ -105,8 +105,8 @@ def pruned_alignment(
     if queries is not None:
         queries = gather_rows(queries.expand(spans.size(0), -1, -1), index)
     attended, attention_kept = block(kept, tokens, ignore, queries, keys)
-    if regate is not None:
-        attended = regate(attended, context)
+    if gate is not None:
+        attended = gated(attended, context, gate)
     logits_kept = classifier(torch.cat([kept, attended], dim=-1))
     logits = scatter_rows(pruned_logits(text_logits, batch.has_image), index, logits_kept)
     # rows of pruned spans: all weight on the no-image token (never read: they are "O")

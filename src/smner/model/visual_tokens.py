@@ -45,3 +45,10 @@ def chosen_image_attention(attention: torch.Tensor, slots: torch.Tensor) -> torc
     index = attended_image(attention, slots)[..., None, None].expand(-1, -1, 1, regions.size(-1))
     chosen = regions.gather(2, index).squeeze(2)
     return torch.cat([attention[..., :FIRST_REGION], chosen], dim=-1)
+
+
+def gated(image_path: torch.Tensor, fill: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """``gate * image_path + (1 - gate) * fill`` per post: ``image_path [B, ..., D]``, ``fill``
+    broadcastable to it (what the path reads without an image), ``gate [B]``."""
+    weight = gate.reshape(gate.size(0), *(1,) * (image_path.dim() - 1)).to(image_path.dtype)
+    return weight * image_path + (1 - weight) * fill
