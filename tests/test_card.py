@@ -168,5 +168,10 @@ def test_the_card_says_how_the_alignment_modules_are_set_up(tmp_path: Path) -> N
     assert "from entity types alone" in gated and "compete for the picture" in gated
     paper = render_card(tmp_path, {**base, "use_ib": True}, None)
     assert "as the paper specifies it" in paper and "compete" not in paper
+    assert "reaches the text side" not in gated
+    shielded = render_card(
+        tmp_path, {**base, "region_types": 1.0, "localisation_text_gradient": 0.0}, None
+    )
+    assert "0 of whose gradient reaches the text side" in shielded
     text_only = render_card(tmp_path, {**base, "use_image": False}, None)
     assert "bottleneck" not in text_only.lower()

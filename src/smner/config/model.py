@@ -222,6 +222,12 @@ class SMNERConfig(ModelConfig):
     #: that classifier finds its type in, weighed by how sure it is (0: off; needs
     #: region_types). Entities with a box in data.box_dir learn from the box instead.
     region_attention: float = ranged(0.0, 0.0, _BIG)
+    #: the share of that loss's gradient that reaches the text encoder and the span vectors
+    #: through the queries (1: all of it; 0: none, so it trains the alignment's projections and
+    #: the region side only). Its gradient is ten times the entity types' on the shared text
+    #: encoder, so at 1 the words hardly learn what they tell of an entity's type
+    #: (docs/BENCHMARKS.md, "The bottleneck where it should help")
+    localisation_text_gradient: float = ranged(1.0, 0.0, 1.0)
 
     #: modality dropout: the share of training posts read, each step, as posts without a
     #: picture, so that the words learn to tell types on their own and a picture that
@@ -317,6 +323,7 @@ ADDED_AFTER_RELEASE: dict[str, Any] = {
     "entity_competition": 0.0,
     "image_dropout": 0.0,
     "text_side_loss": 0.0,
+    "localisation_text_gradient": 1.0,
 }
 
 

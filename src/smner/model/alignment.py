@@ -231,6 +231,42 @@ class CrossModalAttention(nn.Module):
         )
         return self._finish(queries, attended), weights
 
+    def weights(
+        self,
+        queries: torch.Tensor,
+        tokens: torch.Tensor,
+        ignore: torch.Tensor,
+        query_offsets: torch.Tensor | None = None,
+        key_offsets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The head-averaged attention weights :meth:`forward` returns (before dropout),
+        without the values, the output projection or the feed-forward network."""
+        scores = self._head_scores(queries, tokens, ignore, query_offsets, key_offsets)
+        return scores.softmax(-1).mean(1)
+
+    def _head_scores(
+        self,
+        queries: torch.Tensor,
+        tokens: torch.Tensor,
+        ignore: torch.Tensor,
+        query_offsets: torch.Tensor | None,
+        key_offsets: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Each head's scaled dot products ``[B, H, S, T]``, ignored keys at minus infinity,
+        with the block's own projections."""
+        mha = self.attention
+        w_q, w_k, _ = mha.in_proj_weight.chunk(3)
+        b_q, b_k, _ = mha.in_proj_bias.chunk(3)
+        q = F.linear(queries if query_offsets is None else queries + query_offsets, w_q, b_q)
+        k = F.linear(tokens if key_offsets is None else tokens + key_offsets, w_k, b_k)
+        q, k = self._split_heads(q), self._split_heads(k)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.size(-1))
+        return scores.masked_fill(ignore[:, None, None, :], float("-inf"))
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, L, d] -> [B, H, L, d / H]``"""
+        return x.unflatten(-1, (self.attention.num_heads, -1)).transpose(1, 2)
+
     def _finish(self, queries: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         residual = 0 if self.context_only else queries
         x = self.norm1(residual + self.dropout(attended))
@@ -250,21 +286,13 @@ class CrossModalAttention(nn.Module):
         marks the real ones): the same weights as :meth:`forward`, with each key's weight
         shared out among them (see :mod:`smner.model.competition`)."""
         mha = self.attention
-        heads, dim = mha.num_heads, queries.size(-1)
-        w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
-        q = F.linear(queries if query_offsets is None else queries + query_offsets, w_q, b_q)
-        k = F.linear(tokens if key_offsets is None else tokens + key_offsets, w_k, b_k)
-        v = F.linear(tokens, w_v, b_v)
-
-        def split(x: torch.Tensor) -> torch.Tensor:  # [B, L, d] -> [B, H, L, d / H]
-            return x.unflatten(-1, (heads, dim // heads)).transpose(1, 2)
-
-        scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(dim // heads)
-        scores = scores.masked_fill(ignore[:, None, None, :], float("-inf"))
+        scores = self._head_scores(queries, tokens, ignore, query_offsets, key_offsets)
         weights = shared_out(scores, scores.softmax(-1), valid, temperature)
+        _, _, w_v = mha.in_proj_weight.chunk(3)
+        _, _, b_v = mha.in_proj_bias.chunk(3)
+        values = self._split_heads(F.linear(tokens, w_v, b_v))
         dropped = F.dropout(weights, mha.dropout, self.training)
-        attended = mha.out_proj((dropped @ split(v)).transpose(1, 2).flatten(2))
+        attended = mha.out_proj((dropped @ values).transpose(1, 2).flatten(2))
         return self._finish(queries, attended), weights.mean(1)
 
 

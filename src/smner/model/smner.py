@@ -246,7 +246,7 @@ class SMNER(NERModel):
                 # the attention over all regions of all images, flattened [B, S, M * K]
                 weak = weak_localisation_losses(
                     region_logits,
-                    attention[:, :, _FIRST_REGION:],
+                    self._localisation_attention(attention, spans, (tokens, ignore), offsets),
                     labels,
                     batch.span_mask,
                     has_image,
@@ -269,6 +269,22 @@ class SMNER(NERModel):
                 total = total - cfg.ib_alpha * losses["mi"] + cfg.ib_beta * losses["kl"]
             output.loss, output.losses = total, losses
         return output
+
+    def _localisation_attention(
+        self,
+        attention: torch.Tensor,
+        spans: torch.Tensor,
+        visual: tuple[torch.Tensor, torch.Tensor],
+        offsets: tuple[torch.Tensor | None, torch.Tensor | None],
+    ) -> torch.Tensor:
+        """The span attention over the regions ``[B, S, M * K]`` the weak localisation loss
+        reads: the forward's own, or the same weights recomputed from queries that pass only
+        ``localisation_text_gradient`` of the loss's gradient on to the text side."""
+        share = self.config.localisation_text_gradient
+        if share < 1.0:
+            queries = spans.detach() if share == 0 else torch.lerp(spans.detach(), spans, share)
+            attention = self.cross_attention.weights(queries, *visual, *offsets)
+        return attention[:, :, _FIRST_REGION:]
 
     def _compete(
         self,

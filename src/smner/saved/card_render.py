@@ -323,11 +323,13 @@ def _alignment_lines(model: dict[str, Any]) -> list[str]:
             )
         )
     if model.get("use_cross_attention"):
-        learned = (
-            "from entity types alone (`region_types`, `region_attention`)"
-            if model.get("region_types")
-            else "from the entity loss"
-        )
+        learned = "from the entity loss"
+        if model.get("region_types"):
+            learned = "from entity types alone (`region_types`, `region_attention`"
+            share = model.get("localisation_text_gradient", 1.0)
+            if share < 1:
+                learned += f", {share:g} of whose gradient reaches the text side"
+            learned += ")"
         competition = model.get("entity_competition") or 0
         lines.append(
             f"- Span-to-region attention: learned {learned}"
