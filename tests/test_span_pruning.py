@@ -117,11 +117,38 @@ def test_the_predictor_and_evaluate_take_a_pruning_and_refuse_where_it_cannot_ap
 
 
 @pytest.mark.integration
-def test_a_pruning_model_exports_a_graph_of_every_span(encoders, tmp_path) -> None:
+def test_a_pruning_model_exports_a_graph_that_prunes_as_pytorch_does(encoders, tmp_path) -> None:
+    """The graph keeps each image post's best span (``span_pruning=1``) and agrees with
+    PyTorch pruning; ``--span-pruning 0`` exports every span."""
     pytest.importorskip("onnxruntime")
-    from smner.predict.onnx_export import export_onnx
+    from smner.cli import main
+    from smner.predict.onnx_verify import CHECK_POSTS, pruned_rows, with_features
+    from smner.predict.predictor import Predictor
 
-    model, processor = tiny_model(encoders, span_pruning=2)
+    model, processor = tiny_model(encoders, span_pruning=1)
+    batch = fixture_batch(model, processor, labels=True)
+    train_steps(model, batch, steps=30, lr=3e-3)
+    model.eval()
     model.save_pretrained(tmp_path / "model", processor=processor)
-    result = export_onnx(tmp_path / "model", tmp_path / "onnx")
-    assert result.verification.passed and result.verification.entities_equal
+    for keep in (None, 0):
+        out = tmp_path / f"onnx-{keep}"
+        argv = ["export", "--model", str(tmp_path / "model"), "--output", str(out)]
+        assert main(argv + ([] if keep is None else ["--span-pruning", str(keep)])) == 0
+        manifest = json.loads((out / "onnx.json").read_text())
+        assert manifest["verification"]["passed"] and manifest["verification"]["entities_equal"]
+        graph = Predictor.from_pretrained(out).model
+        images = [True, False, True, False, True, True]
+        posts = with_features(model, processor, list(CHECK_POSTS), images)
+        with torch.no_grad():
+            logits = graph(posts).logits
+            expected = model(posts).logits if keep is None else None
+        inside = posts.span_mask & posts.has_image[:, None]
+        kept = (~pruned_rows(logits) & inside).sum(1)
+        if keep is None:  # one span a post with an image, PyTorch's
+            assert kept[posts.has_image].tolist() == [1] * sum(images)
+            torch.testing.assert_close(logits[inside], expected[inside], atol=1e-4, rtol=1e-4)
+            config = json.loads((out / "config.json").read_text())["model"]
+            assert config["span_pruning"] == 1
+        else:
+            assert bool((kept[posts.has_image] == inside.sum(1)[posts.has_image]).all())
+            assert json.loads((out / "config.json").read_text())["model"]["span_pruning"] == 0

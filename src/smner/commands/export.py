@@ -23,6 +23,7 @@ writes nothing. Needs pip install 'smner[onnx]'.
 examples:
   smner export --model runs/t17/best --output runs/t17/onnx
   smner export --model runs/t17/best --output runs/t17/onnx-int8 --quantize int8
+  smner export --model runs/t17/best --output runs/t17/onnx-pruned --span-pruning 16
 """
 
 
@@ -57,6 +58,16 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help="largest difference allowed between the graph's and PyTorch's logits and "
         "attention weights on the check posts (default: 1e-3)",
     )
+    parser.add_argument(
+        "--span-pruning",
+        type=int,
+        default=None,
+        metavar="N",
+        help="send only each image post's N likeliest spans (by their text-side score) "
+        "through the span-to-region attention in the graph, as 'smner evaluate "
+        "--span-pruning N' does in PyTorch; 0: every span (default: the model's "
+        "model.span_pruning)",
+    )
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
     parser.set_defaults(handler=run)
 
@@ -69,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         quantize=args.quantize,
         tolerance=args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE,
+        span_pruning=args.span_pruning,
     )
     if args.json:
         print(json.dumps(result.manifest, indent=2))

@@ -99,6 +99,8 @@ def pruned_alignment(
         attention = spans.new_zeros(*spans.shape[:2], tokens.size(1))
         attention[..., NO_IMAGE] = 1.0
         return text_logits, attention, None
+    if exporting:  # a graph prunes posts of any length: at most all their spans
+        keep = torch.sym_min(keep, spans.size(1))
     index = top_spans(text_logits, batch.span_mask, keep)
     kept = gather_rows(spans, index)
     queries, keys = offsets
@@ -136,8 +138,8 @@ def set_span_pruning(model: Any, keep: int) -> None:
     config = getattr(model, "config", None)
     if getattr(model, "backend", "pytorch") != "pytorch":
         raise SmnerError(
-            "span pruning is a PyTorch option: an exported ONNX graph takes every span "
-            "(load the folder with backend='pytorch' to prune)"
+            "an exported ONNX graph prunes spans as it was exported: choose it with "
+            "'smner export --span-pruning N' (or load the folder with backend='pytorch')"
         )
     if not isinstance(config, SMNERConfig) or not config.uses_cross_attention:
         raise SmnerError("span pruning applies to SMNER models with span-to-region attention")

@@ -11,6 +11,9 @@ sub-word, word and span axes dynamic. Two things of the model are stood in for w
 each an identity at inference: the choice of visual input (the graph takes the features as
 they are; the backend masks them as :meth:`NERModel.visual_features` does, before the graph)
 and the image flags given to the information bottleneck, which only its training losses read.
+A model with ``model.span_pruning`` (or ``span_pruning=N``) gives a graph that prunes as it
+does: each post's N likeliest spans by their text-side score go through the span-to-region
+block (the batch's span mask is computed in the graph from the spans and the word mask).
 
 Before anything is written the export checks itself: on a few posts, with and without images,
 in batches of several sizes, the graph's outputs must match PyTorch's within a tolerance and
@@ -88,9 +91,12 @@ def export_onnx(
     quantize: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     opset: int | None = None,
+    span_pruning: int | None = None,
 ) -> ExportResult:
     """Write ``output``: ``model_dir``'s folder plus its ONNX graph (float32, or int8 with
-    ``quantize="int8"``), checked against PyTorch first; see the module."""
+    ``quantize="int8"``), checked against PyTorch first; see the module. ``span_pruning``:
+    the spans a post keeps for the span-to-region attention in the graph (None: the model's
+    own ``model.span_pruning``; 0: every span)."""
     source, target = Path(model_dir), Path(output)
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise SmnerError(f"quantize {quantize!r}: expected one of {', '.join(QUANTIZATIONS)}")
@@ -107,18 +113,18 @@ def export_onnx(
             f"{', '.join(EXPORTABLE_TYPES)} models only (this one runs on PyTorch)"
         )
     model = NERModel.from_pretrained(source).eval()
-    if getattr(model.config, "span_pruning", 0):
-        # The graph takes every span (a pruned one does not trace to a graph that runs), and
-        # is checked against PyTorch doing the same.
-        set_span_pruning(model, 0)
+    if span_pruning is not None and span_pruning != getattr(model.config, "span_pruning", 0):
+        set_span_pruning(model, span_pruning)  # the graph and its check against PyTorch
+        payload["model"]["span_pruning"] = span_pruning
     left_out = _leave_out_pytorch_passes(model)
     processor = Processor.from_pretrained(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = make_staging_dir(target.parent, f".{target.name}.")
     try:
         _copy_folder(source, staging, skip=target)
-        if left_out:  # the folder says what its graph computes
+        if left_out:
             payload["model"].update(dict.fromkeys(left_out, 0.0))
+        if left_out or span_pruning is not None:  # the folder says what its graph computes
             atomic_write_text(staging / CONFIG_FILE, _json(payload))
         graph = staging / GRAPH_FILE
         names = trace_graph(model, processor, graph, opset)
@@ -267,7 +273,7 @@ class GraphModule(nn.Module):
             word_mask=word_mask,
             shape_ids=shape_ids,
             spans=spans,
-            span_mask=word_mask,  # read by the losses only
+            span_mask=spans[None, :, 1] <= word_mask.sum(1)[:, None],  # as batch_spans has it
             has_image=has_image
             if has_image is not None
             else input_ids.new_zeros(input_ids.shape[0]).bool(),
