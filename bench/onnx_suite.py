@@ -6,9 +6,10 @@ where the image folder has it), F1 and posts/s for each subject:
 - **encoder floor**: the smner model's own text encoder, tokenisation + forward, length-ordered
   batches of 32, no images (the floor of the floor suite);
 - **SMNER PyTorch float32** (every span, and with ``span_pruning=16``: see
-  :mod:`smner.model.span_pruning`), **SMNER ONNX float32**, **SMNER ONNX int8**:
-  ``Predictor.predict_many`` on the folder, its two ``smner export``s (prepare, forward,
-  postprocess; images decoded and encoded in PyTorch for all three);
+  :mod:`smner.model.span_pruning`), **SMNER ONNX float32**, **SMNER ONNX int8**, each also
+  exported with ``--span-pruning 16``: ``Predictor.predict_many`` on the folder and its four
+  ``smner export``s (prepare, forward, postprocess; images decoded and encoded in PyTorch for
+  all);
 - **transformers pipeline**: ``pipeline("token-classification")`` on the same text encoder, a
   head fine-tuned for 3 epochs on Twitter-2017 train with the standard ``Trainer`` recipe (the
   Hugging Face token-classification tutorial's: learning rate 2e-5, batch 16, weight decay
@@ -40,7 +41,9 @@ SUBJECTS = (
     "SMNER PyTorch float32",
     "SMNER PyTorch float32, span pruning",
     "SMNER ONNX float32",
+    "SMNER ONNX float32, span pruning",
     "SMNER ONNX int8",
+    "SMNER ONNX int8, span pruning",
     "transformers pipeline",
     "spaCy en_core_web_sm",
 )
@@ -67,7 +70,9 @@ GOALS = (
     ("SMNER PyTorch float32", 0.9, None),
     ("SMNER PyTorch float32, span pruning", 0.9, 0.3),
     ("SMNER ONNX float32", 1.5, 0.3),
+    ("SMNER ONNX float32, span pruning", 1.5, 0.3),
     ("SMNER ONNX int8", 2.5, 1.0),
+    ("SMNER ONNX int8, span pruning", 2.5, 1.0),
 )
 
 Entities = list[set[tuple[int, int, str]]]
@@ -151,7 +156,8 @@ def image_of(image_dir: Path, example: Any) -> Path | None:
 def smner_steps(
     model_dir: Path, examples: Sequence[Any], image_dir: Path, work: Path
 ) -> dict[str, Callable[[], Entities | None]]:
-    """The floor and the three smner Predictors (the folder and its two exports)."""
+    """The floor and the smner Predictors (the folder, pruning or not, and its four exports:
+    float32 and int8, every span and pruned)."""
     import torch
 
     from smner.data.posts import PostInput
@@ -159,18 +165,27 @@ def smner_steps(
     from smner.predict.onnx_export import export_onnx
     from smner.predict.predictor import Predictor
 
-    exports = {"float32": work / "onnx-float32", "int8": work / "onnx-int8"}
-    for quantize, folder in exports.items():
+    exports = {
+        (kind, keep): work / f"onnx-{kind}{'-pruned' if keep else ''}"
+        for kind in ("float32", "int8")
+        for keep in (0, SPAN_PRUNING)
+    }
+    for (kind, keep), folder in exports.items():
         shutil.rmtree(folder, ignore_errors=True)
-        result = export_onnx(model_dir, folder, quantize="int8" if quantize == "int8" else None)
+        quantize = "int8" if kind == "int8" else None
+        result = export_onnx(model_dir, folder, quantize=quantize, span_pruning=keep)
         print(f"exported {folder}: {result.manifest['verification']}", flush=True)
     predictors = {
         "SMNER PyTorch float32": Predictor.from_pretrained(model_dir, span_pruning=0),
         "SMNER PyTorch float32, span pruning": Predictor.from_pretrained(
             model_dir, span_pruning=SPAN_PRUNING
         ),
-        "SMNER ONNX float32": Predictor.from_pretrained(exports["float32"]),
-        "SMNER ONNX int8": Predictor.from_pretrained(exports["int8"]),
+        "SMNER ONNX float32": Predictor.from_pretrained(exports["float32", 0]),
+        "SMNER ONNX float32, span pruning": Predictor.from_pretrained(
+            exports["float32", SPAN_PRUNING]
+        ),
+        "SMNER ONNX int8": Predictor.from_pretrained(exports["int8", 0]),
+        "SMNER ONNX int8, span pruning": Predictor.from_pretrained(exports["int8", SPAN_PRUNING]),
     }
     posts = [
         PostInput(tokens=list(ex.tokens), image=image_of(image_dir, ex), id=i)

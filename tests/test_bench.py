@@ -372,21 +372,27 @@ def test_onnx_suite_smoke(bench_model: str, tmp_path: Path) -> None:
         "SMNER PyTorch float32",
         "SMNER PyTorch float32, span pruning",
         "SMNER ONNX float32",
+        "SMNER ONNX float32, span pruning",
         "SMNER ONNX int8",
+        "SMNER ONNX int8, span pruning",
         "transformers pipeline",
         "spaCy en_core_web_sm",
     ]
     assert rows["encoder floor"][0] == "–" and float(rows["encoder floor"][2]) == 1.0
-    for name in list(rows)[1:6]:
+    for name in list(rows)[1:8]:
         score, speed, ratio = rows[name]
         percent(score)
         assert number(speed) > 0 and number(ratio) > 0, name
     # the float32 export predicts what PyTorch predicts
     assert rows["SMNER ONNX float32"][0] == rows["SMNER PyTorch float32"][0]
+    pruned = rows["SMNER PyTorch float32, span pruning"][0]
+    assert rows["SMNER ONNX float32, span pruning"][0] == pruned
     spacy = rows["spaCy en_core_web_sm"]
     assert "pip install 'smner[bench]'" in spacy[2] or number(spacy[1]) > 0
     assert "SMNER ONNX int8: " in out and "x the floor (goal >= 2.5x)" in out
     assert (tmp_path / "work" / "onnx-int8" / "onnx.json").is_file()
+    pruned_config = json.loads((tmp_path / "work" / "onnx-int8-pruned" / "config.json").read_text())
+    assert pruned_config["model"]["span_pruning"] == 16
 
 
 def test_onnx_suite_maps_spacy_types_and_pipeline_offsets() -> None:

@@ -152,3 +152,33 @@ def test_a_pruning_model_exports_a_graph_that_prunes_as_pytorch_does(encoders, t
         else:
             assert bool((kept[posts.has_image] == inside.sum(1)[posts.has_image]).all())
             assert json.loads((out / "config.json").read_text())["model"]["span_pruning"] == 0
+
+
+def test_the_export_check_takes_ties_at_the_cut_as_pytorch_s_and_flags_other_swaps(
+    encoders,
+) -> None:
+    """Which of two spans tied at the cut a runtime keeps is float noise; any other span kept
+    where PyTorch pruned it is a fault of the graph."""
+    from smner.predict.onnx_verify import Verification, _ties_as_pytorch, pruned_rows
+
+    model, processor = tiny_model(encoders, span_pruning=1)
+    batch = fixture_batch(model, processor, labels=True)
+    train_steps(model, batch, steps=30, lr=3e-3)
+    model.eval()
+    with torch.no_grad():
+        expected = model(batch)
+    post = int(batch.has_image.nonzero()[0])
+    kept = int((~pruned_rows(expected.logits[post : post + 1])[0]).nonzero()[0])
+    other = next(s for s in range(batch.span_mask.size(1)) if s != kept and batch.span_mask[post, s])
+    logits = expected.logits.clone()  # the graph kept `other` instead of `kept`
+    logits[post, [kept, other]] = expected.logits[post, [other, kept]]
+    found = dataclasses.replace(expected, logits=logits)
+    strict = Verification(tolerance=1e-6)
+    with torch.no_grad():
+        _ties_as_pytorch(model, batch, expected, found, strict)
+    assert strict.problems and "not ties at the cut" in strict.problems[0]
+    loose = Verification(tolerance=1.0)  # every score is within 1 of the cut
+    with torch.no_grad():
+        patched = _ties_as_pytorch(model, batch, expected, found, loose)
+    assert not loose.problems and loose.pruning_ties == 2
+    torch.testing.assert_close(patched.logits, expected.logits)
