@@ -169,7 +169,8 @@ def test_the_export_check_takes_ties_at_the_cut_as_pytorch_s_and_flags_other_swa
         expected = model(batch)
     post = int(batch.has_image.nonzero()[0])
     kept = int((~pruned_rows(expected.logits[post : post + 1])[0]).nonzero()[0])
-    other = next(s for s in range(batch.span_mask.size(1)) if s != kept and batch.span_mask[post, s])
+    inside = batch.span_mask[post].nonzero().flatten().tolist()
+    other = next(s for s in inside if s != kept)
     logits = expected.logits.clone()  # the graph kept `other` instead of `kept`
     logits[post, [kept, other]] = expected.logits[post, [other, kept]]
     found = dataclasses.replace(expected, logits=logits)
