@@ -173,24 +173,18 @@ class SMNER(NERModel):
                 ignore[:, _NO_IMAGE] = has_image
                 ignore[:, _GLOBAL] = ~has_image
                 ignore[:, _FIRST_REGION:] = ~slots.repeat_interleave(cells, dim=1)
+                token_keys = (tokens, ignore)
                 offsets = self._position_offsets(batch, tokens, grid)
                 keep = self._spans_kept(spans.size(1), labels)
                 if keep:
                     head = self.grounding_head if cfg.grounding and grid is not None else None
+                    layers, images = (self.cross_attention, self.classifier, head), (slots, grid)
                     logits, attention, grounding = pruned_alignment(
-                        (self.cross_attention, self.classifier, head),
-                        batch,
-                        spans,
-                        no_image,
-                        (tokens, ignore),
-                        offsets,
-                        (slots, grid),
-                        keep,
-                        gate,
+                        layers, batch, spans, no_image, token_keys, offsets, images, keep, gate
                     )
                     if cfg.entity_competition:
                         logits, attention, _ = self._compete(
-                            batch, spans, logits, attention, (tokens, ignore), offsets, gate
+                            batch, spans, logits, attention, token_keys, offsets, gate
                         )
                     return ModelOutput(
                         logits=logits, attention=attention, grid=grid, grounding=grounding
@@ -222,7 +216,7 @@ class SMNER(NERModel):
         competition_loss = None
         if attention is not None and cfg.entity_competition:
             logits, attention, competition_loss = self._compete(
-                batch, spans, logits, attention, (tokens, ignore), offsets, gate, labels, has_image
+                batch, spans, logits, attention, token_keys, offsets, gate, labels, has_image
             )
         output = ModelOutput(logits=logits, attention=attention, grid=grid, grounding=grounding)
         if labels is not None:
@@ -246,7 +240,7 @@ class SMNER(NERModel):
                 # the attention over all regions of all images, flattened [B, S, M * K]
                 weak = weak_localisation_losses(
                     region_logits,
-                    self._localisation_attention(attention, spans, (tokens, ignore), offsets),
+                    self._localisation_attention(attention, spans, token_keys, offsets),
                     labels,
                     batch.span_mask,
                     has_image,
@@ -281,8 +275,8 @@ class SMNER(NERModel):
         reads: the forward's own, or the same weights recomputed from queries that pass only
         ``localisation_text_gradient`` of the loss's gradient on to the text side."""
         share = self.config.localisation_text_gradient
-        if share < 1.0:
-            queries = spans.detach() if share == 0 else torch.lerp(spans.detach(), spans, share)
+        if share < 1.0:  # same values; the gradient to ``spans`` scaled by ``share``
+            queries = torch.lerp(spans.detach(), spans, share)
             attention = self.cross_attention.weights(queries, *visual, *offsets)
         return attention[:, :, _FIRST_REGION:]
 
