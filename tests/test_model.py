@@ -11,6 +11,7 @@ from smner.errors import SmnerError
 from smner.evaluation.metrics import score_entities
 from smner.model.alignment import gaussian_kl, jensen_shannon_mi
 from smner.model.base import NERModel
+from smner.model.span_losses import span_loss
 from smner.saved.folder import load_config
 from tests.benchmark_fixture import Benchmark
 from tests.tiny import fixture_batch, fixture_posts, tiny_model, train_steps
@@ -228,8 +229,8 @@ def test_label_smoothing_spreads_the_span_target(encoders: tuple[Path, Path]) ->
     smoothed = -(0.8 * log_p.gather(-1, labels.unsqueeze(-1)).squeeze(-1) + 0.2 * log_p.mean(-1))
     weights = torch.where(labels > 0, 1.0, 0.5) * batch.span_mask
     expected = ((smoothed * weights).sum(1) / weights.sum(1)).mean()
-    torch.testing.assert_close(model._span_loss(logits, labels, batch.span_mask), expected)
+    torch.testing.assert_close(span_loss(model.config, logits, labels, batch.span_mask), expected)
     model.config = replace(model.config, label_smoothing=0.0)
     nll = -log_p.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     plain = ((nll * weights).sum(1) / weights.sum(1)).mean()
-    torch.testing.assert_close(model._span_loss(logits, labels, batch.span_mask), plain)
+    torch.testing.assert_close(span_loss(model.config, logits, labels, batch.span_mask), plain)

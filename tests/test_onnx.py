@@ -9,6 +9,7 @@ import json
 import shutil
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from smner.errors import MissingExtra, SmnerError
 from smner.predict.onnx_backend import GRAPH_FILE, MANIFEST_FILE, OnnxModel
 from smner.predict.onnx_export import export_onnx
 from smner.predict.predictor import Predictor
-from tests.tiny import fixture_posts
+from tests.tiny import fixture_batch, fixture_posts
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -564,24 +565,59 @@ def test_a_grounding_model_gives_the_same_boxes_on_onnx(
     assert boxes
 
 
-def test_entity_competition_is_left_out_of_the_graph_and_the_folder_says_so(
-    encoders: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_entity_competition_runs_after_the_graph_as_in_pytorch(
+    encoders: Any, tmp_path: Path
 ) -> None:
-    """The competitive pass runs between two passes of PyTorch (a decode in between): the graph
-    is the ordinary pass, checked against PyTorch without competition, and the exported
-    folder's config and manifest say that it is off."""
+    """The competitive pass (a decode between two passes) runs in PyTorch after the graph, on
+    the span vectors and visual tokens the graph hands out: the exported folder keeps the
+    setting and predicts what PyTorch predicts with it, not what it predicts without."""
     from tests.tiny import tiny_model
 
-    model, processor = tiny_model(encoders, entity_competition=1.0)
+    model, processor = tiny_model(encoders, entity_competition=1.0, ib_gate=True)
+    with torch.no_grad():  # every span an entity: each post with a picture has a contest
+        model.classifier[-1].bias[1] += 5.0
     model.save_pretrained(tmp_path / "model", processor=processor)
     out = tmp_path / "onnx"
     assert main(["export", "--model", str(tmp_path / "model"), "--output", str(out)]) == 0
-    assert "entity_competition = 1.0 runs in PyTorch only" in capsys.readouterr().err
     manifest = json.loads((out / MANIFEST_FILE).read_text())
-    assert manifest["left_out"] == {"entity_competition": 1.0}
-    assert json.loads((out / "config.json").read_text())["model"]["entity_competition"] == 0.0
-    source = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert source["model"]["entity_competition"] == 1.0  # the source is not touched
-    onnx = Predictor.from_pretrained(out)
-    assert onnx.model.config.entity_competition == 0.0
-    assert onnx.predict_many(fixture_inputs())
+    assert manifest["outputs"] == [
+        "logits",
+        "attention",
+        "span_vectors",
+        "visual_tokens",
+        "ignore",
+        "gate",
+    ]
+    assert manifest["format_version"] == 2 and "left_out" not in manifest
+    assert json.loads((out / "config.json").read_text())["model"]["entity_competition"] == 1.0
+    pytorch, onnx = Predictor.from_pretrained(tmp_path / "model"), Predictor.from_pretrained(out)
+    batch = fixture_batch(pytorch.model, pytorch.processor, labels=False)
+    with torch.no_grad():
+        competed, found = pytorch.model(batch), onnx.model(batch)
+        pytorch.model.config = replace(pytorch.model.config, entity_competition=0.0)
+        ordinary = pytorch.model(batch)
+    inside = batch.span_mask
+    # the pass changes these posts' logits, and the ONNX backend changes them the same way
+    assert float((competed.logits - ordinary.logits)[inside].abs().max()) > 1e-3
+    torch.testing.assert_close(found.logits[inside], competed.logits[inside], atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        found.attention[inside], competed.attention[inside], atol=1e-4, rtol=0
+    )
+
+
+def test_an_exported_folder_that_lacks_the_competition_outputs_is_refused(
+    encoders: Any, tmp_path: Path
+) -> None:
+    """A graph without the competitive pass's inputs, under a config that runs the pass: the
+    folder's files do not belong together."""
+    from tests.tiny import tiny_model
+
+    model, processor = tiny_model(encoders)
+    model.save_pretrained(tmp_path / "model", processor=processor)
+    out = tmp_path / "onnx"
+    export_onnx(tmp_path / "model", out)
+    config = json.loads((out / "config.json").read_text())
+    config["model"]["entity_competition"] = 1.0
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SmnerError, match="export the folder again"):
+        OnnxModel.from_pretrained(out, verify_weights=False)

@@ -94,12 +94,6 @@ def run(args: argparse.Namespace) -> int:
         f"within {check.max_logit_diff:.2g} of PyTorch's, the same entities",
         file=sys.stderr,
     )
-    for name, value in result.manifest.get("left_out", {}).items():
-        print(
-            f"note: model.{name} = {value} runs in PyTorch only; the ONNX folder predicts "
-            f"without it ({name} = 0 in its config.json; PyTorch's predictions may differ)",
-            file=sys.stderr,
-        )
     if result.quantized is not None:
         q = result.quantized
         print(

@@ -58,6 +58,21 @@ class ModelOutput:
     grid: tuple[int, int] | None = None  # (h, w) of one image's region tokens
     #: per span: in-image logit and box (models with a grounding head, posts with images)
     grounding: GroundingOutput | None = None
+    #: what the competitive pass still has to read, from a traced graph that leaves the pass
+    #: to PyTorch (``SMNER.compete_after`` runs it); None once it has run, or without one
+    competition: CompetitionInputs | None = None
+
+
+@dataclass
+class CompetitionInputs:
+    """The first pass's tensors the competitive pass reads besides its logits and attention
+    (:mod:`smner.model.competition`). A graph cannot hold that pass (a decode picks its
+    members), so an exported graph hands these out and the backend runs it in PyTorch."""
+
+    spans: torch.Tensor  # [B, S, d] span vectors
+    tokens: torch.Tensor  # [B, N, d] visual tokens
+    ignore: torch.Tensor  # [B, N] keys each post may not attend to
+    gate: torch.Tensor | None = None  # [B] the gated bottleneck's share of the image path
 
 
 @dataclass

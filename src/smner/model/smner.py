@@ -15,8 +15,9 @@ with ``max_images = 1`` has no slot embedding, and is the one-image model exactl
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from smner.config.model import SMNERConfig
@@ -31,9 +32,10 @@ from smner.model.alignment import (
     SpanPositions,
     weak_localisation_losses,
 )
-from smner.model.base import ModelOutput, NERModel, PredictedEntity
+from smner.model.base import CompetitionInputs, ModelOutput, NERModel, PredictedEntity
 from smner.model.competition import competitive_pass
 from smner.model.grounding import GroundingHead, grounding_loss
+from smner.model.span_losses import box_attention_loss, span_loss
 from smner.model.span_pruning import pruned_alignment
 from smner.model.span_representation import SpanRepresentation
 from smner.model.visual_tokens import (
@@ -182,13 +184,12 @@ class SMNER(NERModel):
                     logits, attention, grounding = pruned_alignment(
                         layers, batch, spans, no_image, token_keys, offsets, images, keep, gate
                     )
-                    if cfg.entity_competition:
-                        logits, attention, _ = self._compete(
-                            batch, spans, logits, attention, token_keys, offsets, gate
-                        )
-                    return ModelOutput(
+                    output = ModelOutput(
                         logits=logits, attention=attention, grid=grid, grounding=grounding
                     )
+                    if not cfg.entity_competition:
+                        return output
+                    return self._compete_or_defer(batch, spans, output, token_keys, offsets, gate)
                 attended, attention = self.cross_attention(spans, tokens, ignore, *offsets)
                 if gate is not None:
                     attended = gated(attended, self._no_image_context(spans, no_image), gate)
@@ -213,24 +214,27 @@ class SMNER(NERModel):
         else:
             features = spans
         logits = self.classifier(features)
+        output = ModelOutput(logits=logits, attention=attention, grid=grid, grounding=grounding)
         competition_loss = None
         if attention is not None and cfg.entity_competition:
-            logits, attention, competition_loss = self._compete(
-                batch, spans, logits, attention, token_keys, offsets, gate, labels, has_image
-            )
-        output = ModelOutput(logits=logits, attention=attention, grid=grid, grounding=grounding)
+            if labels is None:
+                output = self._compete_or_defer(batch, spans, output, token_keys, offsets, gate)
+            else:
+                output.logits, output.attention, competition_loss = self._compete(
+                    batch, spans, logits, attention, token_keys, offsets, gate, labels, has_image
+                )
         if labels is not None:
-            losses["span_ce"] = self._span_loss(logits, labels, batch.span_mask)
+            losses["span_ce"] = span_loss(cfg, logits, labels, batch.span_mask)
             total = losses["span_ce"]
             if cfg.use_image and cfg.text_side_loss:
                 text_logits = self._text_side_logits(spans)
-                losses["text_side"] = self._span_loss(text_logits, labels, batch.span_mask)
+                losses["text_side"] = span_loss(cfg, text_logits, labels, batch.span_mask)
                 total = total + cfg.text_side_loss * losses["text_side"]
             if competition_loss is not None:
                 losses["competition"] = competition_loss
                 total = total + competition_loss
             if attention is not None and batch.attention_target is not None:
-                losses["attention"] = self._attention_loss(attention, batch, has_image)
+                losses["attention"] = box_attention_loss(attention, batch, has_image)
                 total = total + cfg.attention_supervision * losses["attention"]
             if attention is not None and cfg.region_types and bool(has_image.any()):
                 region_logits = self.region_classifier(region_tokens)  # [B, M * K, types]
@@ -279,6 +283,39 @@ class SMNER(NERModel):
             queries = torch.lerp(spans.detach(), spans, share)
             attention = self.cross_attention.weights(queries, *visual, *offsets)
         return attention[:, :, _FIRST_REGION:]
+
+    def compete_after(self, batch: Batch, output: ModelOutput) -> ModelOutput:
+        """``output`` of a first pass that ran elsewhere (an exported graph, which hands out
+        :class:`CompetitionInputs`) with the competitive pass run over it, as ``forward``
+        runs it."""
+        state = output.competition
+        if state is None:
+            return output
+        offsets = self._position_offsets(batch, state.tokens, output.grid)
+        visual = (state.tokens, state.ignore)
+        logits, attention, _ = self._compete(
+            batch, state.spans, output.logits, output.attention, visual, offsets, state.gate
+        )
+        return replace(output, logits=logits, attention=attention, competition=None)
+
+    def _compete_or_defer(
+        self,
+        batch: Batch,
+        spans: torch.Tensor,
+        output: ModelOutput,
+        visual: tuple[torch.Tensor, torch.Tensor],
+        offsets: tuple[torch.Tensor | None, torch.Tensor | None],
+        gate: torch.Tensor | None,
+    ) -> ModelOutput:
+        """The competitive pass at prediction; while exporting, what it reads (a decode picks
+        its members, which a graph cannot hold: the backend runs :meth:`compete_after`)."""
+        if torch.compiler.is_exporting():
+            output.competition = CompetitionInputs(spans, *visual, gate)
+            return output
+        output.logits, output.attention, _ = self._compete(
+            batch, spans, output.logits, output.attention, visual, offsets, gate
+        )
+        return output
 
     def _compete(
         self,
@@ -362,45 +399,6 @@ class SMNER(NERModel):
                 tags = tags.repeat_interleave(cells, dim=0)
                 keys[:, _FIRST_REGION:] = keys[:, _FIRST_REGION:] + tags
         return queries, keys
-
-    @staticmethod
-    def _attention_loss(
-        attention: torch.Tensor, batch: Batch, has_image: torch.Tensor
-    ) -> torch.Tensor:
-        """Cross-entropy of each boxed entity's span attention against its box's coverage of
-        the grid. Mass on the global or no-image token counts as missing the box. Posts read
-        without their picture this step (``has_image`` false) take no part."""
-        assert batch.attention_target_index is not None and batch.attention_target is not None
-        seen = has_image[batch.attention_target_index[:, 0]]
-        if not bool(seen.any()):
-            return attention.new_zeros(())
-        posts, spans = batch.attention_target_index[seen].unbind(1)
-        regions = attention[posts, spans, _FIRST_REGION:]  # [N, M * K]
-        target = batch.attention_target[seen]  # [N, K]: over the post's first image
-        if target.size(-1) < regions.size(-1):
-            target = F.pad(target, (0, regions.size(-1) - target.size(-1)))
-        log_attention = regions.clamp_min(1e-8).log()
-        return -(target * log_attention).sum(-1).mean()
-
-    def _span_loss(
-        self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Weighted cross-entropy over each post's spans, then the mean over posts.
-
-        Entity spans weigh more than the rest. Normalising per post makes the loss of a batch
-        the mean of its posts' losses, so data-parallel shards average to the same gradient.
-        """
-        ce = F.cross_entropy(
-            logits.transpose(1, 2),
-            labels,
-            reduction="none",
-            label_smoothing=self.config.label_smoothing,
-        )  # [B, S]
-        weights = torch.where(
-            labels > 0, self.config.entity_weight, self.config.non_entity_weight
-        ) * mask.to(ce.dtype)
-        per_post = (ce * weights).sum(1) / weights.sum(1).clamp_min(1e-8)
-        return per_post.mean()
 
     # --- decoding --------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ import torch
 
 from smner.errors import SmnerError
 from smner.extras import import_extra
-from smner.model.base import ModelOutput, NERModel
+from smner.model.base import CompetitionInputs, ModelOutput, NERModel
 from smner.model.grounding import GroundingOutput
 from smner.processing.batching import Batch
 from smner.saved.folder import (
@@ -45,8 +45,10 @@ from smner.version import __version__
 BACKENDS = ("pytorch", "onnx")
 MANIFEST_FILE = "onnx.json"
 GRAPH_FILE = "model.onnx"
-#: bumped when the manifest or the graph's interface changes incompatibly
-ONNX_FORMAT_VERSION = 1
+#: bumped when the manifest or the graph's interface changes incompatibly. 2: the graph may
+#: hand the competitive pass's inputs out (:data:`COMPETITION_OUTPUTS`) for the backend to run
+#: it; a graph without them is still written as 1, which older smner reads
+ONNX_FORMAT_VERSION = 2
 #: the model types that export to ONNX
 EXPORTABLE_TYPES = ("smner",)
 #: the graph's possible inputs, in order: the batch tensors the text side and the heads read
@@ -67,6 +69,11 @@ IMAGE_INPUTS = ("has_image", "image_pooled", "image_regions")
 #: its outputs: span logits always; the span-to-region attention for a model that explains;
 #: the grounding head's presence logit and box for a model that grounds
 LOGITS, ATTENTION, IN_IMAGE, BOX = "logits", "attention", "in_image_logit", "box"
+#: what a model with ``entity_competition`` hands out for its competitive pass, which runs in
+#: PyTorch after the graph (a decode picks its members): the span vectors, the visual tokens
+#: and their ignored keys, and the gated bottleneck's gate where the model has one
+SPAN_VECTORS, VISUAL_TOKENS, VISUAL_IGNORE, GATE = "span_vectors", "visual_tokens", "ignore", "gate"
+COMPETITION_OUTPUTS = (SPAN_VECTORS, VISUAL_TOKENS, VISUAL_IGNORE, GATE)
 MAX_MANIFEST_BYTES = 2**20
 ONNX_PURPOSE = "the ONNX Runtime backend (smner export, and folders it wrote)"
 
@@ -78,12 +85,23 @@ def graph_inputs(model: NERModel) -> list[str]:
 
 
 def graph_outputs(model: NERModel) -> list[str]:
-    """The outputs of ``model``'s graph: what its ``decode`` reads."""
+    """The outputs of ``model``'s graph: what its ``decode`` reads, and what its competitive
+    pass reads (:func:`competition_outputs`)."""
     return (
         [LOGITS]
         + ([ATTENTION] if model.explains else [])
         + ([IN_IMAGE, BOX] if model.grounds else [])
+        + competition_outputs(model)
     )
+
+
+def competition_outputs(model: NERModel) -> list[str]:
+    """The graph outputs the competitive pass reads (none for a model without one)."""
+    config = model.config
+    if not (model.explains and getattr(config, "entity_competition", 0)):
+        return []
+    gated = getattr(config, "use_ib", False) and getattr(config, "ib_gate", False)
+    return [SPAN_VECTORS, VISUAL_TOKENS, VISUAL_IGNORE] + ([GATE] if gated else [])
 
 
 def import_onnxruntime() -> Any:
@@ -262,9 +280,14 @@ class OnnxModel(NERModel):
             if in_image is not None and box is not None
             else None
         )
-        return ModelOutput(
+        output = ModelOutput(
             logits=logits, attention=tensor(ATTENTION), grid=grid, grounding=grounding
         )
+        spans, tokens, ignore = tensor(SPAN_VECTORS), tensor(VISUAL_TOKENS), tensor(VISUAL_IGNORE)
+        if spans is None or tokens is None or ignore is None:
+            return output
+        output.competition = CompetitionInputs(spans, tokens, ignore, tensor(GATE))
+        return self.pytorch.compete_after(batch, output)  # type: ignore[attr-defined]
 
     def feed(self, batch: Batch) -> tuple[dict[str, np.ndarray], tuple[int, int] | None]:
         """The graph's inputs from a batch, and the region grid. Image features come from the

@@ -11,8 +11,11 @@ sub-word, word and span axes dynamic. Two things of the model are stood in for w
 each an identity at inference: the choice of visual input (the graph takes the features as
 they are; the backend masks them as :meth:`NERModel.visual_features` does, before the graph)
 and the image flags given to the information bottleneck, which only its training losses read.
-A model with ``model.span_pruning`` (or ``span_pruning=N``) gives a graph that prunes as it
-does: each post's N likeliest spans by their text-side score go through the span-to-region
+A model with ``model.entity_competition`` runs its competitive pass after the graph, in
+PyTorch (a decode picks each post's entities between the two passes, which a graph cannot
+hold): the graph hands out what that pass reads (span vectors, visual tokens, the gate) and
+the backend runs it as ``forward`` does. A model with ``model.span_pruning`` (or
+``span_pruning=N``) gives a graph that prunes as it does: each post's N likeliest spans by their text-side score go through the span-to-region
 block (the batch's span mask is computed in the graph from the spans and the word mask).
 
 Before anything is written the export checks itself: on a few posts, with and without images,
@@ -27,7 +30,6 @@ how far it moves the outputs is recorded in the manifest.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import math
 import shutil
@@ -47,12 +49,21 @@ from smner.model.base import ModelOutput, NERModel
 from smner.model.quantize import QUANTIZATIONS
 from smner.model.span_pruning import set_span_pruning
 from smner.predict.onnx_backend import (
+    ATTENTION,
+    BOX,
     EXPORTABLE_TYPES,
+    GATE,
     GRAPH_FILE,
+    IN_IMAGE,
+    LOGITS,
     MANIFEST_FILE,
     ONNX_FORMAT_VERSION,
     ONNX_PURPOSE,
+    SPAN_VECTORS,
+    VISUAL_IGNORE,
+    VISUAL_TOKENS,
     OnnxModel,
+    competition_outputs,
     graph_inputs,
     graph_outputs,
     import_onnxruntime,
@@ -116,15 +127,12 @@ def export_onnx(
     if span_pruning is not None and span_pruning != getattr(model.config, "span_pruning", 0):
         set_span_pruning(model, span_pruning)  # the graph and its check against PyTorch
         payload["model"]["span_pruning"] = span_pruning
-    left_out = _leave_out_pytorch_passes(model)
     processor = Processor.from_pretrained(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = make_staging_dir(target.parent, f".{target.name}.")
     try:
         _copy_folder(source, staging, skip=target)
-        if left_out:
-            payload["model"].update(dict.fromkeys(left_out, 0.0))
-        if left_out or span_pruning is not None:  # the folder says what its graph computes
+        if span_pruning is not None:  # the folder says what its graph computes
             atomic_write_text(staging / CONFIG_FILE, _json(payload))
         graph = staging / GRAPH_FILE
         names = trace_graph(model, processor, graph, opset)
@@ -150,32 +158,12 @@ def export_onnx(
                     f"({'; '.join(quantized.problems[:3])}); nothing was written to {target}"
                 )
         manifest = _manifest(checked, graph, names, payload, quantize, verification, quantized)
-        if left_out:
-            manifest["left_out"] = left_out
         atomic_write_text(staging / MANIFEST_FILE, _json(manifest))
         replace_directory(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     return ExportResult(target, manifest, verification, quantized)
-
-
-#: settings of passes that run in PyTorch only (a decode between two passes), which the graph
-#: leaves out: the exported folder predicts as the model with them at 0
-PYTORCH_ONLY_PASSES = ("entity_competition",)
-
-
-def _leave_out_pytorch_passes(model: NERModel) -> dict[str, float]:
-    """Turn off the model's PyTorch-only passes, for tracing and for the check against
-    PyTorch; their settings as they were (empty: none was on)."""
-    left_out = {
-        name: float(getattr(model.config, name))
-        for name in PYTORCH_ONLY_PASSES
-        if getattr(model.config, name, 0)
-    }
-    if left_out:
-        model.config = dataclasses.replace(model.config, **dict.fromkeys(left_out, 0.0))
-    return left_out
 
 
 def _check_target(source: Path, target: Path) -> None:
@@ -285,10 +273,20 @@ class GraphModule(nn.Module):
 
 
 def _output_tensors(output: ModelOutput, names: Sequence[str]) -> tuple[torch.Tensor, ...]:
-    found: dict[str, torch.Tensor | None] = {"logits": output.logits, "attention": output.attention}
+    found: dict[str, torch.Tensor | None] = {LOGITS: output.logits, ATTENTION: output.attention}
     if output.grounding is not None:
-        found["in_image_logit"] = output.grounding.in_image_logit
-        found["box"] = output.grounding.box
+        found[IN_IMAGE] = output.grounding.in_image_logit
+        found[BOX] = output.grounding.box
+    if output.competition is not None:
+        state = output.competition
+        found.update(
+            {
+                SPAN_VECTORS: state.spans,
+                VISUAL_TOKENS: state.tokens,
+                VISUAL_IGNORE: state.ignore,
+                GATE: state.gate,
+            }
+        )
     missing = [n for n in names if found.get(n) is None]
     if missing:
         raise SmnerError(f"smner export: the model's forward gave no {', '.join(missing)}")
@@ -398,7 +396,8 @@ def _manifest(
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     return {
         "backend": "onnxruntime",
-        "format_version": ONNX_FORMAT_VERSION,
+        # a graph that hands out the competitive pass's inputs needs a reader that runs it
+        "format_version": ONNX_FORMAT_VERSION if competition_outputs(model.pytorch) else 1,
         "smner_version": __version__,
         "model_type": model.config.type,
         "graph": graph.name,
