@@ -135,12 +135,11 @@ def test_heatmap_attention_is_there_on_the_onnx_backend(
     assert all(m.attention is None for p in without for m in p.entities)
 
 
-def test_int8_quantises_the_layers_pytorch_int8_does(
+def test_int8_quantises_every_linear_layer_of_the_text_encoder(
     int8_dir: Path, pytorch_predictor: Predictor
 ) -> None:
     import onnx
-
-    from smner.model.quantize import int8_layers
+    from torch import nn
 
     manifest = json.loads((int8_dir / MANIFEST_FILE).read_text())
     assert manifest["quantization"] == "int8" and manifest["verification"]["passed"]
@@ -148,12 +147,18 @@ def test_int8_quantises_the_layers_pytorch_int8_does(
     assert 0.0 <= check["span_label_agreement"] <= 1.0 and check["max_logit_diff"] >= 0.0
     graph = onnx.load(str(int8_dir / GRAPH_FILE))
     quantised = [n for n in graph.graph.node if n.op_type == "MatMulInteger"]
-    # query, key, value, attention output and the feed-forward up-projection of the one
-    # layer (the pooler is not in the graph: its output is unused); the down-projection
-    # (output.dense) stays in float, as in PyTorch's int8
-    layers = [n for n in int8_layers(pytorch_predictor.model.text) if ".pooler." not in n]
-    assert len(layers) == 5 and not any(n.endswith("layer.0.output.dense") for n in layers)
+    # query, key, value, attention output and the feed-forward up- and down-projections of
+    # the one layer (the pooler is not in the graph: its output is unused); smner's own layers
+    # (span representation, span-to-region block, classifier) stay in float
+    layers = [
+        name
+        for name, module in pytorch_predictor.model.text.named_modules()
+        if isinstance(module, nn.Linear) and ".pooler." not in name
+    ]
+    assert len(layers) == 6 and any(n.endswith("layer.0.output.dense") for n in layers)
     assert len(quantised) == len(layers)
+    floats = [n for n in graph.graph.node if n.op_type in ("MatMul", "Gemm")]
+    assert any("classifier" in str(n.metadata_props) for n in floats)
     predictor = Predictor.from_pretrained(int8_dir)
     assert predictor.backend == "onnx"
     assert isinstance(predictor.model, OnnxModel) and predictor.model.quantization == "int8"

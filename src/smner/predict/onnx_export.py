@@ -15,16 +15,16 @@ A model with ``model.entity_competition`` runs its competitive pass after the gr
 PyTorch (a decode picks each post's entities between the two passes, which a graph cannot
 hold): the graph hands out what that pass reads (span vectors, visual tokens, the gate) and
 the backend runs it as ``forward`` does. A model with ``model.span_pruning`` (or
-``span_pruning=N``) gives a graph that prunes as it does: each post's N likeliest spans by their text-side score go through the span-to-region
-block (the batch's span mask is computed in the graph from the spans and the word mask).
+``span_pruning=N``) gives a graph that prunes as it does: each post's N likeliest spans by
+their text-side score go through the span-to-region block (the batch's span mask is computed
+in the graph from the spans and the word mask).
 
 Before anything is written the export checks itself: on a few posts, with and without images,
 in batches of several sizes, the graph's outputs must match PyTorch's within a tolerance and
 decode to the same entities, or it fails and leaves no output folder. With ``--quantize int8``
-the checked float graph is quantised with ONNX Runtime's dynamic quantisation, choosing the
-same layers as PyTorch's int8 (:func:`smner.model.quantize.int8_layers`: the text encoder's
-linear layers but its feed-forward down-projections; smner's own layers stay in float), and
-how far it moves the outputs is recorded in the manifest.
+the checked float graph is quantised with ONNX Runtime's dynamic quantisation (every linear
+layer of the text encoder; smner's own layers stay in float: :mod:`smner.predict.onnx_quantize`
+says why), and how far it moves the outputs is recorded in the manifest.
 """
 
 from __future__ import annotations
