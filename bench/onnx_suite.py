@@ -6,10 +6,11 @@ where the image folder has it), F1 and posts/s for each subject:
 - **encoder floor**: the smner model's own text encoder, tokenisation + forward, length-ordered
   batches of 32, no images (the floor of the floor suite);
 - **SMNER PyTorch float32** (every span, and with ``span_pruning=16``: see
-  :mod:`smner.model.span_pruning`), **SMNER ONNX float32**, **SMNER ONNX int8**, each also
-  exported with ``--span-pruning 16``: ``Predictor.predict_many`` on the folder and its four
-  ``smner export``s (prepare, forward, postprocess; images decoded and encoded in PyTorch for
-  all);
+  :mod:`smner.model.span_pruning`), **SMNER PyTorch bfloat16** (``quantize="bf16"``: the
+  forward under bfloat16 autocast; fast only on CPUs with native bfloat16), **SMNER ONNX
+  float32**, **SMNER ONNX int8**, each also exported with ``--span-pruning 16``:
+  ``Predictor.predict_many`` on the folder and its four ``smner export``s (prepare, forward,
+  postprocess; images decoded and encoded in PyTorch for all);
 - **transformers pipeline**: ``pipeline("token-classification")`` on the same text encoder, a
   head fine-tuned for 3 epochs on Twitter-2017 train with the standard ``Trainer`` recipe (the
   Hugging Face token-classification tutorial's: learning rate 2e-5, batch 16, weight decay
@@ -40,6 +41,8 @@ SUBJECTS = (
     "encoder floor",
     "SMNER PyTorch float32",
     "SMNER PyTorch float32, span pruning",
+    "SMNER PyTorch bfloat16",
+    "SMNER PyTorch bfloat16, span pruning",
     "SMNER ONNX float32",
     "SMNER ONNX float32, span pruning",
     "SMNER ONNX int8",
@@ -69,6 +72,8 @@ SPACY_TYPES = {
 GOALS = (
     ("SMNER PyTorch float32", 0.9, None),
     ("SMNER PyTorch float32, span pruning", 0.9, 0.3),
+    ("SMNER PyTorch bfloat16", 0.9, 0.3),
+    ("SMNER PyTorch bfloat16, span pruning", 0.9, 0.3),
     ("SMNER ONNX float32", 1.5, 0.3),
     ("SMNER ONNX float32, span pruning", 1.5, 0.3),
     ("SMNER ONNX int8", 2.5, 1.0),
@@ -179,6 +184,12 @@ def smner_steps(
         "SMNER PyTorch float32": Predictor.from_pretrained(model_dir, span_pruning=0),
         "SMNER PyTorch float32, span pruning": Predictor.from_pretrained(
             model_dir, span_pruning=SPAN_PRUNING
+        ),
+        "SMNER PyTorch bfloat16": Predictor.from_pretrained(
+            model_dir, span_pruning=0, quantize="bf16"
+        ),
+        "SMNER PyTorch bfloat16, span pruning": Predictor.from_pretrained(
+            model_dir, span_pruning=SPAN_PRUNING, quantize="bf16"
         ),
         "SMNER ONNX float32": Predictor.from_pretrained(exports["float32", 0]),
         "SMNER ONNX float32, span pruning": Predictor.from_pretrained(

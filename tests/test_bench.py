@@ -371,6 +371,8 @@ def test_onnx_suite_smoke(bench_model: str, tmp_path: Path) -> None:
         "encoder floor",
         "SMNER PyTorch float32",
         "SMNER PyTorch float32, span pruning",
+        "SMNER PyTorch bfloat16",
+        "SMNER PyTorch bfloat16, span pruning",
         "SMNER ONNX float32",
         "SMNER ONNX float32, span pruning",
         "SMNER ONNX int8",
@@ -379,7 +381,7 @@ def test_onnx_suite_smoke(bench_model: str, tmp_path: Path) -> None:
         "spaCy en_core_web_sm",
     ]
     assert rows["encoder floor"][0] == "–" and float(rows["encoder floor"][2]) == 1.0
-    for name in list(rows)[1:8]:
+    for name in list(rows)[1:10]:
         score, speed, ratio = rows[name]
         percent(score)
         assert number(speed) > 0 and number(ratio) > 0, name

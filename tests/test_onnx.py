@@ -254,6 +254,9 @@ def test_predict_and_evaluate_commands_run_an_exported_folder(
         main(["evaluate", "--model", str(onnx_dir), "--data", str(data), "--quantize", "int4"])
     assert main(["evaluate", "--model", str(onnx_dir), "--data", str(data), "--quantize", "int8"])
     assert "export with --quantize int8" in capsys.readouterr().err
+    with pytest.raises(SmnerError, match="float32 or int8"):
+        export_onnx(tiny_model_dir, tiny_model_dir.parent / "bf16", quantize="bf16")
+    assert not (tiny_model_dir.parent / "bf16").exists()
 
 
 def bio(example: Any) -> list[str]:

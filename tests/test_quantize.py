@@ -1,4 +1,5 @@
-"""``--quantize int8``: linear layers in int8, the same predictions, refused where it cannot run."""
+"""``--quantize int8|bf16``: linear layers in int8 or a bfloat16 forward, the same predictions,
+refused where it cannot run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from smner.errors import SmnerError
+from smner.model import quantize as quantize_module
 from smner.model.quantize import quantize_model
 from smner.predict.predictor import Predictor
 
@@ -89,3 +91,59 @@ def test_evaluate_and_predict_take_quantize(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True, timeout=300,
     )  # fmt: skip
     assert json.loads(predicted.stdout)["tokens"] == ["George", "visited", "Paris"]
+
+
+@pytest.mark.parametrize("kind", ["smner", "bio-tagger"])
+def test_bf16_runs_the_forward_in_bfloat16_and_keeps_entities(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(FIXTURE)
+    monkeypatch.setattr(quantize_module, "native_bfloat16", lambda: True)
+    posts = EXPECTED[kind]["posts"]
+    plain = Predictor.from_pretrained(FIXTURE / kind)
+    fast = Predictor.from_pretrained(FIXTURE / kind, quantize="bf16")
+    assert fast.quantized == "bf16" and plain.model.autocast_dtype is None
+    seen: list[torch.dtype] = []
+    fast.model.register_forward_hook(lambda m, args, out: seen.append(out.logits.dtype))
+    want, got = plain.predict_many(posts), fast.predict_many(posts)
+    assert seen and set(seen) == {torch.bfloat16}  # the forward ran in bfloat16
+    assert all(p.dtype == torch.float32 for p in fast.model.parameters())  # weights kept
+    assert entities(got) == entities(want)
+    scores = [(g.score, w.score) for gp, wp in zip(got, want, strict=True)
+              for g, w in zip(gp.entities, wp.entities, strict=True)]  # fmt: skip
+    assert all(abs(g - w) < 0.05 for g, w in scores)
+
+
+def test_bf16_says_when_the_cpu_emulates_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = Predictor.from_pretrained(FIXTURE / "smner").model
+    monkeypatch.setattr(quantize_module, "native_bfloat16", lambda: False)
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        quantize_model(model, "bf16", torch.device("cpu"))
+    assert model.autocast_dtype == torch.bfloat16
+
+
+def test_a_bf16_predictor_saves_its_float_weights(tmp_path: Path) -> None:
+    fast = Predictor.from_pretrained(FIXTURE / "smner", quantize="bf16")
+    fast.save_pretrained(tmp_path / "model")
+    loaded = Predictor.from_pretrained(tmp_path / "model")
+    assert loaded.model.autocast_dtype is None  # a loading choice, not the folder's
+
+
+def test_native_bfloat16_reads_the_cpu_flags(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import builtins
+
+    real_open = builtins.open
+    cpuinfo = tmp_path / "cpuinfo"
+
+    def fake_open(path: object, *args: object, **kwargs: object) -> object:
+        return real_open(cpuinfo if path == "/proc/cpuinfo" else path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    cpuinfo.write_text("processor: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert quantize_module.native_bfloat16() is True
+    cpuinfo.write_text("processor: 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert quantize_module.native_bfloat16() is False
+    cpuinfo.write_text("processor: 0\nFeatures\t: fp asimd\n")  # ARM: not known here
+    assert quantize_module.native_bfloat16() is None

@@ -45,13 +45,15 @@ def parse_aliases(pairs: list[str] | None) -> dict[str, str]:
 
 
 def add_quantize_option(parser: argparse.ArgumentParser) -> None:
-    """``--quantize int8``: int8 linear layers on the CPU (faster; see smner.model.quantize)."""
+    """``--quantize int8|bf16``: reduced precision at prediction (see smner.model.quantize)."""
     parser.add_argument(
         "--quantize",
-        choices=["int8"],
+        choices=["int8", "bf16"],
         default=None,
-        help="run the model's linear layers in int8 (dynamic quantization; CPU only): faster, "
-        "with an F1 change measured in docs/BENCHMARKS.md (default: float32)",
+        help="int8: the text encoder's linear layers in int8 (dynamic quantization; CPU "
+        "only); bf16: the forward under bfloat16 autocast (fast on CPUs with AVX-512 BF16 or "
+        "AMX, emulated and slower elsewhere). Speed and F1 change are measured in "
+        "docs/BENCHMARKS.md (default: float32)",
     )
 
 

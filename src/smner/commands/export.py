@@ -48,7 +48,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         choices=["int8"],
         default=None,
         help="quantise the text encoder's linear layers to int8 (ONNX Runtime's dynamic "
-        "quantisation, the layers PyTorch's --quantize int8 chooses; default: float32)",
+        "quantisation; smner's own layers stay in float; default: float32)",
     )
     parser.add_argument(
         "--tolerance",

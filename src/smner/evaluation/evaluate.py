@@ -103,7 +103,8 @@ def evaluate_saved_model(
     span_pruning: int | None = None,
 ) -> Evaluation:
     """Load ``model_dir``, predict every post of ``data_file`` and score it against its tags
-    (with ``quantize="int8"``, as the int8 predictor does: see :mod:`smner.model.quantize`;
+    (with ``quantize="int8"`` or ``"bf16"``, as that predictor does: see
+    :mod:`smner.model.quantize`;
     ``span_pruning=N`` overrides the folder's: see :mod:`smner.model.span_pruning`)."""
     corpus = read_corpus(data_file, label_aliases, max_file_bytes)
     model = load_model(model_dir).to(device)

@@ -102,6 +102,9 @@ class NERModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        #: the reduced precision :meth:`predict` runs the forward in (autocast), or None for
+        #: the weights' own (``quantize="bf16"`` sets bfloat16: see :mod:`smner.model.quantize`)
+        self.autocast_dtype: torch.dtype | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -220,7 +223,11 @@ class NERModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self.decode(batch, self(batch))
+            dtype = self.autocast_dtype
+            device = batch.input_ids.device.type
+            with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
+                output = self(batch)
+            return self.decode(batch, output)
         finally:
             self.train(was_training)
 

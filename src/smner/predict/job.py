@@ -86,7 +86,8 @@ class FileJob:
         output: a file (``.parquet`` is Parquet), ``-`` for standard output, or a FIFO.
         model_dir: the saved model folder.
         device: where the model runs.
-        quantize: ``int8`` for int8 linear layers on the CPU (see :mod:`smner.model.quantize`).
+        quantize: ``int8`` (int8 linear layers on the CPU) or ``bf16`` (bfloat16 autocast), see
+            :mod:`smner.model.quantize`.
         batch_size: posts per model call.
         window: posts read ahead and sorted by length (memory and first-output delay).
         workers: processes, each with the model; 1 predicts in this process.

@@ -46,7 +46,6 @@ from smner.errors import SmnerError
 from smner.extras import import_extra
 from smner.fileio import atomic_write_text, make_staging_dir, replace_directory
 from smner.model.base import ModelOutput, NERModel
-from smner.model.quantize import QUANTIZATIONS
 from smner.model.span_pruning import set_span_pruning
 from smner.predict.onnx_backend import (
     ATTENTION,
@@ -109,8 +108,8 @@ def export_onnx(
     the spans a post keeps for the span-to-region attention in the graph (None: the model's
     own ``model.span_pruning``; 0: every span)."""
     source, target = Path(model_dir), Path(output)
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise SmnerError(f"quantize {quantize!r}: expected one of {', '.join(QUANTIZATIONS)}")
+    if quantize not in (None, "int8"):
+        raise SmnerError(f"quantize {quantize!r}: an ONNX graph is float32 or int8")
     if not math.isfinite(tolerance) or tolerance <= 0:
         raise SmnerError(f"tolerance {tolerance}: expected a number above 0")
     import_onnxruntime()

@@ -65,10 +65,11 @@ class Predictor:
     ) -> None:
         """``processor`` is the model's :class:`Processor` (or its Hugging Face tokenizer, from
         which the processor of the model's config is made); ``max_tokens`` overrides its
-        token limit; ``quantize="int8"`` runs the linear layers in int8 on the CPU (faster;
-        see :mod:`smner.model.quantize`); ``span_pruning=N`` sends only each post's N spans
-        the text finds likeliest through the span-to-region attention (faster; see
-        :mod:`smner.model.span_pruning`), overriding the folder's ``model.span_pruning``."""
+        token limit; ``quantize="int8"`` runs the linear layers in int8 on the CPU, ``"bf16"``
+        the forward under bfloat16 autocast (faster; see :mod:`smner.model.quantize`);
+        ``span_pruning=N`` sends only each post's N spans the text finds likeliest through the
+        span-to-region attention (faster; see :mod:`smner.model.span_pruning`), overriding
+        the folder's ``model.span_pruning``."""
         self.device = resolve_device(device)
         if quantize is not None and isinstance(model, OnnxModel):
             raise SmnerError(
@@ -78,7 +79,8 @@ class Predictor:
         if span_pruning is not None:
             set_span_pruning(model, span_pruning)
         self.model = model.to(self.device).eval()
-        #: "int8" when the linear layers run quantized (such a predictor is not saved)
+        #: "int8" when the linear layers run quantized (such a predictor is not saved), "bf16"
+        #: when its forward runs under bfloat16 autocast
         self.quantized = quantize
         if quantize is not None:
             quantize_model(self.model, quantize, self.device)
@@ -151,7 +153,7 @@ class Predictor:
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the model and its processor as a model folder (atomically), loadable by
         :meth:`from_pretrained`."""
-        if self.quantized is not None:
+        if self.quantized == "int8":
             raise SmnerError(
                 f"{directory}: a {self.quantized} predictor is not saved (its weights are "
                 "packed for the CPU kernels); save the float model and load it with quantize"

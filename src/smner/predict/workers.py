@@ -108,7 +108,7 @@ class WorkerSpec:
         device: ``cpu``, ``cuda``, ...
         batch_size: posts per model call.
         threads: torch threads of each worker.
-        quantize: ``int8`` for int8 linear layers (see :mod:`smner.model.quantize`), or None.
+        quantize: ``int8`` or ``bf16`` (see :mod:`smner.model.quantize`), or None.
     """
 
     model_dir: str
