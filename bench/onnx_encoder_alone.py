@@ -34,6 +34,8 @@ def main() -> None:
 
     from smner.data.conll import read_conll
     from smner.predict.loop import batches
+    from smner.predict.onnx_backend import session_options
+    from smner.predict.onnx_quantize import quantize_int8
     from smner.predict.predictor import Predictor
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -66,22 +68,9 @@ def main() -> None:
             dynamic_shapes=(dims, dims),
             input_names=["input_ids", "attention_mask"],
         ).save(str(graph))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, torch.get_num_threads())
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+    options = session_options(ort)  # the backend's: threads follow torch's
     int8_graph = graph.with_name("encoder-int8.onnx")
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        quantize_dynamic(
-            str(graph),
-            str(int8_graph),
-            op_types_to_quantize=["MatMul", "Gemm"],
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-        )
+    quantize_int8(graph, int8_graph)  # as smner export --quantize int8, every layer
     sessions = {
         name: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         for name, path in (("ONNX float32", graph), ("ONNX int8", int8_graph))

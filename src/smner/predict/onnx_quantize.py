@@ -85,11 +85,18 @@ def quantize_graph(model: NERModel, source: Path, target: Path) -> list[str]:
     scale per output channel, as PyTorch's int8), written to ``target``."""
     onnx = import_extra("onnx", "onnx", ONNX_PURPOSE)
     import_onnxruntime()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     nodes = int8_nodes(model, onnx.load(str(source)))
     if not nodes:
         raise SmnerError("smner export: found no text-encoder layer to quantise in the graph")
+    quantize_int8(source, target, nodes)
+    return nodes
+
+
+def quantize_int8(source: Path, target: Path, nodes: list[str] | None = None) -> None:
+    """ONNX Runtime's dynamic int8 of ``nodes`` (every matrix product when None), one scale per
+    output channel, quietly."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     with warnings.catch_warnings(), quiet_loggers("root", "onnxruntime"):
         warnings.simplefilter("ignore")
         quantize_dynamic(
@@ -100,4 +107,3 @@ def quantize_graph(model: NERModel, source: Path, target: Path) -> list[str]:
             per_channel=True,
             weight_type=QuantType.QInt8,
         )
-    return nodes

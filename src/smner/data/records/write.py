@@ -85,9 +85,8 @@ def _kind(mode: int) -> str:
 
 
 def _regular_or_missing(path: Path, what: str) -> bool:
-    """Whether ``path`` exists as a regular file (a link is not followed); anything else
-    that is there is refused, since reading a FIFO waits forever and appending through a
-    link writes elsewhere."""
+    """Whether ``path`` exists as a regular file (links not followed); anything else there is
+    refused: reading a FIFO waits forever, appending through a link writes elsewhere."""
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
