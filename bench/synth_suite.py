@@ -185,6 +185,37 @@ def _test_image_ids(test_file: Path) -> list[str | None]:
     return [example.image_id for example in read_corpus(test_file).examples]
 
 
+def _run_record(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".json")
+
+
+def finished_run(folder: Path, cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The result of a run finished earlier with exactly this config, if one was kept.
+
+    Each run of the grid is kept beside its folder as it ends, so a grid that is stopped (or
+    run seed by seed, ``--seeds 0`` then ``--seeds 0,1,2``) trains only what it has not
+    measured yet; a changed config, corpus path or epoch count trains again.
+    """
+    record = _run_record(folder)
+    if not record.is_file():
+        return None
+    try:
+        kept = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(kept, dict) or kept.get("config") != cfg:
+        return None
+    return kept.get("result")
+
+
+def keep_run(folder: Path, cfg: dict[str, Any], result: dict[str, Any]) -> None:
+    from smner.fileio import atomic_write_text
+
+    record = _run_record(folder)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps({"config": cfg, "result": result}))
+
+
 def run(
     work: Path,
     seeds: list[int],
@@ -218,10 +249,17 @@ def run(
         for model, overrides in VARIANTS.items():
             for seed in seeds:
                 folder = work / "runs" / f"{name}-{_slug(model)}-{seed}"
-                shutil.rmtree(folder, ignore_errors=True)
                 cfg = config(corpus, work, {**(base_model or {}), **overrides}, seed, epochs)
-                # meta.jsonl only scores the attention (pointing, mass in box)
-                result = train_and_test(cfg, folder, str(test_file), str(meta_file))
+                result = finished_run(folder, cfg)
+                if result is None:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    # meta.jsonl only scores the attention (pointing, mass in box)
+                    result = train_and_test(cfg, folder, str(test_file), str(meta_file))
+                    shutil.rmtree(folder, ignore_errors=True)
+                    keep_run(folder, cfg, result)
+                else:
+                    print(f"{name} / {model} seed {seed}: measured before, reused", flush=True)
+                result = dict(result)
                 per_post = result.pop("per_post")
                 if slices is None:
                     slices = assign_slices(image_ids, meta, [c[2] for c in per_post])
@@ -237,7 +275,6 @@ def run(
                     f"{name} / {model} seed {seed}: F1 {100 * result['f1']:.1f} ({parts})",
                     flush=True,
                 )
-                shutil.rmtree(folder, ignore_errors=True)
         assert slices is not None
         bootstrap = {
             model: {
@@ -293,6 +330,15 @@ def table(results: dict[str, Any]) -> str:
         f"of {block['test_posts']}"
         for corpus, block in results["corpora"].items()
     )
+    train_minutes = (
+        sum(
+            r.get("train_seconds") or 0.0
+            for block in results["corpora"].values()
+            for runs in block["runs"].values()
+            for r in runs
+        )
+        / 60
+    )
     lines = [
         f"{results['posts']} posts a corpus (corpus seed {results.get('corpus_seed', 0)}), "
         f"{results['epochs']} epochs, {seeds} training seeds, mean ± std (%); every model "
@@ -305,7 +351,7 @@ def table(results: dict[str, Any]) -> str:
         "p: paired bootstrap of SMNER against the row, overall and on cued + mismatched (posts "
         "of every seed pooled; small p = SMNER better). Pointing: most attended cell inside "
         "the entity's box (correct entities); mass: attention inside the box / the box's share "
-        "of the image.",
+        f"of the image. Training time of the grid: {train_minutes:.0f} min in all.",
         "",
         "| corpus | model | test F1 | p | "
         + " | ".join(f"{s}" + (f" | p ({s})" if s == IB_SLICE else "") for s in names)

@@ -198,6 +198,15 @@ def test_synth_suite_smoke(bench_model: str, tmp_path: Path) -> None:
         if cell["model"] in ("without cross-attention", "text-only"):
             assert cell["pointing (1 / 2 entities)"] == "-", row
     assert "Test posts per slice" in out
+    assert re.search(r"Training time of the grid: \d+ min in all", out)
+
+    # run again on the same work folder: every run is read back, none trained again
+    again = bench(
+        "--suite", "synth", "--posts", "24", "--epochs", "1", "--model", bench_model,
+        "--work", str(tmp_path),
+    )  # fmt: skip
+    assert again.count("measured before, reused") == 8, again
+    assert tables(again, "| corpus | model |") == [rows]
 
 
 @pytest.mark.integration  # the suite trains models
@@ -439,3 +448,24 @@ def test_the_several_images_page_picks_a_post_of_two_entities_in_two_images(
     generate_corpus(tmp_path / "k1", posts=20, seed=2, image_size=64)
     with pytest.raises(SystemExit, match="no test post with two entities in two images"):
         pick_post(tmp_path / "k1")
+
+
+def test_a_synth_run_is_reused_only_under_the_same_config(tmp_path: Path) -> None:
+    """A kept run is read back for its own config; another config, or a broken record, trains
+    again (``finished_run`` answers None)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import synth_suite
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    folder = tmp_path / "runs" / "clean-SMNER-0"
+    config = {"model": {"use_ib": False}, "train": {"seed": 0, "epochs": 2}}
+    assert synth_suite.finished_run(folder, config) is None
+    synth_suite.keep_run(folder, config, {"f1": 0.5, "per_post": [[1, 1, 2]]})
+    assert synth_suite.finished_run(folder, json.loads(json.dumps(config))) == {
+        "f1": 0.5,
+        "per_post": [[1, 1, 2]],
+    }
+    assert synth_suite.finished_run(folder, {**config, "train": {"seed": 1, "epochs": 2}}) is None
+    (tmp_path / "runs" / "clean-SMNER-0.json").write_text("{not json", encoding="utf-8")
+    assert synth_suite.finished_run(folder, config) is None
