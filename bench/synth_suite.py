@@ -189,12 +189,25 @@ def _run_record(folder: Path) -> Path:
     return folder.with_name(folder.name + ".json")
 
 
-def finished_run(folder: Path, cfg: dict[str, Any]) -> dict[str, Any] | None:
-    """The result of a run finished earlier with exactly this config, if one was kept.
+#: What stands for the work folder in a kept run's key, so that kept runs copied into another
+#: work folder (another machine, a later session) are still found.
+WORK = "$WORK"
 
-    Each run of the grid is kept beside its folder as it ends, so a grid that is stopped (or
-    run seed by seed, ``--seeds 0`` then ``--seeds 0,1,2``) trains only what it has not
-    measured yet; a changed config, corpus path or epoch count trains again.
+
+def run_key(cfg: dict[str, Any], work: Path, corpus: dict[str, Any]) -> dict[str, Any]:
+    """What a kept run must match to be reused: its training config (the work folder's path
+    replaced by ``$WORK``) and the generated corpus it was trained on (posts, seed, knobs)."""
+    portable = json.loads(json.dumps(cfg).replace(json.dumps(str(work))[1:-1], WORK))
+    return {"config": portable, "corpus": json.loads(json.dumps(corpus))}
+
+
+def finished_run(folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The result of a run finished earlier under exactly this key, if one was kept.
+
+    Each run of the grid is kept beside its folder as it ends (``runs/<corpus>-<model>-<seed>
+    .json``), so a grid that is stopped, or run seed by seed (``--seeds 0`` then ``--seeds
+    0,1,2``, in the same ``--work`` or one the kept runs were copied into), trains only what it
+    has not measured yet; another config, epoch count or corpus trains again.
     """
     record = _run_record(folder)
     if not record.is_file():
@@ -203,17 +216,17 @@ def finished_run(folder: Path, cfg: dict[str, Any]) -> dict[str, Any] | None:
         kept = json.loads(record.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    if not isinstance(kept, dict) or kept.get("config") != cfg:
+    if not isinstance(kept, dict) or kept.get("key") != key:
         return None
     return kept.get("result")
 
 
-def keep_run(folder: Path, cfg: dict[str, Any], result: dict[str, Any]) -> None:
+def keep_run(folder: Path, key: dict[str, Any], result: dict[str, Any]) -> None:
     from smner.fileio import atomic_write_text
 
     record = _run_record(folder)
     record.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(record, json.dumps({"config": cfg, "result": result}))
+    atomic_write_text(record, json.dumps({"key": key, "result": result}))
 
 
 def run(
@@ -250,13 +263,14 @@ def run(
             for seed in seeds:
                 folder = work / "runs" / f"{name}-{_slug(model)}-{seed}"
                 cfg = config(corpus, work, {**(base_model or {}), **overrides}, seed, epochs)
-                result = finished_run(folder, cfg)
+                key = run_key(cfg, work, {"posts": posts, "seed": corpus_seed, **knobs[name]})
+                result = finished_run(folder, key)
                 if result is None:
                     shutil.rmtree(folder, ignore_errors=True)
                     # meta.jsonl only scores the attention (pointing, mass in box)
                     result = train_and_test(cfg, folder, str(test_file), str(meta_file))
                     shutil.rmtree(folder, ignore_errors=True)
-                    keep_run(folder, cfg, result)
+                    keep_run(folder, key, result)
                 else:
                     print(f"{name} / {model} seed {seed}: measured before, reused", flush=True)
                 result = dict(result)

@@ -451,21 +451,40 @@ def test_the_several_images_page_picks_a_post_of_two_entities_in_two_images(
 
 
 def test_a_synth_run_is_reused_only_under_the_same_config(tmp_path: Path) -> None:
-    """A kept run is read back for its own config; another config, or a broken record, trains
-    again (``finished_run`` answers None)."""
+    """A kept run is read back for its own config and corpus, from any work folder it was
+    copied into; another config, another corpus, or a broken record trains again
+    (``finished_run`` answers None)."""
     sys.path.insert(0, str(ROOT / "bench"))
     try:
         import synth_suite
     finally:
         sys.path.remove(str(ROOT / "bench"))
-    folder = tmp_path / "runs" / "clean-SMNER-0"
-    config = {"model": {"use_ib": False}, "train": {"seed": 0, "epochs": 2}}
-    assert synth_suite.finished_run(folder, config) is None
-    synth_suite.keep_run(folder, config, {"f1": 0.5, "per_post": [[1, 1, 2]]})
-    assert synth_suite.finished_run(folder, json.loads(json.dumps(config))) == {
-        "f1": 0.5,
-        "per_post": [[1, 1, 2]],
+    work = tmp_path / "work"
+    config = {
+        "data": {"train_file": str(work / "corpus-clean" / "train.txt")},
+        "train": {"seed": 0, "epochs": 2},
     }
-    assert synth_suite.finished_run(folder, {**config, "train": {"seed": 1, "epochs": 2}}) is None
-    (tmp_path / "runs" / "clean-SMNER-0.json").write_text("{not json", encoding="utf-8")
-    assert synth_suite.finished_run(folder, config) is None
+    corpus = {"posts": 1000, "seed": 0}
+    key = synth_suite.run_key(config, work, corpus)
+    assert key["config"]["data"]["train_file"] == "$WORK/corpus-clean/train.txt"
+    folder = work / "runs" / "clean-SMNER-0"
+    assert synth_suite.finished_run(folder, key) is None
+    synth_suite.keep_run(folder, key, {"f1": 0.5, "per_post": [[1, 1, 2]]})
+    expected = {"f1": 0.5, "per_post": [[1, 1, 2]]}
+    assert synth_suite.finished_run(folder, key) == expected
+
+    moved = tmp_path / "elsewhere"
+    (moved / "runs").mkdir(parents=True)
+    (moved / "runs" / "clean-SMNER-0.json").write_bytes(
+        (work / "runs" / "clean-SMNER-0.json").read_bytes()
+    )
+    moved_config = {**config, "data": {"train_file": str(moved / "corpus-clean" / "train.txt")}}
+    moved_key = synth_suite.run_key(moved_config, moved, corpus)
+    assert synth_suite.finished_run(moved / "runs" / "clean-SMNER-0", moved_key) == expected
+
+    other_seed = {**config, "train": {"seed": 1, "epochs": 2}}
+    assert synth_suite.finished_run(folder, synth_suite.run_key(other_seed, work, corpus)) is None
+    other_corpus = {"posts": 1000, "seed": 3}
+    assert synth_suite.finished_run(folder, synth_suite.run_key(config, work, other_corpus)) is None
+    (work / "runs" / "clean-SMNER-0.json").write_text("{not json", encoding="utf-8")
+    assert synth_suite.finished_run(folder, key) is None
