@@ -255,3 +255,33 @@ def test_the_centre_baseline_points_at_the_middle_of_what_the_model_saw():
         [CROP, CROP],
     )
     assert several.result().centre == {"value": 0.0, "hits": 0, "total": 2}  # not in image 0
+
+
+def test_two_entity_posts_are_sorted_by_where_each_name_looks_whatever_its_type():
+    """Own cues, swapped, one cue and elsewhere, read from the gold spans' attention even when
+    the type is wrong; a gold span without a prediction is "elsewhere"."""
+    left, right = Entity(0, 1, "PER"), Entity(2, 3, "LOC")
+    boxes = {left: [(112.5, 12.5, 200, 187.5)], right: [(200, 12.5, 287.5, 187.5)]}
+    looks_left = np.array([[0.6, 0.1], [0.2, 0.1]])
+    looks_right = np.array([[0.1, 0.6], [0.1, 0.2]])
+    as_org = Entity(2, 3, "ORG")  # the right span, wrongly typed: still read for where it looks
+    scorer = AlignmentScorer()
+    posts = [
+        [_Predicted(left, looks_left), _Predicted(as_org, looks_right)],  # own cues
+        [_Predicted(left, looks_right), _Predicted(right, looks_left)],  # swapped
+        [_Predicted(left, looks_left), _Predicted(as_org, looks_left)],  # one cue
+        [_Predicted(left, looks_left)],  # the second name not predicted: elsewhere
+    ]
+    for predicted in posts:
+        scorer.update([left, right], predicted, boxes, CROP)
+    scorer.update([left], [_Predicted(left, looks_left)], {left: boxes[left]}, CROP)  # not counted
+    result = scorer.result()
+    assert result.two_entity_peaks == {"own cues": 1, "swapped": 1, "one cue": 1, "elsewhere": 1}
+    assert result.to_dict()["two_entity_peaks"] == result.two_entity_peaks
+    assert (
+        "two-entity posts by where each name's attention peaks (any type): own cues 1, "
+        "swapped 1, one cue 1, elsewhere 1 (of 4)"
+    ) in format_alignment(result)
+    one_entity_only = AlignmentScorer()
+    one_entity_only.update([left], [_Predicted(left, looks_left)], {left: boxes[left]}, CROP)
+    assert one_entity_only.result().two_entity_peaks is None

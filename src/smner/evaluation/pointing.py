@@ -12,7 +12,10 @@ boxes of grounded-NER data), a span's attention over the region grid can be chec
 - *image chosen right*: for a post with several images, the share of entities grounded in the
   image that shows them (the one whose regions got most of the span's attention); pointing
   there counts a hit only in that image, and uniform attention's share is split over the
-  post's images.
+  post's images;
+- *where two names look*: posts of two entities sorted by where each gold span's attention
+  peaks, whatever type it was given (own cues, swapped, both on one cue, elsewhere), which
+  tells a post whose names settled on one cue from one whose names swapped cues.
 
 Only correctly predicted entities (span and type) that have a box are scored for pointing: an
 entity the model missed has no attention to check. Attention on the global visual token is left
@@ -22,6 +25,7 @@ out of the mass (the grid cells are renormalised), and reported on its own.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +137,9 @@ class AlignmentScores:
     #: the baseline of always pointing at the centre of the picture the model saw (of the
     #: first image, for posts with several), on the same entities as ``pointing``
     centre: dict[str, Any] | None = None
+    #: posts of two boxed entities (one image) by where each name's attention peaks, whatever
+    #: type was predicted: on its own cue, the two swapped, both on one cue, or otherwise
+    two_entity_peaks: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,6 +152,7 @@ class AlignmentScores:
             "scored_entities": self.scored_entities,
             "image_chosen": self.image_chosen,
             "centre": self.centre,
+            "two_entity_peaks": self.two_entity_peaks,
         }
 
 
@@ -160,6 +168,7 @@ class AlignmentScorer:
         self._global: list[float] = []
         self._image_chosen = _Rate()
         self._centre = _Rate()
+        self._peaks: Counter[str] = Counter()
 
     def update(
         self,
@@ -184,6 +193,8 @@ class AlignmentScorer:
             if item.entity not in gold_set or not own or item.attention is None:
                 continue
             self._score(item, own, crop, count, share=1.0)
+        if len(gold) == 2 and all(boxes.get(entity) for entity in gold):
+            self._peaks[_two_entity_peaks(gold, predicted, boxes, crop)] += 1
 
     def update_images(
         self,
@@ -261,7 +272,51 @@ class AlignmentScorer:
             scored_entities=self._pointing.total,
             image_chosen=self._image_chosen.to_dict() if self._image_chosen.total else None,
             centre=self._centre.to_dict() if self._centre.total else None,
+            two_entity_peaks=(
+                {kind: self._peaks[kind] for kind in PEAK_KINDS} if self._peaks else None
+            ),
         )
+
+
+#: How :func:`_two_entity_peaks` sorts a post of two entities.
+PEAK_KINDS = ("own cues", "swapped", "one cue", "elsewhere")
+
+
+def _two_entity_peaks(
+    gold: Sequence[Entity],
+    predicted: Sequence[Any],
+    boxes: Mapping[Entity, Sequence[Box]],
+    crop: Box,
+) -> str:
+    """Which of :data:`PEAK_KINDS` a two-entity post is: read from the attention of the
+    predictions on the gold spans, whatever their types, so that a post whose names looked at
+    one cue (and so got one type) is told apart from one whose names swapped cues. A gold span
+    without a prediction (or one without attention) is "elsewhere"."""
+    attention_of = {
+        (item.entity.start, item.entity.end): item.attention
+        for item in predicted
+        if item.attention is not None
+    }
+    peaks: list[int | None] = []  # the index of the gold entity whose box each one hits
+    for entity in gold:
+        attention = attention_of.get((entity.start, entity.end))
+        hit = None
+        if attention is not None:
+            grid = np.asarray(attention, dtype=np.float64)
+            hits = [
+                index
+                for index, other in enumerate(gold)
+                if any(pointing_hit(grid, box, crop) for box in boxes[other])
+            ]
+            hit = hits[0] if len(hits) == 1 else None  # none, or boxes that overlap
+        peaks.append(hit)
+    if peaks == [0, 1]:
+        return "own cues"
+    if peaks == [1, 0]:
+        return "swapped"
+    if peaks[0] is not None and peaks[0] == peaks[1]:
+        return "one cue"
+    return "elsewhere"
 
 
 def format_alignment(scores: AlignmentScores) -> str:
@@ -292,6 +347,13 @@ def format_alignment(scores: AlignmentScores) -> str:
         )
         if scores.global_attention is not None:
             lines.append(f"attention on the whole-image token: {scores.global_attention:.2f}")
+    if scores.two_entity_peaks:
+        kinds = scores.two_entity_peaks
+        lines.append(
+            "two-entity posts by where each name's attention peaks (any type): "
+            + ", ".join(f"{kind} {kinds[kind]}" for kind in PEAK_KINDS)
+            + f" (of {sum(kinds.values())})"
+        )
     return "\n".join(lines)
 
 
