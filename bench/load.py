@@ -1,6 +1,7 @@
 """Load test of `smner serve`: what micro-batching buys under concurrent clients.
 
     python bench/load.py --model runs/t17/best --clients 16 --seconds 30 --image photo.jpg
+    python bench/load.py --model runs/t17/best --model runs/t17-int8 --clients 16  # side by side
     python bench/load.py --model runs/t17/best --clients 32 --bad-clients 8 \
         --bad-image huge.png --seconds 30     # valid clients beside clients posting a bomb
 
@@ -8,7 +9,9 @@ Starts the server in a subprocess on a free local port, then runs one sequential
 then --clients concurrent ones for --seconds each, all posting the same post. For each phase it
 reports throughput (requests/s), p50/p95 latency, errors, and the server's peak RSS, then prints
 a JSON record and a Markdown table. Client and server share the machine's CPUs, so compare
-phases of one run rather than runs on different machines.
+phases of one run rather than runs on different machines. With ``--model`` given several times
+(a PyTorch folder and its ``smner export``, say), each model is served and measured in turn,
+one server at a time, and the table sets them side by side.
 """
 
 from __future__ import annotations
@@ -36,13 +39,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
+def start_server(args: argparse.Namespace, port: int, model: str) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
         "smner.commands.serve",
         "--model",
-        args.model,
+        model,
         "--port",
         str(port),
         "--max-batch",
@@ -228,22 +231,73 @@ async def run_phase(url: str, body: dict[str, Any], clients: int, seconds: float
     }
 
 
-def markdown(phases: list[dict[str, Any]]) -> str:
+def markdown(records: list[dict[str, Any]]) -> str:
+    """One row per phase of every model's record."""
     rows = [
-        "| clients | requests/s | p50 ms | p95 ms | requests | errors | server peak RSS MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | clients | requests/s | p50 ms | p95 ms | requests | errors "
+        "| server peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for p in phases:
-        rows.append(
-            f"| {p['clients']} | {p['throughput_rps']} | {p['p50_ms']} | {p['p95_ms']} | "
-            f"{p['requests']} | {p['errors']} | {p['server_peak_rss_mib']} |"
-        )
+    for record in records:
+        for p in record["phases"]:
+            rows.append(
+                f"| {record['model']} | {p['clients']} | {p['throughput_rps']} | {p['p50_ms']} "
+                f"| {p['p95_ms']} | {p['requests']} | {p['errors']} | {p['server_peak_rss_mib']} |"
+            )
     return "\n".join(rows)
+
+
+def measure(args: argparse.Namespace, model: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Serve ``model`` alone, then one sequential client and ``--clients`` concurrent ones."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(args, port, model)
+    phases = []
+    try:
+        wait_until_ready(url, server, args.startup_timeout)
+        for _ in range(args.warmup):
+            response = httpx.post(f"{url}/v1/predict", json=body, timeout=120)
+            if response.status_code != 200:
+                sys.exit(f"warm-up request failed: {response.status_code} {response.text[:500]}")
+        info = httpx.get(f"{url}/v1/model", timeout=30).json()
+        backend = " ".join(filter(None, (info.get("backend"), info.get("quantization"))))
+        for clients in (1, args.clients):
+            phase = asyncio.run(run_phase(url, body, clients, args.seconds))
+            phase["server_peak_rss_mib"] = peak_rss_mib(server.pid)  # cumulative peak
+            phases.append(phase)
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    sequential, concurrent = phases
+    speedup = (
+        round(concurrent["throughput_rps"] / sequential["throughput_rps"], 2)
+        if sequential["throughput_rps"]
+        else None
+    )
+    return {
+        "model": model,
+        "backend": backend,
+        "image": bool(args.image),
+        "max_batch": args.max_batch,
+        "batch_wait_ms": args.batch_wait_ms,
+        "phases": phases,
+        "speedup": speedup,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, metavar="DIR", help="saved model folder")
+    parser.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        metavar="DIR",
+        help="saved model folder (PyTorch or exported); repeat it to measure several in turn",
+    )
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     parser.add_argument("--image", metavar="PATH", help="image sent with every post")
@@ -266,51 +320,32 @@ def main() -> None:
     body: dict[str, Any] = {"text": args.text}
     if args.image:
         body["image"] = base64.b64encode(Path(args.image).read_bytes()).decode("ascii")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start_server(args, port)
-    phases = []
-    try:
-        wait_until_ready(url, server, args.startup_timeout)
-        for _ in range(args.warmup):
-            response = httpx.post(f"{url}/v1/predict", json=body, timeout=120)
-            if response.status_code != 200:
-                sys.exit(f"warm-up request failed: {response.status_code} {response.text[:500]}")
-        for clients in (1, args.clients):
-            phase = asyncio.run(run_phase(url, body, clients, args.seconds))
-            phase["server_peak_rss_mib"] = peak_rss_mib(server.pid)  # cumulative peak
-            phases.append(phase)
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    sequential, concurrent = phases
-    speedup = (
-        round(concurrent["throughput_rps"] / sequential["throughput_rps"], 2)
-        if sequential["throughput_rps"]
-        else None
-    )
-    record = {
-        "model": args.model,
-        "image": bool(args.image),
-        "max_batch": args.max_batch,
-        "batch_wait_ms": args.batch_wait_ms,
-        "phases": phases,
-        "speedup": speedup,
-    }
-    print(json.dumps(record, indent=2))
+    records = [measure(args, model, body) for model in args.model]
+    print(json.dumps(records[0] if len(records) == 1 else {"models": records}, indent=2))
     print()
-    print(markdown(phases))
-    print(f"\nthroughput with {args.clients} clients / 1 client: {speedup}x")
+    print(markdown(records))
+    for record in records:
+        print(
+            f"\n{record['model']} ({record['backend']}): throughput with {args.clients} clients "
+            f"/ 1 client: {record['speedup']}x"
+        )
+    if len(records) > 1:
+        base = records[0]["phases"][1]["throughput_rps"]
+        for record in records[1:]:
+            ratio = record["phases"][1]["throughput_rps"] / base if base else float("nan")
+            print(
+                f"{record['model']} against {records[0]['model']} at {args.clients} clients: "
+                f"{ratio:.2f}x the requests/s"
+            )
 
 
 def mixed_main(args: argparse.Namespace) -> None:
     """Valid clients alone, then beside ``--bad-clients`` posting ``--bad-image``."""
     if not args.bad_image or not 0 < args.bad_clients < args.clients:
         sys.exit("--bad-clients needs --bad-image and fewer bad clients than --clients")
+    if len(args.model) > 1:
+        sys.exit("--bad-clients measures one --model at a time")
+    (model,) = args.model
     body: dict[str, Any] = {"text": args.text}
     if args.image:
         body["image"] = base64.b64encode(Path(args.image).read_bytes()).decode("ascii")
@@ -320,7 +355,7 @@ def mixed_main(args: argparse.Namespace) -> None:
     }
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(args, port)
+    server = start_server(args, port, model)
     try:
         wait_until_ready(url, server, args.startup_timeout)
         expected = None
@@ -352,7 +387,7 @@ def mixed_main(args: argparse.Namespace) -> None:
     rate = alone["throughput_rps"]
     kept = round(mixed["throughput_rps"] / rate, 2) if rate else None
     record = {
-        "model": args.model,
+        "model": model,
         "bad_image_bytes": Path(args.bad_image).stat().st_size,
         "valid_alone": alone,
         "mixed": mixed,

@@ -299,6 +299,9 @@ def test_the_server_serves_an_exported_folder(
             response = client.post("/v1/predict", json=body)
             assert response.status_code == 200, response.text
             records[name] = response.json()
+            info = client.get("/v1/model").json()
+            assert info["backend"] == name  # what a load bench or a client reads
+            assert info["quantization"] == ("int8" if name == "onnx" else None)
     assert records["onnx"]["entities"]
     assert_records_close(records["onnx"], records["pytorch"])
 
@@ -629,3 +632,32 @@ def test_an_exported_folder_that_lacks_the_competition_outputs_is_refused(
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(SmnerError, match="export the folder again"):
         OnnxModel.from_pretrained(out, verify_weights=False)
+
+
+@pytest.mark.integration  # starts two servers in turn
+def test_the_load_bench_serves_pytorch_and_the_export_side_by_side(
+    onnx_dir: Path, tiny_model_dir: Path
+) -> None:
+    """``bench/load.py --model A --model B``: each folder served in turn, each row named by its
+    folder and backend, and the requests/s of the second set against the first's."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [
+            sys.executable, str(root / "bench" / "load.py"),
+            "--model", str(tiny_model_dir), "--model", str(onnx_dir),
+            "--clients", "4", "--seconds", "1", "--warmup", "1",
+        ],
+        capture_output=True, text=True, timeout=600, check=False, cwd=root,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(proc.stdout[: proc.stdout.index("\n}\n") + 2])
+    first, second = record["models"]
+    assert (first["backend"], second["backend"]) == ("pytorch", "onnx int8")
+    for model in (first, second):
+        assert [p["clients"] for p in model["phases"]] == [1, 4]
+        assert all(p["requests"] > 0 and p["errors"] == 0 for p in model["phases"])
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(f"| {onnx_dir} |")]
+    assert len(rows) == 2
+    assert f"{onnx_dir} against {tiny_model_dir} at 4 clients:" in proc.stdout

@@ -97,6 +97,8 @@ def _model_info(predictor: Predictor, settings: ServeSettings, image_cap: ImageC
         use_cross_attention=config.uses_cross_attention,
         grid=predictor.model.attention_grid,
         grounding=predictor.model.grounds,
+        backend=predictor.backend,
+        quantization=predictor.quantized or getattr(predictor.model, "quantization", None),
         version=__version__,
         limits=Limits(
             max_request_bytes=settings.max_request_bytes,

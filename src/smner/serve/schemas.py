@@ -116,6 +116,12 @@ class ModelInfo(BaseModel):
     grounding: bool = Field(
         default=False, description="whether entities come with their box in the image"
     )
+    backend: str = Field(
+        default="pytorch", description="pytorch, or onnx for a folder written by smner export"
+    )
+    quantization: str | None = Field(
+        default=None, description="int8 or bf16 when the model runs quantized, else null"
+    )
     version: str = Field(description="smner version")
     limits: Limits
 
