@@ -301,7 +301,7 @@ def test_the_server_serves_an_exported_folder(
             records[name] = response.json()
             info = client.get("/v1/model").json()
             assert info["backend"] == name  # what a load bench or a client reads
-            assert info["quantization"] == ("int8" if name == "onnx" else None)
+            assert info["quantization"] is None  # both float32 (int8: the load bench test)
     assert records["onnx"]["entities"]
     assert_records_close(records["onnx"], records["pytorch"])
 
@@ -636,7 +636,7 @@ def test_an_exported_folder_that_lacks_the_competition_outputs_is_refused(
 
 @pytest.mark.integration  # starts two servers in turn
 def test_the_load_bench_serves_pytorch_and_the_export_side_by_side(
-    onnx_dir: Path, tiny_model_dir: Path
+    int8_dir: Path, tiny_model_dir: Path
 ) -> None:
     """``bench/load.py --model A --model B``: each folder served in turn, each row named by its
     folder and backend, and the requests/s of the second set against the first's."""
@@ -646,7 +646,7 @@ def test_the_load_bench_serves_pytorch_and_the_export_side_by_side(
     proc = subprocess.run(
         [
             sys.executable, str(root / "bench" / "load.py"),
-            "--model", str(tiny_model_dir), "--model", str(onnx_dir),
+            "--model", str(tiny_model_dir), "--model", str(int8_dir),
             "--clients", "4", "--seconds", "1", "--warmup", "1",
         ],
         capture_output=True, text=True, timeout=600, check=False, cwd=root,
@@ -658,6 +658,6 @@ def test_the_load_bench_serves_pytorch_and_the_export_side_by_side(
     for model in (first, second):
         assert [p["clients"] for p in model["phases"]] == [1, 4]
         assert all(p["requests"] > 0 and p["errors"] == 0 for p in model["phases"])
-    rows = [line for line in proc.stdout.splitlines() if line.startswith(f"| {onnx_dir} |")]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(f"| {int8_dir} |")]
     assert len(rows) == 2
-    assert f"{onnx_dir} against {tiny_model_dir} at 4 clients:" in proc.stdout
+    assert f"{int8_dir} against {tiny_model_dir} at 4 clients:" in proc.stdout
