@@ -81,7 +81,7 @@ def main() -> None:
     quantize_int8(graph, int8_graph)  # as smner export --quantize int8, every layer
     graphs = {"ONNX float32": graph, "ONNX int8": int8_graph}
     if args.fused:
-        fused = fused_graph(encoder, last, backbone.config, graph.with_name("encoder-fused.onnx"))
+        fused = fused_graph(encoder, backbone, last, graph.with_name("encoder-fused.onnx"))
         graphs["ONNX float32 fused"] = fused
         graphs["ONNX int8 fused"] = fused.with_name("encoder-fused-int8.onnx")
         quantize_int8(fused, graphs["ONNX int8 fused"])
@@ -123,7 +123,7 @@ def main() -> None:
         print(f"  {name}: {seconds:.2f} s, {floor / seconds:.2f}x PyTorch float32")
 
 
-def fused_graph(encoder: Any, feed: dict[str, Any], config: Any, target: Path) -> Path:
+def fused_graph(encoder: Any, backbone: Any, feed: dict[str, Any], target: Path) -> Path:
     """The encoder exported by the TorchScript exporter (whose attention pattern ONNX
     Runtime's BERT optimizer knows) and optimised by it; prints the fused operators."""
     import torch
@@ -131,7 +131,7 @@ def fused_graph(encoder: Any, feed: dict[str, Any], config: Any, target: Path) -
 
     plain = target.with_name("encoder-torchscript.onnx")
     axes = {0: "posts", 1: "pieces"}
-    for parameter in encoder.parameters():
+    for parameter in backbone.parameters():  # the tracer takes no weights that want gradients
         parameter.requires_grad_(False)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -148,8 +148,8 @@ def fused_graph(encoder: Any, feed: dict[str, Any], config: Any, target: Path) -
     optimized = optimize_model(
         str(plain),
         model_type="bert",
-        num_heads=config.num_attention_heads,
-        hidden_size=config.hidden_size,
+        num_heads=backbone.config.num_attention_heads,
+        hidden_size=backbone.config.hidden_size,
     )
     print(f"BERT optimizer fused: {optimized.get_fused_operator_statistics()}")
     optimized.save_model_to_file(str(target))
