@@ -10,6 +10,14 @@ whose only type cue is the image, and posts with two entities (whose cues sit in
 parts of the image, which the cross-attention must tell apart). Full SMNER is compared with
 each ablation by a paired bootstrap on the same test posts (pooled over seeds), overall and on
 the slice where the bottleneck is meant to help.
+
+Each finished run is kept as ``WORK/runs/<corpus>-<model>-<seed>.json`` and reused by a later
+run of the same config on the same corpus, so the grid (about 45 min a training seed on 2
+cores) can be run a seed at a time. The runs behind docs/BENCHMARKS.md's grid are kept in
+``bench/results/synth-runs/``; to add a seed to them::
+
+    mkdir -p /tmp/grid/runs && cp bench/results/synth-runs/*.json /tmp/grid/runs/
+    python bench/run.py --suite synth --posts 1000 --epochs 16 --seeds 0,1,2 --work /tmp/grid
 """
 
 from __future__ import annotations
