@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,24 @@ def wait_until_ready(url: str, server: subprocess.Popen[bytes], timeout: float) 
                 return
         time.sleep(0.2)
     sys.exit(f"the server did not answer {url}/health within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def served(args: argparse.Namespace, model: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``model`` served on a free local port, ready: its URL and process; stopped after."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(args, port, model)
+    try:
+        wait_until_ready(url, server, args.startup_timeout)
+        yield url, server
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def peak_rss_mib(pid: int) -> float | None:
@@ -249,12 +268,8 @@ def markdown(records: list[dict[str, Any]]) -> str:
 
 def measure(args: argparse.Namespace, model: str, body: dict[str, Any]) -> dict[str, Any]:
     """Serve ``model`` alone, then one sequential client and ``--clients`` concurrent ones."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start_server(args, port, model)
     phases = []
-    try:
-        wait_until_ready(url, server, args.startup_timeout)
+    with served(args, model) as (url, server):
         for _ in range(args.warmup):
             response = httpx.post(f"{url}/v1/predict", json=body, timeout=120)
             if response.status_code != 200:
@@ -265,13 +280,6 @@ def measure(args: argparse.Namespace, model: str, body: dict[str, Any]) -> dict[
             phase = asyncio.run(run_phase(url, body, clients, args.seconds))
             phase["server_peak_rss_mib"] = peak_rss_mib(server.pid)  # cumulative peak
             phases.append(phase)
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
     sequential, concurrent = phases
     speedup = (
         round(concurrent["throughput_rps"] / sequential["throughput_rps"], 2)
@@ -353,11 +361,7 @@ def mixed_main(args: argparse.Namespace) -> None:
         "text": args.text,
         "image": base64.b64encode(Path(args.bad_image).read_bytes()).decode("ascii"),
     }
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start_server(args, port, model)
-    try:
-        wait_until_ready(url, server, args.startup_timeout)
+    with served(args, model) as (url, server):
         expected = None
         for _ in range(args.warmup):
             response = httpx.post(f"{url}/v1/predict", json=body, timeout=120)
@@ -377,13 +381,6 @@ def mixed_main(args: argparse.Namespace) -> None:
         peak = rss_mib(server.pid, "VmHWM")
         after = rss_mib(server.pid)
         settled = settle(server.pid, idle or 0.0, args.settle_seconds)
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
     rate = alone["throughput_rps"]
     kept = round(mixed["throughput_rps"] / rate, 2) if rate else None
     record = {

@@ -13,8 +13,9 @@ float32, 2.5x in int8).
 
 With ``--fused`` (onnxruntime's ``transformers`` tools), the encoder is also exported by the
 TorchScript exporter and passed through ONNX Runtime's BERT optimizer, which fuses attention,
-layer norms and GELU where it recognises them, and timed in float32 and int8: whether those
-fusions, which ``smner export`` does not apply, would raise the ceilings.
+layer norms and GELU where it recognises them, and timed in float32 (and in int8 where the
+quantizer accepts the fused graph): whether those fusions, which ``smner export`` does not
+apply, would raise the ceilings.
 """
 
 from __future__ import annotations

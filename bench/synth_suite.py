@@ -281,7 +281,6 @@ def run(
                     keep_run(folder, key, result)
                 else:
                     print(f"{name} / {model} seed {seed}: measured before, reused", flush=True)
-                result = dict(result)
                 per_post = result.pop("per_post")
                 if slices is None:
                     slices = assign_slices(image_ids, meta, [c[2] for c in per_post])

@@ -104,6 +104,14 @@ class Predictor:
         encoder and heads), else ``"pytorch"``."""
         return "onnx" if isinstance(self.model, OnnxModel) else "pytorch"
 
+    @property
+    def quantization(self) -> str | None:
+        """What the predictor runs quantized: ``"int8"``/``"bf16"`` asked of PyTorch, or an
+        exported folder's own int8; None for float32."""
+        if isinstance(self.model, OnnxModel):
+            return self.model.quantization
+        return self.quantized
+
     def image_limit(self) -> tuple[int | None, str]:
         """The most images a post may bring, and what sets it: None for a text-only model
         (it ignores images), 1 on the ONNX backend, else the model's ``max_images``."""

@@ -98,7 +98,7 @@ def _model_info(predictor: Predictor, settings: ServeSettings, image_cap: ImageC
         grid=predictor.model.attention_grid,
         grounding=predictor.model.grounds,
         backend=predictor.backend,
-        quantization=predictor.quantized or getattr(predictor.model, "quantization", None),
+        quantization=predictor.quantization,
         version=__version__,
         limits=Limits(
             max_request_bytes=settings.max_request_bytes,
