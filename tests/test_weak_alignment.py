@@ -17,11 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
+from smner.config.check import ConfigError
+from smner.config.model import SMNERConfig
 from smner.data.images import ImageStatus
 from smner.data.types import Entity
 from smner.encoders.text import load_tokenizer
 from smner.model import build_model
-from smner.model.alignment import weak_localisation_losses
+from smner.model.alignment import EvidenceFocus, weak_localisation_losses
 from smner.predict.loop import visual_inputs
 from smner.processing.processor import PreparedPost, Processor
 from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
@@ -164,3 +166,66 @@ def test_the_pseudo_target_of_an_entity_is_its_own_type_s_map() -> None:
     # a post without an image teaches nothing
     none = torch.tensor([False])
     assert float(weak_localisation_losses(region_logits, right, labels, mask, none)[1]) == 0.0
+
+
+def _cue_with_a_brighter_edge() -> torch.Tensor:
+    """A 7 x 7 map of the classifier's probability for one type ``[1, 49]``: a cue fills the
+    3 x 3 cells around (3, 3), and one of its edge cells, (2, 2), which also sees the
+    background, scores a little higher than the cells the cue fills."""
+    shows = torch.full((7, 7), 0.02)
+    shows[2:5, 2:5] = 0.95
+    shows[2, 2] = 0.99
+    return shows.reshape(1, 49)
+
+
+def test_focused_evidence_rewards_a_cue_s_middle_over_its_edge() -> None:
+    """Raw, the classifier's map rewards the edge cell most; averaged over each cell's
+    neighbourhood it rewards the cue's middle, and a sharper power spreads less reward to
+    the edges."""
+    shows = _cue_with_a_brighter_edge()
+    raw = EvidenceFocus((7, 7))(shows)
+    assert divmod(int(raw.argmax()), 7) == (2, 2)
+    focused = EvidenceFocus((7, 7), pooling=3)(shows)
+    assert divmod(int(focused.argmax()), 7) == (3, 3)
+    assert float(focused.max()) == pytest.approx(1.0)
+    sharp = EvidenceFocus((7, 7), pooling=3, sharpness=4.0)(shows)
+    assert float(sharp[0, 2 * 7 + 3]) < float(focused[0, 2 * 7 + 3]) - 0.2
+    assert float(sharp[0, 0]) < 1e-3  # far from the evidence: no reward
+
+
+def test_the_attention_loss_prefers_the_middle_only_with_focus() -> None:
+    """An entity's attention on the cue's middle and on its edge earn the same loss from the
+    raw map (the edge even a little less); with the focus the middle earns clearly less."""
+    shows = _cue_with_a_brighter_edge()
+    region_logits = torch.logit(shows).reshape(1, 49, 1)
+    labels = torch.tensor([[1]])
+    mask, has_image = torch.ones(1, 1, dtype=torch.bool), torch.tensor([True])
+    middle, edge = torch.zeros(1, 1, 49), torch.zeros(1, 1, 49)
+    middle[0, 0, 3 * 7 + 3] = 1.0
+    edge[0, 0, 2 * 7 + 2] = 1.0
+
+    def loss(attention: torch.Tensor, focus: EvidenceFocus | None) -> float:
+        return float(
+            weak_localisation_losses(
+                region_logits, attention, labels, mask, has_image, focus=focus
+            )[1]
+        )
+
+    assert loss(middle, None) == pytest.approx(loss(edge, None), abs=0.05)
+    focus = EvidenceFocus((7, 7), pooling=3, sharpness=4.0)
+    assert loss(middle, focus) < loss(edge, focus) - 1.0
+
+
+def test_focused_evidence_pools_each_image_apart() -> None:
+    """With two images a post's regions are the two grids side by side: a cue on the first
+    image's right edge lends no evidence to the second image's left edge."""
+    shows = torch.full((1, 2, 3, 3), 0.01)
+    shows[0, 0, :, 2] = 0.99  # the first image's right column
+    reward = EvidenceFocus((3, 3), pooling=3)(shows.reshape(1, 18)).reshape(2, 3, 3)
+    assert float(reward[1].max()) < 0.05
+    assert float(reward[0, 1, 2]) == pytest.approx(1.0)
+
+
+def test_evidence_pooling_must_be_odd() -> None:
+    with pytest.raises(ConfigError, match="region_evidence_pooling must be odd"):
+        SMNERConfig(region_evidence_pooling=2)

@@ -228,6 +228,14 @@ class SMNERConfig(ModelConfig):
     #: encoder, so at 1 the words hardly learn what they tell of an entity's type
     #: (docs/BENCHMARKS.md, "The bottleneck where it should help")
     localisation_text_gradient: float = ranged(1.0, 0.0, 1.0)
+    #: the classifier's evidence for an entity's type, averaged over each cell's N x N
+    #: neighbourhood (odd; 1: off) before it rewards the attention: a cell's features see past
+    #: the cell, so a small cue's edge cells score as high as the cells it fills, and the
+    #: average peaks in its middle instead (smner.model.alignment.EvidenceFocus)
+    region_evidence_pooling: int = ranged(1, 1, 15)
+    #: that evidence relative to its best cell, raised to this power: above 1 the reward
+    #: gathers on the cells nearest the evidence's peak (1: as it is)
+    region_evidence_sharpness: float = ranged(1.0, 0.0, 100.0)
 
     #: modality dropout: the share of training posts read, each step, as posts without a
     #: picture, so that the words learn to tell types on their own and a picture that
@@ -292,6 +300,11 @@ class SMNERConfig(ModelConfig):
                 "model.region_attention needs model.region_types: the attention learns from "
                 "the region classifier's maps"
             )
+        if self.region_evidence_pooling % 2 == 0:
+            raise ConfigError(
+                f"model.region_evidence_pooling must be odd (a cell's neighbourhood centred on "
+                f"it), not {self.region_evidence_pooling}"
+            )
         if self.ib_gate and not (self.use_image and self.use_ib):
             raise ConfigError(
                 "model.ib_gate is driven by the bottleneck's critic: it needs use_image and use_ib"
@@ -324,6 +337,8 @@ ADDED_AFTER_RELEASE: dict[str, Any] = {
     "image_dropout": 0.0,
     "text_side_loss": 0.0,
     "localisation_text_gradient": 1.0,
+    "region_evidence_pooling": 1,
+    "region_evidence_sharpness": 1.0,
 }
 
 

@@ -301,6 +301,37 @@ class CrossModalAttention(nn.Module):
 _MIL_SHARPNESS = 4.0
 
 
+@dataclass(frozen=True)
+class EvidenceFocus:
+    """Where on a piece of evidence the attention is rewarded: the region classifier's map for
+    an entity's type, averaged over each cell's ``pooling`` x ``pooling`` neighbourhood and
+    raised, relative to its best cell, to the power ``sharpness``.
+
+    A cell's features see well past the cell, so the cells along a small cue's edge score as
+    high for its type as the cells it fills, and an attention rewarded on all of them alike
+    peaks on an edge as often as on the cue. Averaged over a neighbourhood, the map peaks
+    where the evidence is all around, the cue's middle; the power keeps the reward there.
+    ``grid`` (rows, columns) is each image's, and the regions of several images are pooled
+    image by image; an encoder without a grid (None) is not pooled."""
+
+    grid: tuple[int, int] | None
+    pooling: int = 1
+    sharpness: float = 1.0
+
+    def __call__(self, shows: torch.Tensor) -> torch.Tensor:
+        """The reward of each region ``[N, M * K]`` from the classifier's probabilities."""
+        evidence = shows
+        if self.pooling > 1 and self.grid is not None:
+            rows, cols = self.grid
+            maps = shows.reshape(-1, 1, rows, cols)
+            pooled = F.avg_pool2d(
+                maps, self.pooling, stride=1, padding=self.pooling // 2, count_include_pad=False
+            )
+            evidence = pooled.reshape(shows.shape)
+        relative = evidence / evidence.amax(-1, keepdim=True).clamp_min(1e-6)
+        return relative.pow(self.sharpness) if self.sharpness != 1.0 else relative
+
+
 def weak_localisation_losses(
     region_logits: torch.Tensor,
     region_attention: torch.Tensor,
@@ -308,6 +339,7 @@ def weak_localisation_losses(
     span_mask: torch.Tensor,
     has_image: torch.Tensor,
     boxed: torch.Tensor | None = None,
+    focus: EvidenceFocus | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Localisation learned from entity types alone: ``(multiple-instance loss, attention
     loss)``.
@@ -324,7 +356,8 @@ def weak_localisation_losses(
     weighs little. Two entities of different
     types in one post get different targets, which is what per-span attention alone never
     forced. ``labels [B, S]`` are span label ids (0: not an entity), ``boxed [N, 2]`` the
-    (post, span) pairs that learn from a box instead (left out here).
+    (post, span) pairs that learn from a box instead (left out here); ``focus`` moves the
+    reward toward the middle of each piece of evidence (:class:`EvidenceFocus`).
     """
     zero = region_logits.new_zeros(())
     if not bool(has_image.any()):
@@ -346,9 +379,13 @@ def weak_localisation_losses(
     # how sure the classifier is that each region shows the entity's type (detached: the
     # attention follows the classifier, never the other way round)
     shows = region_logits.detach()[posts, :, labels[posts, spans] - 1].sigmoid()  # [N, K]
-    found = (region_attention[posts, spans] * shows).sum(-1)  # attention on the type's evidence
     confidence = shows.amax(-1)  # does the image show the type at all?
-    nll = -(found.clamp_min(1e-6) / confidence.clamp_min(1e-6)).clamp_max(1.0).log()
+    attended = region_attention[posts, spans]
+    if focus is None:  # the share of the attention on the evidence, relative to its best region
+        found = (attended * shows).sum(-1)
+        nll = -(found.clamp_min(1e-6) / confidence.clamp_min(1e-6)).clamp_max(1.0).log()
+    else:  # the focused reward is relative already
+        nll = -(attended * focus(shows)).sum(-1).clamp(1e-6, 1.0).log()
     attention = (confidence * nll).sum() / confidence.sum().clamp_min(1e-6)
     return mil, attention + competition(region_attention, posts, spans, labels)
 

@@ -27,6 +27,7 @@ from smner.encoders.text import TextEncoder
 from smner.errors import SmnerError
 from smner.model.alignment import (
     CrossModalAttention,
+    EvidenceFocus,
     GridPositions,
     InformationBottleneck,
     SpanPositions,
@@ -249,6 +250,7 @@ class SMNER(NERModel):
                     batch.span_mask,
                     has_image,
                     boxed=batch.attention_target_index,
+                    focus=self._evidence_focus(grid),
                 )
                 losses["region_types"], losses["region_attention"] = weak
                 total = total + cfg.region_types * weak[0] + cfg.region_attention * weak[1]
@@ -267,6 +269,13 @@ class SMNER(NERModel):
                 total = total - cfg.ib_alpha * losses["mi"] + cfg.ib_beta * losses["kl"]
             output.loss, output.losses = total, losses
         return output
+
+    def _evidence_focus(self, grid: tuple[int, int] | None) -> EvidenceFocus | None:
+        """How the weak localisation loss rewards the attention on the classifier's maps."""
+        cfg = self.config
+        if cfg.region_evidence_pooling == 1 and cfg.region_evidence_sharpness == 1:
+            return None
+        return EvidenceFocus(grid, cfg.region_evidence_pooling, cfg.region_evidence_sharpness)
 
     def _localisation_attention(
         self,
