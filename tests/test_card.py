@@ -173,5 +173,12 @@ def test_the_card_says_how_the_alignment_modules_are_set_up(tmp_path: Path) -> N
         tmp_path, {**base, "region_types": 1.0, "localisation_text_gradient": 0.0}, None
     )
     assert "0 of whose gradient reaches the text side" in shielded
+    assert "middle of the evidence" not in shielded
+    focused = render_card(
+        tmp_path,
+        {**base, "region_types": 1.0, "region_evidence_pooling": 3, "region_evidence_sharpness": 4},
+        None,
+    )
+    assert "middle of the evidence: 3 x 3 neighbourhoods, power 4" in focused
     text_only = render_card(tmp_path, {**base, "use_image": False}, None)
     assert "bottleneck" not in text_only.lower()

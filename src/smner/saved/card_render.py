@@ -329,6 +329,13 @@ def _alignment_lines(model: dict[str, Any]) -> list[str]:
             share = model.get("localisation_text_gradient", 1.0)
             if share < 1:
                 learned += f", {share:g} of whose gradient reaches the text side"
+            pooling = model.get("region_evidence_pooling", 1)
+            sharpness = model.get("region_evidence_sharpness", 1.0)
+            if pooling > 1 or sharpness != 1:
+                learned += (
+                    f"; rewarded on the middle of the evidence: {pooling} x {pooling} "
+                    f"neighbourhoods, power {sharpness:g}"
+                )
             learned += ")"
         competition = model.get("entity_competition") or 0
         lines.append(
