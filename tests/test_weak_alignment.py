@@ -229,3 +229,24 @@ def test_focused_evidence_pools_each_image_apart() -> None:
 def test_evidence_pooling_must_be_odd() -> None:
     with pytest.raises(ConfigError, match="region_evidence_pooling must be odd"):
         SMNERConfig(region_evidence_pooling=2)
+
+
+def test_imitating_the_evidence_prefers_attention_spread_on_the_cue() -> None:
+    """As box supervision does with a box's coverage, the imitating attention loss is lowest
+    for attention spread over the cue and higher for the same spread moved a cell off it."""
+    shows = _cue_with_a_brighter_edge()
+    region_logits = torch.logit(shows).reshape(1, 49, 1)
+    labels = torch.tensor([[1]])
+    mask, has_image = torch.ones(1, 1, dtype=torch.bool), torch.tensor([True])
+    on_cue, off_cue = torch.zeros(1, 1, 7, 7), torch.zeros(1, 1, 7, 7)
+    on_cue[0, 0, 2:5, 2:5] = 1 / 9
+    off_cue[0, 0, 1:4, 1:4] = 1 / 9
+    focus = EvidenceFocus((7, 7), pooling=3, imitate=True)
+
+    def loss(attention: torch.Tensor) -> float:
+        weak = weak_localisation_losses(
+            region_logits, attention.reshape(1, 1, 49), labels, mask, has_image, focus=focus
+        )
+        return float(weak[1])
+
+    assert loss(on_cue) < loss(off_cue) - 1.0

@@ -236,6 +236,10 @@ class SMNERConfig(ModelConfig):
     #: that evidence relative to its best cell, raised to this power: above 1 the reward
     #: gathers on the cells nearest the evidence's peak (1: as it is)
     region_evidence_sharpness: float = ranged(1.0, 0.0, 100.0)
+    #: how the attention learns from that evidence: "reward" (the share it puts on the
+    #: evidence, relative to the best cell) or "imitate" (a cross-entropy to the evidence
+    #: normalised to a distribution, as box supervision imitates a box's coverage)
+    region_attention_target: Literal["reward", "imitate"] = "reward"
 
     #: modality dropout: the share of training posts read, each step, as posts without a
     #: picture, so that the words learn to tell types on their own and a picture that
@@ -339,6 +343,7 @@ ADDED_AFTER_RELEASE: dict[str, Any] = {
     "localisation_text_gradient": 1.0,
     "region_evidence_pooling": 1,
     "region_evidence_sharpness": 1.0,
+    "region_attention_target": "reward",
 }
 
 

@@ -317,6 +317,10 @@ class EvidenceFocus:
     grid: tuple[int, int] | None
     pooling: int = 1
     sharpness: float = 1.0
+    #: the attention imitates the focused evidence, normalised to a distribution (a
+    #: cross-entropy, as box supervision imitates a box's coverage), instead of being rewarded
+    #: for the share it puts on it
+    imitate: bool = False
 
     def __call__(self, shows: torch.Tensor) -> torch.Tensor:
         """The reward of each region ``[N, M * K]`` from the classifier's probabilities."""
@@ -384,6 +388,10 @@ def weak_localisation_losses(
     if focus is None:  # the share of the attention on the evidence, relative to its best region
         found = (attended * shows).sum(-1)
         nll = -(found.clamp_min(1e-6) / confidence.clamp_min(1e-6)).clamp_max(1.0).log()
+    elif focus.imitate:  # cross-entropy to the evidence as a distribution, as to a box's
+        target = focus(shows)
+        target = target / target.sum(-1, keepdim=True).clamp_min(1e-6)
+        nll = -(target * attended.clamp_min(1e-8).log()).sum(-1)
     else:  # the focused reward is relative already
         nll = -(attended * focus(shows)).sum(-1).clamp(1e-6, 1.0).log()
     attention = (confidence * nll).sum() / confidence.sum().clamp_min(1e-6)

@@ -273,9 +273,12 @@ class SMNER(NERModel):
     def _evidence_focus(self, grid: tuple[int, int] | None) -> EvidenceFocus | None:
         """How the weak localisation loss rewards the attention on the classifier's maps."""
         cfg = self.config
-        if cfg.region_evidence_pooling == 1 and cfg.region_evidence_sharpness == 1:
+        imitate = cfg.region_attention_target == "imitate"
+        if cfg.region_evidence_pooling == 1 and cfg.region_evidence_sharpness == 1 and not imitate:
             return None
-        return EvidenceFocus(grid, cfg.region_evidence_pooling, cfg.region_evidence_sharpness)
+        return EvidenceFocus(
+            grid, cfg.region_evidence_pooling, cfg.region_evidence_sharpness, imitate=imitate
+        )
 
     def _localisation_attention(
         self,
