@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from smner.model.competition import shared_out
+
+if TYPE_CHECKING:
+    from smner.config.model import SMNERConfig
 
 _MIN_SIGMA = 1e-4
 
@@ -321,6 +325,16 @@ class EvidenceFocus:
     #: cross-entropy, as box supervision imitates a box's coverage), instead of being rewarded
     #: for the share it puts on it
     imitate: bool = False
+
+    @classmethod
+    def of(cls, config: SMNERConfig, grid: tuple[int, int] | None) -> EvidenceFocus | None:
+        """The focus a model's config asks for (its ``region_evidence_*`` and
+        ``region_attention_target``); None where it leaves the classifier's map as it is."""
+        pooling, sharpness = config.region_evidence_pooling, config.region_evidence_sharpness
+        imitate = config.region_attention_target == "imitate"
+        if pooling == 1 and sharpness == 1 and not imitate:
+            return None
+        return cls(grid, pooling, sharpness, imitate)
 
     def __call__(self, shows: torch.Tensor) -> torch.Tensor:
         """The reward of each region ``[N, M * K]`` from the classifier's probabilities."""

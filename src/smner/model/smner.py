@@ -250,7 +250,7 @@ class SMNER(NERModel):
                     batch.span_mask,
                     has_image,
                     boxed=batch.attention_target_index,
-                    focus=self._evidence_focus(grid),
+                    focus=EvidenceFocus.of(cfg, grid),
                 )
                 losses["region_types"], losses["region_attention"] = weak
                 total = total + cfg.region_types * weak[0] + cfg.region_attention * weak[1]
@@ -269,16 +269,6 @@ class SMNER(NERModel):
                 total = total - cfg.ib_alpha * losses["mi"] + cfg.ib_beta * losses["kl"]
             output.loss, output.losses = total, losses
         return output
-
-    def _evidence_focus(self, grid: tuple[int, int] | None) -> EvidenceFocus | None:
-        """How the weak localisation loss rewards the attention on the classifier's maps."""
-        cfg = self.config
-        imitate = cfg.region_attention_target == "imitate"
-        if cfg.region_evidence_pooling == 1 and cfg.region_evidence_sharpness == 1 and not imitate:
-            return None
-        return EvidenceFocus(
-            grid, cfg.region_evidence_pooling, cfg.region_evidence_sharpness, imitate=imitate
-        )
 
     def _localisation_attention(
         self,

@@ -331,6 +331,8 @@ def _alignment_lines(model: dict[str, Any]) -> list[str]:
                 learned += f", {share:g} of whose gradient reaches the text side"
             pooling = model.get("region_evidence_pooling", 1)
             sharpness = model.get("region_evidence_sharpness", 1.0)
+            if model.get("region_attention_target") == "imitate":
+                learned += "; the attention imitates the classifier's map"
             if pooling > 1 or sharpness != 1:
                 learned += (
                     f"; rewarded on the middle of the evidence: {pooling} x {pooling} "
