@@ -358,7 +358,8 @@ def test_quality_rows_of_mpnet_train_as_the_mpnet_configs_do(tmp_path: Path) -> 
     assert bio["text_encoder"] == "mpnet" and bio["type"] == "bio-tagger"
 
 
-@pytest.mark.integration  # the suite trains SMNER and a token classifier
+@pytest.mark.slow  # 45 s: the suite trains SMNER and a token classifier (`pytest -m slow`)
+@pytest.mark.integration
 def test_onnx_suite_smoke(bench_model: str, tmp_path: Path) -> None:
     """One run on the same posts: the floor, SMNER on PyTorch and its two exports, the
     transformers pipeline (trained here), spaCy when it is installed; F1 and posts/s each."""

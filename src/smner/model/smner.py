@@ -31,6 +31,7 @@ from smner.model.alignment import (
     GridPositions,
     InformationBottleneck,
     SpanPositions,
+    heatmap_readout,
     weak_localisation_losses,
 )
 from smner.model.base import CompetitionInputs, ModelOutput, NERModel, PredictedEntity
@@ -413,9 +414,14 @@ class SMNER(NERModel):
         attention = image_index = None
         grid = output.grid
         if output.attention is not None:
-            attention = output.attention.float().cpu().numpy()
+            attention_t = output.attention.float()
             if grid is not None:
                 image_index = attended_image(output.attention, batch.slot_mask()).cpu().numpy()
+                regions = heatmap_readout(
+                    attention_t[..., _FIRST_REGION:], grid, self.config.heatmap_pooling
+                )
+                attention_t = torch.cat([attention_t[..., :_FIRST_REGION], regions], dim=-1)
+            attention = attention_t.cpu().numpy()
         in_image = boxes = None
         if output.grounding is not None:
             in_image = output.grounding.in_image_logit.float().sigmoid().cpu().numpy()
