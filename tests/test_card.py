@@ -180,8 +180,5 @@ def test_the_card_says_how_the_alignment_modules_are_set_up(tmp_path: Path) -> N
         None,
     )
     assert "middle of the evidence: 3 x 3 neighbourhoods, power 4" in focused
-    assert "Heatmaps:" not in focused
-    smoothed = render_card(tmp_path, {**base, "heatmap_pooling": 3}, None)
-    assert "averaged over 3 x 3 neighbourhoods of cells (`model.heatmap_pooling`)" in smoothed
     text_only = render_card(tmp_path, {**base, "use_image": False}, None)
     assert "bottleneck" not in text_only.lower()

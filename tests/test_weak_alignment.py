@@ -23,7 +23,11 @@ from smner.data.images import ImageStatus
 from smner.data.types import Entity
 from smner.encoders.text import load_tokenizer
 from smner.model import build_model
-from smner.model.alignment import EvidenceFocus, heatmap_readout, weak_localisation_losses
+from smner.model.alignment import (
+    EvidenceFocus,
+    GridPositions,
+    weak_localisation_losses,
+)
 from smner.predict.loop import visual_inputs
 from smner.processing.processor import PreparedPost, Processor
 from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
@@ -250,55 +254,18 @@ def test_evidence_pooling_must_be_odd() -> None:
         SMNERConfig(region_evidence_pooling=2)
 
 
-def test_the_heatmap_readout_peaks_in_a_cue_s_middle_and_keeps_each_image_s_share() -> None:
-    """Attention ringed around a small cue's edge (its raw peak on an edge cell) reads, averaged
-    over 3 x 3 neighbourhoods, with its peak on the cue's middle; each image keeps the share of
-    the attention it had, so the image a name attends to most does not change; 1 is the raw
-    attention."""
-    first = torch.full((7, 7), 0.001)
-    first[2:5, 2:5] = 0.03  # the cue
-    first[2, 2] = 0.05  # an edge cell that also sees the background
-    first[1, 1:4] = 0.02  # attention spilling past the edge
-    second = torch.full((7, 7), 0.002)
-    both = torch.stack([first, second]).reshape(1, 1, 98)
-    both = both / both.sum() * 0.9  # the global tokens hold the rest
-    assert divmod(int(both[0, 0, :49].argmax()), 7) == (2, 2)
-    read = heatmap_readout(both, (7, 7), 3).reshape(2, 7, 7)
-    assert divmod(int(read[0].argmax()), 7) == (3, 3)
-    assert float(read[0].sum()) == pytest.approx(float(both[0, 0, :49].sum()))
-    assert float(read[1].sum()) == pytest.approx(float(both[0, 0, 49:].sum()))
-    assert torch.equal(heatmap_readout(both, (7, 7), 1), both)
-
-
-def test_predictions_carry_the_averaged_heatmap(tmp_path: Path) -> None:
-    """A model saved with ``heatmap_pooling: 3`` gives each predicted entity the averaged
-    heatmap of the same attention a model with 1 gives raw (the types unchanged)."""
-    text, image = make_text_encoder(tmp_path / "text"), make_image_encoder(tmp_path / "image")
-    heatmaps = {}
-    for pooling in (1, 3):
-        torch.manual_seed(0)
-        config = tiny_config(text, image, use_ib=False, max_span_width=1, heatmap_pooling=pooling)
-        model = build_model(config).eval()
-        processor = Processor.for_model(model.config, load_tokenizer(text))
-        posts = make_posts(3, seed=4)
-        prepared = [PreparedPost(tokens, None, ImageStatus.OK, pic) for tokens, _, pic, _ in posts]
-        with torch.no_grad():
-            images = visual_inputs(model, processor, prepared, "cpu")
-            batch = processor([tokens for tokens, *_ in posts], None, images)
-            predicted = model.decode(batch, model(batch))
-        heatmaps[pooling] = [(item.entity, item.attention) for post in predicted for item in post]
-    assert heatmaps[1] and [e for e, _ in heatmaps[1]] == [e for e, _ in heatmaps[3]]
-    for (_, raw), (_, read) in zip(heatmaps[1], heatmaps[3], strict=True):
-        grid = raw.shape
-        flat = torch.from_numpy(raw).reshape(1, -1)
-        expected = heatmap_readout(flat, grid, 3).reshape(grid).numpy()
-        assert not np.allclose(raw, read)
-        np.testing.assert_allclose(read, expected, rtol=1e-5, atol=1e-7)
-
-
-def test_heatmap_pooling_must_be_odd() -> None:
-    with pytest.raises(ConfigError, match="heatmap_pooling must be odd"):
-        SMNERConfig(heatmap_pooling=4)
+def test_region_positions_in_bands_share_one_embedding_a_band() -> None:
+    """With 2 bands a side, a 7 x 7 grid's cells whose centres lie in one half share their
+    position (the middle column's centre lies on the line and goes right); with none, every
+    row and column has its own."""
+    banded = GridPositions(8, bins=2)(grid=(7, 7)).reshape(7, 7, 8)
+    assert torch.equal(banded[0, 0], banded[2, 2])  # top-left band
+    assert torch.equal(banded[4, 3], banded[6, 6])  # bottom-right band
+    assert not torch.equal(banded[0, 2], banded[0, 3])
+    assert not torch.equal(banded[2, 0], banded[3, 0])
+    assert len({tuple(v.tolist()) for v in banded.reshape(49, 8)}) == 4
+    plain = GridPositions(8)(grid=(7, 7)).reshape(49, 8)
+    assert len({tuple(v.tolist()) for v in plain}) == 49
 
 
 def test_imitating_the_evidence_prefers_attention_spread_on_the_cue() -> None:

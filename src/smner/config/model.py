@@ -203,6 +203,12 @@ class SMNERConfig(ModelConfig):
     # local alignment (span -> region cross-attention)
     #: learned row and column embeddings added to the region tokens, so keys know where they are
     region_positions: bool = True
+    #: the region positions in bands: the cells of each of N bands a side (by where the cell's
+    #: centre lies) share one row and one column embedding, so that a span asks for a place
+    #: as a band ("the left half") and the content alone decides within it (0: one embedding
+    #: a row and a column). One embedding a cell ramps from border to border, and a small
+    #: cue's name then peaks past its cue, toward the border its place points at
+    region_position_bins: int = ranged(0, 0, 64)
     #: a learned embedding of the span's relative place in the post added to its query
     query_positions: bool = True
     #: initial scale (std) of those position embeddings: large enough to compete with the
@@ -240,12 +246,6 @@ class SMNERConfig(ModelConfig):
     #: evidence, relative to the best cell) or "imitate" (a cross-entropy to the evidence
     #: normalised to a distribution, as box supervision imitates a box's coverage)
     region_attention_target: Literal["reward", "imitate"] = "reward"
-    #: the heatmaps predictions carry (and ``smner evaluate --boxes`` scores): the attention
-    #: over each image's cells averaged over each cell's N x N neighbourhood (odd; 1: the raw
-    #: attention). A cell's features see past the cell, so the raw attention peaks on a small
-    #: cue's edge about as often as inside it; the averaged map peaks where the attention is
-    #: all around, the cue's middle. Training and the entity types do not change
-    heatmap_pooling: int = ranged(1, 1, 15)
 
     #: modality dropout: the share of training posts read, each step, as posts without a
     #: picture, so that the words learn to tell types on their own and a picture that
@@ -310,12 +310,11 @@ class SMNERConfig(ModelConfig):
                 "model.region_attention needs model.region_types: the attention learns from "
                 "the region classifier's maps"
             )
-        for name in ("region_evidence_pooling", "heatmap_pooling"):
-            if getattr(self, name) % 2 == 0:
-                raise ConfigError(
-                    f"model.{name} must be odd (a cell's neighbourhood centred on it), "
-                    f"not {getattr(self, name)}"
-                )
+        if self.region_evidence_pooling % 2 == 0:
+            raise ConfigError(
+                f"model.region_evidence_pooling must be odd (a cell's neighbourhood centred on "
+                f"it), not {self.region_evidence_pooling}"
+            )
         if self.ib_gate and not (self.use_image and self.use_ib):
             raise ConfigError(
                 "model.ib_gate is driven by the bottleneck's critic: it needs use_image and use_ib"
@@ -351,7 +350,7 @@ ADDED_AFTER_RELEASE: dict[str, Any] = {
     "region_evidence_pooling": 1,
     "region_evidence_sharpness": 1.0,
     "region_attention_target": "reward",
-    "heatmap_pooling": 1,
+    "region_position_bins": 0,
 }
 
 

@@ -157,10 +157,14 @@ class GridPositions(nn.Module):
 
     Region features of a frozen backbone describe *what* is in a cell, hardly *where*; added to
     the attention keys, these let a span ask for a place ("the left half") as well as a content.
+    With ``bins``, the cells of each of ``bins`` bands a side share one embedding: a place is
+    asked for as a band, and within it the content alone decides (one embedding a cell ramps
+    from one border to the other, and pulls a name's peak past its cue toward that border).
     """
 
-    def __init__(self, dim: int, max_side: int = 64, scale: float = 0.02) -> None:
+    def __init__(self, dim: int, max_side: int = 64, scale: float = 0.02, bins: int = 0) -> None:
         super().__init__()
+        self.bins = bins
         self.rows = nn.Embedding(max_side, dim)
         self.cols = nn.Embedding(max_side, dim)
         nn.init.normal_(self.rows.weight, std=scale)
@@ -172,8 +176,13 @@ class GridPositions(nn.Module):
         if max(h, w) > self.rows.num_embeddings:
             raise ValueError(f"region grid {grid} exceeds {self.rows.num_embeddings} a side")
         device = self.rows.weight.device
-        rows = self.rows(torch.arange(h, device=device))
-        cols = self.cols(torch.arange(w, device=device))
+        rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+        if self.bins:  # each cell's band: the share of the side its centre lies at
+            rows, cols = (
+                (rows * 2 + 1) * self.bins // (2 * h),
+                (cols * 2 + 1) * self.bins // (2 * w),
+            )
+        rows, cols = self.rows(rows), self.cols(cols)
         return (rows[:, None, :] + cols[None, :, :]).reshape(h * w, -1)
 
 
@@ -340,38 +349,14 @@ class EvidenceFocus:
         """The reward of each region ``[N, M * K]`` from the classifier's probabilities."""
         evidence = shows
         if self.pooling > 1 and self.grid is not None:
-            evidence = neighbourhood_mean(shows, self.grid, self.pooling)
+            rows, cols = self.grid
+            maps = shows.reshape(-1, 1, rows, cols)
+            pooled = F.avg_pool2d(
+                maps, self.pooling, stride=1, padding=self.pooling // 2, count_include_pad=False
+            )
+            evidence = pooled.reshape(shows.shape)
         relative = evidence / evidence.amax(-1, keepdim=True).clamp_min(1e-6)
         return relative.pow(self.sharpness) if self.sharpness != 1.0 else relative
-
-
-def neighbourhood_mean(maps: torch.Tensor, grid: tuple[int, int], size: int) -> torch.Tensor:
-    """``maps [..., M * K]`` over the ``grid`` (rows, columns) of each of M images, each cell
-    replaced by the mean of its ``size`` x ``size`` neighbourhood within its own image."""
-    rows, cols = grid
-    flat = maps.reshape(-1, 1, rows, cols)
-    pooled = F.avg_pool2d(flat, size, stride=1, padding=size // 2, count_include_pad=False)
-    return pooled.reshape(maps.shape)
-
-
-def heatmap_readout(
-    region_attention: torch.Tensor, grid: tuple[int, int], size: int
-) -> torch.Tensor:
-    """The heatmaps predictions carry: each image's share of a span's attention
-    ``[..., M * K]``, averaged over each cell's ``size`` x ``size`` neighbourhood and scaled
-    back to the share the image had (so the image a span attends to most stays the same).
-
-    Why: the peak of a neighbourhood's mean is where the attention is all around, a cue's
-    middle, where the raw peak falls on a small cue's edge about as often as inside it (the
-    cells along an edge see the cue too)."""
-    if size == 1:
-        return region_attention
-    rows, cols = grid
-    per_image = region_attention.reshape(*region_attention.shape[:-1], -1, rows * cols)
-    pooled = neighbourhood_mean(per_image, grid, size)
-    share = per_image.sum(-1, keepdim=True)
-    pooled = pooled * share / pooled.sum(-1, keepdim=True).clamp_min(1e-12)
-    return pooled.reshape(region_attention.shape)
 
 
 def weak_localisation_losses(

@@ -31,7 +31,6 @@ from smner.model.alignment import (
     GridPositions,
     InformationBottleneck,
     SpanPositions,
-    heatmap_readout,
     weak_localisation_losses,
 )
 from smner.model.base import CompetitionInputs, ModelOutput, NERModel, PredictedEntity
@@ -101,7 +100,9 @@ class SMNER(NERModel):
                     context_only=config.visual_context == "context",
                 )
                 if config.region_positions:
-                    self.region_positions = GridPositions(d, scale=config.position_scale)
+                    self.region_positions = GridPositions(
+                        d, scale=config.position_scale, bins=config.region_position_bins
+                    )
                 if config.query_positions:
                     self.query_positions = SpanPositions(d, scale=config.position_scale)
                 if config.grounding:
@@ -414,14 +415,9 @@ class SMNER(NERModel):
         attention = image_index = None
         grid = output.grid
         if output.attention is not None:
-            attention_t = output.attention.float()
+            attention = output.attention.float().cpu().numpy()
             if grid is not None:
                 image_index = attended_image(output.attention, batch.slot_mask()).cpu().numpy()
-                regions = heatmap_readout(
-                    attention_t[..., _FIRST_REGION:], grid, self.config.heatmap_pooling
-                )
-                attention_t = torch.cat([attention_t[..., :_FIRST_REGION], regions], dim=-1)
-            attention = attention_t.cpu().numpy()
         in_image = boxes = None
         if output.grounding is not None:
             in_image = output.grounding.in_image_logit.float().sigmoid().cpu().numpy()

@@ -348,13 +348,6 @@ def _alignment_lines(model: dict[str, Any]) -> list[str]:
                 else "."
             )
         )
-        pooling = model.get("heatmap_pooling", 1)
-        if pooling > 1:
-            lines.append(
-                f"- Heatmaps: each entity's attention averaged over {pooling} x {pooling} "
-                "neighbourhoods of cells (`model.heatmap_pooling`); its peak is where the "
-                "entity is pointed at."
-            )
     if model.get("image_dropout"):
         lines.append(
             f"- Image dropout: {model['image_dropout']} of the training posts read without "
