@@ -246,7 +246,20 @@ def test_focused_evidence_pools_each_image_apart() -> None:
     shows[0, 0, :, 2] = 0.99  # the first image's right column
     reward = EvidenceFocus((3, 3), pooling=3)(shows.reshape(1, 18)).reshape(2, 3, 3)
     assert float(reward[1].max()) < 0.05
-    assert float(reward[0, 1, 2]) == pytest.approx(1.0)
+    assert float(reward[0, 1, 2]) > 0.95 and float(reward[0, 1, 0]) < 0.7
+
+
+def test_focused_evidence_counts_outside_the_picture_as_no_evidence() -> None:
+    """A cue of 2 x 2 cells in a 7 x 7 grid's corner: the cells around the corner (inside the
+    picture) see it too. Averaged over the cells inside the picture only, the corner cell, all
+    of whose neighbourhood is cue, would be the peak; counted as no evidence, the area outside
+    pulls it down, and the peak is a cue cell with the cue on more sides (one cell in)."""
+    shows = torch.full((7, 7), 0.01)
+    shows[5:, 5:] = 0.99  # the cue
+    shows[4, 4:] = 0.6  # cells that see its edge
+    shows[4:, 4] = 0.6
+    reward = EvidenceFocus((7, 7), pooling=3)(shows.reshape(1, 49)).reshape(7, 7)
+    assert divmod(int(reward.argmax()), 7) == (5, 5)
 
 
 def test_evidence_pooling_must_be_odd() -> None:

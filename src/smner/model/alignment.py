@@ -351,9 +351,9 @@ class EvidenceFocus:
         if self.pooling > 1 and self.grid is not None:
             rows, cols = self.grid
             maps = shows.reshape(-1, 1, rows, cols)
-            pooled = F.avg_pool2d(
-                maps, self.pooling, stride=1, padding=self.pooling // 2, count_include_pad=False
-            )
+            # outside the picture counts as no evidence: averaged over the cells inside only,
+            # a cue near the border would peak on the border cell, whose neighbourhood is all cue
+            pooled = F.avg_pool2d(maps, self.pooling, stride=1, padding=self.pooling // 2)
             evidence = pooled.reshape(shows.shape)
         relative = evidence / evidence.amax(-1, keepdim=True).clamp_min(1e-6)
         return relative.pow(self.sharpness) if self.sharpness != 1.0 else relative
