@@ -616,6 +616,33 @@ def test_entity_competition_runs_after_the_graph_as_in_pytorch(
     )
 
 
+@pytest.mark.parametrize("competition", [0.0, 1.0])
+def test_evidence_heatmaps_are_the_same_on_onnx(
+    encoders: Any, tmp_path: Path, competition: float
+) -> None:
+    """Evidence heatmaps (model.heatmaps) weigh the attention by the region classifier's map:
+    inside the graph without a competitive pass, after the pass (in PyTorch) with one. Either
+    way the exported folder gives the heatmaps PyTorch gives, which are not the attention."""
+    from tests.tiny import tiny_model
+
+    settings = {"region_types": 1.0, "entity_competition": competition, "heatmaps": "evidence"}
+    model, processor = tiny_model(encoders, **settings)
+    with torch.no_grad():
+        model.classifier[-1].bias[1] += 5.0
+    model.save_pretrained(tmp_path / "model", processor=processor)
+    out = tmp_path / "onnx"
+    assert main(["export", "--model", str(tmp_path / "model"), "--output", str(out)]) == 0
+    pytorch, onnx = Predictor.from_pretrained(tmp_path / "model"), Predictor.from_pretrained(out)
+    batch = fixture_batch(pytorch.model, pytorch.processor, labels=False)
+    with torch.no_grad():
+        weighted, found = pytorch.model(batch), onnx.model(batch)
+        pytorch.model.config = replace(pytorch.model.config, heatmaps="attention")
+        plain = pytorch.model(batch)
+    shown = batch.span_mask & batch.has_image[:, None]
+    assert float((weighted.attention - plain.attention)[shown].abs().max()) > 1e-3
+    torch.testing.assert_close(found.attention[shown], weighted.attention[shown], atol=1e-4, rtol=0)
+
+
 def test_an_exported_folder_that_lacks_the_competition_outputs_is_refused(
     encoders: Any, tmp_path: Path
 ) -> None:

@@ -247,6 +247,18 @@ class SMNERConfig(ModelConfig):
     #: normalised to a distribution, as box supervision imitates a box's coverage)
     region_attention_target: Literal["reward", "imitate"] = "reward"
 
+    #: the heatmaps predictions carry (and ``smner evaluate --boxes`` scores): "attention"
+    #: (each span's attention over the regions) or "evidence" (that attention raised to
+    #: ``heatmap_attention_power``, times the region classifier's evidence for the span's
+    #: predicted type averaged over 3 x 3 neighbourhoods; needs region_types). The attention
+    #: picks which cue a name looks at; on small cues its peak often lands beside the cue,
+    #: and the evidence moves it onto the cue's middle (smner.model.alignment.evidence_heatmaps).
+    #: Entity types do not change
+    heatmaps: Literal["attention", "evidence"] = "attention"
+    #: the attention's power in "evidence" heatmaps: near 0 it only picks the cue, at 1 it
+    #: weighs as much as the evidence
+    heatmap_attention_power: float = ranged(0.1, 0.0, 10.0)
+
     #: modality dropout: the share of training posts read, each step, as posts without a
     #: picture, so that the words learn to tell types on their own and a picture that
     #: contradicts them does not simply win (0: off; prediction never drops)
@@ -310,6 +322,12 @@ class SMNERConfig(ModelConfig):
                 "model.region_attention needs model.region_types: the attention learns from "
                 "the region classifier's maps"
             )
+        if self.heatmaps == "evidence" and not (self.region_types and self.uses_cross_attention):
+            raise ConfigError(
+                "model.heatmaps: evidence reads the region classifier of model.region_types "
+                "beside the span-to-region attention: it needs region_types, use_image and "
+                "use_cross_attention"
+            )
         if self.region_evidence_pooling % 2 == 0:
             raise ConfigError(
                 f"model.region_evidence_pooling must be odd (a cell's neighbourhood centred on "
@@ -351,6 +369,8 @@ ADDED_AFTER_RELEASE: dict[str, Any] = {
     "region_evidence_sharpness": 1.0,
     "region_attention_target": "reward",
     "region_position_bins": 0,
+    "heatmaps": "attention",
+    "heatmap_attention_power": 0.1,
 }
 
 

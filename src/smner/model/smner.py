@@ -31,6 +31,7 @@ from smner.model.alignment import (
     GridPositions,
     InformationBottleneck,
     SpanPositions,
+    evidence_heatmaps,
     weak_localisation_losses,
 )
 from smner.model.base import CompetitionInputs, ModelOutput, NERModel, PredictedEntity
@@ -190,9 +191,11 @@ class SMNER(NERModel):
                     output = ModelOutput(
                         logits=logits, attention=attention, grid=grid, grounding=grounding
                     )
-                    if not cfg.entity_competition:
-                        return output
-                    return self._compete_or_defer(batch, spans, output, token_keys, offsets, gate)
+                    if cfg.entity_competition:
+                        output = self._compete_or_defer(
+                            batch, spans, output, token_keys, offsets, gate
+                        )
+                    return self._heatmaps(output, region_tokens)
                 attended, attention = self.cross_attention(spans, tokens, ignore, *offsets)
                 if gate is not None:
                     attended = gated(attended, self._no_image_context(spans, no_image), gate)
@@ -270,6 +273,8 @@ class SMNER(NERModel):
             if "mi" in losses:
                 total = total - cfg.ib_alpha * losses["mi"] + cfg.ib_beta * losses["kl"]
             output.loss, output.losses = total, losses
+        elif attention is not None:
+            output = self._heatmaps(output, region_tokens)
         return output
 
     def _localisation_attention(
@@ -300,7 +305,29 @@ class SMNER(NERModel):
         logits, attention, _ = self._compete(
             batch, state.spans, output.logits, output.attention, visual, offsets, state.gate
         )
-        return replace(output, logits=logits, attention=attention, competition=None)
+        output = replace(output, logits=logits, attention=attention, competition=None)
+        return self._heatmaps(output, state.tokens[:, _FIRST_REGION:])
+
+    def _heatmaps(self, output: ModelOutput, region_tokens: torch.Tensor) -> ModelOutput:
+        """``output`` with the heatmaps ``model.heatmaps`` asks for (at prediction, once the
+        competitive pass has run): the attention as it is, or weighted by the region
+        classifier's evidence for each span's type (:func:`evidence_heatmaps`)."""
+        cfg = self.config
+        if cfg.heatmaps != "evidence" or output.attention is None or output.grid is None:
+            return output
+        if output.competition is not None:  # the pass runs after the graph: so do these
+            return output
+        attention = output.attention
+        regions = evidence_heatmaps(
+            attention[..., _FIRST_REGION:],
+            self.region_classifier(region_tokens),
+            output.logits,
+            output.grid,
+            cfg.heatmap_attention_power,
+        )
+        return replace(
+            output, attention=torch.cat([attention[..., :_FIRST_REGION], regions], dim=-1)
+        )
 
     def _compete_or_defer(
         self,
