@@ -180,5 +180,8 @@ def test_the_card_says_how_the_alignment_modules_are_set_up(tmp_path: Path) -> N
         None,
     )
     assert "middle of the evidence: 3 x 3 neighbourhoods, power 4" in focused
+    assert "Heatmaps:" not in focused
+    weighted = render_card(tmp_path, {**base, "region_types": 1.0, "heatmaps": "evidence"}, None)
+    assert "Heatmaps: each entity's attention (to the power 0.1) times the region" in weighted
     text_only = render_card(tmp_path, {**base, "use_image": False}, None)
     assert "bottleneck" not in text_only.lower()

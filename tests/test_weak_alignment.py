@@ -25,7 +25,6 @@ from smner.encoders.text import load_tokenizer
 from smner.model import build_model
 from smner.model.alignment import (
     EvidenceFocus,
-    GridPositions,
     evidence_heatmaps,
     weak_localisation_losses,
 )
@@ -286,20 +285,6 @@ def test_focused_evidence_counts_outside_the_picture_as_no_evidence() -> None:
 def test_evidence_pooling_must_be_odd() -> None:
     with pytest.raises(ConfigError, match="region_evidence_pooling must be odd"):
         SMNERConfig(region_evidence_pooling=2)
-
-
-def test_region_positions_in_bands_share_one_embedding_a_band() -> None:
-    """With 2 bands a side, a 7 x 7 grid's cells whose centres lie in one half share their
-    position (the middle column's centre lies on the line and goes right); with none, every
-    row and column has its own."""
-    banded = GridPositions(8, bins=2)(grid=(7, 7)).reshape(7, 7, 8)
-    assert torch.equal(banded[0, 0], banded[2, 2])  # top-left band
-    assert torch.equal(banded[4, 3], banded[6, 6])  # bottom-right band
-    assert not torch.equal(banded[0, 2], banded[0, 3])
-    assert not torch.equal(banded[2, 0], banded[3, 0])
-    assert len({tuple(v.tolist()) for v in banded.reshape(49, 8)}) == 4
-    plain = GridPositions(8)(grid=(7, 7)).reshape(49, 8)
-    assert len({tuple(v.tolist()) for v in plain}) == 49
 
 
 def _two_cues() -> torch.Tensor:

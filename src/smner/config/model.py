@@ -203,12 +203,6 @@ class SMNERConfig(ModelConfig):
     # local alignment (span -> region cross-attention)
     #: learned row and column embeddings added to the region tokens, so keys know where they are
     region_positions: bool = True
-    #: the region positions in bands: the cells of each of N bands a side (by where the cell's
-    #: centre lies) share one row and one column embedding, so that a span asks for a place
-    #: as a band ("the left half") and the content alone decides within it (0: one embedding
-    #: a row and a column). One embedding a cell ramps from border to border, and a small
-    #: cue's name then peaks past its cue, toward the border its place points at
-    region_position_bins: int = ranged(0, 0, 64)
     #: a learned embedding of the span's relative place in the post added to its query
     query_positions: bool = True
     #: initial scale (std) of those position embeddings: large enough to compete with the
@@ -368,7 +362,6 @@ ADDED_AFTER_RELEASE: dict[str, Any] = {
     "region_evidence_pooling": 1,
     "region_evidence_sharpness": 1.0,
     "region_attention_target": "reward",
-    "region_position_bins": 0,
     "heatmaps": "attention",
     "heatmap_attention_power": 0.1,
 }

@@ -157,14 +157,10 @@ class GridPositions(nn.Module):
 
     Region features of a frozen backbone describe *what* is in a cell, hardly *where*; added to
     the attention keys, these let a span ask for a place ("the left half") as well as a content.
-    With ``bins``, the cells of each of ``bins`` bands a side share one embedding: a place is
-    asked for as a band, and within it the content alone decides (one embedding a cell ramps
-    from one border to the other, and pulls a name's peak past its cue toward that border).
     """
 
-    def __init__(self, dim: int, max_side: int = 64, scale: float = 0.02, bins: int = 0) -> None:
+    def __init__(self, dim: int, max_side: int = 64, scale: float = 0.02) -> None:
         super().__init__()
-        self.bins = bins
         self.rows = nn.Embedding(max_side, dim)
         self.cols = nn.Embedding(max_side, dim)
         nn.init.normal_(self.rows.weight, std=scale)
@@ -176,13 +172,8 @@ class GridPositions(nn.Module):
         if max(h, w) > self.rows.num_embeddings:
             raise ValueError(f"region grid {grid} exceeds {self.rows.num_embeddings} a side")
         device = self.rows.weight.device
-        rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
-        if self.bins:  # each cell's band: the share of the side its centre lies at
-            rows, cols = (
-                (rows * 2 + 1) * self.bins // (2 * h),
-                (cols * 2 + 1) * self.bins // (2 * w),
-            )
-        rows, cols = self.rows(rows), self.cols(cols)
+        rows = self.rows(torch.arange(h, device=device))
+        cols = self.cols(torch.arange(w, device=device))
         return (rows[:, None, :] + cols[None, :, :]).reshape(h * w, -1)
 
 

@@ -101,9 +101,7 @@ class SMNER(NERModel):
                     context_only=config.visual_context == "context",
                 )
                 if config.region_positions:
-                    self.region_positions = GridPositions(
-                        d, scale=config.position_scale, bins=config.region_position_bins
-                    )
+                    self.region_positions = GridPositions(d, scale=config.position_scale)
                 if config.query_positions:
                     self.query_positions = SpanPositions(d, scale=config.position_scale)
                 if config.grounding:

@@ -348,6 +348,14 @@ def _alignment_lines(model: dict[str, Any]) -> list[str]:
                 else "."
             )
         )
+    if model.get("heatmaps") == "evidence":
+        power = model.get("heatmap_attention_power", 0.1)
+        lines.append(
+            "- Heatmaps: each entity's attention (to the power "
+            f"{power:g}) times the region classifier's evidence for its type, averaged over "
+            "3 x 3 neighbourhoods (`model.heatmaps: evidence`): the attention picks the cue, "
+            "the evidence puts the peak on it."
+        )
     if model.get("image_dropout"):
         lines.append(
             f"- Image dropout: {model['image_dropout']} of the training posts read without "
