@@ -2,11 +2,14 @@
 
 A grid of {full SMNER, without IB, without cross-attention, text-only} x {clean corpus,
 realistic corpus}, over several seeds. Every image model learns where entities are from their
-types alone, with the weak localisation losses of ``configs/synth-boxfree.yaml``; the corpus's
-boxes only score the attention. Overall F1 hides where a module helps, so the test posts are
-cut into slices read from ``meta.jsonl``: posts whose words tell the type but whose image is
-not their own (the bottleneck should keep the wrong picture out), words and own image, posts
-whose only type cue is the image, and posts with two entities (whose cues sit in different
+types alone, with the weak localisation losses the grid in docs/BENCHMARKS.md was measured
+with (:data:`BOX_FREE`: the attention rewarded on the classifier's map, raw heatmaps; the
+shipped ``configs/synth-boxfree.yaml`` has since moved to imitation and evidence heatmaps, and
+the grid's image rows await a re-run with it); the corpus's boxes only score the attention.
+Overall F1 hides where a module helps, so the test posts are cut into slices read from
+``meta.jsonl``: posts whose words tell the type but whose image is not their own (the
+bottleneck should keep the wrong picture out), words and own image, posts whose only type cue
+is the image, and posts with two entities (whose cues sit in different
 parts of the image, which the cross-attention must tell apart). Full SMNER is compared with
 each ablation by a paired bootstrap on the same test posts (pooled over seeds), overall and on
 the slice where the bottleneck is meant to help.
@@ -38,7 +41,8 @@ ENCODER_LR = 5e-5
 HEAD_LR = 1e-3
 
 #: The weak localisation losses and entity competition, for the models whose span-to-region
-#: attention they train.
+#: attention they train: the recipe the kept runs were measured with (changing it here makes
+#: the suite train those rows again).
 BOX_FREE = {"region_types": 1.0, "region_attention": 2.0, "entity_competition": 1.0}
 NO_REGION_LOSSES = {"region_types": 0.0, "region_attention": 0.0, "entity_competition": 0.0}
 

@@ -48,9 +48,18 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-#: SMNER's box-free localisation (configs/synth-boxfree.yaml): the weak losses, and a post's
-#: entities competing for the picture
-BOX_FREE = {"region_types": 1.0, "region_attention": 2.0, "entity_competition": 1.0}
+#: SMNER's box-free localisation (configs/synth-boxfree.yaml): the weak losses (the attention
+#: imitating the classifier's averaged map), a post's entities competing for the picture, and
+#: heatmaps weighted by the classifier's evidence
+BOX_FREE = {
+    "region_types": 1.0,
+    "region_attention": 2.0,
+    "entity_competition": 1.0,
+    "region_evidence_pooling": 3,
+    "region_evidence_sharpness": 4.0,
+    "region_attention_target": "imitate",
+    "heatmaps": "evidence",
+}
 
 
 def epochs_of(settings: DemoSettings, use_image: bool) -> int:
