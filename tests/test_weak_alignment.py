@@ -25,9 +25,9 @@ from smner.encoders.text import load_tokenizer
 from smner.model import build_model
 from smner.model.alignment import (
     EvidenceFocus,
-    evidence_heatmaps,
     weak_localisation_losses,
 )
+from smner.model.heatmaps import evidence_heatmaps
 from smner.predict.loop import visual_inputs
 from smner.processing.processor import PreparedPost, Processor
 from tests.tiny import make_image_encoder, make_text_encoder, tiny_config
@@ -152,20 +152,23 @@ def test_with_entities_competing_the_attention_still_finds_each_square(tmp_path:
     assert scores["square"] >= 0.5, scores
 
 
+#: the small-cue settings: the attention imitates the classifier's map averaged over 3 x 3
+#: neighbourhoods at power 4, beside the competition
+SMALL_CUES = {
+    "region_types": 1.0,
+    "entity_competition": 1.0,
+    "region_evidence_pooling": 3,
+    "region_evidence_sharpness": 4.0,
+    "region_attention_target": "imitate",
+}
+
+
 @pytest.mark.integration
 def test_imitating_the_averaged_map_still_finds_each_square(tmp_path: Path) -> None:
     """The small-cue settings (the attention imitates the classifier's map averaged over 3 x 3
     neighbourhoods, at power 4, beside the competition): each entity in its own half, the two
     apart, and the peak on the square itself for 0.88 of entities when measured."""
-    scores = train_and_point(
-        tmp_path,
-        region_types=1.0,
-        region_attention=1.0,
-        entity_competition=1.0,
-        region_evidence_pooling=3,
-        region_evidence_sharpness=4.0,
-        region_attention_target="imitate",
-    )
+    scores = train_and_point(tmp_path, region_attention=1.0, **SMALL_CUES)
     assert scores["half"] >= 0.9, scores
     assert scores["apart"] >= 0.9, scores
     assert scores["square"] >= 0.6, scores
@@ -176,16 +179,7 @@ def test_the_shipped_box_free_recipe_puts_each_heatmap_on_its_own_square(tmp_pat
     """configs/synth-boxfree.yaml's settings, with the heatmaps weighted by the region
     classifier's evidence (model.heatmaps: evidence): each heatmap peaks on the square itself
     for 0.94 of entities when measured (the attention alone: 0.84)."""
-    scores = train_and_point(
-        tmp_path,
-        region_types=1.0,
-        region_attention=2.0,
-        entity_competition=1.0,
-        region_evidence_pooling=3,
-        region_evidence_sharpness=4.0,
-        region_attention_target="imitate",
-        heatmaps="evidence",
-    )
+    scores = train_and_point(tmp_path, region_attention=2.0, heatmaps="evidence", **SMALL_CUES)
     assert scores["half"] >= 0.9, scores
     assert scores["apart"] >= 0.9, scores
     assert scores["square"] >= 0.8, scores

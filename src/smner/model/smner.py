@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from smner.config.model import SMNERConfig
-from smner.data.spans import decode_non_overlapping
 from smner.encoders.image_base import ImageEncoder
 from smner.encoders.text import TextEncoder
 from smner.errors import SmnerError
@@ -31,12 +30,13 @@ from smner.model.alignment import (
     GridPositions,
     InformationBottleneck,
     SpanPositions,
-    evidence_heatmaps,
     weak_localisation_losses,
 )
 from smner.model.base import CompetitionInputs, ModelOutput, NERModel, PredictedEntity
 from smner.model.competition import competitive_pass
 from smner.model.grounding import GroundingHead, grounding_loss
+from smner.model.heatmaps import with_evidence_heatmaps
+from smner.model.span_decoding import decode_entities
 from smner.model.span_losses import box_attention_loss, span_loss
 from smner.model.span_pruning import pruned_alignment
 from smner.model.span_representation import SpanRepresentation
@@ -44,7 +44,6 @@ from smner.model.visual_tokens import (
     FIRST_REGION,
     GLOBAL,
     NO_IMAGE,
-    attended_image,
     chosen_image_attention,
     gated,
     masked_pool,
@@ -307,25 +306,12 @@ class SMNER(NERModel):
         return self._heatmaps(output, state.tokens[:, _FIRST_REGION:])
 
     def _heatmaps(self, output: ModelOutput, region_tokens: torch.Tensor) -> ModelOutput:
-        """``output`` with the heatmaps ``model.heatmaps`` asks for (at prediction, once the
-        competitive pass has run): the attention as it is, or weighted by the region
-        classifier's evidence for each span's type (:func:`evidence_heatmaps`)."""
-        cfg = self.config
-        if cfg.heatmaps != "evidence" or output.attention is None or output.grid is None:
+        """``output`` with the heatmaps ``model.heatmaps`` asks for (at prediction): the
+        attention as it is, or weighted by the region classifier's evidence."""
+        if self.config.heatmaps != "evidence":
             return output
-        if output.competition is not None:  # the pass runs after the graph: so do these
-            return output
-        attention = output.attention
-        regions = evidence_heatmaps(
-            attention[..., _FIRST_REGION:],
-            self.region_classifier(region_tokens),
-            output.logits,
-            output.grid,
-            cfg.heatmap_attention_power,
-        )
-        return replace(
-            output, attention=torch.cat([attention[..., :_FIRST_REGION], regions], dim=-1)
-        )
+        logits = self.region_classifier(region_tokens)
+        return with_evidence_heatmaps(output, logits, self.config.heatmap_attention_power)
 
     def _compete_or_defer(
         self,
@@ -432,41 +418,4 @@ class SMNER(NERModel):
     # --- decoding --------------------------------------------------------------------------
 
     def decode(self, batch: Batch, output: ModelOutput) -> list[list[PredictedEntity]]:
-        probs = output.logits.float().softmax(-1)
-        scores, label_ids = probs.max(-1)
-        label_ids = label_ids.masked_fill(~batch.span_mask, 0)
-        spans = batch.spans.cpu().numpy()
-        label_np, score_np = label_ids.cpu().numpy(), scores.cpu().numpy()
-        attention = image_index = None
-        grid = output.grid
-        if output.attention is not None:
-            attention = output.attention.float().cpu().numpy()
-            if grid is not None:
-                image_index = attended_image(output.attention, batch.slot_mask()).cpu().numpy()
-        in_image = boxes = None
-        if output.grounding is not None:
-            in_image = output.grounding.in_image_logit.float().sigmoid().cpu().numpy()
-            boxes = output.grounding.box.float().cpu().numpy()
-        results: list[list[PredictedEntity]] = []
-        index_of = {(int(s), int(e)): i for i, (s, e) in enumerate(spans)}
-        for b in range(batch.size):
-            kept = decode_non_overlapping(spans, label_np[b], score_np[b], self.config.id_to_label)
-            has_image = bool(batch.has_image[b])
-            post = []
-            for entity, score in kept:
-                item = PredictedEntity(entity, score)
-                if attention is not None and has_image:
-                    weights = attention[b, index_of[(entity.start, entity.end)]]
-                    item.global_attention = float(weights[_GLOBAL])
-                    if grid is not None and image_index is not None:
-                        chosen = int(image_index[b, index_of[(entity.start, entity.end)]])
-                        item.image_index = chosen
-                        item.attention = weights[_FIRST_REGION:].reshape(-1, *grid)[chosen]
-                if in_image is not None and boxes is not None and has_image:
-                    span = index_of[(entity.start, entity.end)]
-                    item.in_image = float(in_image[b, span])
-                    if item.in_image >= self.config.grounding_threshold:
-                        item.box_in_crop = tuple(float(v) for v in boxes[b, span])  # type: ignore[assignment]
-                post.append(item)
-            results.append(post)
-        return results
+        return decode_entities(batch, output, self.config)
