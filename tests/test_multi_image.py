@@ -11,7 +11,8 @@ import torch
 from smner.config.model import ModelConfig
 from smner.errors import SmnerError
 from smner.model.base import ModelOutput
-from smner.model.smner import _FIRST_REGION, attended_image
+from smner.model.visual_tokens import FIRST_REGION as _FIRST_REGION
+from smner.model.visual_tokens import attended_image
 from smner.processing.batching import ImageInput
 from smner.saved.folder import read_config
 from tests.tiny import fixture_batch, fixture_images, fixture_posts, solid_image, tiny_model

@@ -246,7 +246,7 @@ class SMNERConfig(ModelConfig):
     #: ``heatmap_attention_power``, times the region classifier's evidence for the span's
     #: predicted type averaged over 3 x 3 neighbourhoods; needs region_types). The attention
     #: picks which cue a name looks at; on small cues its peak often lands beside the cue,
-    #: and the evidence moves it onto the cue's middle (smner.model.alignment.evidence_heatmaps).
+    #: and the evidence moves it onto the cue's middle (smner.model.heatmaps.evidence_heatmaps).
     #: Entity types do not change
     heatmaps: Literal["attention", "evidence"] = "attention"
     #: the attention's power in "evidence" heatmaps: near 0 it only picks the cue, at 1 it
