@@ -2,10 +2,9 @@
 
 A grid of {full SMNER, without IB, without cross-attention, text-only} x {clean corpus,
 realistic corpus}, over several seeds. Every image model learns where entities are from their
-types alone, with the weak localisation losses the grid in docs/BENCHMARKS.md was measured
-with (:data:`BOX_FREE`: the attention rewarded on the classifier's map, raw heatmaps; the
-shipped ``configs/synth-boxfree.yaml`` has since moved to imitation and evidence heatmaps, and
-the grid's image rows await a re-run with it); the corpus's boxes only score the attention.
+types alone, with the box-free recipe ``configs/synth-boxfree.yaml`` ships (:data:`BOX_FREE`,
+read from that file: weak localisation losses, entity competition, evidence heatmaps); the
+corpus's boxes only score the attention.
 Overall F1 hides where a module helps, so the test posts are cut into slices read from
 ``meta.jsonl``: posts whose words tell the type but whose image is not their own (the
 bottleneck should keep the wrong picture out), words and own image, posts whose only type cue
@@ -40,10 +39,23 @@ BATCH_SIZE = 16
 ENCODER_LR = 5e-5
 HEAD_LR = 1e-3
 
-#: The weak localisation losses and entity competition, for the models whose span-to-region
-#: attention they train: the recipe the kept runs were measured with (changing it here makes
-#: the suite train those rows again).
-BOX_FREE = {"region_types": 1.0, "region_attention": 2.0, "entity_competition": 1.0}
+#: The shipped box-free recipe, whose model settings the image models with cross-attention take.
+SHIPPED_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "synth-boxfree.yaml"
+#: Settings of that file's model section that are not the recipe (the suite names the model).
+_NOT_RECIPE = frozenset({"type", "text_encoder", "image_encoder"})
+
+
+def shipped_box_free(path: Path = SHIPPED_RECIPE) -> dict[str, Any]:
+    """The weak localisation losses, competition and heatmaps of the shipped box-free config,
+    so that the grid measures what ships (a change there makes the suite train those rows
+    again, since a kept run's key holds its config)."""
+    import yaml
+
+    model = yaml.safe_load(path.read_text(encoding="utf-8"))["model"]
+    return {key: value for key, value in model.items() if key not in _NOT_RECIPE}
+
+
+BOX_FREE = shipped_box_free()
 NO_REGION_LOSSES = {"region_types": 0.0, "region_attention": 0.0, "entity_competition": 0.0}
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -347,7 +359,7 @@ def _pointing(run: dict[str, Any], entities: str | None) -> float | None:
 
 def table(results: dict[str, Any]) -> str:
     if "corpora" not in results:  # results written before the slice grid
-        return _box_supervised_table(results)
+        return "(re-run the suite: these results predate the slice grid)"
     seeds = len(results["seeds"])
     names = list(results["slices"])
     sizes = "; ".join(
@@ -411,37 +423,3 @@ def _alignment_cells(runs: list[dict[str, Any]]) -> tuple[str, str]:
     if all(_pointing(r, None) is None for r in runs):
         pointing = "-"
     return pointing, f"{mass:.2f} / {uniform:.2f}" if mass is not None else "-"
-
-
-def _right(run: dict[str, Any], entities: str) -> float | None:
-    alignment = run.get("alignment") or {}
-    return (alignment.get("posts_right", {}).get(entities) or {}).get("value")
-
-
-def _box_supervised_table(results: dict[str, Any]) -> str:
-    """The table of the earlier grid (box-supervised, clean and 30% mismatched images), so
-    that its results read as they were measured until the suite is run again."""
-    if "conditions" not in results:  # results written before the suite became a grid
-        return "(re-run the suite: these results predate the grid)"
-    seeds = len(results["seeds"])
-    lines = [
-        f"{results['posts']} posts (corpus seed {results.get('corpus_seed', 0)}), "
-        f"{results['epochs']} epochs, {seeds} training seeds, mean ± std (%). "
-        "p: paired bootstrap of SMNER against the row (posts of every seed pooled; small "
-        "p = SMNER better). Pointing: most attended cell inside the entity's box (correct "
-        "entities); mass: attention inside the box / the box's share of the image.",
-        "",
-        "| images | model | test F1 | p | 1-entity posts right | 2-entity posts right "
-        "| pointing (1 / 2 entities) | mass in box / uniform |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for condition, block in results["conditions"].items():
-        for name, runs in block["runs"].items():
-            p = block["bootstrap_p"].get(name)
-            pointing, mass = _alignment_cells(runs)
-            lines.append(
-                f"| {condition} | {name} | {_cell([r['f1'] for r in runs])} | "
-                f"{'' if p is None else f'{p:.3f}'} | {_cell([_right(r, '1') for r in runs])} | "
-                f"{_cell([_right(r, '2') for r in runs])} | {pointing} | {mass} |"
-            )
-    return "\n".join(lines)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -135,18 +136,24 @@ def test_an_empty_slice_has_no_f1_and_shows_a_dash() -> None:
     assert column[UNCUED] == "100.0" and column["p"] == "1.000"
 
 
-def test_results_from_before_the_slice_grid_render_as_they_were_measured() -> None:
-    run = {"f1": 0.9, "alignment": {"posts_right": {"1": {"value": 1.0}}}}
-    old = {
-        "posts": 1000,
-        "epochs": 6,
-        "seeds": [0],
-        "corpus_seed": 0,
-        "conditions": {"clean images": {"runs": {"SMNER": [run]}, "bootstrap_p": {}}},
-    }
-    text = synth_suite.table(old)
-    assert "| clean images | SMNER | 90.0" in text and "mass in box / uniform" in text
-    assert "predate" in synth_suite.table({"runs": {}})
+def test_results_from_before_the_slice_grid_ask_for_a_re_run() -> None:
+    old = {"posts": 1000, "epochs": 6, "seeds": [0], "conditions": {}}
+    assert "re-run the suite" in synth_suite.table(old)
+
+
+def test_the_grids_smner_rows_train_the_shipped_box_free_recipe() -> None:
+    """The grid measures what configs/synth-boxfree.yaml ships, so a change of recipe there
+    retrains the grid's image rows instead of leaving them measuring an old one."""
+    from smner.config.check import from_dict
+    from smner.config.experiment import ExperimentConfig, load_experiment
+
+    shipped = load_experiment(str(synth_suite.SHIPPED_RECIPE)).model
+    for name in ("SMNER", "without IB"):
+        cfg = synth_suite.config(Path("c"), Path("w"), dict(synth_suite.VARIANTS[name]), 0, 16)
+        model = from_dict(ExperimentConfig, cfg).model
+        expected = dataclasses.replace(shipped, use_ib=name == "SMNER")
+        assert model == expected, name
+    assert shipped.heatmaps == "evidence" and shipped.region_attention_target == "imitate"
 
 
 def test_models_without_cross_attention_train_no_localisation_loss() -> None:

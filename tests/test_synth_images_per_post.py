@@ -17,7 +17,7 @@ from smner.data.boxes import normalise_name, read_voc
 from smner.data.conll import read_conll
 from smner.errors import SmnerError
 from smner.synth.corpus import SPLITS, build_posts, generate_corpus
-from smner.synth.drawing import DISTRACTORS
+from smner.synth.distractor_painters import DISTRACTORS
 from smner.synth.knobs import REALISTIC
 from smner.synth.layout import region_box
 

@@ -22,7 +22,7 @@ from smner.synth.corpus import (
     generate_corpus,
     split_sizes,
 )
-from smner.synth.drawing import DISTRACTORS
+from smner.synth.distractor_painters import DISTRACTORS
 from smner.synth.knobs import REALISTIC, parse_cue_size
 from smner.synth.layout import REGION_PAIRS, REGIONS, region_box
 from smner.synth.text import MAX_TOKENS, MIN_TOKENS, POSITION_WORDS, TEXT_CUES, pattern_words

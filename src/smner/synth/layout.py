@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from smner.synth.drawing import DISTRACTORS, Box
+from smner.synth.distractor_painters import DISTRACTORS
+from smner.synth.drawing import Box
 
 #: Longer side of the cue box of a one-cue image, as a share of the image side.
 _SINGLE_SIDE = (0.45, 0.9)
