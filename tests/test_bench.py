@@ -489,3 +489,28 @@ def test_a_synth_run_is_reused_only_under_the_same_config(tmp_path: Path) -> Non
     assert synth_suite.finished_run(folder, synth_suite.run_key(config, work, other_corpus)) is None
     (work / "runs" / "clean-SMNER-0.json").write_text("{not json", encoding="utf-8")
     assert synth_suite.finished_run(folder, key) is None
+
+
+def test_results_name_the_commit_and_say_when_the_tree_had_changes(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from common import commit
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("one\n")
+    git("add", "a.txt")
+    git("commit", "-qm", "one")
+    head = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "untracked.txt").write_text("not part of the measured code\n")
+    assert commit(tmp_path) == head
+    (tmp_path / "a.txt").write_text("two\n")
+    assert commit(tmp_path) == f"{head}+changes"
+    assert commit(tmp_path / "missing") == "unknown"
