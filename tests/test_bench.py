@@ -116,6 +116,7 @@ def test_floor_suite_smoke(bench_model: str, tmp_path: Path) -> None:
     assert [float(r[3]) for r in rows if r[1] == "encoder floor"] == [1.0, 1.0]
 
 
+@pytest.mark.slow  # 20 s; the speed suite itself runs it
 @pytest.mark.integration  # the suite trains models
 def test_speed_suite_smoke(bench_model: str, tmp_path: Path) -> None:
     data, images = timing_inputs(tmp_path)
@@ -328,6 +329,7 @@ def test_load_with_clients_posting_a_39_megapixel_png(tiny_model_dir: Path, tmp_
     assert record["settle"]["within_20pct_after_s"] is not None
 
 
+@pytest.mark.slow  # 10 s; the scale suite itself runs it
 @pytest.mark.integration  # a benchmark suite in a subprocess
 def test_scale_suite_smoke(tiny_model_dir: Path, tmp_path: Path) -> None:
     model = tiny_model_dir

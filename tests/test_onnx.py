@@ -306,6 +306,7 @@ def test_the_server_serves_an_exported_folder(
     assert_records_close(records["onnx"], records["pytorch"])
 
 
+@pytest.mark.slow  # workers and an export are each tested in make test; together here
 @pytest.mark.integration  # starts worker processes
 def test_workers_run_an_exported_folder(
     onnx_dir: Path, tiny_model_dir: Path, tmp_path: Path
@@ -326,6 +327,7 @@ def test_workers_run_an_exported_folder(
     assert_records_close(outputs[1], outputs[0])
 
 
+@pytest.mark.slow  # Ray and an export are each tested in make test; together here
 @pytest.mark.integration  # a local Ray cluster
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 def test_ray_runs_an_exported_folder(onnx_dir: Path, onnx_predictor: Predictor) -> None:
@@ -661,6 +663,7 @@ def test_an_exported_folder_that_lacks_the_competition_outputs_is_refused(
         OnnxModel.from_pretrained(out, verify_weights=False)
 
 
+@pytest.mark.slow  # 14 s; the serving benchmark itself runs it
 @pytest.mark.integration  # starts two servers in turn
 def test_the_load_bench_serves_pytorch_and_the_export_side_by_side(
     int8_dir: Path, tiny_model_dir: Path
