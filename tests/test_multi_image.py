@@ -11,8 +11,7 @@ import torch
 from smner.config.model import ModelConfig
 from smner.errors import SmnerError
 from smner.model.base import ModelOutput
-from smner.model.visual_tokens import FIRST_REGION as _FIRST_REGION
-from smner.model.visual_tokens import attended_image
+from smner.model.visual_tokens import FIRST_REGION, attended_image
 from smner.processing.batching import ImageInput
 from smner.saved.folder import read_config
 from tests.tiny import fixture_batch, fixture_images, fixture_posts, solid_image, tiny_model
@@ -31,7 +30,7 @@ def _slotted_batch(model, processor, slots):
 
 
 def _region_slices(attention: torch.Tensor, cells: int, slot: int) -> torch.Tensor:
-    start = _FIRST_REGION + slot * cells
+    start = FIRST_REGION + slot * cells
     return attention[..., start : start + cells]
 
 
@@ -85,9 +84,9 @@ def test_one_image_posts_predict_as_on_a_one_image_model(encoders) -> None:
         assert padded.image_mask is not None and padded.image_mask.shape == (4, 3)
         got = three(padded)
     torch.testing.assert_close(got.logits, expected.logits, rtol=1e-5, atol=1e-5)
-    cells = expected.attention.size(-1) - _FIRST_REGION
+    cells = expected.attention.size(-1) - FIRST_REGION
     torch.testing.assert_close(
-        got.attention[..., : _FIRST_REGION + cells], expected.attention, rtol=1e-5, atol=1e-6
+        got.attention[..., : FIRST_REGION + cells], expected.attention, rtol=1e-5, atol=1e-6
     )
     expected_posts = [[(i.entity, i.score, i.image_index) for i in p] for p in one.predict(batch)]
     got_posts = [[(i.entity, i.score, i.image_index) for i in p] for p in three.predict(batch)]
@@ -114,7 +113,7 @@ def test_absent_slots_are_never_attended_and_their_content_changes_nothing(encod
     with torch.no_grad():
         output = model(batch)
     cells = output.grid[0] * output.grid[1]
-    assert output.attention.size(-1) == _FIRST_REGION + 3 * cells
+    assert output.attention.size(-1) == FIRST_REGION + 3 * cells
     for b, row in enumerate(batch.image_mask.tolist()):
         for slot, present in enumerate(row):
             mass = _region_slices(output.attention[b], cells, slot)
@@ -181,10 +180,10 @@ def test_the_image_index_is_the_image_with_the_most_attention(encoders) -> None:
     attention = torch.zeros_like(output.attention)
     attention[..., _GLOBAL_TOKEN] = 0.1
     # post 0: every span looks at one cell of image 2 (index 1) and a little at image 3
-    attention[0, :, _FIRST_REGION + cells + 4] = 0.6
-    attention[0, :, _FIRST_REGION + 2 * cells] = 0.3
+    attention[0, :, FIRST_REGION + cells + 4] = 0.6
+    attention[0, :, FIRST_REGION + 2 * cells] = 0.3
     # post 1: most of the mass sits on cells of the (absent) image 2: never chosen
-    attention[1, :, _FIRST_REGION] = 0.2
+    attention[1, :, FIRST_REGION] = 0.2
     assert attended_image(attention, batch.image_mask)[0].unique().tolist() == [1]
     assert attended_image(attention, batch.image_mask)[1].unique().tolist() == [0]
     forced = ModelOutput(logits=output.logits, attention=attention, grid=output.grid)
@@ -202,7 +201,7 @@ def test_the_image_index_is_the_image_with_the_most_attention(encoders) -> None:
         assert item.image_index == 0
 
 
-_GLOBAL_TOKEN = _FIRST_REGION - 1
+_GLOBAL_TOKEN = FIRST_REGION - 1
 
 
 def test_weak_localisation_and_grounding_train_on_several_images(encoders) -> None:

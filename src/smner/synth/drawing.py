@@ -26,17 +26,6 @@ Box = tuple[int, int, int, int]
 _SUPERSAMPLE = 2
 _MAX_ROTATION = 10.0
 
-__all__ = [
-    "DISTRACTORS",
-    "PAINTERS",
-    "Box",
-    "draw_background",
-    "draw_clutter",
-    "draw_cue",
-    "draw_distractor",
-    "render_image",
-]
-
 
 # --- background and clutter -------------------------------------------------------------------
 
